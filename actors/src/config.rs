@@ -1,0 +1,83 @@
+//! Settings of the actor tree (the engine fills them from flags and env).
+
+use std::time::Duration;
+
+use crate::domain::ServiceArea;
+
+/// How the drone simulation runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimSettings {
+    /// How many times faster than real time drones fly (`--sim-speed`).
+    pub speed_factor: f64,
+    /// Cruise speed of a drone in metres per second of simulated time.
+    pub drone_speed_mps: f64,
+    /// Real-time interval between two position updates of a flying drone.
+    pub tick: Duration,
+}
+
+impl SimSettings {
+    /// Effective ground speed in metres per real second.
+    pub fn real_speed_mps(&self) -> f64 {
+        self.drone_speed_mps * self.speed_factor
+    }
+
+    /// Real time needed to fly `meters`.
+    pub fn flight_time(&self, meters: f64) -> Duration {
+        let secs = meters / self.real_speed_mps().max(f64::MIN_POSITIVE);
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    }
+}
+
+impl Default for SimSettings {
+    fn default() -> Self {
+        Self {
+            speed_factor: 1.0,
+            drone_speed_mps: 15.0,
+            tick: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Everything the actor tree needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TreeConfig {
+    /// Prefix of this engine's actor names. Names are process-global in
+    /// ractor; a prefix lets several engines live in one process (tests).
+    pub instance: String,
+    /// Service area.
+    pub area: ServiceArea,
+    /// Drones seeded at first start.
+    pub fleet_size: usize,
+    /// Depots the fleet is spread over.
+    pub depots: usize,
+    /// Drone simulation.
+    pub sim: SimSettings,
+    /// Workers in the competing-consumer pool.
+    pub consumers: usize,
+    /// Messages held (received but unsettled) at most; bounds memory and
+    /// gives the broker back-pressure.
+    pub prefetch: usize,
+    /// Deliveries of one message before it is dead-lettered.
+    pub max_delivery_attempts: u32,
+    /// Base delay before a failed message is redelivered (doubles per attempt).
+    pub retry_delay: Duration,
+    /// Timeout of calls between actors.
+    pub call_timeout: Duration,
+}
+
+impl Default for TreeConfig {
+    fn default() -> Self {
+        Self {
+            instance: "dd".into(),
+            area: ServiceArea::default(),
+            fleet_size: 100,
+            depots: 4,
+            sim: SimSettings::default(),
+            consumers: 16,
+            prefetch: 256,
+            max_delivery_attempts: 5,
+            retry_delay: Duration::from_millis(200),
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}

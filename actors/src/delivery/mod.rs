@@ -1,0 +1,354 @@
+//! The delivery actor: one per delivery id, owner of the delivery's stage
+//! machine.
+//!
+//! It is activated on demand ([`Context::delivery`]) and loads its record from
+//! the delivery store in `pre_start`, so a crash, a restart of the
+//! `deliveries` supervisor or passivation never lose state: the store is the
+//! source of truth and the actor is its single writer. Every state change is
+//! written (record + tracking event in one store call) *before* it is
+//! acknowledged. The actor stops itself once the delivery is terminal; a later
+//! read or message re-activates it from the store.
+//!
+//! Domain errors (unknown delivery, wrong stage) are returned to the caller in
+//! the reply; they never fail the actor.
+
+mod messages;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+pub use messages::{CreateOutcome, DeliveryError, DeliveryMsg, DroneReport, NewDelivery};
+
+use crate::context::Context;
+use crate::domain::geo::resolve_location;
+use crate::domain::{
+    Delivery, DeliveryRecord, DeliveryStage, RescheduleRequest, TrackingEvent, UserAccount,
+};
+use crate::fleet::{DroneRequest, FleetMsg};
+use crate::metrics::{self as m, LiveActor};
+use crate::ports::StoreError;
+
+/// The actor (stateless behaviour; state lives in [`DeliveryState`]).
+pub struct DeliveryActor;
+
+/// State of one delivery actor.
+pub struct DeliveryState {
+    ctx: Arc<Context>,
+    id: String,
+    record: Option<DeliveryRecord>,
+    /// Changes made in memory that the store has not accepted yet (drone
+    /// reports cannot be refused, so they are kept and flushed with backoff).
+    unsaved: Vec<TrackingEvent>,
+    dirty: bool,
+    flush_attempt: u32,
+    _live: LiveActor,
+}
+
+impl Actor for DeliveryActor {
+    type Msg = DeliveryMsg;
+    type State = DeliveryState;
+    type Arguments = (Arc<Context>, String);
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        (ctx, id): Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let record = ctx.backends.deliveries.get(&id).await?;
+        Ok(DeliveryState {
+            ctx,
+            id,
+            record,
+            unsaved: Vec::new(),
+            dirty: false,
+            flush_attempt: 0,
+            _live: LiveActor::new("delivery"),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DeliveryMsg::Create(new, reply) => {
+                let result = state.create(*new).await;
+                reply_or_log(reply, result);
+            }
+            DeliveryMsg::Reschedule(req, reply) => {
+                let result = state.reschedule(req).await;
+                reply_or_log(reply, result);
+            }
+            DeliveryMsg::Cancel(reply) => {
+                let result = state.cancel().await;
+                reply_or_log(reply, result);
+            }
+            DeliveryMsg::Get(reply) => {
+                let _ = reply.send(state.record.clone());
+            }
+            DeliveryMsg::Drone(report) => state.on_drone(report),
+            DeliveryMsg::Flush => state.flush_attempt += 1,
+        }
+        if state.dirty {
+            if let Err(e) = state.flush().await {
+                let delay = backoff(state.flush_attempt);
+                tracing::warn!(delivery_id = %state.id, error = %e, ?delay, "could not store delivery; retrying");
+                myself.send_after(delay, || DeliveryMsg::Flush);
+                return Ok(());
+            }
+        }
+        if state.record.as_ref().is_some_and(|r| r.stage.is_terminal()) && !state.dirty {
+            // Passivate: a terminal delivery only serves reads, which the
+            // store answers; a late message re-activates it.
+            myself.stop(Some("terminal".into()));
+        }
+        Ok(())
+    }
+}
+
+fn reply_or_log<T: Send + 'static>(reply: RpcReplyPort<T>, value: T) {
+    if reply.send(value).is_err() {
+        tracing::debug!("caller went away before the reply");
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6)))
+}
+
+impl DeliveryState {
+    /// Writes the record and the first unsaved event (one stage change per
+    /// write keeps the store's record and event log consistent).
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        let Some(record) = &self.record else {
+            self.dirty = false;
+            return Ok(());
+        };
+        if self.unsaved.is_empty() {
+            self.ctx.backends.deliveries.save(record, None).await?;
+        } else {
+            // Events are appended oldest first; the record is the latest.
+            while let Some(event) = self.unsaved.first() {
+                self.ctx
+                    .backends
+                    .deliveries
+                    .save(record, Some(event))
+                    .await?;
+                self.unsaved.remove(0);
+            }
+        }
+        self.dirty = false;
+        self.flush_attempt = 0;
+        Ok(())
+    }
+
+    /// Applies `change` to a copy of the record and stores it; only a stored
+    /// change becomes the actor's state.
+    async fn commit(
+        &mut self,
+        mut next: DeliveryRecord,
+        stage: DeliveryStage,
+    ) -> Result<(), DeliveryError> {
+        let event = next.advance(stage, None);
+        self.ctx
+            .backends
+            .deliveries
+            .save(&next, Some(&event))
+            .await
+            .map_err(DeliveryError::Store)?;
+        self.record = Some(next);
+        Ok(())
+    }
+
+    async fn create(&mut self, new: NewDelivery) -> Result<CreateOutcome, DeliveryError> {
+        if let Some(existing) = &self.record {
+            // A redelivered queue message: the delivery exists already.
+            // Make sure a delivery still waiting for a drone is queued at the
+            // fleet (the fleet de-duplicates by delivery id).
+            if existing.stage.awaits_drone() {
+                self.request_drone();
+            }
+            return Ok(CreateOutcome::AlreadyExists);
+        }
+        let req = &new.request;
+        let area = &self.ctx.config.area;
+        let now = Utc::now();
+        let record = DeliveryRecord {
+            delivery: Delivery {
+                id: req.delivery_id.clone(),
+                owner: UserAccount::for_owner(&req.owner_id),
+                pickup: req.pickup.resolve(area),
+                dropoff: req.dropoff.resolve(area),
+                deadline: req.deadline.clone(),
+                expedited: req.expedited,
+                confirmation_required: req.confirmation_required,
+                drone_id: None,
+            },
+            stage: DeliveryStage::Created,
+            package_id: req.package.package_id.clone(),
+            pickup_location: req.pickup_location.clone(),
+            dropoff_location: req.dropoff_location.clone(),
+            pickup_time: req.pickup_time,
+            pickup_eta: None,
+            delivery_eta: None,
+            correlation_id: new.correlation_id.clone(),
+            created_at: now,
+            updated_at: now,
+            version: 0,
+            ticket: 1,
+        };
+        self.commit(record, DeliveryStage::Created).await?;
+        metrics::counter!(m::DELIVERIES_CREATED_TOTAL).increment(1);
+        self.request_drone();
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn reschedule(&mut self, req: RescheduleRequest) -> Result<(), DeliveryError> {
+        let Some(current) = &self.record else {
+            return Err(DeliveryError::NotFound);
+        };
+        if current.stage.is_terminal() || current.stage == DeliveryStage::HeadedToDropoff {
+            return Err(DeliveryError::WrongStage(current.stage));
+        }
+        let area = &self.ctx.config.area;
+        let mut next = current.clone();
+        if let Some(text) = &req.pickup_location {
+            next.delivery.pickup =
+                resolve_location(text, area).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
+            next.pickup_location.clone_from(text);
+        }
+        if let Some(text) = &req.dropoff_location {
+            next.delivery.dropoff =
+                resolve_location(text, area).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
+            next.dropoff_location.clone_from(text);
+        }
+        if let Some(deadline) = &req.deadline {
+            next.delivery.deadline.clone_from(deadline);
+        }
+        if req.pickup_time.is_some() {
+            next.pickup_time = req.pickup_time;
+        }
+        // The route changed: whatever drone was coming is released and a
+        // new request (with a new ticket) goes to the fleet.
+        next.delivery.drone_id = None;
+        next.pickup_eta = None;
+        next.delivery_eta = None;
+        next.ticket += 1;
+        self.commit(next, DeliveryStage::Rescheduled).await?;
+        self.request_drone();
+        Ok(())
+    }
+
+    async fn cancel(&mut self) -> Result<(), DeliveryError> {
+        let Some(current) = &self.record else {
+            return Err(DeliveryError::NotFound);
+        };
+        match current.stage {
+            DeliveryStage::Cancelled => return Ok(()), // idempotent
+            DeliveryStage::Completed => {
+                return Err(DeliveryError::WrongStage(DeliveryStage::Completed))
+            }
+            _ => {}
+        }
+        let next = current.clone();
+        self.commit(next, DeliveryStage::Cancelled).await?;
+        metrics::counter!(m::DELIVERIES_CANCELLED_TOTAL).increment(1);
+        if let Some(fleet) = self.ctx.fleet() {
+            let _ = fleet.cast(FleetMsg::Withdraw {
+                delivery_id: self.id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn request_drone(&self) {
+        let Some(record) = &self.record else { return };
+        let request = DroneRequest {
+            delivery_id: self.id.clone(),
+            ticket: record.ticket,
+            pickup: record.delivery.pickup,
+            dropoff: record.delivery.dropoff,
+        };
+        match self.ctx.fleet() {
+            Some(fleet) => {
+                if fleet.cast(FleetMsg::Request(request)).is_err() {
+                    tracing::warn!(delivery_id = %self.id, "fleet stopped; it re-reads waiting deliveries when it restarts");
+                }
+            }
+            None => {
+                tracing::warn!(delivery_id = %self.id, "fleet not running; it re-reads waiting deliveries when it starts")
+            }
+        }
+    }
+
+    /// Applies a drone's report. Reports for an older ticket (a drone that was
+    /// released by a reschedule or cancel) are ignored.
+    fn on_drone(&mut self, report: DroneReport) {
+        let Some(record) = &mut self.record else {
+            tracing::warn!(delivery_id = %self.id, "drone report for an unknown delivery");
+            return;
+        };
+        if report.ticket() != record.ticket || record.stage.is_terminal() {
+            tracing::debug!(delivery_id = %self.id, ?report, "stale drone report ignored");
+            return;
+        }
+        let event = match report {
+            DroneReport::Assigned {
+                drone_id,
+                position,
+                pickup_eta,
+                delivery_eta,
+                ..
+            } if record.stage.awaits_drone() => {
+                record.delivery.drone_id = Some(drone_id);
+                set_etas(record, Some(pickup_eta), Some(delivery_eta));
+                let mut e = record.advance(DeliveryStage::HeadedToPickup, Some(position));
+                e.location = Some(position);
+                e
+            }
+            DroneReport::PickedUp {
+                drone_id,
+                position,
+                delivery_eta,
+                ..
+            } if record.stage == DeliveryStage::HeadedToPickup
+                && record.delivery.drone_id.as_deref() == Some(&drone_id) =>
+            {
+                set_etas(record, record.pickup_eta, Some(delivery_eta));
+                record.advance(DeliveryStage::HeadedToDropoff, Some(position))
+            }
+            DroneReport::Delivered {
+                drone_id, position, ..
+            } if record.stage == DeliveryStage::HeadedToDropoff
+                && record.delivery.drone_id.as_deref() == Some(&drone_id) =>
+            {
+                let e = record.advance(DeliveryStage::Completed, Some(position));
+                metrics::counter!(m::DELIVERIES_COMPLETED_TOTAL).increment(1);
+                let secs =
+                    (record.updated_at - record.created_at).num_milliseconds() as f64 / 1000.0;
+                metrics::histogram!(m::DELIVERY_DURATION_SECONDS).record(secs);
+                e
+            }
+            other => {
+                tracing::debug!(delivery_id = %self.id, report = ?other, stage = ?record.stage, "drone report out of order ignored");
+                return;
+            }
+        };
+        self.unsaved.push(event);
+        self.dirty = true;
+    }
+}
+
+fn set_etas(
+    record: &mut DeliveryRecord,
+    pickup: Option<DateTime<Utc>>,
+    delivery: Option<DateTime<Utc>>,
+) {
+    record.pickup_eta = pickup;
+    record.delivery_eta = delivery;
+}

@@ -1,0 +1,269 @@
+//! Deliveries: the stage machine and the documents clients read.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::geo::Location;
+
+/// Stage of a delivery. Serialised as the original's integers
+/// (`0 Created … 5 Cancelled`) so that existing clients keep working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStage {
+    /// Accepted and stored; waiting for a drone.
+    Created = 0,
+    /// Pickup/dropoff changed; waiting for the drone to head out again.
+    Rescheduled = 1,
+    /// A drone is flying to the pickup.
+    HeadedToPickup = 2,
+    /// The package is on board.
+    HeadedToDropoff = 3,
+    /// Delivered (terminal).
+    Completed = 4,
+    /// Cancelled by the client (terminal).
+    Cancelled = 5,
+}
+
+impl DeliveryStage {
+    /// All stages in declaration order.
+    pub const ALL: [DeliveryStage; 6] = [
+        Self::Created,
+        Self::Rescheduled,
+        Self::HeadedToPickup,
+        Self::HeadedToDropoff,
+        Self::Completed,
+        Self::Cancelled,
+    ];
+
+    /// The stage's name (`"HeadedToPickup"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Created => "Created",
+            Self::Rescheduled => "Rescheduled",
+            Self::HeadedToPickup => "HeadedToPickup",
+            Self::HeadedToDropoff => "HeadedToDropoff",
+            Self::Completed => "Completed",
+            Self::Cancelled => "Cancelled",
+        }
+    }
+
+    /// From the integer code.
+    pub fn from_int(n: u64) -> Option<Self> {
+        Self::ALL.get(usize::try_from(n).ok()?).copied()
+    }
+
+    /// Completed and Cancelled never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Cancelled)
+    }
+
+    /// A delivery in these stages has no drone and is waiting for one.
+    pub fn awaits_drone(self) -> bool {
+        matches!(self, Self::Created | Self::Rescheduled)
+    }
+}
+
+impl Serialize for DeliveryStage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(*self as u8)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeliveryStage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        Self::from_int(n).ok_or_else(|| serde::de::Error::custom("unknown delivery stage"))
+    }
+}
+
+/// How the recipient confirms a delivery. Strings on the ingestion API
+/// (`FingerPrint|Picture|Voice|None`), integers in the delivery document, as
+/// in the original services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConfirmationRequired {
+    /// Fingerprint scan.
+    FingerPrint = 0,
+    /// Photo of the package at the door.
+    Picture = 1,
+    /// Voice confirmation.
+    Voice = 2,
+    /// Nothing required.
+    None = 3,
+}
+
+impl ConfirmationRequired {
+    /// Parses the ingestion API's string form (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fingerprint" => Some(Self::FingerPrint),
+            "picture" => Some(Self::Picture),
+            "voice" => Some(Self::Voice),
+            "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+
+    /// The ingestion API's string form.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FingerPrint => "FingerPrint",
+            Self::Picture => "Picture",
+            Self::Voice => "Voice",
+            Self::None => "None",
+        }
+    }
+
+    /// From the integer code.
+    pub fn from_int(n: u64) -> Option<Self> {
+        [Self::FingerPrint, Self::Picture, Self::Voice, Self::None]
+            .get(usize::try_from(n).ok()?)
+            .copied()
+    }
+}
+
+impl Serialize for ConfirmationRequired {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(*self as u8)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfirmationRequired {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        Self::from_int(n).ok_or_else(|| serde::de::Error::custom("unknown confirmation type"))
+    }
+}
+
+/// The owner of a delivery (`{"userId","accountId"}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserAccount {
+    /// The request's `ownerId`.
+    pub user_id: String,
+    /// Derived deterministically from the owner (UUIDv5), where the original
+    /// minted a fresh random GUID on every call.
+    pub account_id: String,
+}
+
+impl UserAccount {
+    /// The account of an owner id.
+    pub fn for_owner(owner_id: &str) -> Self {
+        Self {
+            user_id: owner_id.to_owned(),
+            account_id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, owner_id.as_bytes())
+                .to_string(),
+        }
+    }
+}
+
+/// The delivery document of `GET /api/deliveries/{id}`, field for field the
+/// original Delivery service's model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// Delivery id (a UUID minted by the gateway).
+    pub id: String,
+    /// Owner.
+    pub owner: UserAccount,
+    /// Pickup point.
+    pub pickup: Location,
+    /// Dropoff point.
+    pub dropoff: Location,
+    /// Free-text deadline, as given.
+    pub deadline: String,
+    /// Expedited flag (the original lost it on the way to the scheduler).
+    pub expedited: bool,
+    /// Confirmation type, as an integer.
+    pub confirmation_required: ConfirmationRequired,
+    /// Assigned drone, once there is one.
+    pub drone_id: Option<String>,
+}
+
+/// Everything the engine keeps about a delivery: the public document plus the
+/// stage machine's state. This is what the delivery store holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRecord {
+    /// The public document.
+    pub delivery: Delivery,
+    /// Current stage.
+    pub stage: DeliveryStage,
+    /// The package carried.
+    pub package_id: String,
+    /// The pickup text as the client wrote it.
+    pub pickup_location: String,
+    /// The dropoff text as the client wrote it.
+    pub dropoff_location: String,
+    /// Requested pickup time.
+    pub pickup_time: Option<DateTime<Utc>>,
+    /// When the drone is expected at the pickup.
+    pub pickup_eta: Option<DateTime<Utc>>,
+    /// When the package is expected at the dropoff.
+    pub delivery_eta: Option<DateTime<Utc>>,
+    /// Correlation id of the request that created it.
+    pub correlation_id: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Bumped on every change; lets stores and readers order writes.
+    pub version: u64,
+    /// Ticket of the current drone request. Bumped whenever a new drone is
+    /// requested (create, reschedule) so that late reports from a drone of an
+    /// earlier request are recognised and ignored.
+    #[serde(default)]
+    pub ticket: u64,
+}
+
+impl DeliveryRecord {
+    /// Moves to `stage`, bumping the version, and returns the tracking event
+    /// to store with it.
+    pub fn advance(&mut self, stage: DeliveryStage, location: Option<Location>) -> TrackingEvent {
+        self.stage = stage;
+        self.updated_at = Utc::now();
+        self.version += 1;
+        TrackingEvent {
+            delivery_id: self.delivery.id.clone(),
+            stage,
+            location,
+            at: self.updated_at,
+        }
+    }
+}
+
+/// One stage change, kept per delivery (the original wrote these and never
+/// read them; here they feed the status and, later, the live stream).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackingEvent {
+    /// Delivery id.
+    pub delivery_id: String,
+    /// Stage entered.
+    pub stage: DeliveryStage,
+    /// Where it happened, when known.
+    pub location: Option<Location>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// `GET /api/deliveries/{id}/status`: the original's field names
+/// (`stage`, `lastKnownLocation`, `pickupETA`, `deliveryETA`), with real values
+/// where the original returned a hard-coded stub. ETAs are RFC 3339 instants
+/// rather than server-culture strings; `stageName` is added for humans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryStatus {
+    /// Stage code.
+    pub stage: DeliveryStage,
+    /// Stage name.
+    pub stage_name: String,
+    /// The drone's position while one is assigned, else the last stage event's location.
+    pub last_known_location: Option<Location>,
+    /// Drone expected at pickup.
+    #[serde(rename = "pickupETA")]
+    pub pickup_eta: Option<DateTime<Utc>>,
+    /// Package expected at dropoff.
+    #[serde(rename = "deliveryETA")]
+    pub delivery_eta: Option<DateTime<Utc>>,
+    /// Assigned drone.
+    pub drone_id: Option<String>,
+}

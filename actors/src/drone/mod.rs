@@ -1,0 +1,256 @@
+//! The drone actor: one per drone, a simulated flight controller.
+//!
+//! A drone flies in real time scaled by `--sim-speed`: while it has somewhere
+//! to go it ticks (`send_interval`), moves `speed × elapsed` metres towards its
+//! target and writes its position to the drone store, so that status reads
+//! and a restarted actor (which reloads in `pre_start`) see where it is.
+//! It reports progress to its delivery (by name, through
+//! [`Context::tell_delivery`]); a report that cannot be delivered is kept and
+//! retried on the next tick rather than lost.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::context::Context;
+use crate::delivery::{DeliveryMsg, DroneReport};
+use crate::domain::{DroneState, DroneStatus};
+use crate::fleet::{DroneRequest, FleetMsg};
+use crate::metrics::LiveActor;
+
+/// Messages of a drone.
+#[derive(Debug)]
+pub enum DroneMsg {
+    /// Take a job (from the fleet).
+    Assign(DroneRequest),
+    /// Drop the job for this delivery and fly home (from the fleet).
+    Abort {
+        /// The delivery whose job to drop.
+        delivery_id: String,
+    },
+    /// Advance the simulation.
+    Tick,
+}
+
+/// The actor.
+pub struct DroneActor;
+
+/// State of one drone actor.
+pub struct DroneActorState {
+    ctx: Arc<Context>,
+    drone: DroneState,
+    ticker: Option<JoinHandle<()>>,
+    last_tick: Instant,
+    unreported: Vec<(String, DroneReport)>,
+    _live: LiveActor,
+}
+
+impl Actor for DroneActor {
+    type Msg = DroneMsg;
+    type State = DroneActorState;
+    type Arguments = (Arc<Context>, DroneState);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        (ctx, seed): Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // The store wins over the seed: it holds the position and job of a
+        // drone that was flying when its actor stopped.
+        let drone = ctx.backends.drones.get(&seed.id).await?.unwrap_or(seed);
+        let mut state = DroneActorState {
+            ctx,
+            drone,
+            ticker: None,
+            last_tick: Instant::now(),
+            unreported: Vec::new(),
+            _live: LiveActor::new("drone"),
+        };
+        state.ensure_ticking(&myself);
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.ticker.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DroneMsg::Assign(job) => state.assign(job, &myself).await,
+            DroneMsg::Abort { delivery_id } => state.abort(&delivery_id).await,
+            DroneMsg::Tick => state.tick(&myself).await,
+        }
+        Ok(())
+    }
+}
+
+impl DroneActorState {
+    fn ensure_ticking(&mut self, myself: &ActorRef<DroneMsg>) {
+        if self.drone.target().is_some() && self.ticker.is_none() {
+            self.last_tick = Instant::now();
+            self.ticker = Some(myself.send_interval(self.ctx.config.sim.tick, || DroneMsg::Tick));
+        }
+    }
+
+    fn stop_ticking(&mut self) {
+        if let Some(t) = self.ticker.take() {
+            t.abort();
+        }
+    }
+
+    async fn persist(&mut self) {
+        self.drone.updated_at = Utc::now();
+        if let Err(e) = self.ctx.backends.drones.put(&self.drone).await {
+            // The next tick or change writes again; the actor keeps the truth.
+            tracing::warn!(drone_id = %self.drone.id, error = %e, "could not store drone state");
+        }
+    }
+
+    async fn assign(&mut self, job: DroneRequest, myself: &ActorRef<DroneMsg>) {
+        let busy_elsewhere = !self.drone.status.is_free()
+            && self.drone.delivery_id.as_deref() != Some(&job.delivery_id);
+        if busy_elsewhere {
+            tracing::warn!(drone_id = %self.drone.id, delivery_id = %job.delivery_id, "assigned while busy; handing the job back");
+            if let Some(fleet) = self.ctx.fleet() {
+                let _ = fleet.cast(FleetMsg::Rejected {
+                    drone_id: self.drone.id.clone(),
+                    request: job,
+                });
+            }
+            return;
+        }
+        let sim = &self.ctx.config.sim;
+        let now = Utc::now();
+        let to_pickup = self.drone.position.distance_m(&job.pickup);
+        let to_dropoff = job.pickup.distance_m(&job.dropoff);
+        let pickup_eta = now + sim.flight_time(to_pickup);
+        let delivery_eta = pickup_eta + sim.flight_time(to_dropoff);
+        self.drone.status = DroneStatus::HeadedToPickup;
+        self.drone.delivery_id = Some(job.delivery_id.clone());
+        self.drone.pickup = Some(job.pickup);
+        self.drone.dropoff = Some(job.dropoff);
+        self.drone.ticket = job.ticket;
+        self.persist().await;
+        tracing::info!(drone_id = %self.drone.id, delivery_id = %job.delivery_id, "assigned drone");
+        self.report(
+            job.delivery_id,
+            DroneReport::Assigned {
+                ticket: job.ticket,
+                drone_id: self.drone.id.clone(),
+                position: self.drone.position,
+                pickup_eta,
+                delivery_eta,
+            },
+        )
+        .await;
+        self.ensure_ticking(myself);
+    }
+
+    async fn abort(&mut self, delivery_id: &str) {
+        if self.drone.delivery_id.as_deref() != Some(delivery_id) || self.drone.status.is_free() {
+            return;
+        }
+        self.drone.status = DroneStatus::Returning;
+        self.drone.delivery_id = None;
+        self.drone.pickup = None;
+        self.drone.dropoff = None;
+        self.persist().await;
+    }
+
+    async fn tick(&mut self, myself: &ActorRef<DroneMsg>) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last_tick).as_secs_f64();
+        self.last_tick = now;
+        // Retry reports that could not be delivered earlier.
+        for (delivery_id, report) in std::mem::take(&mut self.unreported) {
+            self.report(delivery_id, report).await;
+        }
+        let Some(target) = self.drone.target() else {
+            self.stop_ticking();
+            return;
+        };
+        let step = elapsed * self.ctx.config.sim.real_speed_mps();
+        let next = self.drone.position.step_towards(&target, step);
+        self.drone.flown_m += self.drone.position.distance_m(&next);
+        self.drone.position = next;
+        if next == target {
+            self.arrive().await;
+        }
+        self.persist().await;
+        if self.drone.target().is_none() {
+            self.stop_ticking();
+        } else {
+            self.ensure_ticking(myself);
+        }
+    }
+
+    async fn arrive(&mut self) {
+        let position = self.drone.position;
+        let delivery_id = self.drone.delivery_id.clone().unwrap_or_default();
+        match self.drone.status {
+            DroneStatus::HeadedToPickup => {
+                self.drone.status = DroneStatus::HeadedToDropoff;
+                let to_dropoff = self
+                    .drone
+                    .dropoff
+                    .map(|d| position.distance_m(&d))
+                    .unwrap_or(0.0);
+                let delivery_eta = Utc::now() + self.ctx.config.sim.flight_time(to_dropoff);
+                let report = DroneReport::PickedUp {
+                    ticket: self.drone.ticket,
+                    drone_id: self.drone.id.clone(),
+                    position,
+                    delivery_eta,
+                };
+                self.report(delivery_id, report).await;
+            }
+            DroneStatus::HeadedToDropoff => {
+                let report = DroneReport::Delivered {
+                    ticket: self.drone.ticket,
+                    drone_id: self.drone.id.clone(),
+                    position,
+                };
+                self.drone.status = DroneStatus::Returning;
+                self.drone.delivery_id = None;
+                self.drone.pickup = None;
+                self.drone.dropoff = None;
+                self.report(delivery_id.clone(), report).await;
+                if let Some(fleet) = self.ctx.fleet() {
+                    let _ = fleet.cast(FleetMsg::Free {
+                        drone_id: self.drone.id.clone(),
+                        delivery_id,
+                        position,
+                    });
+                }
+            }
+            DroneStatus::Returning => self.drone.status = DroneStatus::Available,
+            DroneStatus::Available => {}
+        }
+    }
+
+    async fn report(&mut self, delivery_id: String, report: DroneReport) {
+        if let Err(e) = self
+            .ctx
+            .tell_delivery(&delivery_id, DeliveryMsg::Drone(report.clone()))
+            .await
+        {
+            tracing::warn!(drone_id = %self.drone.id, %delivery_id, error = %e, "could not report to delivery; will retry");
+            self.unreported.push((delivery_id, report));
+        }
+    }
+}

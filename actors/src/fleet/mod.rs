@@ -1,0 +1,417 @@
+//! The fleet: scheduler of drones and supervisor of the drone actors.
+//!
+//! The fleet is the single owner of drone assignment, so two deliveries can
+//! never get the same drone. It keeps a slot per drone (free or serving a
+//! delivery) and a FIFO of requests waiting for a free drone: a delivery that
+//! finds no free drone waits, it is never failed. A request goes to the
+//! nearest free drone; a drone that becomes free takes the oldest waiting
+//! request.
+//!
+//! On start it reloads drones from the drone store (seeding the fleet over the
+//! depots the first time) and re-queues every delivery the store says is
+//! waiting for a drone, so a restart of the fleet loses no request. A drone
+//! actor that fails is restarted with backoff and resumes from its stored
+//! state.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use serde::Serialize;
+
+use crate::context::Context;
+use crate::domain::{DroneState, Location};
+use crate::drone::{DroneActor, DroneMsg};
+use crate::metrics::{self as m, LiveActor};
+
+/// A delivery's request for a drone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DroneRequest {
+    /// The delivery.
+    pub delivery_id: String,
+    /// The delivery's request ticket (see [`crate::domain::DeliveryRecord::ticket`]).
+    pub ticket: u64,
+    /// Where to pick up.
+    pub pickup: Location,
+    /// Where to drop off.
+    pub dropoff: Location,
+}
+
+/// Messages of the fleet.
+#[derive(Debug)]
+pub enum FleetMsg {
+    /// Find a drone for a delivery (idempotent per delivery id; a newer
+    /// ticket replaces an older request and releases its drone).
+    Request(DroneRequest),
+    /// The delivery no longer needs a drone (cancelled).
+    Withdraw {
+        /// The delivery.
+        delivery_id: String,
+    },
+    /// A drone finished its job.
+    Free {
+        /// The drone.
+        drone_id: String,
+        /// The delivery it finished.
+        delivery_id: String,
+        /// Where it is.
+        position: Location,
+    },
+    /// A drone refused a job (it was busy): queue the request again.
+    Rejected {
+        /// The drone.
+        drone_id: String,
+        /// The refused request.
+        request: DroneRequest,
+    },
+    /// Restart a drone actor (after a failure and its backoff).
+    Respawn(String),
+    /// Counts for operators.
+    Snapshot(RpcReplyPort<FleetSnapshot>),
+}
+
+/// What the fleet looks like now.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetSnapshot {
+    /// Drones in the fleet.
+    pub drones: usize,
+    /// Drones free.
+    pub free: usize,
+    /// Requests waiting for a drone.
+    pub pending: usize,
+    /// Drone actor restarts since the fleet started.
+    pub restarts: u64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    position: Location,
+    serving: Option<(String, u64)>,
+}
+
+/// The actor.
+pub struct FleetActor;
+
+/// The fleet's state.
+pub struct FleetState {
+    ctx: Arc<Context>,
+    slots: BTreeMap<String, Slot>,
+    by_delivery: HashMap<String, String>,
+    pending: VecDeque<DroneRequest>,
+    children: HashMap<ActorId, String>,
+    restarts: HashMap<String, u32>,
+    total_restarts: u64,
+    _live: LiveActor,
+}
+
+impl Actor for FleetActor {
+    type Msg = FleetMsg;
+    type State = FleetState;
+    type Arguments = Arc<Context>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ctx: Arc<Context>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut drones = ctx.backends.drones.list().await?;
+        if drones.is_empty() {
+            drones = seed(&ctx);
+            for d in &drones {
+                ctx.backends.drones.put(d).await?;
+            }
+            tracing::info!(
+                drones = drones.len(),
+                depots = ctx.config.depots,
+                "seeded the fleet"
+            );
+        }
+        let mut state = FleetState {
+            ctx: Arc::clone(&ctx),
+            slots: BTreeMap::new(),
+            by_delivery: HashMap::new(),
+            pending: VecDeque::new(),
+            children: HashMap::new(),
+            restarts: HashMap::new(),
+            total_restarts: 0,
+            _live: LiveActor::new("fleet"),
+        };
+        for d in drones {
+            let serving = d
+                .delivery_id
+                .clone()
+                .filter(|_| !d.status.is_free())
+                .map(|id| (id, d.ticket));
+            if let Some((delivery, _)) = &serving {
+                state.by_delivery.insert(delivery.clone(), d.id.clone());
+            }
+            state.slots.insert(
+                d.id.clone(),
+                Slot {
+                    position: d.position,
+                    serving,
+                },
+            );
+            state.spawn_drone(&myself, d).await?;
+        }
+        // Deliveries that were waiting for a drone when the fleet stopped.
+        for id in ctx.backends.deliveries.awaiting_drone().await? {
+            if let Some(r) = ctx.backends.deliveries.get(&id).await? {
+                if r.stage.awaits_drone() {
+                    state.pending.push_back(DroneRequest {
+                        delivery_id: id,
+                        ticket: r.ticket,
+                        pickup: r.delivery.pickup,
+                        dropoff: r.delivery.dropoff,
+                    });
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.dispatch_pending();
+        state.publish();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            FleetMsg::Request(req) => state.request(req),
+            FleetMsg::Withdraw { delivery_id } => {
+                state.pending.retain(|r| r.delivery_id != delivery_id);
+                state.release(&delivery_id);
+                state.dispatch_pending();
+            }
+            FleetMsg::Free {
+                drone_id,
+                delivery_id,
+                position,
+            } => {
+                if let Some(slot) = state.slots.get_mut(&drone_id) {
+                    slot.position = position;
+                    // An empty id marks a drone that refused a job while busy
+                    // with one the fleet did not know: any Free releases it.
+                    if slot
+                        .serving
+                        .as_ref()
+                        .is_some_and(|(d, _)| *d == delivery_id || d.is_empty())
+                    {
+                        slot.serving = None;
+                        state.by_delivery.remove(&delivery_id);
+                    }
+                }
+                state.dispatch_pending();
+            }
+            FleetMsg::Rejected { drone_id, request } => {
+                if let Some(slot) = state.slots.get_mut(&drone_id) {
+                    if slot
+                        .serving
+                        .as_ref()
+                        .is_some_and(|(d, _)| *d == request.delivery_id)
+                    {
+                        // The drone is busy with something we lost track of:
+                        // leave it out until it reports free.
+                        slot.serving = Some((String::new(), 0));
+                    }
+                }
+                state.by_delivery.remove(&request.delivery_id);
+                state.pending.push_front(request);
+                state.dispatch_pending();
+            }
+            FleetMsg::Respawn(drone_id) => {
+                let seed = state
+                    .ctx
+                    .backends
+                    .drones
+                    .get(&drone_id)
+                    .await
+                    .ok()
+                    .flatten();
+                match seed {
+                    Some(d) => {
+                        if let Err(e) = state.spawn_drone(&myself, d).await {
+                            tracing::error!(%drone_id, error = %e, "drone restart failed; retrying");
+                            state.schedule_respawn(&myself, drone_id);
+                        }
+                    }
+                    None => state.schedule_respawn(&myself, drone_id),
+                }
+            }
+            FleetMsg::Snapshot(reply) => {
+                let _ = reply.send(state.snapshot());
+            }
+        }
+        state.publish();
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // The default handler would stop the fleet when any drone stops.
+        match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(drone_id) = state.children.remove(&cell.get_id()) {
+                    tracing::error!(%drone_id, error = %err, "drone actor failed; restarting");
+                    metrics::counter!(m::ACTOR_RESTARTS_TOTAL, "supervisor" => "fleet")
+                        .increment(1);
+                    state.total_restarts += 1;
+                    state.schedule_respawn(&myself, drone_id);
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if let Some(drone_id) = state.children.remove(&cell.get_id()) {
+                    tracing::warn!(%drone_id, ?reason, "drone actor stopped; restarting");
+                    state.schedule_respawn(&myself, drone_id);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn seed(ctx: &Context) -> Vec<DroneState> {
+    let depots = ctx.config.area.depots(ctx.config.depots);
+    (0..ctx.config.fleet_size)
+        .map(|i| DroneState::parked(format!("drone-{i:04}"), depots[i % depots.len()]))
+        .collect()
+}
+
+impl FleetState {
+    async fn spawn_drone(
+        &mut self,
+        myself: &ActorRef<FleetMsg>,
+        drone: DroneState,
+    ) -> Result<(), ActorProcessingErr> {
+        let id = drone.id.clone();
+        let (actor, _) = Actor::spawn_linked(
+            Some(self.ctx.drone_name(&id)),
+            DroneActor,
+            (Arc::clone(&self.ctx), drone),
+            myself.get_cell(),
+        )
+        .await?;
+        self.children.insert(actor.get_id(), id);
+        Ok(())
+    }
+
+    fn schedule_respawn(&mut self, myself: &ActorRef<FleetMsg>, drone_id: String) {
+        let n = self.restarts.entry(drone_id.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        let delay = Duration::from_millis(50u64.saturating_mul(1 << (*n).min(8)));
+        myself.send_after(delay, move || FleetMsg::Respawn(drone_id));
+    }
+
+    fn request(&mut self, req: DroneRequest) {
+        if let Some(drone_id) = self.by_delivery.get(&req.delivery_id) {
+            let current = self
+                .slots
+                .get(drone_id)
+                .and_then(|s| s.serving.as_ref())
+                .map(|(_, t)| *t);
+            if current.is_some_and(|t| t >= req.ticket) {
+                return; // already served (a redelivered message)
+            }
+            self.release(&req.delivery_id);
+        }
+        match self
+            .pending
+            .iter_mut()
+            .find(|r| r.delivery_id == req.delivery_id)
+        {
+            Some(existing) => {
+                if req.ticket >= existing.ticket {
+                    *existing = req;
+                }
+            }
+            None => self.pending.push_back(req),
+        }
+        self.dispatch_pending();
+    }
+
+    /// Frees the drone serving `delivery_id`, telling it to abort.
+    fn release(&mut self, delivery_id: &str) {
+        if let Some(drone_id) = self.by_delivery.remove(delivery_id) {
+            if let Some(slot) = self.slots.get_mut(&drone_id) {
+                slot.serving = None;
+            }
+            if let Some(drone) = self.ctx.drone(&drone_id) {
+                let _ = drone.cast(DroneMsg::Abort {
+                    delivery_id: delivery_id.to_owned(),
+                });
+            }
+        }
+    }
+
+    /// Assigns waiting requests, oldest first, each to the nearest free drone.
+    fn dispatch_pending(&mut self) {
+        while let Some(req) = self.pending.front() {
+            let nearest = self
+                .slots
+                .iter()
+                .filter(|(_, s)| s.serving.is_none())
+                .min_by(|(_, a), (_, b)| {
+                    a.position
+                        .distance_m(&req.pickup)
+                        .total_cmp(&b.position.distance_m(&req.pickup))
+                })
+                .map(|(id, _)| id.clone());
+            let Some(drone_id) = nearest else { break };
+            let Some(req) = self.pending.pop_front() else {
+                break;
+            };
+            let Some(drone) = self.ctx.drone(&drone_id) else {
+                // Restarting: keep the request, try another drone later.
+                self.pending.push_front(req);
+                break;
+            };
+            if let Some(slot) = self.slots.get_mut(&drone_id) {
+                slot.serving = Some((req.delivery_id.clone(), req.ticket));
+            }
+            self.by_delivery
+                .insert(req.delivery_id.clone(), drone_id.clone());
+            if let Err(ractor::MessagingErr::SendErr(DroneMsg::Assign(req))) =
+                drone.cast(DroneMsg::Assign(req))
+            {
+                if let Some(slot) = self.slots.get_mut(&drone_id) {
+                    slot.serving = None;
+                }
+                self.by_delivery.remove(&req.delivery_id);
+                self.pending.push_front(req);
+                break;
+            }
+        }
+    }
+
+    fn snapshot(&self) -> FleetSnapshot {
+        FleetSnapshot {
+            drones: self.slots.len(),
+            free: self.slots.values().filter(|s| s.serving.is_none()).count(),
+            pending: self.pending.len(),
+            restarts: self.total_restarts,
+        }
+    }
+
+    fn publish(&self) {
+        let s = self.snapshot();
+        metrics::gauge!(m::FLEET_PENDING).set(s.pending as f64);
+        metrics::gauge!(m::FLEET_FREE_DRONES).set(s.free as f64);
+    }
+}

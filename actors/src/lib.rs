@@ -1,0 +1,51 @@
+//! # dronedelivery-actors
+//!
+//! The domain and the actor tree of the drone delivery engine, with the ports
+//! (traits) behind which queues and stores live. This crate knows nothing of
+//! HTTP, Redis or MongoDB: the gateway talks to it through [`tree::Engine`],
+//! and the engine crate plugs adapters into [`ports::Backends`].
+//!
+//! ## How a delivery flows
+//! 1. The gateway validates a request ([`domain::DeliveryRequest`]) and puts a
+//!    [`ports::QueueMessage`] on the queue; it answers 202 only once the
+//!    broker has accepted it.
+//! 2. The `consumers` actor pulls messages (bounded by `prefetch`) into a
+//!    ractor factory of [`workflow::WorkflowWorker`]s, keyed by delivery id.
+//! 3. A worker upserts the package and asks the delivery's actor
+//!    ([`delivery::DeliveryActor`], one per id, activated on demand from the
+//!    store) to create the delivery. The actor stores it (stage `Created`)
+//!    and asks the [`fleet::FleetActor`] for a drone. Only then is the message
+//!    completed; a failure is retried with backoff and finally dead-lettered
+//!    with its reason.
+//! 4. The fleet assigns the nearest free drone (or queues the request until
+//!    one is free). The [`drone::DroneActor`] flies, simulated in real time
+//!    scaled by `--sim-speed`, and reports `Assigned`, `PickedUp`, `Delivered`
+//!    to the delivery actor, which stores each stage:
+//!    `Created → HeadedToPickup → HeadedToDropoff → Completed`.
+//!
+//! ## Supervision
+//! ractor gives supervision *events* but no strategy; [`supervisor`] adds
+//! one-for-one restarts with backoff and an intensity limit. Actors address
+//! each other by registered name ([`context::Context`]), so a restarted actor
+//! is found again; state lives in the stores and is reloaded in `pre_start`.
+//!
+//! ## Layout
+//! One module per actor (`delivery`, `drone`, `fleet`, `workflow`,
+//! `supervisor`), each with its message enum; `domain` holds plain data and
+//! rules; `ports` the backend traits; `tree` builds everything.
+
+pub mod config;
+pub mod context;
+pub mod delivery;
+pub mod domain;
+pub mod drone;
+pub mod fleet;
+pub mod metrics;
+pub mod ports;
+pub mod supervisor;
+pub mod tree;
+pub mod workflow;
+
+pub use config::{SimSettings, TreeConfig};
+pub use ports::Backends;
+pub use tree::Engine;

@@ -1,0 +1,60 @@
+//! Metric names, defined once. Prometheus conventions: `dronedelivery_`
+//! prefix, `_total` counters, `_seconds` histograms.
+
+/// HTTP requests, by method, route template and status.
+pub const HTTP_REQUESTS_TOTAL: &str = "dronedelivery_http_requests_total";
+/// HTTP request latency, by method and route template.
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "dronedelivery_http_request_duration_seconds";
+/// Delivery requests accepted (queued) by the gateway.
+pub const DELIVERIES_ACCEPTED_TOTAL: &str = "dronedelivery_deliveries_accepted_total";
+/// Deliveries created by the workflow.
+pub const DELIVERIES_CREATED_TOTAL: &str = "dronedelivery_deliveries_created_total";
+/// Deliveries that reached Completed.
+pub const DELIVERIES_COMPLETED_TOTAL: &str = "dronedelivery_deliveries_completed_total";
+/// Deliveries that reached Cancelled.
+pub const DELIVERIES_CANCELLED_TOTAL: &str = "dronedelivery_deliveries_cancelled_total";
+/// Time from creation to completion of a delivery (real time).
+pub const DELIVERY_DURATION_SECONDS: &str = "dronedelivery_delivery_duration_seconds";
+/// Queue messages settled, by operation and outcome (completed, retried, deadlettered).
+pub const MESSAGES_TOTAL: &str = "dronedelivery_queue_messages_total";
+/// Messages waiting in the queue.
+pub const QUEUE_DEPTH: &str = "dronedelivery_queue_depth";
+/// Messages received and not yet settled by this process.
+pub const MESSAGES_IN_FLIGHT: &str = "dronedelivery_queue_messages_in_flight";
+/// Dead letters written.
+pub const DEAD_LETTERS_TOTAL: &str = "dronedelivery_dead_letters_total";
+/// Live actors, by kind (delivery, drone, fleet, supervisor, consumer).
+pub const ACTORS_LIVE: &str = "dronedelivery_actors_live";
+/// Actor restarts, by supervisor.
+pub const ACTOR_RESTARTS_TOTAL: &str = "dronedelivery_actor_restarts_total";
+/// Deliveries waiting for a free drone.
+pub const FLEET_PENDING: &str = "dronedelivery_fleet_pending_requests";
+/// Drones currently free.
+pub const FLEET_FREE_DRONES: &str = "dronedelivery_fleet_free_drones";
+
+/// Buckets of the HTTP latency histogram, in seconds.
+pub const HTTP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+/// Buckets of the delivery duration histogram, in seconds.
+pub const DELIVERY_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0,
+];
+
+/// Counts a live actor of `kind` for as long as the guard lives.
+#[derive(Debug)]
+pub struct LiveActor(&'static str);
+
+impl LiveActor {
+    /// Increments the gauge.
+    pub fn new(kind: &'static str) -> Self {
+        metrics::gauge!(ACTORS_LIVE, "kind" => kind).increment(1.0);
+        Self(kind)
+    }
+}
+
+impl Drop for LiveActor {
+    fn drop(&mut self) {
+        metrics::gauge!(ACTORS_LIVE, "kind" => self.0).decrement(1.0);
+    }
+}

@@ -1,0 +1,299 @@
+//! Ports: the traits behind which queues and stores live.
+//!
+//! The actors and the gateway only see these traits; the engine crate provides
+//! the adapters (in-process memory for the embedded default, and the real
+//! backends). Traits use `async_trait` so they can be held as `Arc<dyn _>`:
+//! one boxed future per call is negligible next to a network round trip, and
+//! it keeps backend choice a run-time decision (`--queue`, `--redis-url`, ...).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{DeliveryRecord, DroneState, Package, PackagePatch, TrackingEvent, Upserted};
+
+/// A backend failure. Everything here is retryable unless it says otherwise:
+/// the workflow abandons the message and lets the queue redeliver it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or timed out.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// A stored document could not be decoded; retrying will not help.
+    #[error("corrupt document: {0}")]
+    Corrupt(String),
+}
+
+/// Result of store and queue operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The queue operation a message asks for: the original's `operation`
+/// application property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    /// Create a delivery (body: the delivery request).
+    Delivery,
+    /// Change pickup/dropoff/deadline (body: the reschedule request).
+    Reschedule,
+    /// Cancel (body: the delivery id as a JSON string).
+    Cancel,
+}
+
+impl Operation {
+    /// The property value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivery => "delivery",
+            Self::Reschedule => "reschedule",
+            Self::Cancel => "cancel",
+        }
+    }
+
+    /// Parses the property value (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "delivery" => Some(Self::Delivery),
+            "reschedule" => Some(Self::Reschedule),
+            "cancel" => Some(Self::Cancel),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A message as it travels on the queue: the original's JSON body plus its
+/// application properties. The operation is kept as the raw property string
+/// so that an unknown operation reaches the workflow and is dead-lettered with
+/// a reason instead of being dropped by a decoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueMessage {
+    /// Unique message id.
+    pub message_id: String,
+    /// `operation` property: `delivery | reschedule | cancel`.
+    pub operation: String,
+    /// UTF-8 JSON body.
+    pub body: String,
+    /// Correlation id carried across the queue (the original's `Diagnostic-Id`).
+    pub correlation_id: Option<String>,
+    /// When the producer sent it.
+    pub enqueued_at: DateTime<Utc>,
+}
+
+impl QueueMessage {
+    /// A new message with a fresh id.
+    pub fn new(
+        operation: Operation,
+        body: &serde_json::Value,
+        correlation_id: Option<String>,
+    ) -> Self {
+        Self {
+            message_id: uuid::Uuid::new_v4().to_string(),
+            operation: operation.as_str().to_owned(),
+            body: body.to_string(),
+            correlation_id,
+            enqueued_at: Utc::now(),
+        }
+    }
+
+    /// The delivery id this message is about, when it can be read cheaply;
+    /// used as the routing key so that all messages of one delivery are
+    /// handled in order by the same worker.
+    pub fn routing_key(&self) -> String {
+        #[derive(Deserialize)]
+        struct Id {
+            #[serde(rename = "deliveryId")]
+            delivery_id: String,
+        }
+        serde_json::from_str::<Id>(&self.body)
+            .map(|i| i.delivery_id)
+            .or_else(|_| serde_json::from_str::<String>(&self.body))
+            .unwrap_or_else(|_| self.message_id.clone())
+    }
+}
+
+/// Opaque token identifying one peek-locked delivery of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LockToken(pub String);
+
+/// A message received under a peek-lock.
+#[derive(Debug, Clone)]
+pub struct ReceivedMessage {
+    /// The message.
+    pub message: QueueMessage,
+    /// The lock to settle it with.
+    pub lock: LockToken,
+    /// 1 on first delivery, incremented on each redelivery.
+    pub delivery_count: u32,
+}
+
+/// A competing-consumer queue with peek-lock semantics (Service Bus style):
+/// a received message stays invisible until it is completed (deleted),
+/// abandoned (made visible again) or its lock expires.
+#[async_trait]
+pub trait MessageQueue: Send + Sync + 'static {
+    /// Human-readable backend name for logs (`in-process`, `redis-streams`, ...).
+    fn backend(&self) -> &'static str;
+    /// Sends a message. Returns only once the broker has accepted it.
+    async fn send(&self, message: QueueMessage) -> StoreResult<()>;
+    /// Receives up to `max` messages, waiting up to `wait` for the first one.
+    async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>>;
+    /// Deletes a processed message.
+    async fn complete(&self, lock: &LockToken) -> StoreResult<()>;
+    /// Gives a message back for redelivery after `delay`.
+    async fn abandon(&self, lock: &LockToken, delay: Duration) -> StoreResult<()>;
+    /// Removes a message that will never succeed. The caller has already
+    /// written it to the [`DeadLetterStore`] with its reason.
+    async fn dead_letter(&self, lock: &LockToken, reason: &str) -> StoreResult<()>;
+    /// Extends a lock for long work.
+    async fn renew(&self, lock: &LockToken) -> StoreResult<()>;
+    /// Messages waiting (not locked).
+    async fn depth(&self) -> StoreResult<u64>;
+}
+
+/// Delivery documents and their tracking events.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync + 'static {
+    /// Backend name.
+    fn backend(&self) -> &'static str;
+    /// Reads a delivery.
+    async fn get(&self, id: &str) -> StoreResult<Option<DeliveryRecord>>;
+    /// Writes a delivery and, in the same step, the tracking event of its stage change.
+    async fn save(&self, record: &DeliveryRecord, event: Option<&TrackingEvent>)
+        -> StoreResult<()>;
+    /// Tracking events of a delivery, oldest first.
+    async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>>;
+    /// Ids of deliveries waiting for a drone (stage Created or Rescheduled),
+    /// so a restarted fleet can pick them up again.
+    async fn awaiting_drone(&self) -> StoreResult<Vec<String>>;
+    /// Liveness of the backend (readiness probe).
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Drone state.
+#[async_trait]
+pub trait DroneStore: Send + Sync + 'static {
+    /// Backend name.
+    fn backend(&self) -> &'static str;
+    /// Reads a drone.
+    async fn get(&self, id: &str) -> StoreResult<Option<DroneState>>;
+    /// Writes a drone.
+    async fn put(&self, drone: &DroneState) -> StoreResult<()>;
+    /// All drones.
+    async fn list(&self) -> StoreResult<Vec<DroneState>>;
+    /// Liveness of the backend.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Packages (the original Package service's collection).
+#[async_trait]
+pub trait PackageStore: Send + Sync + 'static {
+    /// Backend name.
+    fn backend(&self) -> &'static str;
+    /// Reads a package.
+    async fn get(&self, id: &str) -> StoreResult<Option<Package>>;
+    /// Inserts or replaces, atomically, telling which happened.
+    async fn upsert(&self, package: &Package) -> StoreResult<Upserted>;
+    /// Applies a partial update; `None` when the package does not exist.
+    async fn patch(&self, id: &str, patch: &PackagePatch) -> StoreResult<Option<Package>>;
+    /// Liveness of the backend.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// A message that could not be processed, with why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// The queue message id.
+    pub id: String,
+    /// The message as received.
+    pub message: QueueMessage,
+    /// Why it was given up.
+    pub reason: String,
+    /// Deliveries attempted.
+    pub attempts: u32,
+    /// When it was first dead-lettered.
+    pub first_seen: DateTime<Utc>,
+    /// When it was last dead-lettered.
+    pub last_seen: DateTime<Utc>,
+}
+
+/// Dead letters, for operators to inspect and replay.
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync + 'static {
+    /// Backend name.
+    fn backend(&self) -> &'static str;
+    /// Records a dead letter (an existing id is updated: attempts and last_seen).
+    async fn put(&self, letter: DeadLetter) -> StoreResult<()>;
+    /// Most recent first.
+    async fn list(&self, offset: usize, limit: usize) -> StoreResult<Vec<DeadLetter>>;
+    /// Reads one.
+    async fn get(&self, id: &str) -> StoreResult<Option<DeadLetter>>;
+    /// Number of dead letters.
+    async fn count(&self) -> StoreResult<u64>;
+    /// Liveness of the backend.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// The set of adapters one engine runs on.
+#[derive(Clone)]
+pub struct Backends {
+    /// The delivery request queue.
+    pub queue: Arc<dyn MessageQueue>,
+    /// Delivery documents and events.
+    pub deliveries: Arc<dyn DeliveryStore>,
+    /// Drone state.
+    pub drones: Arc<dyn DroneStore>,
+    /// Packages.
+    pub packages: Arc<dyn PackageStore>,
+    /// Dead letters.
+    pub dead_letters: Arc<dyn DeadLetterStore>,
+}
+
+impl Backends {
+    /// One line naming each backend, for the start-up log.
+    pub fn describe(&self) -> String {
+        format!(
+            "queue={} deliveries={} drones={} packages={} deadletters={}",
+            self.queue.backend(),
+            self.deliveries.backend(),
+            self.drones.backend(),
+            self.packages.backend(),
+            self.dead_letters.backend()
+        )
+    }
+
+    /// Pings every backend; the first failure, named.
+    pub async fn ping(&self) -> Result<(), String> {
+        let named = |what: &'static str| move |e: StoreError| format!("{what}: {e}");
+        self.queue
+            .depth()
+            .await
+            .map(|_| ())
+            .map_err(named("queue"))?;
+        self.deliveries.ping().await.map_err(named("deliveries"))?;
+        self.drones.ping().await.map_err(named("drones"))?;
+        self.packages.ping().await.map_err(named("packages"))?;
+        self.dead_letters
+            .ping()
+            .await
+            .map_err(named("deadletters"))?;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Backends {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}

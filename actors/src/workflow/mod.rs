@@ -1,0 +1,203 @@
+//! The workflow: what happens to one queue message, and the
+//! competing-consumer pool that runs it.
+//!
+//! [`process`] turns a message into an [`Outcome`] without touching the
+//! queue; [`settle`] then completes, abandons (for a retry with backoff) or
+//! dead-letters it. Keeping the two apart makes the decision testable and
+//! the queue protocol uniform across backends.
+//!
+//! For a `delivery` message the steps are: validate, upsert the package,
+//! create the delivery (its actor stores it and asks the fleet for a drone),
+//! and only then complete the message. Every step is idempotent, so a message
+//! redelivered after a crash (at-least-once) has no second effect. `cancel`
+//! and `reschedule` messages are applied by the delivery's actor; the original
+//! system dead-lettered both.
+
+mod consumer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use ractor::rpc::CallResult;
+
+pub use consumer::{ConsumerMsg, Consumers, WorkflowJob, WorkflowWorker};
+
+use crate::context::Context;
+use crate::delivery::{CreateOutcome, DeliveryError, DeliveryMsg, NewDelivery};
+use crate::domain::{DeliveryRequest, DeliveryStage, Package, RescheduleRequest};
+use crate::metrics as m;
+use crate::ports::{DeadLetter, Operation, QueueMessage, ReceivedMessage};
+
+/// What to do with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Processed; complete it.
+    Done,
+    /// A transient failure; redeliver later (dead-letter after the last attempt).
+    Retry(String),
+    /// It can never succeed; dead-letter it with this reason.
+    DeadLetter(String),
+}
+
+/// Decides the fate of one message. Never panics and never touches the queue.
+pub async fn process(ctx: &Arc<Context>, message: &QueueMessage) -> Outcome {
+    let Some(op) = Operation::parse(&message.operation) else {
+        return Outcome::DeadLetter(format!("unknown operation '{}'", message.operation));
+    };
+    let body: serde_json::Value = match serde_json::from_str(&message.body) {
+        Ok(v) => v,
+        Err(e) => return Outcome::DeadLetter(format!("body is not JSON: {e}")),
+    };
+    match op {
+        Operation::Delivery => match DeliveryRequest::from_message(&body) {
+            Ok(req) => create(ctx, req, message.correlation_id.clone()).await,
+            Err(e) => Outcome::DeadLetter(format!("invalid delivery message: {e}")),
+        },
+        Operation::Reschedule => match RescheduleRequest::from_message(&body) {
+            Ok(req) => {
+                let id = req.delivery_id.clone();
+                command(ctx, &id, |reply| DeliveryMsg::Reschedule(req, reply)).await
+            }
+            Err(e) => Outcome::DeadLetter(format!("invalid reschedule message: {e}")),
+        },
+        Operation::Cancel => match body.as_str() {
+            Some(id) if !id.is_empty() => command(ctx, id, DeliveryMsg::Cancel).await,
+            _ => Outcome::DeadLetter(
+                "cancel message body must be the delivery id as a JSON string".into(),
+            ),
+        },
+    }
+}
+
+async fn create(
+    ctx: &Arc<Context>,
+    req: DeliveryRequest,
+    correlation_id: Option<String>,
+) -> Outcome {
+    let id = req.delivery_id.clone();
+    tracing::info!(delivery_id = %id, "processing delivery request");
+    if let Err(e) = ctx
+        .backends
+        .packages
+        .upsert(&Package::from(&req.package))
+        .await
+    {
+        return Outcome::Retry(format!("package store: {e}"));
+    }
+    let new = Box::new(NewDelivery {
+        request: req,
+        correlation_id,
+    });
+    match call(ctx, &id, |reply| DeliveryMsg::Create(new, reply)).await {
+        Ok(Ok(CreateOutcome::Created)) => Outcome::Done,
+        Ok(Ok(CreateOutcome::AlreadyExists)) => {
+            tracing::info!(delivery_id = %id, "delivery exists already (redelivered message)");
+            Outcome::Done
+        }
+        Ok(Err(e)) => from_delivery_error(e),
+        Err(e) => Outcome::Retry(e),
+    }
+}
+
+async fn command<F>(ctx: &Arc<Context>, id: &str, build: F) -> Outcome
+where
+    F: FnOnce(ractor::RpcReplyPort<Result<(), DeliveryError>>) -> DeliveryMsg,
+{
+    match call(ctx, id, build).await {
+        Ok(Ok(())) => Outcome::Done,
+        Ok(Err(e)) => from_delivery_error(e),
+        Err(e) => Outcome::Retry(e),
+    }
+}
+
+fn from_delivery_error(e: DeliveryError) -> Outcome {
+    match e {
+        // The create may still be on its way (another consumer, another
+        // process): retry, and dead-letter only after the last attempt.
+        DeliveryError::NotFound => Outcome::Retry("delivery not found".into()),
+        DeliveryError::Store(e) => Outcome::Retry(format!("delivery store: {e}")),
+        DeliveryError::WrongStage(stage) => Outcome::DeadLetter(format!(
+            "not possible: the delivery is {}",
+            match stage {
+                DeliveryStage::HeadedToDropoff => "already picked up",
+                DeliveryStage::Completed => "already completed",
+                DeliveryStage::Cancelled => "cancelled",
+                other => other.name(),
+            }
+        )),
+        DeliveryError::Invalid(why) => Outcome::DeadLetter(why),
+    }
+}
+
+async fn call<T, F>(ctx: &Arc<Context>, id: &str, build: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce(ractor::RpcReplyPort<T>) -> DeliveryMsg,
+{
+    let actor = ctx.delivery(id).await.map_err(|e| e.to_string())?;
+    match actor.call(build, Some(ctx.config.call_timeout)).await {
+        Ok(CallResult::Success(v)) => Ok(v),
+        Ok(CallResult::Timeout) => Err("delivery actor timed out".into()),
+        Ok(CallResult::SenderError) => Err("delivery actor stopped before replying".into()),
+        Err(e) => Err(format!("delivery actor unreachable: {e}")),
+    }
+}
+
+/// Applies an [`Outcome`] to the queue. A settle failure is logged and left to
+/// the broker: the lock expires and the message comes back, which the
+/// idempotent workflow absorbs.
+pub async fn settle(ctx: &Context, received: &ReceivedMessage, outcome: Outcome) {
+    let queue = &ctx.backends.queue;
+    let op = Operation::parse(&received.message.operation).map_or("unknown", Operation::as_str);
+    let (label, result) = match outcome {
+        Outcome::Done => ("completed", queue.complete(&received.lock).await),
+        Outcome::Retry(reason) if received.delivery_count < ctx.config.max_delivery_attempts => {
+            let exp = received.delivery_count.saturating_sub(1).min(8);
+            let delay = ctx
+                .config
+                .retry_delay
+                .saturating_mul(1 << exp)
+                .min(Duration::from_secs(60));
+            tracing::warn!(message_id = %received.message.message_id, attempt = received.delivery_count, %reason, ?delay, "retrying message");
+            ("retried", queue.abandon(&received.lock, delay).await)
+        }
+        Outcome::Retry(reason) => {
+            let reason = format!(
+                "gave up after {} attempts: {reason}",
+                received.delivery_count
+            );
+            ("deadlettered", dead_letter(ctx, received, reason).await)
+        }
+        Outcome::DeadLetter(reason) => ("deadlettered", dead_letter(ctx, received, reason).await),
+    };
+    metrics::counter!(m::MESSAGES_TOTAL, "operation" => op, "outcome" => label).increment(1);
+    if let Err(e) = result {
+        tracing::error!(message_id = %received.message.message_id, error = %e, "could not settle message; its lock will expire");
+    }
+}
+
+async fn dead_letter(
+    ctx: &Context,
+    received: &ReceivedMessage,
+    reason: String,
+) -> crate::ports::StoreResult<()> {
+    tracing::warn!(message_id = %received.message.message_id, %reason, "dead-lettering message");
+    let now = Utc::now();
+    let letter = DeadLetter {
+        id: received.message.message_id.clone(),
+        message: received.message.clone(),
+        reason: reason.clone(),
+        attempts: received.delivery_count,
+        first_seen: now,
+        last_seen: now,
+    };
+    // Store first: a message is removed from the queue only once its dead
+    // letter is safe.
+    ctx.backends.dead_letters.put(letter).await?;
+    metrics::counter!(m::DEAD_LETTERS_TOTAL).increment(1);
+    ctx.backends
+        .queue
+        .dead_letter(&received.lock, &reason)
+        .await
+}

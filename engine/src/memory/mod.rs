@@ -1,0 +1,28 @@
+//! The embedded default: in-process queue and in-memory stores, so that
+//! `dronedelivery serve` shows the whole flow with no services. Nothing is
+//! persisted.
+
+mod queue;
+mod stores;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dronedelivery_actors::Backends;
+
+pub use queue::MemoryQueue;
+pub use stores::{
+    MemoryDeadLetterStore, MemoryDeliveryStore, MemoryDroneStore, MemoryPackageStore,
+};
+
+/// Every backend in memory. `lock_duration` is the queue's peek-lock time;
+/// `capacity` bounds the queue.
+pub fn backends(lock_duration: Duration, capacity: usize) -> Backends {
+    Backends {
+        queue: MemoryQueue::new(lock_duration, capacity),
+        deliveries: Arc::new(MemoryDeliveryStore::default()),
+        drones: Arc::new(MemoryDroneStore::default()),
+        packages: Arc::new(MemoryPackageStore::default()),
+        dead_letters: Arc::new(MemoryDeadLetterStore::default()),
+    }
+}

@@ -1,0 +1,209 @@
+//! In-memory stores for the embedded default and for tests. They implement
+//! the same contracts as the Redis and MongoDB stores (atomic upsert with
+//! created/updated, record + event written together), on `RwLock`ed maps.
+
+use std::collections::HashMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use dronedelivery_actors::domain::{
+    DeliveryRecord, DroneState, Package, PackagePatch, TrackingEvent, Upserted,
+};
+use dronedelivery_actors::ports::{
+    DeadLetter, DeadLetterStore, DeliveryStore, DroneStore, PackageStore, StoreResult,
+};
+
+/// Poison-tolerant lock helpers: every write is a single map operation, so a
+/// panicking writer cannot leave a map inconsistent.
+trait Locked<T> {
+    fn read_map(&self) -> RwLockReadGuard<'_, T>;
+    fn write_map(&self) -> RwLockWriteGuard<'_, T>;
+}
+
+impl<T> Locked<T> for RwLock<T> {
+    fn read_map(&self) -> RwLockReadGuard<'_, T> {
+        self.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn write_map(&self) -> RwLockWriteGuard<'_, T> {
+        self.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Deliveries and their tracking events.
+#[derive(Debug, Default)]
+pub struct MemoryDeliveryStore {
+    records: RwLock<HashMap<String, DeliveryRecord>>,
+    events: RwLock<HashMap<String, Vec<TrackingEvent>>>,
+}
+
+#[async_trait]
+impl DeliveryStore for MemoryDeliveryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
+        Ok(self.records.read_map().get(id).cloned())
+    }
+
+    async fn save(
+        &self,
+        record: &DeliveryRecord,
+        event: Option<&TrackingEvent>,
+    ) -> StoreResult<()> {
+        if let Some(e) = event {
+            self.events
+                .write_map()
+                .entry(record.delivery.id.clone())
+                .or_default()
+                .push(e.clone());
+        }
+        self.records
+            .write_map()
+            .insert(record.delivery.id.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>> {
+        Ok(self.events.read_map().get(id).cloned().unwrap_or_default())
+    }
+
+    async fn awaiting_drone(&self) -> StoreResult<Vec<String>> {
+        Ok(self
+            .records
+            .read_map()
+            .values()
+            .filter(|r| r.stage.awaits_drone())
+            .map(|r| r.delivery.id.clone())
+            .collect())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// Drone state.
+#[derive(Debug, Default)]
+pub struct MemoryDroneStore {
+    drones: RwLock<HashMap<String, DroneState>>,
+}
+
+#[async_trait]
+impl DroneStore for MemoryDroneStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<DroneState>> {
+        Ok(self.drones.read_map().get(id).cloned())
+    }
+
+    async fn put(&self, drone: &DroneState) -> StoreResult<()> {
+        self.drones
+            .write_map()
+            .insert(drone.id.clone(), drone.clone());
+        Ok(())
+    }
+
+    async fn list(&self) -> StoreResult<Vec<DroneState>> {
+        let mut all: Vec<DroneState> = self.drones.read_map().values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// Packages.
+#[derive(Debug, Default)]
+pub struct MemoryPackageStore {
+    packages: RwLock<HashMap<String, Package>>,
+}
+
+#[async_trait]
+impl PackageStore for MemoryPackageStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<Package>> {
+        Ok(self.packages.read_map().get(id).cloned())
+    }
+
+    async fn upsert(&self, package: &Package) -> StoreResult<Upserted> {
+        let previous = self
+            .packages
+            .write_map()
+            .insert(package.id.clone(), package.clone());
+        Ok(if previous.is_some() {
+            Upserted::Updated
+        } else {
+            Upserted::Created
+        })
+    }
+
+    async fn patch(&self, id: &str, patch: &PackagePatch) -> StoreResult<Option<Package>> {
+        let mut map = self.packages.write_map();
+        Ok(map.get_mut(id).map(|p| {
+            patch.apply(p);
+            p.clone()
+        }))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// Dead letters, newest first on listing.
+#[derive(Debug, Default)]
+pub struct MemoryDeadLetterStore {
+    letters: RwLock<Vec<DeadLetter>>,
+}
+
+#[async_trait]
+impl DeadLetterStore for MemoryDeadLetterStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn put(&self, letter: DeadLetter) -> StoreResult<()> {
+        let mut all = self.letters.write_map();
+        match all.iter_mut().find(|l| l.id == letter.id) {
+            Some(existing) => {
+                existing.attempts = letter.attempts;
+                existing.reason = letter.reason;
+                existing.last_seen = letter.last_seen;
+            }
+            None => all.push(letter),
+        }
+        Ok(())
+    }
+
+    async fn list(&self, offset: usize, limit: usize) -> StoreResult<Vec<DeadLetter>> {
+        Ok(self
+            .letters
+            .read_map()
+            .iter()
+            .rev()
+            .skip(offset)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<DeadLetter>> {
+        Ok(self.letters.read_map().iter().find(|l| l.id == id).cloned())
+    }
+
+    async fn count(&self) -> StoreResult<u64> {
+        Ok(self.letters.read_map().len() as u64)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! Building and running the application: backends, actor tree, HTTP gateway.
+//!
+//! [`Application::build`] binds the listener itself (port 0 allowed) and
+//! starts everything, so tests run the real thing on a random port;
+//! [`Application::run_until_stopped`] serves until SIGTERM/Ctrl-C or until
+//! the actor tree dies, then shuts down in order: stop accepting HTTP, stop
+//! the tree (consumers first, so in-flight messages finish), exit.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use dronedelivery_actors::metrics as m;
+use dronedelivery_actors::{Backends, Engine};
+use dronedelivery_gateway::AppState;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::ServeArgs;
+use crate::{memory, telemetry};
+
+/// A built, running application.
+pub struct Application {
+    address: SocketAddr,
+    listener: TcpListener,
+    engine: Engine,
+    tree: JoinHandle<()>,
+    state: AppState,
+    gauges: JoinHandle<()>,
+}
+
+impl Application {
+    /// Starts the actor tree on the backends the settings select and binds
+    /// the HTTP listener.
+    pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
+        let backends = memory::backends(
+            Duration::from_secs(args.lock_duration_secs),
+            args.queue_capacity,
+        );
+        tracing::info!(
+            backends = %backends.describe(),
+            "using the embedded default: in-process queue and in-memory stores; nothing is persisted"
+        );
+        Self::build_with(args, backends).await
+    }
+
+    /// Same as [`Application::build`] with explicit backends.
+    pub async fn build_with(args: &ServeArgs, backends: Backends) -> anyhow::Result<Self> {
+        let instance = format!("dd-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let (engine, tree) = Engine::start(args.tree_config(instance), backends)
+            .await
+            .context("could not start the actor tree")?;
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("could not listen on {}", args.listen))?;
+        let address = listener
+            .local_addr()
+            .context("listener has no local address")?;
+        let prometheus = telemetry::prometheus();
+        let state = AppState {
+            engine: engine.clone(),
+            render_metrics: Arc::new(move || {
+                prometheus.as_ref().map(|h| h.render()).unwrap_or_default()
+            }),
+        };
+        let gauges = tokio::spawn(refresh_gauges(engine.clone()));
+        tracing::info!(%address, "listening");
+        Ok(Self {
+            address,
+            listener,
+            engine,
+            tree,
+            state,
+            gauges,
+        })
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The running engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Serves until a termination signal (SIGTERM, Ctrl-C).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` resolves or the actor tree ends, then shuts down
+    /// gracefully.
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            engine,
+            mut tree,
+            state,
+            gauges,
+            ..
+        } = self;
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = dronedelivery_gateway::app(state);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = http_stopped.await;
+                })
+                .await
+        });
+        let tree_died = tokio::select! {
+            () = stop => false,
+            _ = &mut tree => true,
+        };
+        let _ = stop_http.send(());
+        gauges.abort();
+        if tree_died {
+            let _ = server.await;
+            anyhow::bail!("the actor tree stopped: the root supervisor gave up");
+        }
+        tracing::info!("shutting down: HTTP stopped accepting, draining the actor tree");
+        match tokio::time::timeout(Duration::from_secs(30), server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server error during shutdown"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+            Err(_) => tracing::warn!("HTTP connections did not close in time"),
+        }
+        engine.shutdown().await;
+        let _ = tree.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Queue depth is a property of the broker, not of this process: poll it.
+async fn refresh_gauges(engine: Engine) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        match engine.queue_depth().await {
+            Ok(depth) => metrics::gauge!(m::QUEUE_DEPTH).set(depth as f64),
+            Err(e) => tracing::debug!(error = %e, "could not read the queue depth"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("termination signal received");
+}

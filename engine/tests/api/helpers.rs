@@ -1,0 +1,185 @@
+//! `spawn_app()` and client helpers shared by the tests.
+
+use std::time::Duration;
+
+use dronedelivery_actors::Engine;
+use dronedelivery_engine::{Application, ServeArgs};
+use serde_json::{json, Value};
+
+/// A running application and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub engine: Engine,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Fast simulation: drones cross the service area in well under a second.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Same, with settings adjusted by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        dronedelivery_engine::telemetry::init_logging(
+            dronedelivery_engine::config::LogFormat::Text,
+        );
+    }
+    let mut args = ServeArgs::defaults();
+    args.listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+    args.sim_speed = 2_000.0;
+    args.tick_ms = 20;
+    args.fleet_size = 10;
+    args.retry_delay_ms = 20;
+    configure(&mut args);
+    let app = Application::build(&args)
+        .await
+        .unwrap_or_else(|e| panic!("app did not start: {e:?}"));
+    let address = format!("http://{}", app.address());
+    let engine = app.engine().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        engine,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+/// The original system's example request (`deployment.md`).
+pub fn ri_example() -> Value {
+    json!({
+       "confirmationRequired": "None",
+       "deadline": "",
+       "dropOffLocation": "drop off",
+       "expedited": true,
+       "ownerId": "myowner",
+       "packageInfo": {"packageId": "mypackage", "size": "Small", "tag": "mytag", "weight": 10},
+       "pickupLocation": "my pickup",
+       "pickupTime": "2019-05-08T20:00:00.000Z"
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.client
+            .request(method, self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// POSTs a delivery request, asserts 202 and returns the new id.
+    pub async fn post_delivery(&self, body: &Value) -> String {
+        let res = self
+            .send_json(reqwest::Method::POST, "/api/deliveryrequests", body)
+            .await;
+        assert_eq!(res.status(), 202, "POST /api/deliveryrequests");
+        let body: Value = res.json().await.unwrap_or_else(|e| panic!("{e}"));
+        body["deliveryId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no deliveryId in {body}"))
+            .to_owned()
+    }
+
+    /// The status document, or `None` while the delivery is unknown.
+    pub async fn status(&self, id: &str) -> Option<Value> {
+        let res = self.get(&format!("/api/deliveries/{id}/status")).await;
+        match res.status().as_u16() {
+            200 => Some(res.json().await.unwrap_or_else(|e| panic!("{e}"))),
+            404 => None,
+            other => panic!("status of {id}: HTTP {other}"),
+        }
+    }
+
+    /// Polls the status until `pred` holds; panics with the last status after `within`.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut last = None;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(s) = self.status(id).await {
+                if pred(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("delivery {id} never reached the expected state; last status: {last:?}");
+    }
+
+    /// Waits for a stage (by its integer code).
+    pub async fn wait_for_stage(&self, id: &str, stage: u64, within: Duration) -> Value {
+        self.wait_for(id, within, |s| s["stage"] == stage).await
+    }
+
+    /// Stops the application gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let result = server.await.unwrap_or_else(|e| panic!("server task: {e}"));
+            result.unwrap_or_else(|e| panic!("server: {e:?}"));
+        }
+    }
+}
+
+/// Stage codes (the original's integers).
+#[allow(dead_code)]
+pub mod stage {
+    pub const CREATED: u64 = 0;
+    pub const RESCHEDULED: u64 = 1;
+    pub const HEADED_TO_PICKUP: u64 = 2;
+    pub const HEADED_TO_DROPOFF: u64 = 3;
+    pub const COMPLETED: u64 = 4;
+    pub const CANCELLED: u64 = 5;
+}
+
+/// Asserts an RFC 9457 problem response and returns its body.
+pub async fn assert_problem(res: reqwest::Response, status: u16) -> Value {
+    assert_eq!(res.status(), status);
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        ct.starts_with("application/problem+json"),
+        "content-type was {ct:?}"
+    );
+    let body: Value = res.json().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string(), "{body}");
+    body
+}

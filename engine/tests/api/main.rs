@@ -1,0 +1,8 @@
+//! Integration tests: the real application (actor tree + HTTP gateway) on a
+//! random port, driven over HTTP like a client would.
+
+mod deliveries;
+mod helpers;
+mod lifecycle;
+mod packages;
+mod probes;

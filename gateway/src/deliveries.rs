@@ -1,0 +1,67 @@
+//! `/api/deliveries`: reading deliveries (the original Delivery service's
+//! GET routes). Reads go straight to the store through the engine handle and
+//! never wake a delivery actor, so polling clients cost no actor work.
+//!
+//! Writes (PUT, PATCH, DELETE, confirmations) were internal calls of the
+//! original workflow; here the actors own them, so they have no routes.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use dronedelivery_actors::domain::{Delivery, DeliveryRecord, DeliveryStatus, UserAccount};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Routes of the delivery read API.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/deliveries/{id}", get(delivery))
+        .route("/api/deliveries/public/{id}", get(delivery))
+        .route("/api/deliveries/{id}/owner", get(owner))
+        .route("/api/deliveries/{id}/status", get(status))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("delivery {id} not found"))
+}
+
+async fn record(state: &AppState, id: &str) -> Result<DeliveryRecord, ApiError> {
+    state
+        .engine
+        .delivery(id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+/// `GET /api/deliveries/{id}` and `/api/deliveries/public/{id}` (the path the
+/// original ingress rewrote public calls to): the delivery document, field
+/// for field the original's, with enums as integers.
+async fn delivery(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Delivery>, ApiError> {
+    Ok(Json(record(&state, &id).await?.delivery))
+}
+
+/// `GET /api/deliveries/{id}/owner`: `{"userId","accountId"}`.
+async fn owner(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<UserAccount>, ApiError> {
+    Ok(Json(record(&state, &id).await?.delivery.owner))
+}
+
+/// `GET /api/deliveries/{id}/status`: stage, ETAs and last known location,
+/// real values where the original returned a hard-coded stub.
+async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeliveryStatus>, ApiError> {
+    state
+        .engine
+        .status(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(&id))
+}

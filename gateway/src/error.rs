@@ -1,0 +1,267 @@
+//! [`ApiError`]: every failure a handler can answer with, rendered as an
+//! RFC 9457 problem document (`application/problem+json`).
+//!
+//! Handlers return `Result<_, ApiError>` and use `?` on engine calls, so the
+//! mapping from a domain or backend failure to an HTTP status lives here and
+//! nowhere else.
+
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dronedelivery_actors::domain::{FieldError, ValidationError};
+use dronedelivery_actors::ports::StoreError;
+use serde_json::json;
+
+/// Media type of every error body (RFC 9457 §3).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Detail given to clients for any 500: the real cause is logged, never sent,
+/// because it may name internal hosts, keys or documents.
+const INTERNAL_DETAIL: &str = "an internal error occurred; it has been logged";
+
+/// Detail given to clients when a backend is down: which backend and why is
+/// logged, not sent, for the same reason as [`INTERNAL_DETAIL`].
+const BACKEND_DETAIL: &str = "a backend is temporarily unavailable; retry later";
+
+/// Everything that can go wrong while serving a request, one variant per HTTP
+/// status the gateway answers with on its own. Each renders as a problem
+/// document so that clients have a single error shape to parse, unlike the
+/// original services (Spring's `{timestamp,...}`, Koa's `{level,code,...}`,
+/// .NET's empty 500s).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 with the offending fields listed in `errors`, so a client can fix
+    /// them all in one round trip.
+    #[error("invalid request: {0}")]
+    Validation(#[from] ValidationError),
+    /// 400: the body is not well-formed JSON (serde's message says where).
+    #[error("malformed JSON: {0}")]
+    BadJson(String),
+    /// 400 for any other unreadable request (for example a body that could not
+    /// be received).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// 415: the route takes JSON and the `Content-Type` says otherwise.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// 413: the body exceeds [`crate::middleware::BODY_LIMIT`].
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// 404 with a detail naming what was not found.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the path exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: the request contradicts the resource's state (rescheduling a
+    /// delivery already on its way to the dropoff, cancelling a completed one).
+    #[error("{0}")]
+    Conflict(String),
+    /// 503 with `Retry-After: 1`: a backend (queue or store) is down or the
+    /// engine is not ready. The detail is sent as is, so it must be safe to
+    /// show; backend errors are logged when converted (see `From<StoreError>`).
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or corrupt data. The detail is logged with `tracing::error!`
+    /// and replaced by a generic text in the body.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) | Self::BadJson(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `detail` member: what a client may be told.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Validation(e) => e.to_string(),
+            Self::BadJson(m) => format!("malformed JSON: {m}"),
+            Self::BadRequest(m) | Self::NotFound(m) | Self::Conflict(m) | Self::Unavailable(m) => {
+                m.clone()
+            }
+            Self::UnsupportedMediaType => {
+                "the request body must be JSON (Content-Type: application/json or a +json type)"
+                    .into()
+            }
+            Self::PayloadTooLarge => format!(
+                "the request body exceeds the {} KiB limit",
+                crate::middleware::BODY_LIMIT / 1024
+            ),
+            Self::MethodNotAllowed => "the resource exists but does not support this method".into(),
+            Self::Internal(_) => INTERNAL_DETAIL.into(),
+        }
+    }
+}
+
+/// Backend failures: `Unavailable` is transient (503, retry), `Corrupt` is a
+/// stored document we cannot decode, which a retry will not fix (500). Both
+/// are logged here with their cause; the client gets a generic detail.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "backend unavailable");
+                Self::Unavailable(BACKEND_DETAIL.into())
+            }
+            StoreError::Corrupt(cause) => Self::Internal(format!("corrupt document: {cause}")),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(cause) = &self {
+            tracing::error!(error = %cause, "internal error");
+        }
+        let status = self.status();
+        let errors = match &self {
+            Self::Validation(e) => Some(e.errors.as_slice()),
+            _ => None,
+        };
+        let mut response = problem(status, &self.detail(), errors);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// Builds a problem document response. Used by [`ApiError`] and by the
+/// middleware that turns bare error responses of other layers (timeouts, body
+/// limit, extractor rejections) into the same shape.
+pub fn problem(status: StatusCode, detail: &str, errors: Option<&[FieldError]>) -> Response {
+    let mut body = json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    if let (Some(errors), Some(obj)) = (errors, body.as_object_mut()) {
+        obj.insert("errors".into(), json!(errors));
+    }
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    async fn render(e: ApiError) -> (StatusCode, Option<String>, Option<String>, Value) {
+        let r = e.into_response();
+        let status = r.status();
+        let ct = r
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let retry = r
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, ct, retry, body)
+    }
+
+    #[tokio::test]
+    async fn validation_lists_fields() {
+        let err = ValidationError {
+            errors: vec![
+                FieldError {
+                    field: "ownerId".into(),
+                    message: "is required".into(),
+                },
+                FieldError {
+                    field: "packageInfo.size".into(),
+                    message: "must be one of Small, Medium, Large".into(),
+                },
+            ],
+        };
+        let (status, ct, retry, body) = render(ApiError::Validation(err)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(ct.as_deref(), Some(PROBLEM_JSON));
+        assert_eq!(retry, None);
+        assert_eq!(body["type"], "about:blank");
+        assert_eq!(body["title"], "Bad Request");
+        assert_eq!(body["status"], 400);
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("ownerId") && detail.contains("packageInfo.size"),
+            "{detail}"
+        );
+        assert_eq!(body["errors"][0]["field"], "ownerId");
+        assert_eq!(
+            body["errors"][1]["message"],
+            "must be one of Small, Medium, Large"
+        );
+    }
+
+    #[tokio::test]
+    async fn unavailable_sets_retry_after() {
+        let (status, ct, retry, body) = render(ApiError::Unavailable("queue down".into())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ct.as_deref(), Some(PROBLEM_JSON));
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(body["title"], "Service Unavailable");
+        assert_eq!(body["detail"], "queue down");
+        assert!(body.get("errors").is_none());
+    }
+
+    #[tokio::test]
+    async fn internal_never_leaks_its_cause() {
+        let (status, _, _, body) = render(ApiError::Internal("password=hunter2".into())).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["status"], 500);
+        assert!(!body.to_string().contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn store_errors_map_by_kind() {
+        let (status, _, retry, body) =
+            render(StoreError::Unavailable("redis at 10.0.0.5 refused".into()).into()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(!body.to_string().contains("10.0.0.5"));
+        let (status, _, _, _) = render(StoreError::Corrupt("bad json".into()).into()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    async fn other_variants_have_their_status() {
+        for (e, s) in [
+            (ApiError::BadJson("EOF".into()), 400),
+            (ApiError::UnsupportedMediaType, 415),
+            (ApiError::PayloadTooLarge, 413),
+            (ApiError::NotFound("delivery x not found".into()), 404),
+            (ApiError::MethodNotAllowed, 405),
+            (ApiError::Conflict("cannot cancel".into()), 409),
+        ] {
+            let (status, ct, _, body) = render(e).await;
+            assert_eq!(status.as_u16(), s);
+            assert_eq!(ct.as_deref(), Some(PROBLEM_JSON));
+            assert_eq!(body["status"], s);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Body extractors with the contract's rules: JSON content type, 64 KiB limit,
+//! serde's message on malformed JSON, all answered as [`ApiError`] problems
+//! rather than axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// A JSON body parsed to a [`Value`]. Parsing to a value (not a typed struct)
+/// lets the domain's lenient validators report every bad field at once.
+#[derive(Debug)]
+pub struct JsonBody(pub Value);
+
+/// A body that may be empty (then `None`, and no `Content-Type` is needed),
+/// otherwise JSON. For `PUT /api/packages/{id}`, which the original's README
+/// calls with no body at all.
+#[derive(Debug)]
+pub struct OptionalJsonBody(pub Option<Value>);
+
+/// True for `application/json` and any `type/subtype+json`, with parameters
+/// (`; charset=utf-8`) ignored, case-insensitively.
+pub fn is_json_content_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some((ty, sub)) if !ty.is_empty() => {
+            essence == "application/json" || sub.ends_with("+json")
+        }
+        _ => false,
+    }
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        Some(ct) if is_json_content_type(ct) => Ok(()),
+        _ => Err(ApiError::UnsupportedMediaType),
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    })
+}
+
+fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        require_json(req.headers())?;
+        let bytes = read_body(req, state).await?;
+        parse(&bytes).map(Self)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        require_json(&headers)?;
+        parse(&bytes).map(|v| Self(Some(v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_json_media_types() {
+        for ct in [
+            "application/json",
+            "Application/JSON; charset=UTF-8",
+            "application/merge-patch+json",
+            "application/vnd.fabrikam.delivery+json;v=1",
+        ] {
+            assert!(is_json_content_type(ct), "{ct}");
+        }
+        for ct in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "json",
+            "",
+            "/+json",
+        ] {
+            assert!(!is_json_content_type(ct), "{ct}");
+        }
+    }
+}

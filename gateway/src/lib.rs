@@ -1,0 +1,100 @@
+//! # dronedelivery-gateway
+//!
+//! The HTTP face of the drone delivery engine: the routes of the original
+//! reference implementation's Ingestion, Delivery and Package services, served
+//! by one axum application over an [`dronedelivery_actors::Engine`] handle.
+//!
+//! ## Design
+//! - **One `router()` per resource.** [`deliveryrequests`] (ingestion: POST,
+//!   PATCH, DELETE, all queued), [`deliveries`] (reads), [`packages`]
+//!   (upsert, patch, read) and [`probes`] (`/healthz`, `/readyz`,
+//!   `/metrics`) each expose `router() -> Router<AppState>`; [`app`] merges
+//!   them, provides the state and adds the middleware. A resource's routes,
+//!   handlers and contract notes live together.
+//! - **Handlers are thin.** Validation is the domain's
+//!   ([`dronedelivery_actors::domain::DeliveryRequest::from_external`] and
+//!   friends); handlers parse the body, call the engine and map the outcome.
+//!   Writes to deliveries go through the queue, answered only once the broker
+//!   accepted the message; reads go to the stores and never wake an actor.
+//! - **One error type.** Every failure is an [`ApiError`], rendered as an
+//!   RFC 9457 problem document (`application/problem+json`, with `errors`
+//!   listing each invalid field). Errors produced by layers rather than
+//!   handlers (timeout, body limit, extractor rejections, 404/405) are
+//!   converted to the same shape by [`middleware::problem_for_bare_errors`]
+//!   and the router fallbacks. Backend errors become 503 with
+//!   `Retry-After: 1`; internal causes are logged, never sent.
+//! - **Path normalisation.** The original was reached both as
+//!   `/v0.1.0/api/...` (public ingress) and `/api/...` (in cluster), and its
+//!   .NET routes matched static segments case-insensitively
+//!   (`/api/Deliveries/{id}`). [`middleware::normalize_path`] strips the
+//!   prefix and lower-cases the static segments of known templates, never
+//!   ids. It rewrites the URI before routing, so it wraps the router rather
+//!   than being one of its layers.
+//! - **Observability.** Each request gets an `x-request-id` (kept if sent,
+//!   echoed on the response, used as the queue message's correlation id), a
+//!   `tracing` span, and the metrics
+//!   [`HTTP_REQUESTS_TOTAL`](dronedelivery_actors::metrics::HTTP_REQUESTS_TOTAL)
+//!   and
+//!   [`HTTP_REQUEST_DURATION_SECONDS`](dronedelivery_actors::metrics::HTTP_REQUEST_DURATION_SECONDS)
+//!   labelled by route template. Metric names come from
+//!   [`dronedelivery_actors::metrics`]; the exporter belongs to the engine,
+//!   which renders it through [`AppState::render_metrics`].
+//!
+//! ## Serving
+//! ```ignore
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//! axum::serve(listener, dronedelivery_gateway::app(state)).await?;
+//! // equivalently: axum::serve(listener, app(state).into_make_service())
+//! ```
+
+pub mod deliveries;
+pub mod deliveryrequests;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod packages;
+pub mod probes;
+pub mod state;
+
+use axum::Router;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+/// Every resource's routes, merged, still needing their [`AppState`]. For
+/// callers that want to add routes of their own before [`finish`]ing.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .merge(deliveryrequests::router())
+        .merge(deliveries::router())
+        .merge(packages::router())
+        .merge(probes::router())
+}
+
+/// Provides the state to `router` and adds fallbacks, layers and path
+/// normalisation (see [`middleware::wrap`]).
+pub fn finish(router: Router<AppState>, state: AppState) -> Router {
+    middleware::wrap(router.with_state(state))
+}
+
+/// The full application: all routers merged, with the 404/405 fallbacks,
+/// layers (request id, trace, metrics, problem conversion, 30 s timeout,
+/// 64 KiB body limit) and path normalisation.
+///
+/// Returns a plain [`Router`] with no state left to provide, so it can be
+/// passed to `axum::serve(listener, app(state))` directly, or as
+/// `app(state).into_make_service()` (or `into_make_service_with_connect_info`),
+/// and driven with `tower::ServiceExt::oneshot` in tests. The URI rewrite is
+/// already inside it: do not wrap it in another normaliser.
+pub fn app(state: AppState) -> Router {
+    finish(routes(), state)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn routes_do_not_conflict() {
+        // axum panics on overlapping or malformed routes when they are added.
+        let _ = super::routes();
+    }
+}

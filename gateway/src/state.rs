@@ -1,0 +1,80 @@
+//! [`AppState`]: what every handler gets, and small request helpers shared by
+//! the resource modules.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use dronedelivery_actors::Engine;
+
+/// The shared state of all routes. Cheap to clone (two `Arc`s), as axum
+/// clones it per request.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine handle: queue submission and store reads. The gateway never
+    /// talks to actors directly, so an HTTP request cannot block on a busy actor.
+    pub engine: Engine,
+    /// Renders the Prometheus exposition for `GET /metrics`. A closure rather
+    /// than a recorder handle so the engine owns the exporter and can refresh
+    /// gauges (queue depth, fleet counts) just before rendering.
+    pub render_metrics: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl AppState {
+    /// Builds the state from an engine and a metrics renderer.
+    pub fn new(
+        engine: Engine,
+        render_metrics: impl Fn() -> String + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            engine,
+            render_metrics: Arc::new(render_metrics),
+        }
+    }
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// Name of the header carrying the correlation id (set by the request-id
+/// layer when the client sent none, and echoed on the response).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The request's correlation id, put on queue messages so a delivery can be
+/// followed from the HTTP request through the workflow in the logs.
+pub fn correlation_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Percent-encodes a path segment for a `Location` header. Ids come from the
+/// (decoded) request path and may hold characters a header or a path cannot
+/// carry as is.
+pub fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_unsafe_characters() {
+        assert_eq!(encode_segment("abc-DEF_1.2~"), "abc-DEF_1.2~");
+        assert_eq!(encode_segment("a b/\nc"), "a%20b%2F%0Ac");
+        assert_eq!(encode_segment("é"), "%C3%A9");
+    }
+}

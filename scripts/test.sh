@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up what the tests need and runs the whole check: formatting, lints and
+# every test (unit and integration) with cargo-nextest.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh -E 'test(lifecycle)'   # extra arguments go to nextest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo nextest"
+cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
