@@ -13,8 +13,12 @@ use crate::config::LogFormat;
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let result = match format {
-        LogFormat::Text => fmt().with_env_filter(filter).try_init(),
-        LogFormat::Json => fmt().json().with_env_filter(filter).try_init(),
+        LogFormat::Text => fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .try_init(),
+        LogFormat::Json => fmt().json().with_writer(std::io::stderr).with_env_filter(filter).try_init(),
     };
     // Err means a subscriber is already installed: keep it.
     let _ = result;
