@@ -18,7 +18,11 @@ pub fn init_logging(format: LogFormat) {
             .with_writer(std::io::stderr)
             .with_env_filter(filter)
             .try_init(),
-        LogFormat::Json => fmt().json().with_writer(std::io::stderr).with_env_filter(filter).try_init(),
+        LogFormat::Json => fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .try_init(),
     };
     // Err means a subscriber is already installed: keep it.
     let _ = result;
