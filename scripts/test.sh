@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up what the tests need and runs the whole check: formatting, lints and
-# every test (unit and integration) with cargo-nextest.
+# Sets up what the tests need (toolchain pieces, Redis, a MongoDB-wire
+# server) and runs the whole check: formatting, lints and every test (unit,
+# integration against the real servers) with cargo-nextest.
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh -E 'test(lifecycle)'   # extra arguments go to nextest
@@ -8,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+scripts/services.sh
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -46,6 +46,12 @@ pub struct TreeConfig {
     pub instance: String,
     /// Service area.
     pub area: ServiceArea,
+    /// This engine's fleet partition. Drones are shared state in the drone
+    /// store; each engine process schedules only the drones of its own
+    /// partition (ids `{fleet_id}-drone-NNNN`, or `drone-NNNN` when empty), so
+    /// two processes on one store never assign the same drone. Give every
+    /// process a stable, distinct id (a StatefulSet ordinal).
+    pub fleet_id: String,
     /// Drones seeded at first start.
     pub fleet_size: usize,
     /// Depots the fleet is spread over.
@@ -70,6 +76,7 @@ impl Default for TreeConfig {
         Self {
             instance: "dd".into(),
             area: ServiceArea::default(),
+            fleet_id: String::new(),
             fleet_size: 100,
             depots: 4,
             sim: SimSettings::default(),

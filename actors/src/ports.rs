@@ -245,6 +245,95 @@ pub trait DeadLetterStore: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
+/// One finished delivery, kept for drone utilisation and billing (the
+/// original's never-built Delivery History service).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Delivery id (unique: writing it twice keeps one entry).
+    pub delivery_id: String,
+    /// Owner.
+    pub owner_id: String,
+    /// The drone that flew it, if one was assigned.
+    pub drone_id: Option<String>,
+    /// `Completed` or `Cancelled`.
+    pub stage: crate::domain::DeliveryStage,
+    /// Metres the drone flew for this delivery.
+    pub distance_m: f64,
+    /// Simulated hours the drone was assigned.
+    pub assigned_hours: f64,
+    /// Creation of the delivery.
+    pub created_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// Drone utilisation of one owner in one month, the original's
+/// `GET /api/dronedeliveries/utilization` answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Utilization {
+    /// Miles flown.
+    pub traveled_miles: f64,
+    /// Hours drones were assigned.
+    pub assigned_hours: f64,
+}
+
+/// Finished deliveries.
+#[async_trait]
+pub trait HistoryStore: Send + Sync + 'static {
+    /// Backend name.
+    fn backend(&self) -> &'static str;
+    /// Records a finished delivery (idempotent by delivery id).
+    async fn record(&self, entry: &HistoryEntry) -> StoreResult<()>;
+    /// Sums an owner's deliveries finished in a calendar month (UTC).
+    async fn utilization(&self, owner_id: &str, year: i32, month: u32) -> StoreResult<Utilization>;
+    /// Liveness of the backend.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// A request to be notified about a delivery (`notifymerequests`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyMeRequest {
+    /// The delivery.
+    pub delivery_id: String,
+    /// E-mail address, if any.
+    pub email_address: Option<String>,
+    /// Phone number for SMS, if any.
+    pub sms: Option<String>,
+    /// When it was asked for.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Notify-me requests.
+#[async_trait]
+pub trait NotifyMeStore: Send + Sync + 'static {
+    /// Backend name.
+    fn backend(&self) -> &'static str;
+    /// Adds a request.
+    async fn add(&self, request: &NotifyMeRequest) -> StoreResult<()>;
+    /// Requests of a delivery, oldest first.
+    async fn list(&self, delivery_id: &str) -> StoreResult<Vec<NotifyMeRequest>>;
+}
+
+/// Idempotency keys: the first answer given for a key, returned again for
+/// a repeated request (`Idempotency-Key` on POST).
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Backend name.
+    fn backend(&self) -> &'static str;
+    /// Stores `value` under `key` for `ttl` unless the key exists; returns
+    /// the value already stored, if any (atomic: of two concurrent callers
+    /// exactly one gets `None`).
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<String>>;
+}
+
 /// The set of adapters one engine runs on.
 #[derive(Clone)]
 pub struct Backends {
@@ -258,18 +347,27 @@ pub struct Backends {
     pub packages: Arc<dyn PackageStore>,
     /// Dead letters.
     pub dead_letters: Arc<dyn DeadLetterStore>,
+    /// Finished deliveries.
+    pub history: Arc<dyn HistoryStore>,
+    /// Notify-me requests.
+    pub notify: Arc<dyn NotifyMeStore>,
+    /// Idempotency keys.
+    pub idempotency: Arc<dyn IdempotencyStore>,
 }
 
 impl Backends {
     /// One line naming each backend, for the start-up log.
     pub fn describe(&self) -> String {
         format!(
-            "queue={} deliveries={} drones={} packages={} deadletters={}",
+            "queue={} deliveries={} drones={} packages={} deadletters={} history={} notify={} idempotency={}",
             self.queue.backend(),
             self.deliveries.backend(),
             self.drones.backend(),
             self.packages.backend(),
-            self.dead_letters.backend()
+            self.dead_letters.backend(),
+            self.history.backend(),
+            self.notify.backend(),
+            self.idempotency.backend()
         )
     }
 

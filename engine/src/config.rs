@@ -26,6 +26,41 @@ pub enum Command {
     Serve(Box<ServeArgs>),
 }
 
+/// Which queue carries delivery requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueKind {
+    /// In-process queue (embedded default; nothing survives the process).
+    Memory,
+    /// Redis Streams consumer group (needs `--redis-url`).
+    RedisStreams,
+    /// Azure Service Bus queue (needs a connection string or namespace, queue and SAS policy).
+    Servicebus,
+}
+
+/// A secret string (connection string, key): never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -95,6 +130,68 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "DD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Queue backend.
+    #[arg(long, env = "DD_QUEUE", value_enum, default_value_t = QueueKind::Memory)]
+    pub queue: QueueKind,
+
+    /// Redis URL (`redis://host:6379/0`). When set, deliveries, tracking
+    /// events, drones and idempotency keys live in Redis.
+    #[arg(long, env = "DD_REDIS_URL")]
+    pub redis_url: Option<Secret>,
+
+    /// Prefix of every Redis key (several deployments can share a server).
+    #[arg(long, env = "DD_REDIS_PREFIX", default_value = "dd")]
+    pub redis_prefix: String,
+
+    /// Days a completed or cancelled delivery stays readable (logical delete).
+    #[arg(long, env = "DD_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub retention_days: u64,
+
+    /// Redis stream name (with `--queue redis-streams`).
+    #[arg(long, env = "DD_STREAM", default_value = "deliveries")]
+    pub stream: String,
+
+    /// Consumer group of the workflow (with `--queue redis-streams`).
+    #[arg(long, env = "DD_CONSUMER_GROUP", default_value = "workflow")]
+    pub consumer_group: String,
+
+    /// MongoDB URI (`mongodb://host:27017/dronedelivery`; the database comes
+    /// from the path). When set, packages, delivery history, dead letters and
+    /// notify-me requests live in MongoDB.
+    #[arg(long, env = "DD_MONGODB_URI")]
+    pub mongodb_uri: Option<Secret>,
+
+    /// Service Bus connection string (`Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…[;EntityPath=queue]`).
+    #[arg(long, env = "DD_SERVICEBUS_CONNECTION_STRING")]
+    pub servicebus_connection_string: Option<Secret>,
+
+    /// Service Bus namespace (without `.servicebus.windows.net`), when no connection string is given.
+    #[arg(long, env = "DD_SERVICEBUS_NAMESPACE")]
+    pub servicebus_namespace: Option<String>,
+
+    /// Service Bus queue name.
+    #[arg(long, env = "DD_SERVICEBUS_QUEUE")]
+    pub servicebus_queue: Option<String>,
+
+    /// Service Bus SAS policy name.
+    #[arg(long, env = "DD_SERVICEBUS_POLICY_NAME")]
+    pub servicebus_policy_name: Option<String>,
+
+    /// Service Bus SAS policy key.
+    #[arg(long, env = "DD_SERVICEBUS_POLICY_KEY")]
+    pub servicebus_policy_key: Option<Secret>,
+
+    /// Base URL overriding `https://{namespace}.servicebus.windows.net` (a
+    /// local double of the REST protocol, a proxy).
+    #[arg(long, env = "DD_SERVICEBUS_ENDPOINT")]
+    pub servicebus_endpoint: Option<String>,
+
+    /// This engine's fleet partition: it schedules only drones
+    /// `{fleet-id}-drone-NNNN`. Engines sharing one Redis need distinct,
+    /// stable ids (e.g. the StatefulSet pod name).
+    #[arg(long, env = "DD_FLEET_ID", default_value = "")]
+    pub fleet_id: String,
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -121,6 +218,7 @@ impl ServeArgs {
         TreeConfig {
             instance,
             area: self.service_area,
+            fleet_id: self.fleet_id.clone(),
             fleet_size: self.fleet_size as usize,
             depots: self.depots as usize,
             sim: SimSettings {

@@ -7,10 +7,12 @@
 //! [`startup::Application`] that wires backends, the actor tree and the HTTP
 //! gateway together. Dependencies point inward: engine → gateway → actors.
 
+pub mod adapters;
+pub mod backends;
 pub mod config;
-pub mod memory;
 pub mod startup;
 pub mod telemetry;
 
+pub use adapters::memory;
 pub use config::{Cli, Command, ServeArgs};
 pub use startup::Application;

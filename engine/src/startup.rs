@@ -18,8 +18,8 @@ use dronedelivery_gateway::AppState;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::ServeArgs;
-use crate::{memory, telemetry};
+use crate::config::{QueueKind, ServeArgs};
+use crate::{backends, telemetry};
 
 /// A built, running application.
 pub struct Application {
@@ -35,15 +35,25 @@ impl Application {
     /// Starts the actor tree on the backends the settings select and binds
     /// the HTTP listener.
     pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
-        let backends = memory::backends(
-            Duration::from_secs(args.lock_duration_secs),
-            args.queue_capacity,
-        );
-        tracing::info!(
-            backends = %backends.describe(),
-            "using the embedded default: in-process queue and in-memory stores; nothing is persisted"
-        );
-        Self::build_with(args, backends).await
+        let connected = backends::connect(args).await?;
+        let described = connected.backends.describe();
+        let embedded = args.queue == QueueKind::Memory
+            && args.redis_url.is_none()
+            && args.mongodb_uri.is_none();
+        if connected.persistent {
+            tracing::info!(backends = %described, "backends connected; state is persisted");
+        } else if embedded {
+            tracing::info!(
+                backends = %described,
+                "using the embedded default: in-process queue and in-memory stores; nothing is persisted"
+            );
+        } else {
+            tracing::warn!(
+                backends = %described,
+                "some backends are in memory: their state is lost on exit"
+            );
+        }
+        Self::build_with(args, connected.backends).await
     }
 
     /// Same as [`Application::build`] with explicit backends.

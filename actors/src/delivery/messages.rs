@@ -78,6 +78,8 @@ pub enum DroneReport {
         drone_id: String,
         /// The dropoff point.
         position: Location,
+        /// Metres flown for this delivery (from accepting the job to dropoff).
+        flown_m: f64,
     },
 }
 

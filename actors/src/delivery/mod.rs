@@ -29,7 +29,7 @@ use crate::domain::{
 };
 use crate::fleet::{DroneRequest, FleetMsg};
 use crate::metrics::{self as m, LiveActor};
-use crate::ports::StoreError;
+use crate::ports::{HistoryEntry, StoreError};
 
 /// The actor (stateless behaviour; state lives in [`DeliveryState`]).
 pub struct DeliveryActor;
@@ -42,6 +42,8 @@ pub struct DeliveryState {
     /// Changes made in memory that the store has not accepted yet (drone
     /// reports cannot be refused, so they are kept and flushed with backoff).
     unsaved: Vec<TrackingEvent>,
+    /// History entry of a finished delivery, written after the record.
+    history: Option<HistoryEntry>,
     dirty: bool,
     flush_attempt: u32,
     _live: LiveActor,
@@ -63,6 +65,7 @@ impl Actor for DeliveryActor {
             id,
             record,
             unsaved: Vec::new(),
+            history: None,
             dirty: false,
             flush_attempt: 0,
             _live: LiveActor::new("delivery"),
@@ -141,6 +144,10 @@ impl DeliveryState {
                     .await?;
                 self.unsaved.remove(0);
             }
+        }
+        if let Some(entry) = &self.history {
+            self.ctx.backends.history.record(entry).await?;
+            self.history = None;
         }
         self.dirty = false;
         self.flush_attempt = 0;
@@ -258,6 +265,8 @@ impl DeliveryState {
         let next = current.clone();
         self.commit(next, DeliveryStage::Cancelled).await?;
         metrics::counter!(m::DELIVERIES_CANCELLED_TOTAL).increment(1);
+        self.history = self.record.as_ref().map(|r| history_entry(r, 0.0, 0.0));
+        self.dirty = true;
         if let Some(fleet) = self.ctx.fleet() {
             let _ = fleet.cast(FleetMsg::Withdraw {
                 delivery_id: self.id.clone(),
@@ -307,9 +316,7 @@ impl DeliveryState {
             } if record.stage.awaits_drone() => {
                 record.delivery.drone_id = Some(drone_id);
                 set_etas(record, Some(pickup_eta), Some(delivery_eta));
-                let mut e = record.advance(DeliveryStage::HeadedToPickup, Some(position));
-                e.location = Some(position);
-                e
+                record.advance(DeliveryStage::HeadedToPickup, Some(position))
             }
             DroneReport::PickedUp {
                 drone_id,
@@ -341,6 +348,19 @@ impl DeliveryState {
         };
         self.unsaved.push(event);
         self.dirty = true;
+    }
+}
+
+fn history_entry(record: &DeliveryRecord, distance_m: f64, assigned_hours: f64) -> HistoryEntry {
+    HistoryEntry {
+        delivery_id: record.delivery.id.clone(),
+        owner_id: record.delivery.owner.user_id.clone(),
+        drone_id: record.delivery.drone_id.clone(),
+        stage: record.stage,
+        distance_m,
+        assigned_hours,
+        created_at: record.created_at,
+        finished_at: record.updated_at,
     }
 }
 

@@ -46,6 +46,9 @@ pub struct DroneState {
     /// Ticket of the delivery's drone request this job serves.
     #[serde(default)]
     pub ticket: u64,
+    /// `flown_m` when the current job was accepted.
+    #[serde(default)]
+    pub job_start_m: f64,
     /// Total metres flown (drone utilisation).
     pub flown_m: f64,
     /// Last change.
@@ -64,6 +67,7 @@ impl DroneState {
             pickup: None,
             dropoff: None,
             ticket: 0,
+            job_start_m: 0.0,
             flown_m: 0.0,
             updated_at: Utc::now(),
         }

@@ -140,6 +140,11 @@ impl DroneActorState {
         let to_dropoff = job.pickup.distance_m(&job.dropoff);
         let pickup_eta = now + sim.flight_time(to_pickup);
         let delivery_eta = pickup_eta + sim.flight_time(to_dropoff);
+        if self.drone.delivery_id.as_deref() != Some(&job.delivery_id)
+            || self.drone.status.is_free()
+        {
+            self.drone.job_start_m = self.drone.flown_m;
+        }
         self.drone.status = DroneStatus::HeadedToPickup;
         self.drone.delivery_id = Some(job.delivery_id.clone());
         self.drone.pickup = Some(job.pickup);
@@ -224,6 +229,7 @@ impl DroneActorState {
                     ticket: self.drone.ticket,
                     drone_id: self.drone.id.clone(),
                     position,
+                    flown_m: self.drone.flown_m - self.drone.job_start_m,
                 };
                 self.drone.status = DroneStatus::Returning;
                 self.drone.delivery_id = None;

@@ -116,7 +116,18 @@ impl Actor for FleetActor {
         myself: ActorRef<Self::Msg>,
         ctx: Arc<Context>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let mut drones = ctx.backends.drones.list().await?;
+        let prefix = drone_prefix(&ctx.config.fleet_id);
+        let mut drones: Vec<DroneState> = ctx
+            .backends
+            .drones
+            .list()
+            .await?
+            .into_iter()
+            .filter(|d| {
+                d.id.strip_prefix(&prefix)
+                    .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+            })
+            .collect();
         if drones.is_empty() {
             drones = seed(&ctx);
             for d in &drones {
@@ -287,10 +298,20 @@ impl Actor for FleetActor {
     }
 }
 
+/// Prefix of the drone ids of this engine's fleet partition.
+pub fn drone_prefix(fleet_id: &str) -> String {
+    if fleet_id.is_empty() {
+        "drone-".to_owned()
+    } else {
+        format!("{fleet_id}-drone-")
+    }
+}
+
 fn seed(ctx: &Context) -> Vec<DroneState> {
     let depots = ctx.config.area.depots(ctx.config.depots);
+    let prefix = drone_prefix(&ctx.config.fleet_id);
     (0..ctx.config.fleet_size)
-        .map(|i| DroneState::parked(format!("drone-{i:04}"), depots[i % depots.len()]))
+        .map(|i| DroneState::parked(format!("{prefix}{i:04}"), depots[i % depots.len()]))
         .collect()
 }
 

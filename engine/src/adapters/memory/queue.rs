@@ -267,6 +267,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn passes_the_queue_contract() {
+        let lock = Duration::from_millis(800);
+        crate::adapters::contract::run_all(MemoryQueue::new(lock, 1000), lock).await;
+    }
+
+    #[tokio::test]
     async fn refuses_beyond_capacity() -> StoreResult<()> {
         let q = MemoryQueue::new(Duration::from_secs(5), 1);
         q.send(msg(1)).await?;

@@ -12,7 +12,8 @@ use dronedelivery_actors::Backends;
 
 pub use queue::MemoryQueue;
 pub use stores::{
-    MemoryDeadLetterStore, MemoryDeliveryStore, MemoryDroneStore, MemoryPackageStore,
+    MemoryDeadLetterStore, MemoryDeliveryStore, MemoryDroneStore, MemoryHistoryStore,
+    MemoryIdempotencyStore, MemoryNotifyMeStore, MemoryPackageStore, METRES_PER_MILE,
 };
 
 /// Every backend in memory. `lock_duration` is the queue's peek-lock time;
@@ -24,5 +25,8 @@ pub fn backends(lock_duration: Duration, capacity: usize) -> Backends {
         drones: Arc::new(MemoryDroneStore::default()),
         packages: Arc::new(MemoryPackageStore::default()),
         dead_letters: Arc::new(MemoryDeadLetterStore::default()),
+        history: Arc::new(MemoryHistoryStore::default()),
+        notify: Arc::new(MemoryNotifyMeStore::default()),
+        idempotency: Arc::new(MemoryIdempotencyStore::default()),
     }
 }

@@ -10,7 +10,8 @@ use dronedelivery_actors::domain::{
     DeliveryRecord, DroneState, Package, PackagePatch, TrackingEvent, Upserted,
 };
 use dronedelivery_actors::ports::{
-    DeadLetter, DeadLetterStore, DeliveryStore, DroneStore, PackageStore, StoreResult,
+    DeadLetter, DeadLetterStore, DeliveryStore, DroneStore, HistoryEntry, HistoryStore,
+    IdempotencyStore, NotifyMeRequest, NotifyMeStore, PackageStore, StoreResult, Utilization,
 };
 
 /// Poison-tolerant lock helpers: every write is a single map operation, so a
@@ -205,5 +206,110 @@ impl DeadLetterStore for MemoryDeadLetterStore {
 
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
+    }
+}
+
+/// Finished deliveries.
+#[derive(Debug, Default)]
+pub struct MemoryHistoryStore {
+    entries: RwLock<HashMap<String, HistoryEntry>>,
+}
+
+#[async_trait]
+impl HistoryStore for MemoryHistoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn record(&self, entry: &HistoryEntry) -> StoreResult<()> {
+        self.entries
+            .write_map()
+            .insert(entry.delivery_id.clone(), entry.clone());
+        Ok(())
+    }
+
+    async fn utilization(&self, owner_id: &str, year: i32, month: u32) -> StoreResult<Utilization> {
+        use chrono::Datelike;
+        Ok(self
+            .entries
+            .read_map()
+            .values()
+            .filter(|e| {
+                e.owner_id == owner_id
+                    && e.finished_at.year() == year
+                    && e.finished_at.month() == month
+            })
+            .fold(Utilization::default(), |mut u, e| {
+                u.traveled_miles += e.distance_m / METRES_PER_MILE;
+                u.assigned_hours += e.assigned_hours;
+                u
+            }))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// Metres in a statute mile.
+pub const METRES_PER_MILE: f64 = 1_609.344;
+
+/// Notify-me requests.
+#[derive(Debug, Default)]
+pub struct MemoryNotifyMeStore {
+    requests: RwLock<HashMap<String, Vec<NotifyMeRequest>>>,
+}
+
+#[async_trait]
+impl NotifyMeStore for MemoryNotifyMeStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn add(&self, request: &NotifyMeRequest) -> StoreResult<()> {
+        self.requests
+            .write_map()
+            .entry(request.delivery_id.clone())
+            .or_default()
+            .push(request.clone());
+        Ok(())
+    }
+
+    async fn list(&self, delivery_id: &str) -> StoreResult<Vec<NotifyMeRequest>> {
+        Ok(self
+            .requests
+            .read_map()
+            .get(delivery_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// Idempotency keys with expiry.
+#[derive(Debug, Default)]
+pub struct MemoryIdempotencyStore {
+    keys: RwLock<HashMap<String, (String, std::time::Instant)>>,
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryIdempotencyStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<Option<String>> {
+        let now = std::time::Instant::now();
+        let mut keys = self.keys.write_map();
+        keys.retain(|_, (_, until)| *until > now);
+        if let Some((existing, _)) = keys.get(key) {
+            return Ok(Some(existing.clone()));
+        }
+        keys.insert(key.to_owned(), (value.to_owned(), now + ttl));
+        Ok(None)
     }
 }

@@ -1,0 +1,13 @@
+//! Adapters: implementations of the ports of `dronedelivery-actors`.
+//!
+//! - [`memory`]: in-process queue and in-memory stores (the embedded default).
+//! - [`redis`]: delivery, drone and idempotency stores, and the Redis Streams queue.
+//! - [`mongo`]: packages, delivery history, dead letters and notify-me requests.
+//! - [`servicebus`]: the Azure Service Bus queue (REST protocol).
+//! - [`contract`]: the conformance suite every queue adapter passes.
+
+pub mod contract;
+pub mod memory;
+pub mod mongo;
+pub mod redis;
+pub mod servicebus;

@@ -1,0 +1,169 @@
+//! The `deliveryhistory` collection: one document per finished delivery,
+//! `{_id: <delivery id>, ownerId, droneId, stage, distanceM, assignedHours,
+//! createdAt, finishedAt}`, summed per owner and month for utilisation.
+
+use std::future::IntoFuture;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use dronedelivery_actors::domain::DeliveryStage;
+use dronedelivery_actors::ports::{HistoryEntry, HistoryStore, StoreResult, Utilization};
+use futures::TryStreamExt;
+use mongodb::bson::serde_helpers::chrono_datetime_as_bson_datetime;
+use mongodb::bson::{self, doc, Document};
+use mongodb::{Collection, Database};
+use serde::{Deserialize, Serialize};
+
+use super::{collection, number, ping, retry_upsert, store_error, HISTORY};
+use crate::adapters::memory::METRES_PER_MILE;
+
+/// A finished delivery as stored (BSON dates, so months are date ranges on
+/// the `{ownerId, finishedAt}` index).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryDoc {
+    #[serde(rename = "_id")]
+    delivery_id: String,
+    owner_id: String,
+    drone_id: Option<String>,
+    stage: DeliveryStage,
+    distance_m: f64,
+    assigned_hours: f64,
+    #[serde(with = "chrono_datetime_as_bson_datetime")]
+    created_at: DateTime<Utc>,
+    #[serde(with = "chrono_datetime_as_bson_datetime")]
+    finished_at: DateTime<Utc>,
+}
+
+impl From<&HistoryEntry> for HistoryDoc {
+    fn from(e: &HistoryEntry) -> Self {
+        Self {
+            delivery_id: e.delivery_id.clone(),
+            owner_id: e.owner_id.clone(),
+            drone_id: e.drone_id.clone(),
+            stage: e.stage,
+            distance_m: e.distance_m,
+            assigned_hours: e.assigned_hours,
+            created_at: e.created_at,
+            finished_at: e.finished_at,
+        }
+    }
+}
+
+/// Finished deliveries in the `deliveryhistory` collection.
+#[derive(Debug, Clone)]
+pub struct MongoHistoryStore {
+    db: Database,
+    entries: Collection<HistoryDoc>,
+}
+
+impl MongoHistoryStore {
+    /// The store on `db` (indexes are made by [`super::connect`]).
+    pub fn new(db: &Database) -> Self {
+        Self {
+            db: db.clone(),
+            entries: collection(db, HISTORY),
+        }
+    }
+}
+
+/// `[first day of the month, first day of the next month)` at midnight UTC,
+/// or `None` for an invalid month.
+fn month_range(year: i32, month: u32) -> Option<(bson::DateTime, bson::DateTime)> {
+    let start = NaiveDate::from_ymd_opt(year, month, 1)?;
+    let end = if month == 12 {
+        NaiveDate::from_ymd_opt(year.checked_add(1)?, 1, 1)?
+    } else {
+        NaiveDate::from_ymd_opt(year, month + 1, 1)?
+    };
+    let at_midnight = |d: NaiveDate| {
+        d.and_hms_opt(0, 0, 0)
+            .map(|t| bson::DateTime::from_chrono(t.and_utc()))
+    };
+    Some((at_midnight(start)?, at_midnight(end)?))
+}
+
+#[async_trait]
+impl HistoryStore for MongoHistoryStore {
+    fn backend(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn record(&self, entry: &HistoryEntry) -> StoreResult<()> {
+        // Replace-or-insert by delivery id: recording the same delivery again
+        // keeps one document.
+        let document = HistoryDoc::from(entry);
+        let filter = doc! { "_id": &entry.delivery_id };
+        retry_upsert("deliveryhistory.record", || {
+            self.entries
+                .replace_one(filter.clone(), &document)
+                .upsert(true)
+                .into_future()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn utilization(&self, owner_id: &str, year: i32, month: u32) -> StoreResult<Utilization> {
+        let Some((start, end)) = month_range(year, month) else {
+            return Ok(Utilization::default());
+        };
+        let pipeline = [
+            doc! { "$match": {
+                "ownerId": owner_id,
+                "finishedAt": { "$gte": start, "$lt": end },
+            } },
+            doc! { "$group": {
+                "_id": null,
+                "distance": { "$sum": "$distanceM" },
+                "hours": { "$sum": "$assignedHours" },
+            } },
+        ];
+        let mut cursor = self
+            .entries
+            .aggregate(pipeline)
+            .await
+            .map_err(|e| store_error("deliveryhistory.utilization", e))?;
+        let sums: Option<Document> = cursor
+            .try_next()
+            .await
+            .map_err(|e| store_error("deliveryhistory.utilization", e))?;
+        Ok(sums.map_or_else(Utilization::default, |d| Utilization {
+            traveled_miles: number(&d, "distance") / METRES_PER_MILE,
+            assigned_hours: number(&d, "hours"),
+        }))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        ping(&self.db).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::month_range;
+
+    #[test]
+    fn month_range_spans_one_calendar_month() {
+        let (start, end) = month_range(2024, 12).unwrap_or_else(|| panic!("valid month"));
+        assert_eq!(
+            start.try_to_rfc3339_string().ok().as_deref(),
+            Some("2024-12-01T00:00:00Z")
+        );
+        assert_eq!(
+            end.try_to_rfc3339_string().ok().as_deref(),
+            Some("2025-01-01T00:00:00Z")
+        );
+        let (start, end) = month_range(2024, 2).unwrap_or_else(|| panic!("valid month"));
+        assert_eq!(
+            start.try_to_rfc3339_string().ok().as_deref(),
+            Some("2024-02-01T00:00:00Z")
+        );
+        assert_eq!(
+            end.try_to_rfc3339_string().ok().as_deref(),
+            Some("2024-03-01T00:00:00Z")
+        );
+        assert!(month_range(2024, 0).is_none());
+        assert!(month_range(2024, 13).is_none());
+    }
+}

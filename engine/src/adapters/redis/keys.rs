@@ -1,0 +1,108 @@
+//! Every Redis key the adapters use, built in this one place.
+//!
+//! All keys live under a configurable prefix `{p}` (e.g. `dronedelivery`), so
+//! that several deployments (or parallel test runs) can share one server and
+//! an operator can find or drop everything with `SCAN MATCH {p}:*`.
+//!
+//! | Key | Type | Holds |
+//! |---|---|---|
+//! | `{p}:delivery:{id}` | string | JSON of the `DeliveryRecord` |
+//! | `{p}:delivery:{id}:events` | list | JSON `TrackingEvent`s, oldest first (`RPUSH`) |
+//! | `{p}:deliveries:awaiting` | set | ids of deliveries whose stage awaits a drone |
+//! | `{p}:drone:{id}` | string | JSON of the `DroneState` |
+//! | `{p}:drones` | set | ids of all stored drones |
+//! | `{p}:idem:{key}` | string | first answer for an idempotency key (with `PX` TTL) |
+//! | `{p}:stream:{stream}` | stream | queue messages (consumer group: the queue's group) |
+//! | `{p}:stream:{stream}:delayed` | sorted set | abandoned-with-delay messages, score = due time (epoch ms) |
+//!
+//! Ids are embedded verbatim. Delivery ids are UUIDs minted by the gateway
+//! and drone ids look like `drone-0042`, so they cannot contain the
+//! `:events` suffix and collide with another key.
+
+/// Builds the keys of one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (a trailing `:` is ignored).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.trim_end_matches(':').to_owned(),
+        }
+    }
+
+    /// The prefix, without a trailing `:`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `SCAN MATCH` pattern of every key under the prefix: `{p}:*`.
+    pub fn pattern(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+
+    /// `{p}:delivery:{id}`: the delivery record (JSON).
+    pub fn delivery(&self, id: &str) -> String {
+        format!("{}:delivery:{id}", self.prefix)
+    }
+
+    /// `{p}:delivery:{id}:events`: the delivery's tracking events (list of JSON).
+    pub fn delivery_events(&self, id: &str) -> String {
+        format!("{}:delivery:{id}:events", self.prefix)
+    }
+
+    /// `{p}:deliveries:awaiting`: set of ids of deliveries waiting for a drone.
+    pub fn deliveries_awaiting(&self) -> String {
+        format!("{}:deliveries:awaiting", self.prefix)
+    }
+
+    /// `{p}:drone:{id}`: one drone's state (JSON).
+    pub fn drone(&self, id: &str) -> String {
+        format!("{}:drone:{id}", self.prefix)
+    }
+
+    /// `{p}:drones`: set of all drone ids.
+    pub fn drones(&self) -> String {
+        format!("{}:drones", self.prefix)
+    }
+
+    /// `{p}:idem:{key}`: the stored answer of an idempotency key.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.prefix)
+    }
+
+    /// `{p}:stream:{stream}`: the queue's stream.
+    pub fn stream(&self, stream: &str) -> String {
+        format!("{}:stream:{stream}", self.prefix)
+    }
+
+    /// `{p}:stream:{stream}:delayed`: messages abandoned with a delay, by due time.
+    pub fn stream_delayed(&self, stream: &str) -> String {
+        format!("{}:stream:{stream}:delayed", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn layout() {
+        let k = Keys::new("dd:");
+        assert_eq!(k.prefix(), "dd");
+        assert_eq!(k.pattern(), "dd:*");
+        assert_eq!(k.delivery("d1"), "dd:delivery:d1");
+        assert_eq!(k.delivery_events("d1"), "dd:delivery:d1:events");
+        assert_eq!(k.deliveries_awaiting(), "dd:deliveries:awaiting");
+        assert_eq!(k.drone("drone-1"), "dd:drone:drone-1");
+        assert_eq!(k.drones(), "dd:drones");
+        assert_eq!(k.idempotency("abc"), "dd:idem:abc");
+        assert_eq!(k.stream("deliveries"), "dd:stream:deliveries");
+        assert_eq!(
+            k.stream_delayed("deliveries"),
+            "dd:stream:deliveries:delayed"
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! The delivery, drone and idempotency stores.
+
+use std::time::Duration;
+
+use ::redis::aio::ConnectionManager;
+use ::redis::Script;
+use async_trait::async_trait;
+use dronedelivery_actors::domain::{DeliveryRecord, DroneState, TrackingEvent};
+use dronedelivery_actors::ports::{
+    DeliveryStore, DroneStore, IdempotencyStore, StoreError, StoreResult,
+};
+use serde::de::DeserializeOwned;
+
+use super::{corrupt, millis, unavailable, Keys};
+
+/// Writes a delivery record, its event, its awaiting-drone membership and
+/// its expiry at once, unless the stored record has a newer version.
+///
+/// KEYS: record, events list, awaiting set.
+/// ARGV: version, record JSON, event JSON (`""`: none), delivery id,
+/// `"1"` if awaiting a drone, `"1"` if terminal, retention in ms.
+/// Returns 1 when written, 0 when ignored as stale.
+const SAVE_DELIVERY: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, doc = pcall(cjson.decode, current)
+  if ok and type(doc) == 'table' then
+    local stored = tonumber(doc['version'])
+    if stored and stored > tonumber(ARGV[1]) then
+      return 0
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+end
+if ARGV[5] == '1' then
+  redis.call('SADD', KEYS[3], ARGV[4])
+else
+  redis.call('SREM', KEYS[3], ARGV[4])
+end
+if ARGV[6] == '1' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[7])
+  redis.call('PEXPIRE', KEYS[2], ARGV[7])
+else
+  -- SET has already cleared any TTL of the record.
+  redis.call('PERSIST', KEYS[2])
+end
+return 1
+"#;
+
+fn decode<T: DeserializeOwned>(key: &str, json: &str) -> StoreResult<T> {
+    serde_json::from_str(json).map_err(|e| corrupt(key, e))
+}
+
+fn encode<T: serde::Serialize>(what: &str, value: &T) -> StoreResult<String> {
+    // Serialising these plain structs cannot fail; report it if it ever does.
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+async fn ping(conn: &ConnectionManager) -> StoreResult<()> {
+    let mut c = conn.clone();
+    ::redis::cmd("PING")
+        .query_async::<String>(&mut c)
+        .await
+        .map(|_| ())
+        .map_err(unavailable)
+}
+
+/// Deliveries and their tracking events (see the [module docs](super)).
+#[derive(Clone)]
+pub struct RedisDeliveryStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    retention: Duration,
+    save: Script,
+}
+
+impl RedisDeliveryStore {
+    pub(crate) fn new(conn: ConnectionManager, keys: Keys, retention: Duration) -> Self {
+        Self {
+            conn,
+            keys,
+            retention,
+            save: Script::new(SAVE_DELIVERY),
+        }
+    }
+
+    /// The key builder of this store.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for RedisDeliveryStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
+        let key = self.keys.delivery(id);
+        let mut c = self.conn.clone();
+        let json: Option<String> = ::redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        json.map(|j| decode(&key, &j)).transpose()
+    }
+
+    async fn save(
+        &self,
+        record: &DeliveryRecord,
+        event: Option<&TrackingEvent>,
+    ) -> StoreResult<()> {
+        let id = &record.delivery.id;
+        let record_json = encode("delivery record", record)?;
+        let event_json = match event {
+            Some(e) => encode("tracking event", e)?,
+            None => String::new(),
+        };
+        let flag = |b: bool| if b { "1" } else { "0" };
+        let mut c = self.conn.clone();
+        let written: i64 = self
+            .save
+            .key(self.keys.delivery(id))
+            .key(self.keys.delivery_events(id))
+            .key(self.keys.deliveries_awaiting())
+            .arg(record.version)
+            .arg(record_json)
+            .arg(event_json)
+            .arg(id)
+            .arg(flag(record.stage.awaits_drone()))
+            .arg(flag(record.stage.is_terminal()))
+            .arg(millis(self.retention))
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        if written == 0 {
+            tracing::debug!(
+                delivery_id = %id,
+                version = record.version,
+                "stale delivery save ignored: a newer version is stored"
+            );
+        }
+        Ok(())
+    }
+
+    async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>> {
+        let key = self.keys.delivery_events(id);
+        let mut c = self.conn.clone();
+        let items: Vec<String> = ::redis::cmd("LRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        items.iter().map(|j| decode(&key, j)).collect()
+    }
+
+    async fn awaiting_drone(&self) -> StoreResult<Vec<String>> {
+        let mut c = self.conn.clone();
+        let mut ids: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(self.keys.deliveries_awaiting())
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        ping(&self.conn).await
+    }
+}
+
+/// Drone state (see the [module docs](super)).
+#[derive(Clone)]
+pub struct RedisDroneStore {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl RedisDroneStore {
+    pub(crate) fn new(conn: ConnectionManager, keys: Keys) -> Self {
+        Self { conn, keys }
+    }
+}
+
+#[async_trait]
+impl DroneStore for RedisDroneStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<DroneState>> {
+        let key = self.keys.drone(id);
+        let mut c = self.conn.clone();
+        let json: Option<String> = ::redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        json.map(|j| decode(&key, &j)).transpose()
+    }
+
+    async fn put(&self, drone: &DroneState) -> StoreResult<()> {
+        let json = encode("drone", drone)?;
+        let mut c = self.conn.clone();
+        ::redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.keys.drone(&drone.id))
+            .arg(json)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.keys.drones())
+            .arg(&drone.id)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn list(&self) -> StoreResult<Vec<DroneState>> {
+        let mut c = self.conn.clone();
+        let mut ids: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(self.keys.drones())
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        ids.sort();
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.drone(id)).collect();
+        let docs: Vec<Option<String>> = ::redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let mut drones = Vec::with_capacity(docs.len());
+        for (key, doc) in keys.iter().zip(docs) {
+            // A member without a document (deleted by hand) is skipped.
+            if let Some(json) = doc {
+                drones.push(decode::<DroneState>(key, &json)?);
+            }
+        }
+        drones.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(drones)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        ping(&self.conn).await
+    }
+}
+
+/// Idempotency keys (see the [module docs](super)).
+#[derive(Clone)]
+pub struct RedisIdempotencyStore {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl RedisIdempotencyStore {
+    pub(crate) fn new(conn: ConnectionManager, keys: Keys) -> Self {
+        Self { conn, keys }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for RedisIdempotencyStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<String>> {
+        let k = self.keys.idempotency(key);
+        let mut c = self.conn.clone();
+        // The existing key can expire between the failed SET NX and the GET;
+        // then the next SET NX may win. Two rounds are enough unless keys
+        // expire as fast as we can ask, hence the bound.
+        for _ in 0..3 {
+            let set: Option<String> = ::redis::cmd("SET")
+                .arg(&k)
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            if set.is_some() {
+                return Ok(None);
+            }
+            let existing: Option<String> = ::redis::cmd("GET")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            if existing.is_some() {
+                return Ok(existing);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "idempotency key {key} keeps expiring while being read"
+        )))
+    }
+}

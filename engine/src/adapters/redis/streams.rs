@@ -1,0 +1,943 @@
+//! A peek-lock queue on a Redis Streams consumer group.
+//!
+//! # Model
+//!
+//! - **Stream** `{p}:stream:{stream}`, **group** [`StreamsConfig::group`]
+//!   (created at connect with `MKSTREAM`, starting at id `0` so messages sent
+//!   before the group existed are delivered too), **consumer**
+//!   [`StreamsConfig::consumer`], unique per process.
+//! - **Entry fields**: `id` (message id), `operation`, `body`,
+//!   `correlation_id` (absent when `None`), `enqueued_at` (RFC 3339) and, on
+//!   redelivered copies only, `delivery_count` (deliveries before this copy).
+//!   An entry written by another producer with missing fields is still handed
+//!   out (id defaults to the entry id, operation/body to empty, enqueue time
+//!   to the entry id's timestamp) so the workflow dead-letters it with a
+//!   reason instead of it clogging the queue.
+//! - **Lock** = the entry sitting in the group's pending-entries list (PEL)
+//!   under our consumer. It "expires" once the entry has been idle for
+//!   [`StreamsConfig::lock_duration`]: from then on any consumer's `receive`
+//!   takes it over with `XAUTOCLAIM`, which bumps the PEL's delivery counter.
+//!   Until someone takes it over, the old holder can still settle it.
+//! - **Lock token** `"{entry_id}:{times_delivered}"`, where `times_delivered`
+//!   is the PEL counter when we got the entry. `complete`, `abandon`,
+//!   `dead_letter` and `renew` are Lua scripts that first check, atomically,
+//!   that the entry is still pending for *this consumer* with *that* counter
+//!   (`XPENDING key group id id 1` gives both); otherwise the lock was lost
+//!   (taken over, or already settled) and the call fails with
+//!   `StoreError::Unavailable("message lock lost …")`.
+//! - **Delivery count** reported = the entry's `delivery_count` field (0 for
+//!   a first copy) + the PEL counter (1 on the first read, +1 per takeover).
+//! - **Settling**: `complete` and `dead_letter` `XACK` + `XDEL` the entry, so
+//!   the stream only ever holds waiting and in-flight messages. `renew` is
+//!   `XCLAIM … 0 id JUSTID` to ourselves, which resets the idle time without
+//!   counting a delivery.
+//!
+//! # Abandon and delays
+//!
+//! Streams have no "unlock". `abandon(lock, delay)` acks and deletes the
+//! entry and re-adds a copy with `delivery_count` = its total deliveries so
+//! far, so the next receive reports one more. With a zero delay the copy is
+//! `XADD`ed at once. With a delay it goes to the sorted set
+//! `{p}:stream:{stream}:delayed` (score = due time in epoch ms, by the Redis
+//! server's clock so that process clocks do not matter; member = the copy's
+//! fields as JSON, tagged with the old entry id to stay unique). Every
+//! `receive` first moves due members back into the stream (`ZRANGEBYSCORE` +
+//! `XADD` + `ZREM` in the same script), so a delayed message is never handed
+//! out early and never sits in the stream where other readers could see it.
+//!
+//! # Receive and blocking reads
+//!
+//! One Lua script per poll: promote due delayed messages, `XAUTOCLAIM`
+//! entries idle for longer than the lock duration (with `XPENDING` for each
+//! one's counter; entries deleted meanwhile are skipped; the scan resumes
+//! from the previous poll's cursor so a large PEL is covered over a few
+//! polls), and if that found nothing, a non-blocking `XREADGROUP … >`. Only
+//! when that is empty does `receive` wait, with `XREADGROUP … BLOCK`.
+//!
+//! A blocked command occupies its connection until it returns, and the
+//! queue's [`ConnectionManager`] multiplexes every other command (`send`,
+//! settling, `depth`) onto one connection, so blocking reads run on
+//! **dedicated connections**: a small pool of multiplexed connections without
+//! a response timeout (the call is bounded by a Tokio timeout of the block
+//! time plus a margin instead; a connection that errs or times out is
+//! dropped, never reused, and a pooled one the server closed meanwhile is
+//! replaced once). Each concurrent `receive` takes its own from the pool, so
+//! receivers never queue behind each other. A block lasts at most
+//! [`MAX_BLOCK`]; `receive` then polls again, so expired locks and due
+//! delayed messages are noticed within a second even during a long wait.
+//!
+//! # Depth
+//!
+//! `depth()` = messages not yet delivered to the group + the delayed set.
+//! The first term is the group's `lag` from `XINFO GROUPS` (Redis ≥ 7.0).
+//! Redis reports no lag when it cannot tell (deletions in the middle of the
+//! stream can make it unknown); then it is `XLEN − pending`, which is exact
+//! here because settled entries are deleted together with their ack.
+//! [`RedisStreamsQueue::pending`] is the PEL size (messages in flight).
+//!
+//! # Limits
+//!
+//! - `max_len` trims with `MAXLEN ~` on every `XADD`: a safety cap that
+//!   drops the *oldest* entries, waiting or in flight, rather than refusing
+//!   new ones. Leave it `None` unless losing messages beats running out of
+//!   memory.
+//! - A `receive` cancelled while its `XREADGROUP` is in flight may leave the
+//!   entries it read pending; they are redelivered after the lock duration.
+//! - Every process start adds a consumer name to the group; `connect` removes
+//!   consumers that have had nothing pending for an hour (atomically: one
+//!   with pending entries is never removed).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, MultiplexedConnection};
+use ::redis::{Script, Value};
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use dronedelivery_actors::ports::{
+    LockToken, MessageQueue, QueueMessage, ReceivedMessage, StoreError, StoreResult,
+};
+use tokio::time::Instant;
+
+use super::{client, connection_manager, millis, unavailable, Keys, CONNECTION_TIMEOUT};
+
+/// The longest single `XREADGROUP … BLOCK`; `receive` polls again after it.
+pub const MAX_BLOCK: Duration = Duration::from_secs(1);
+/// Idle blocking connections kept for reuse.
+const MAX_IDLE_BLOCKING: usize = 16;
+/// Extra time granted to a blocking read beyond its `BLOCK` before giving up.
+const BLOCK_MARGIN: Duration = Duration::from_secs(5);
+/// Due delayed messages moved back to the stream per poll at most.
+const PROMOTE_BATCH: usize = 100;
+/// Consumers with nothing pending and idle this long are removed at connect.
+const PRUNE_IDLE: Duration = Duration::from_secs(60 * 60);
+
+const F_ID: &str = "id";
+const F_OPERATION: &str = "operation";
+const F_BODY: &str = "body";
+const F_CORRELATION_ID: &str = "correlation_id";
+const F_ENQUEUED_AT: &str = "enqueued_at";
+const F_DELIVERY_COUNT: &str = "delivery_count";
+
+/// Lua prelude of the settling scripts: returns 0 unless entry `ARGV[3]` is
+/// pending for consumer `ARGV[2]` of group `ARGV[1]` with delivery counter
+/// `ARGV[4]`.
+const LOCK_CHECK: &str = r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if not p[1] or p[1][2] ~= ARGV[2] or tonumber(p[1][4]) ~= tonumber(ARGV[4]) then
+  return 0
+end
+"#;
+
+/// `complete` and `dead_letter`: KEYS stream; ARGV group, consumer, entry, counter.
+const SETTLE: &str = r#"
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return 1
+"#;
+
+/// `renew`: KEYS stream; ARGV group, consumer, entry, counter.
+const RENEW: &str = r#"
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"#;
+
+/// `abandon`: KEYS stream, delayed set; ARGV group, consumer, entry, counter,
+/// delay ms, max len (0: none). Returns 1, or 2 when the entry itself had
+/// already been trimmed away (then it is only acked).
+const ABANDON: &str = r#"
+local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+if not e[1] or not e[1][2] then
+  return 2
+end
+local fields = e[1][2]
+local prior = 0
+local copy = {}
+for i = 1, #fields, 2 do
+  if fields[i] == 'delivery_count' then
+    prior = tonumber(fields[i + 1]) or 0
+  else
+    table.insert(copy, fields[i])
+    table.insert(copy, fields[i + 1])
+  end
+end
+table.insert(copy, 'delivery_count')
+table.insert(copy, string.format('%d', prior + tonumber(ARGV[4])))
+local delay = tonumber(ARGV[5])
+if delay > 0 then
+  local t = redis.call('TIME')
+  local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + delay
+  redis.call('ZADD', KEYS[2], string.format('%d', due), cjson.encode({e = ARGV[3], f = copy}))
+elseif tonumber(ARGV[6]) > 0 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', unpack(copy))
+else
+  redis.call('XADD', KEYS[1], '*', unpack(copy))
+end
+return 1
+"#;
+
+/// One poll of `receive`: KEYS stream, delayed set; ARGV group, consumer,
+/// min idle ms, count, max len (0: none), promote batch, `XAUTOCLAIM` start
+/// cursor. Returns `{next cursor, {{entry id, {field, value, ...}, times
+/// delivered}, ...}}`.
+const RECEIVE: &str = r#"
+local stream, delayed = KEYS[1], KEYS[2]
+local group, consumer = ARGV[1], ARGV[2]
+local count = tonumber(ARGV[4])
+local maxlen = tonumber(ARGV[5])
+
+-- 1. Delayed messages that are due go back to the stream.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', string.format('%d', now), 'LIMIT', 0, ARGV[6])
+for _, member in ipairs(due) do
+  local ok, m = pcall(cjson.decode, member)
+  if ok and type(m) == 'table' and type(m.f) == 'table' and #m.f > 0 then
+    if maxlen > 0 then
+      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[5], '*', unpack(m.f))
+    else
+      redis.call('XADD', stream, '*', unpack(m.f))
+    end
+  end
+  redis.call('ZREM', delayed, member)
+end
+
+-- 2. Entries whose lock expired (idle too long), from any consumer.
+-- The scan resumes where the previous poll stopped, so that over a few
+-- polls it covers the whole PEL however many entries are in flight.
+local out = {}
+local cursor = ARGV[7]
+for _ = 1, 10 do
+  local r = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[3], cursor, 'COUNT', count - #out)
+  cursor = r[1]
+  for _, e in ipairs(r[2]) do
+    if e[2] then
+      local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
+      local n = 1
+      if p[1] then n = tonumber(p[1][4]) end
+      table.insert(out, {e[1], e[2], n})
+    else
+      -- Redis 6.2 reports entries deleted meanwhile with nil fields.
+      redis.call('XACK', stream, group, e[1])
+    end
+  end
+  if #out >= count or cursor == '0-0' then break end
+end
+if #out > 0 then return {cursor, out} end
+
+-- 3. New entries, without blocking.
+local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
+if r and r[1] then
+  for _, e in ipairs(r[1][2]) do
+    table.insert(out, {e[1], e[2], 1})
+  end
+end
+return {cursor, out}
+"#;
+
+/// `depth` and `pending`: KEYS stream, delayed set; ARGV group.
+/// Returns `{group found (0/1), lag (-1: unknown), xlen, pending, delayed}`.
+const DEPTH: &str = r#"
+local delayed = redis.call('ZCARD', KEYS[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0, -1, 0, 0, delayed}
+end
+local xlen = redis.call('XLEN', KEYS[1])
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+for _, g in ipairs(groups) do
+  local name, pending, lag
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1]
+    elseif g[i] == 'pending' then pending = g[i + 1]
+    elseif g[i] == 'lag' then lag = g[i + 1] end
+  end
+  if name == ARGV[1] then
+    if type(lag) ~= 'number' then lag = -1 end
+    return {1, lag, xlen, pending or 0, delayed}
+  end
+end
+return {0, -1, xlen, 0, delayed}
+"#;
+
+/// Removes consumers with nothing pending, idle longer than `ARGV[2]` ms,
+/// other than `ARGV[3]`. KEYS stream; ARGV group, idle ms, own consumer.
+const PRUNE: &str = r#"
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return 0 end
+local removed = 0
+for _, c in ipairs(consumers) do
+  local name, pending, idle
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1]
+    elseif c[i] == 'pending' then pending = c[i + 1]
+    elseif c[i] == 'idle' then idle = c[i + 1] end
+  end
+  if name and name ~= ARGV[3] and pending == 0 and idle and idle > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    removed = removed + 1
+  end
+end
+return removed
+"#;
+
+/// Where the queue lives and how it behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamsConfig {
+    /// Server URL, `redis://[:password@]host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key (see [`super::keys`]).
+    pub prefix: String,
+    /// Stream name (key `{prefix}:stream:{stream}`); default `deliveries`.
+    pub stream: String,
+    /// Consumer group; default `workflow`.
+    pub group: String,
+    /// This process's consumer name, unique per process
+    /// (default `hostname-pid-random`).
+    pub consumer: String,
+    /// Idle time after which a received, unsettled message may be taken
+    /// over by any consumer (`XAUTOCLAIM`); default 60 s.
+    pub lock_duration: Duration,
+    /// Approximate cap on the stream length (`MAXLEN ~`); `None`: no cap.
+    pub max_len: Option<usize>,
+}
+
+impl StreamsConfig {
+    /// Defaults: stream `deliveries`, group `workflow`, a fresh consumer
+    /// name, 60 s lock, no length cap.
+    pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: prefix.into(),
+            stream: "deliveries".to_owned(),
+            group: "workflow".to_owned(),
+            consumer: Self::unique_consumer_name(),
+            lock_duration: Duration::from_secs(60),
+            max_len: None,
+        }
+    }
+
+    /// `hostname-pid-random`: unique per process, recognisable in `XINFO`.
+    pub fn unique_consumer_name() -> String {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".to_owned());
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}-{}", std::process::id(), &random[..8])
+    }
+}
+
+struct Scripts {
+    receive: Script,
+    settle: Script,
+    abandon: Script,
+    renew: Script,
+    depth: Script,
+    prune: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            receive: Script::new(RECEIVE),
+            settle: Script::new(&format!("{LOCK_CHECK}{SETTLE}")),
+            abandon: Script::new(&format!("{LOCK_CHECK}{ABANDON}")),
+            renew: Script::new(&format!("{LOCK_CHECK}{RENEW}")),
+            depth: Script::new(DEPTH),
+            prune: Script::new(PRUNE),
+        }
+    }
+}
+
+/// An entry as read: id, fields, the PEL's delivery counter.
+struct RawEntry {
+    id: String,
+    fields: HashMap<String, String>,
+    times_delivered: u64,
+}
+
+/// A `(waiting, pending)` snapshot.
+struct Depth {
+    waiting: u64,
+    pending: u64,
+}
+
+/// The Redis Streams queue (see the [module docs](self)).
+pub struct RedisStreamsQueue {
+    cfg: StreamsConfig,
+    client: ::redis::Client,
+    conn: ConnectionManager,
+    blocking: Mutex<Vec<MultiplexedConnection>>,
+    /// Where the next `XAUTOCLAIM` scan starts (`0-0`: from the beginning).
+    reclaim_cursor: Mutex<String>,
+    stream_key: String,
+    delayed_key: String,
+    scripts: Scripts,
+}
+
+impl std::fmt::Debug for RedisStreamsQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStreamsQueue")
+            .field("stream", &self.stream_key)
+            .field("group", &self.cfg.group)
+            .field("consumer", &self.cfg.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStreamsQueue {
+    /// Connects, creates the stream and the consumer group if missing
+    /// (`XGROUP CREATE … 0 MKSTREAM`, `BUSYGROUP` ignored) and removes
+    /// long-idle consumers that hold nothing.
+    pub async fn connect(cfg: StreamsConfig) -> Result<Arc<Self>, StoreError> {
+        let keys = Keys::new(&cfg.prefix);
+        let queue = Self {
+            client: client(&cfg.url)?,
+            conn: connection_manager(&cfg.url).await?,
+            blocking: Mutex::new(Vec::new()),
+            reclaim_cursor: Mutex::new("0-0".to_owned()),
+            stream_key: keys.stream(&cfg.stream),
+            delayed_key: keys.stream_delayed(&cfg.stream),
+            scripts: Scripts::new(),
+            cfg,
+        };
+        queue.ensure_group().await?;
+        queue.prune_consumers().await;
+        Ok(Arc::new(queue))
+    }
+
+    /// The configuration this queue runs with.
+    pub fn config(&self) -> &StreamsConfig {
+        &self.cfg
+    }
+
+    /// Messages delivered and not yet settled (the group's PEL size).
+    pub async fn pending(&self) -> StoreResult<u64> {
+        Ok(self.snapshot().await?.pending)
+    }
+
+    async fn ensure_group(&self) -> StoreResult<()> {
+        let mut c = self.conn.clone();
+        let created = ::redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream_key)
+            .arg(&self.cfg.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async::<()>(&mut c)
+            .await;
+        match created {
+            Ok(()) => {
+                tracing::info!(stream = %self.stream_key, group = %self.cfg.group, "created consumer group");
+                Ok(())
+            }
+            Err(e) if e.code() == Some("BUSYGROUP") || e.to_string().contains("BUSYGROUP") => {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn prune_consumers(&self) {
+        let mut c = self.conn.clone();
+        let pruned: Result<i64, _> = self
+            .scripts
+            .prune
+            .key(&self.stream_key)
+            .arg(&self.cfg.group)
+            .arg(millis(PRUNE_IDLE))
+            .arg(&self.cfg.consumer)
+            .invoke_async(&mut c)
+            .await;
+        match pruned {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed idle consumers with nothing pending"),
+            Err(e) => tracing::warn!(error = %e, "could not prune idle consumers"),
+        }
+    }
+
+    /// Runs `op`; if the group has vanished (server restarted without
+    /// persistence, key deleted), recreates it and runs `op` once more.
+    async fn with_group<T, F, Fut>(&self, op: F) -> StoreResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ::redis::RedisError>>,
+    {
+        match op().await {
+            Ok(v) => Ok(v),
+            Err(e) if is_nogroup(&e) => {
+                tracing::warn!(stream = %self.stream_key, group = %self.cfg.group, "consumer group missing; recreating it");
+                self.ensure_group().await?;
+                op().await.map_err(unavailable)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// One non-blocking poll (see `RECEIVE`).
+    async fn poll(&self, max: usize) -> StoreResult<Vec<RawEntry>> {
+        let cursor = self
+            .reclaim_cursor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let value: Value = self
+            .with_group(|| {
+                let mut c = self.conn.clone();
+                let mut invocation = self.scripts.receive.key(&self.stream_key);
+                invocation
+                    .key(&self.delayed_key)
+                    .arg(&self.cfg.group)
+                    .arg(&self.cfg.consumer)
+                    .arg(millis(self.cfg.lock_duration))
+                    .arg(max)
+                    .arg(self.cfg.max_len.unwrap_or(0))
+                    .arg(PROMOTE_BATCH)
+                    .arg(&cursor);
+                async move { invocation.invoke_async(&mut c).await }
+            })
+            .await?;
+        let (next, entries) = parse_poll_reply(value)?;
+        *self
+            .reclaim_cursor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = next;
+        let reclaimed = entries.iter().filter(|e| e.times_delivered > 1).count();
+        if reclaimed > 0 {
+            metrics::counter!("dronedelivery_queue_lock_expired_total", "backend" => "redis-streams")
+                .increment(reclaimed as u64);
+            tracing::warn!(count = reclaimed, "message locks expired; redelivering");
+        }
+        Ok(entries)
+    }
+
+    fn take_blocking(&self) -> Option<MultiplexedConnection> {
+        self.blocking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    fn give_back(&self, conn: MultiplexedConnection) {
+        let mut pool = self.blocking.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < MAX_IDLE_BLOCKING {
+            pool.push(conn);
+        }
+    }
+
+    async fn new_blocking_connection(&self) -> StoreResult<MultiplexedConnection> {
+        let config = ::redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// `XREADGROUP … BLOCK` on a dedicated connection (see the module docs).
+    /// A pooled connection the server has closed meanwhile (its `timeout`
+    /// setting, a restart) is replaced once by a fresh one.
+    async fn blocking_read(&self, max: usize, block: Duration) -> StoreResult<Vec<RawEntry>> {
+        let mut cmd = ::redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.cfg.group)
+            .arg(&self.cfg.consumer)
+            .arg("COUNT")
+            .arg(max)
+            .arg("BLOCK")
+            .arg(millis(block))
+            .arg("STREAMS")
+            .arg(&self.stream_key)
+            .arg(">");
+        let limit = block + BLOCK_MARGIN;
+        let mut pooled = self.take_blocking();
+        loop {
+            let reused = pooled.is_some();
+            let mut conn = match pooled.take() {
+                Some(c) => c,
+                None => self.new_blocking_connection().await?,
+            };
+            match tokio::time::timeout(limit, cmd.query_async::<Value>(&mut conn)).await {
+                Ok(Ok(value)) => {
+                    self.give_back(conn);
+                    return parse_read_reply(value);
+                }
+                Ok(Err(e)) if is_nogroup(&e) => {
+                    self.give_back(conn);
+                    self.ensure_group().await?;
+                    return Ok(Vec::new());
+                }
+                Ok(Err(e)) if reused && (e.is_io_error() || e.is_connection_dropped()) => {
+                    tracing::debug!(error = %e, "pooled blocking connection failed; reconnecting");
+                }
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "redis: blocking read gave no answer within {limit:?}"
+                    )))
+                }
+            }
+        }
+    }
+
+    fn to_received(&self, entry: RawEntry) -> ReceivedMessage {
+        let RawEntry {
+            id,
+            mut fields,
+            times_delivered,
+        } = entry;
+        let prior: u64 = fields
+            .get(F_DELIVERY_COUNT)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let enqueued_at = fields
+            .get(F_ENQUEUED_AT)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .or_else(|| entry_time(&id))
+            .unwrap_or_else(Utc::now);
+        let message = QueueMessage {
+            message_id: fields.remove(F_ID).unwrap_or_else(|| id.clone()),
+            operation: fields.remove(F_OPERATION).unwrap_or_default(),
+            body: fields.remove(F_BODY).unwrap_or_default(),
+            correlation_id: fields.remove(F_CORRELATION_ID),
+            enqueued_at,
+        };
+        if message.operation.is_empty() {
+            tracing::warn!(entry = %id, stream = %self.stream_key, "stream entry without an operation");
+        }
+        let delivery_count =
+            u32::try_from(prior.saturating_add(times_delivered)).unwrap_or(u32::MAX);
+        ReceivedMessage {
+            message,
+            lock: LockToken(format!("{id}:{times_delivered}")),
+            delivery_count,
+        }
+    }
+
+    /// Runs a lock-checked script: its result, or the lock-lost error.
+    async fn locked(&self, script: &Script, lock: &LockToken, extra: &[u64]) -> StoreResult<i64> {
+        let (entry, counter) = parse_lock(lock)?;
+        let mut c = self.conn.clone();
+        let mut invocation = script.key(&self.stream_key);
+        invocation
+            .key(&self.delayed_key)
+            .arg(&self.cfg.group)
+            .arg(&self.cfg.consumer)
+            .arg(entry)
+            .arg(counter);
+        for x in extra {
+            invocation.arg(*x);
+        }
+        match invocation.invoke_async::<i64>(&mut c).await {
+            Ok(0) => Err(lock_lost()),
+            Ok(n) => Ok(n),
+            Err(e) if is_nogroup(&e) => Err(lock_lost()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn snapshot(&self) -> StoreResult<Depth> {
+        let mut c = self.conn.clone();
+        let v: Vec<i64> = self
+            .scripts
+            .depth
+            .key(&self.stream_key)
+            .key(&self.delayed_key)
+            .arg(&self.cfg.group)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let [found, lag, xlen, pending, delayed] = v[..] else {
+            return Err(StoreError::Unavailable(format!(
+                "redis: unexpected depth reply {v:?}"
+            )));
+        };
+        let undelivered = if found == 0 {
+            xlen
+        } else if lag >= 0 {
+            lag
+        } else {
+            (xlen - pending).max(0)
+        };
+        let n = |x: i64| u64::try_from(x.max(0)).unwrap_or(0);
+        Ok(Depth {
+            waiting: n(undelivered) + n(delayed),
+            pending: n(pending),
+        })
+    }
+}
+
+#[async_trait]
+impl MessageQueue for RedisStreamsQueue {
+    fn backend(&self) -> &'static str {
+        "redis-streams"
+    }
+
+    async fn send(&self, message: QueueMessage) -> StoreResult<()> {
+        let mut cmd = ::redis::cmd("XADD");
+        cmd.arg(&self.stream_key);
+        if let Some(n) = self.cfg.max_len {
+            cmd.arg("MAXLEN").arg("~").arg(n);
+        }
+        cmd.arg("*")
+            .arg(F_ID)
+            .arg(&message.message_id)
+            .arg(F_OPERATION)
+            .arg(&message.operation)
+            .arg(F_BODY)
+            .arg(&message.body);
+        if let Some(correlation_id) = &message.correlation_id {
+            cmd.arg(F_CORRELATION_ID).arg(correlation_id);
+        }
+        cmd.arg(F_ENQUEUED_AT).arg(
+            message
+                .enqueued_at
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        );
+        let mut c = self.conn.clone();
+        cmd.query_async::<String>(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let mut entries = self.poll(max).await?;
+            if entries.is_empty() {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(Vec::new());
+                }
+                let block = (deadline - now).min(MAX_BLOCK);
+                entries = self.blocking_read(max, block).await?;
+            }
+            if !entries.is_empty() {
+                return Ok(entries.into_iter().map(|e| self.to_received(e)).collect());
+            }
+        }
+    }
+
+    async fn complete(&self, lock: &LockToken) -> StoreResult<()> {
+        self.locked(&self.scripts.settle, lock, &[])
+            .await
+            .map(|_| ())
+    }
+
+    async fn abandon(&self, lock: &LockToken, delay: Duration) -> StoreResult<()> {
+        let delay_ms = if delay.is_zero() { 0 } else { millis(delay) };
+        let max_len = self.cfg.max_len.map_or(0, |n| n as u64);
+        let r = self
+            .locked(&self.scripts.abandon, lock, &[delay_ms, max_len])
+            .await?;
+        if r == 2 {
+            tracing::warn!(lock = %lock.0, "abandoned message had been trimmed from the stream; dropped");
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, lock: &LockToken, reason: &str) -> StoreResult<()> {
+        self.locked(&self.scripts.settle, lock, &[]).await?;
+        tracing::debug!(lock = %lock.0, reason, "message removed from the stream as dead letter");
+        Ok(())
+    }
+
+    async fn renew(&self, lock: &LockToken) -> StoreResult<()> {
+        self.locked(&self.scripts.renew, lock, &[])
+            .await
+            .map(|_| ())
+    }
+
+    async fn depth(&self) -> StoreResult<u64> {
+        Ok(self.snapshot().await?.waiting)
+    }
+}
+
+fn lock_lost() -> StoreError {
+    StoreError::Unavailable(
+        "message lock lost (expired and taken over, or already settled)".to_owned(),
+    )
+}
+
+fn is_nogroup(e: &::redis::RedisError) -> bool {
+    e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP")
+}
+
+/// `"{entry_id}:{times_delivered}"` → its parts.
+fn parse_lock(lock: &LockToken) -> StoreResult<(&str, u64)> {
+    lock.0
+        .rsplit_once(':')
+        .and_then(|(entry, n)| Some((entry, n.parse().ok()?)))
+        .filter(|(entry, _)| !entry.is_empty())
+        .ok_or_else(|| StoreError::Unavailable(format!("invalid lock token {:?}", lock.0)))
+}
+
+/// The time part of an entry id (`<ms>-<seq>`).
+fn entry_time(id: &str) -> Option<DateTime<Utc>> {
+    let ms = id.split_once('-')?.0.parse::<i64>().ok()?;
+    DateTime::from_timestamp_millis(ms)
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        Value::Okay => Some("OK".to_owned()),
+        _ => None,
+    }
+}
+
+fn bad_reply(what: &str, v: &Value) -> StoreError {
+    StoreError::Unavailable(format!("redis: unexpected {what} reply: {v:?}"))
+}
+
+/// A flat `[field, value, …]` array (or a map) as a field map.
+fn field_map(v: &Value) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    match v {
+        Value::Array(items) => {
+            for pair in items.chunks_exact(2) {
+                if let (Some(k), Some(val)) = (text(&pair[0]), text(&pair[1])) {
+                    map.insert(k, val);
+                }
+            }
+        }
+        Value::Map(pairs) => {
+            for (k, val) in pairs {
+                if let (Some(k), Some(val)) = (text(k), text(val)) {
+                    map.insert(k, val);
+                }
+            }
+        }
+        _ => {}
+    }
+    map
+}
+
+/// The receive script's `{cursor, {{id, fields, n}, …}}`.
+fn parse_poll_reply(v: Value) -> StoreResult<(String, Vec<RawEntry>)> {
+    let Value::Array(mut parts) = v else {
+        return Err(bad_reply("receive script", &v));
+    };
+    let entries = match parts.pop() {
+        Some(Value::Array(items)) => items,
+        Some(Value::Nil) | None => Vec::new(),
+        Some(other) => return Err(bad_reply("receive script", &other)),
+    };
+    let cursor = parts
+        .first()
+        .and_then(text)
+        .unwrap_or_else(|| "0-0".to_owned());
+    Ok((cursor, parse_script_entries(&entries)?))
+}
+
+/// The receive script's entries, `{{id, fields, n}, …}`.
+fn parse_script_entries(items: &[Value]) -> StoreResult<Vec<RawEntry>> {
+    items
+        .iter()
+        .map(|item| match item {
+            Value::Array(parts) if parts.len() == 3 => {
+                let id = text(&parts[0]).ok_or_else(|| bad_reply("entry id", item))?;
+                let times_delivered = match &parts[2] {
+                    Value::Int(n) => u64::try_from(*n).unwrap_or(1).max(1),
+                    other => text(other).and_then(|t| t.parse().ok()).unwrap_or(1),
+                };
+                Ok(RawEntry {
+                    id,
+                    fields: field_map(&parts[1]),
+                    times_delivered,
+                })
+            }
+            other => Err(bad_reply("receive script entry", other)),
+        })
+        .collect()
+}
+
+/// `XREADGROUP`'s reply (nil on timeout): `[[stream, [[id, [f, v, …]], …]]]`
+/// (RESP2) or `{stream: [[id, [f, v, …]], …]}` (RESP3). First read: the
+/// delivery counter is 1.
+fn parse_read_reply(v: Value) -> StoreResult<Vec<RawEntry>> {
+    let streams: Vec<Value> = match v {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|s| match s {
+                Value::Array(mut kv) if kv.len() == 2 => kv.pop(),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+        other => return Err(bad_reply("XREADGROUP", &other)),
+    };
+    let mut out = Vec::new();
+    for entries in streams {
+        let Value::Array(entries) = entries else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(parts) = &entry else {
+                return Err(bad_reply("XREADGROUP entry", &entry));
+            };
+            let (Some(id), Some(fields)) = (parts.first().and_then(text), parts.get(1)) else {
+                return Err(bad_reply("XREADGROUP entry", &entry));
+            };
+            out.push(RawEntry {
+                id,
+                fields: field_map(fields),
+                times_delivered: 1,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_tokens_round_trip() {
+        let lock = LockToken("1700000000000-3:2".to_owned());
+        assert!(matches!(parse_lock(&lock), Ok(("1700000000000-3", 2))));
+        assert!(parse_lock(&LockToken("nonsense".to_owned())).is_err());
+        assert!(parse_lock(&LockToken(":2".to_owned())).is_err());
+    }
+
+    #[test]
+    fn entry_ids_carry_a_time() {
+        let t = entry_time("1700000000000-0").map(|t| t.timestamp_millis());
+        assert_eq!(t, Some(1_700_000_000_000));
+    }
+
+    #[test]
+    fn read_replies_parse() -> StoreResult<()> {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("p:stream:s"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("id"), bulk("m1"), bulk("body"), bulk("{}")]),
+            ])]),
+        ])]);
+        let got = parse_read_reply(reply)?;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, "1-0");
+        assert_eq!(got[0].fields.get("id").map(String::as_str), Some("m1"));
+        assert_eq!(got[0].times_delivered, 1);
+        assert!(parse_read_reply(Value::Nil)?.is_empty());
+        Ok(())
+    }
+}

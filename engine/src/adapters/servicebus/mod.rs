@@ -1,0 +1,1075 @@
+//! Azure Service Bus queue adapter, over the Service Bus REST protocol.
+//!
+//! [`ServiceBusQueue`] implements [`MessageQueue`] with
+//! `azure_messaging_servicebus` 0.21 (the REST crate: one HTTP request per
+//! operation, SAS token per request). The [`double`] module serves the same
+//! protocol locally, for development and tests, since Azure cannot be
+//! reached from every place the engine is built.
+//!
+//! # Wire protocol
+//!
+//! All requests carry `Authorization: SharedAccessSignature
+//! sr={url}&sig={hmac}&se={expiry}&skn={policy}` (see `sas`).
+//!
+//! | Operation | Request | Answer |
+//! |---|---|---|
+//! | [`send`](MessageQueue::send) | `POST /{queue}/messages`, body = the JSON text unchanged, `BrokerProperties: {"MessageId":..}`, custom properties as headers: `operation: "delivery"`, `Diagnostic-Id: "<correlation id>"` | `201` |
+//! | [`receive`](MessageQueue::receive) | `POST /{queue}/messages/head?timeout=N` (peek-lock) | `201` + body + `BrokerProperties` (`LockToken`, `SequenceNumber`, `DeliveryCount`, `MessageId`, `EnqueuedTimeUtc`, `LockedUntilUtc`) + `Location: {lock url}` + custom properties; `204` when nothing came within `N` s |
+//! | [`complete`](MessageQueue::complete), [`dead_letter`](MessageQueue::dead_letter) | `DELETE {lock url}` | `200`; `404`/`410` when the lock is lost |
+//! | [`abandon`](MessageQueue::abandon) | `PUT {lock url}` (unlock) | `200` |
+//! | [`renew`](MessageQueue::renew) | `POST {lock url}` | `200` |
+//! | [`depth`](MessageQueue::depth) | `GET /{queue}?api-version=2017-04` (management: an Atom entry) | `<d2p1:ActiveMessageCount>N</…>` |
+//!
+//! The lock URL is the peek-lock answer's `Location`,
+//! `https://{ns}.servicebus.windows.net/{queue}/messages/{sequence number or
+//! message id}/{lock token}` (rebuilt from `SequenceNumber` and `LockToken`
+//! if `Location` is missing); it is the [`LockToken`] handed to the
+//! workflow, so any holder of the queue's key can settle it.
+//!
+//! The body is the message's JSON text byte for byte and `operation` is the
+//! same application property the original Java ingestion service wrote, so
+//! messages from either producer are read by either consumer. String
+//! properties travel JSON-quoted (`"cancel"`), as the REST protocol wants;
+//! unquoted values from other producers are read as they are.
+//!
+//! # Lock semantics
+//!
+//! A peek-locked message is invisible to other receivers until it is
+//! completed (deleted), unlocked, or its lock expires (the queue's
+//! `lockDuration`, PT5M for the reference implementation's queue); each
+//! delivery raises `DeliveryCount`, and past `maxDeliveryCount` (10) the
+//! service moves the message to its own dead-letter queue.
+//!
+//! - **receive**: the REST API hands out one message per request. The first
+//!   request long-polls with `timeout` = the whole seconds left of `wait`;
+//!   when less than a second is left it polls with `timeout=0` every 100 ms
+//!   until `wait` is over, so `receive` returns on time even for sub-second
+//!   waits. The following requests of the batch use `timeout=0` and the batch
+//!   ends at the first `204`. A peek-lock in flight is not cancelled when the
+//!   caller stops waiting (a cancelled peek-lock may still lock a message
+//!   nobody will see until its lock expires): the batch runs in its own
+//!   task, and the messages it receives for a caller that went away are
+//!   unlocked at once. (The transport does give up on a request that
+//!   outlives its long-poll timeout by 30 s.)
+//! - **abandon with a delay**: the REST unlock has no delay (nor does the
+//!   service offer "abandon with visibility timeout"). The adapter keeps the
+//!   lock: it renews it once right away (so a lost lock is reported to the
+//!   caller), then a timer task renews it every half lock duration for as
+//!   long as the delay lasts (retrying a failed renewal while the lock still
+//!   holds) and unlocks it when the delay is over. Meanwhile `complete`,
+//!   `renew` and `abandon` on that lock fail, as for a handed-back lock. The
+//!   message thus keeps its identity, its sequence position and a delivery
+//!   count maintained by the service (so `maxDeliveryCount` still applies),
+//!   and nothing is duplicated. If the process stops meanwhile, the lock
+//!   simply expires and the message comes back after at most the lock
+//!   duration. The alternative, complete + re-send with
+//!   `ScheduledEnqueueTimeUtc`, was rejected: the two steps are not atomic
+//!   over REST (loss or duplicate), the service's delivery count restarts at
+//!   1 (the service's own dead-lettering would never trigger) and the
+//!   schedule has one-second resolution. While held, a message is locked at
+//!   the service and so not counted by [`depth`](MessageQueue::depth),
+//!   unlike the in-process queue's delayed messages. The lock duration is
+//!   learnt from each peek-lock answer (`LockedUntilUtc` minus the service's
+//!   `Date`).
+//! - **dead_letter**: the REST API has no dead-letter operation, so the
+//!   message is completed; the engine has already stored the dead letter
+//!   and its reason in its own dead-letter store before calling this.
+//! - **depth**: the runtime REST API has no count; the management `GET`
+//!   returns the entity description, whose `ActiveMessageCount` is read with
+//!   a targeted scan (no XML dependency). It needs a SAS rule with *Manage*
+//!   rights on a real namespace (a Listen/Send-only rule gets `401`), and the
+//!   service refreshes the count asynchronously, so it can lag by a moment.
+//!   Microsoft documents it as messages "ready for delivery"; the double
+//!   counts neither locked nor scheduled messages.
+//!
+//! # Traps of `azure_messaging_servicebus` 0.21 and how they are handled
+//!
+//! - It only ever addresses `https://{namespace}.servicebus.windows.net`.
+//!   The adapter injects its own `azure_core::HttpClient` (`transport`) that
+//!   redirects requests to [`ServiceBusConfig::endpoint`] and otherwise
+//!   forwards them with azure_core's reqwest client.
+//! - `peek_lock_message2` returns `Ok` whatever the status: `204` (empty
+//!   queue) looks like a message with an empty body, and `401`/`5xx` look
+//!   like messages too. The status is checked here: `201`/`200` is a
+//!   message, `204` is none, anything else is an error.
+//! - Its `BrokerProperties` struct has `i32` sequence numbers and fails the
+//!   whole call when decoding fails, after the message was locked (the lock
+//!   URL is then lost and the message is stuck until the lock expires). The
+//!   transport hides the header from the crate and this module decodes it
+//!   itself, every field optional and sequence numbers as `i64`.
+//! - The crate cannot be given a timeout-less long poll safely: without
+//!   `?timeout` the service waits 60 s. A timeout is always sent.
+//! - Settling needs the crate's `PeekLockResponse`, which cannot be rebuilt
+//!   from a lock URL. The adapter keeps the responses of the locks it holds
+//!   (dropped when settled, and swept a minute after their lock expired)
+//!   and settles through them; for a lock URL it does not hold (received by
+//!   another instance) it signs and sends the same request itself, after
+//!   checking that the URL is a lock URL of its own queue (the token never
+//!   goes to a host named by a caller).
+//! - Header names are lower-cased on the way out (`Diagnostic-Id` is stored
+//!   as `diagnostic-id`): the crate's `HeaderName` lower-cases, and so does
+//!   the HTTP/1 stack. Readers here look names up case-insensitively; a
+//!   .NET consumer reading `ApplicationProperties["Diagnostic-Id"]` would not
+//!   find it (`operation` is lower case anyway).
+//! - azure_core's reqwest client has no request timeout and keeps no idle
+//!   connections (a new TLS connection per request); the transport adds a
+//!   deadline (long-poll timeout + 30 s).
+//! - azure_core 0.21 prints the `Authorization` header when a `Request` is
+//!   `Debug`-formatted (its redaction test is inverted): requests are never
+//!   logged, and [`ServiceBusConfig`]'s `Debug` hides the key.
+
+pub mod double;
+mod sas;
+mod transport;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use azure_core::auth::Secret;
+use azure_core::error::{Error as AzureError, ErrorKind};
+use azure_core::headers::{self, HeaderName, Headers};
+use azure_core::{HttpClient, Method, Request, Url};
+use azure_messaging_servicebus::service_bus::{
+    PeekLockResponse, QueueClient, SendMessageOptions, SettableBrokerProperties,
+};
+use chrono::{DateTime, Utc};
+use dronedelivery_actors::ports::{
+    LockToken, MessageQueue, QueueMessage, ReceivedMessage, StoreError, StoreResult,
+};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use self::transport::{Transport, RAW_BROKER_PROPERTIES};
+
+/// Application property carrying the queue operation.
+const OPERATION: &str = "operation";
+/// Application property carrying the correlation id (the original's
+/// Application Insights `Diagnostic-Id`).
+const DIAGNOSTIC_ID: &str = "Diagnostic-Id";
+/// Lifetime of the SAS tokens the adapter signs itself.
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Pause between `timeout=0` polls when less than a second of `wait` is left.
+const SHORT_POLL: Duration = Duration::from_millis(100);
+/// How long after its expected expiry a held lock is forgotten.
+const SWEEP_GRACE: Duration = Duration::from_secs(60);
+/// Lock duration assumed when a peek-lock answer does not tell (the
+/// service's minimum; erring short only means renewing more often).
+const DEFAULT_LOCK_DURATION: Duration = Duration::from_secs(5);
+
+/// Where and how to reach a Service Bus queue.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceBusConfig {
+    /// Namespace name: `NS` of `NS.servicebus.windows.net`.
+    pub namespace: String,
+    /// Queue name.
+    pub queue: String,
+    /// Shared access policy (rule) name, e.g. `RootManageSharedAccessKey`.
+    pub policy_name: String,
+    /// Shared access policy key. Never logged.
+    pub policy_key: String,
+    /// Base URL overriding `https://{namespace}.servicebus.windows.net`
+    /// (scheme, host and port only), e.g. `http://127.0.0.1:PORT` for the
+    /// [`double`]. `None` for Azure.
+    pub endpoint: Option<String>,
+}
+
+impl fmt::Debug for ServiceBusConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceBusConfig")
+            .field("namespace", &self.namespace)
+            .field("queue", &self.queue)
+            .field("policy_name", &self.policy_name)
+            .field("policy_key", &"<redacted>")
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+fn invalid(what: impl fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("invalid Service Bus settings: {what}"))
+}
+
+impl ServiceBusConfig {
+    /// Parses a portal connection string,
+    /// `Endpoint=sb://NS.servicebus.windows.net/;SharedAccessKeyName=..;SharedAccessKey=..;EntityPath=queue`.
+    /// Keys are case-insensitive; unknown keys (`TransportType`, ...) are
+    /// ignored. The queue is `EntityPath` or else `queue`; when both are
+    /// given they must name the same queue.
+    ///
+    /// # Errors
+    /// A missing part, a host other than `*.servicebus.windows.net`, a
+    /// pre-signed `SharedAccessSignature=` string, or no queue. The key is
+    /// never part of the message.
+    pub fn from_connection_string(s: &str, queue: Option<&str>) -> Result<Self, StoreError> {
+        let mut endpoint = None;
+        let mut key_name = None;
+        let mut key = None;
+        let mut entity = None;
+        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((k, v)) = part.split_once('=') else {
+                return Err(invalid(
+                    "connection string parts must be Key=Value pairs separated by ';'",
+                ));
+            };
+            let v = v.trim();
+            match k.trim().to_ascii_lowercase().as_str() {
+                "endpoint" => endpoint = Some(v),
+                "sharedaccesskeyname" => key_name = Some(v),
+                "sharedaccesskey" => key = Some(v),
+                "entitypath" => entity = Some(v).filter(|e| !e.is_empty()),
+                "sharedaccesssignature" => {
+                    return Err(invalid(
+                        "pre-signed SharedAccessSignature connection strings are not supported; \
+                         use one with SharedAccessKeyName and SharedAccessKey",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let endpoint = endpoint.ok_or_else(|| invalid("the connection string has no Endpoint"))?;
+        let policy_name = key_name
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| invalid("the connection string has no SharedAccessKeyName"))?;
+        let policy_key = key
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| invalid("the connection string has no SharedAccessKey"))?;
+        let host = endpoint
+            .split_once("://")
+            .map_or(endpoint, |(_, rest)| rest)
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let namespace = host
+            .strip_suffix(".servicebus.windows.net")
+            .filter(|ns| !ns.is_empty() && !ns.contains('.'))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Endpoint host '{host}' is not NAMESPACE.servicebus.windows.net \
+                     (for a local double, set the endpoint override instead)"
+                ))
+            })?;
+        let queue = match (entity, queue.filter(|q| !q.is_empty())) {
+            (Some(e), Some(q)) if !e.eq_ignore_ascii_case(q) => {
+                return Err(invalid(format!(
+                    "the connection string is for queue '{e}' but queue '{q}' was asked for"
+                )))
+            }
+            (Some(e), _) => e,
+            (None, Some(q)) => q,
+            (None, None) => {
+                return Err(invalid(
+                    "the connection string has no EntityPath and no queue name was given",
+                ))
+            }
+        };
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            queue: queue.to_owned(),
+            policy_name: policy_name.to_owned(),
+            policy_key: policy_key.to_owned(),
+            endpoint: None,
+        })
+    }
+
+    fn validate(&self) -> Result<Option<Url>, StoreError> {
+        let ns_ok = !self.namespace.is_empty()
+            && self
+                .namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ns_ok {
+            return Err(invalid(format!(
+                "namespace '{}' must be a host name label (letters, digits, '-')",
+                self.namespace
+            )));
+        }
+        let queue_ok = !self.queue.is_empty()
+            && !self.queue.starts_with('/')
+            && !self.queue.ends_with('/')
+            && self
+                .queue
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '~'));
+        if !queue_ok {
+            return Err(invalid(format!(
+                "queue name '{}' may only hold letters, digits and - _ . / ~",
+                self.queue
+            )));
+        }
+        if self.policy_name.is_empty() || self.policy_key.is_empty() {
+            return Err(invalid(
+                "the shared access policy name and key are required",
+            ));
+        }
+        let Some(endpoint) = &self.endpoint else {
+            return Ok(None);
+        };
+        let url =
+            Url::parse(endpoint).map_err(|e| invalid(format!("endpoint '{endpoint}': {e}")))?;
+        let origin_only = matches!(url.scheme(), "http" | "https")
+            && url.host_str().is_some()
+            && url.path() == "/"
+            && url.query().is_none();
+        if !origin_only {
+            return Err(invalid(format!(
+                "endpoint '{endpoint}' must be http(s)://host[:port] with no path"
+            )));
+        }
+        Ok(Some(url))
+    }
+}
+
+/// The settle operations on a lock URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LockOp {
+    /// `DELETE`: complete.
+    Complete,
+    /// `PUT`: unlock (abandon).
+    Unlock,
+    /// `POST`: renew.
+    Renew,
+}
+
+impl LockOp {
+    fn method(self) -> Method {
+        match self {
+            Self::Complete => Method::Delete,
+            Self::Unlock => Method::Put,
+            Self::Renew => Method::Post,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Unlock => "unlock",
+            Self::Renew => "renew lock",
+        }
+    }
+}
+
+/// A lock this adapter holds.
+struct Held {
+    /// The crate's handle to settle it; `None` when the answer had no
+    /// `Location` (the lock URL was rebuilt from the broker properties).
+    peek: Option<PeekLockResponse>,
+    /// For logs.
+    message_id: String,
+    /// The queue's lock duration, as learnt from the peek-lock answer.
+    lock_duration: Duration,
+    /// When the lock is expected to expire (local clock).
+    expires: Mutex<Instant>,
+    /// Handed back by an abandon with a delay: a timer task owns it now.
+    parked: AtomicBool,
+}
+
+impl Held {
+    fn expires(&self) -> Instant {
+        *self.expires.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn extend(&self) {
+        *self.expires.lock().unwrap_or_else(|p| p.into_inner()) =
+            Instant::now() + self.lock_duration;
+    }
+}
+
+/// `BrokerProperties` of a received message, decoded leniently: every field
+/// optional, sequence numbers `i64` (the crate's `i32` overflows on
+/// partitioned entities), unknown fields ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct ReceivedProperties {
+    delivery_count: Option<u32>,
+    sequence_number: Option<i64>,
+    enqueued_time_utc: Option<String>,
+    lock_token: Option<String>,
+    locked_until_utc: Option<String>,
+    message_id: Option<String>,
+    correlation_id: Option<String>,
+}
+
+fn parse_http_date(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc2822(s.trim())
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+/// A custom property value: JSON-quoted strings are unquoted, anything else
+/// is taken as it is.
+fn property_value(raw: &str) -> String {
+    let raw = raw.trim();
+    if raw.len() >= 2 && raw.starts_with('"') && raw.ends_with('"') {
+        serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw[1..raw.len() - 1].to_owned())
+    } else {
+        raw.to_owned()
+    }
+}
+
+/// A JSON-quoted property value, non-ASCII escaped as `\uXXXX` so that it
+/// is a valid HTTP header value.
+fn quoted(value: &str) -> String {
+    let json = serde_json::Value::from(value).to_string();
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers.get_optional_str(&HeaderName::from(name.to_ascii_lowercase()))
+}
+
+fn status_of(e: &AzureError) -> Option<u16> {
+    match e.kind() {
+        ErrorKind::HttpResponse { status, .. } => Some(u16::from(*status)),
+        _ => None,
+    }
+}
+
+fn describe(e: &AzureError) -> String {
+    match status_of(e) {
+        Some(s @ (401 | 403)) => format!(
+            "HTTP {s}: not authorized (check the shared access policy name, key and rights)"
+        ),
+        Some(s @ (404 | 410)) => {
+            format!("HTTP {s}: the message lock is lost (expired, settled or taken over)")
+        }
+        Some(s) => format!("HTTP {s}"),
+        None => {
+            // azure_core's message alone ("failed to execute `reqwest`
+            // request") hides the cause: append the source chain.
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+fn failed(what: &str, e: &AzureError) -> StoreError {
+    StoreError::Unavailable(format!("Service Bus {what} failed: {}", describe(e)))
+}
+
+/// Lock duration from a peek-lock answer: `LockedUntilUtc` minus the
+/// service's `Date` (both from the service's clock, so skew does not
+/// matter; one-second resolution), clamped to a sane range.
+fn lock_duration(locked_until: Option<&str>, date: Option<&str>) -> Duration {
+    let Some(until) = locked_until.and_then(parse_http_date) else {
+        return DEFAULT_LOCK_DURATION;
+    };
+    let now = date.and_then(parse_http_date).unwrap_or_else(Utc::now);
+    (until - now)
+        .to_std()
+        .unwrap_or(DEFAULT_LOCK_DURATION)
+        .clamp(Duration::from_secs(1), Duration::from_secs(600))
+}
+
+/// Reads `ActiveMessageCount` out of a management entity description
+/// without an XML parser: the text of the first element whose local name is
+/// `ActiveMessageCount` (namespace prefix ignored).
+fn parse_active_message_count(xml: &str) -> Option<u64> {
+    let mut rest = xml;
+    while let Some(open) = rest.find('<') {
+        rest = &rest[open + 1..];
+        let end = rest.find('>')?;
+        let tag = &rest[..end];
+        rest = &rest[end + 1..];
+        let name = tag.split_whitespace().next().unwrap_or_default();
+        let local = name.rsplit(':').next().unwrap_or(name);
+        if !name.starts_with('/') && !tag.ends_with('/') && local == "ActiveMessageCount" {
+            let text = &rest[..rest.find('<')?];
+            return text.trim().parse().ok();
+        }
+    }
+    None
+}
+
+/// The Service Bus queue. Cheap to share: hold it in an `Arc`.
+pub struct ServiceBusQueue {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for ServiceBusQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceBusQueue")
+            .field("base", &self.inner.base)
+            .field("queue", &self.inner.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    client: QueueClient,
+    http: Arc<dyn HttpClient>,
+    /// `https://{namespace}.servicebus.windows.net`: the URI requests are
+    /// addressed and signed for (the transport redirects them).
+    base: String,
+    queue: String,
+    policy_name: String,
+    key: Secret,
+    /// Locks held, by lock URL.
+    locks: Mutex<HashMap<String, Arc<Held>>>,
+}
+
+impl ServiceBusQueue {
+    /// A queue adapter for `cfg`. Nothing is sent until the first call.
+    ///
+    /// # Errors
+    /// Invalid settings (namespace, queue name, endpoint, missing key).
+    pub fn new(cfg: ServiceBusConfig) -> Result<Arc<Self>, StoreError> {
+        let endpoint = cfg.validate()?;
+        let http: Arc<dyn HttpClient> = Arc::new(Transport::new(endpoint));
+        let client = QueueClient::new(
+            Arc::clone(&http),
+            cfg.namespace.clone(),
+            cfg.queue.clone(),
+            cfg.policy_name.clone(),
+            cfg.policy_key.clone(),
+        )
+        .map_err(invalid)?;
+        Ok(Arc::new(Self {
+            inner: Arc::new(Inner {
+                client,
+                http,
+                base: format!("https://{}.servicebus.windows.net", cfg.namespace),
+                queue: cfg.queue,
+                policy_name: cfg.policy_name,
+                key: sas::signing_secret(&cfg.policy_key),
+                locks: Mutex::new(HashMap::new()),
+            }),
+        }))
+    }
+}
+
+impl Inner {
+    fn locks(&self) -> MutexGuard<'_, HashMap<String, Arc<Held>>> {
+        // Every critical section is one map operation: a poisoned lock
+        // cannot hold a half-made change.
+        self.locks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn held(&self, lock: &str) -> Option<Arc<Held>> {
+        self.locks().get(lock).cloned()
+    }
+
+    fn forget(&self, lock: &str) {
+        self.locks().remove(lock);
+    }
+
+    fn sweep(&self) {
+        let now = Instant::now();
+        self.locks()
+            .retain(|_, h| h.parked.load(Ordering::Acquire) || h.expires() + SWEEP_GRACE > now);
+    }
+
+    fn token(&self) -> azure_core::Result<String> {
+        sas::token(
+            &format!("{}/{}", self.base, self.queue),
+            &self.policy_name,
+            &self.key,
+            TOKEN_TTL,
+        )
+    }
+
+    /// A lock URL of this queue, re-rooted on [`Inner::base`]; `None` for
+    /// anything else, so a signed request never goes where a token says.
+    fn lock_url(&self, lock: &str) -> Option<Url> {
+        let url = Url::parse(lock).ok()?;
+        let path = url.path();
+        let prefix = format!("/{}/messages/", self.queue);
+        let head = path.get(..prefix.len())?;
+        if !head.eq_ignore_ascii_case(&prefix) {
+            return None;
+        }
+        let mut segments = path[prefix.len()..].split('/');
+        match (segments.next(), segments.next(), segments.next()) {
+            (Some(id), Some(token), None)
+                if !id.is_empty() && !token.is_empty() && id != "head" =>
+            {
+                Url::parse(&format!("{}{path}", self.base)).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends one settle request for `lock`, through the crate when the lock
+    /// is held here, else directly.
+    async fn lock_request(
+        &self,
+        lock: &str,
+        held: Option<&Held>,
+        op: LockOp,
+    ) -> azure_core::Result<()> {
+        if let Some(peek) = held.and_then(|h| h.peek.as_ref()) {
+            return match op {
+                LockOp::Complete => peek.delete_message().await.map(|_| ()),
+                LockOp::Unlock => peek.unlock_message().await,
+                LockOp::Renew => peek.renew_message_lock().await,
+            };
+        }
+        let url = self.lock_url(lock).ok_or_else(|| {
+            AzureError::message(ErrorKind::DataConversion, "not a lock URL of this queue")
+        })?;
+        let mut request = Request::new(url, op.method());
+        request.insert_header(headers::AUTHORIZATION, self.token()?);
+        request.insert_header(headers::CONTENT_LENGTH, "0");
+        self.http
+            .execute_request_check_status(&request)
+            .await
+            .map(|_| ())
+    }
+
+    /// A settle operation asked for by the workflow, with the bookkeeping
+    /// of held locks.
+    async fn settle(&self, lock: &str, op: LockOp) -> StoreResult<()> {
+        let held = self.held(lock);
+        if held
+            .as_ref()
+            .is_some_and(|h| h.parked.load(Ordering::Acquire))
+        {
+            return Err(StoreError::Unavailable(
+                "message lock already handed back (abandoned with a delay)".into(),
+            ));
+        }
+        let result = self.lock_request(lock, held.as_deref(), op).await;
+        match &result {
+            Ok(()) if op == LockOp::Renew => {
+                if let Some(h) = &held {
+                    h.extend();
+                }
+            }
+            Ok(()) => self.forget(lock),
+            Err(e) if matches!(status_of(e), Some(404 | 410)) => self.forget(lock),
+            Err(_) => {}
+        }
+        result.map_err(|e| failed(op.as_str(), &e))
+    }
+
+    /// Keeps a parked lock alive for `delay`, then unlocks it.
+    async fn hold_then_unlock(&self, lock: String, held: Arc<Held>, delay: Duration) {
+        let until = Instant::now() + delay;
+        loop {
+            let expires = held.expires();
+            let renew_at = expires
+                .checked_sub(held.lock_duration / 2)
+                .unwrap_or(expires);
+            if until <= renew_at {
+                break;
+            }
+            tokio::time::sleep_until(renew_at).await;
+            let retry = held.lock_duration / 8;
+            match self
+                .lock_request(&lock, Some(held.as_ref()), LockOp::Renew)
+                .await
+            {
+                Ok(()) => held.extend(),
+                // A passing failure: try again while the lock still holds.
+                Err(e)
+                    if !matches!(status_of(&e), Some(404 | 410))
+                        && Instant::now() + retry < held.expires() =>
+                {
+                    tracing::debug!(message_id = %held.message_id, error = %describe(&e),
+                        "could not renew the lock of a delayed message; retrying");
+                    tokio::time::sleep(retry).await;
+                }
+                Err(e) => {
+                    tracing::warn!(message_id = %held.message_id, error = %describe(&e),
+                        "lost the lock of a delayed message; the service redelivers it when the lock expires");
+                    self.forget(&lock);
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep_until(until).await;
+        if let Err(e) = self
+            .lock_request(&lock, Some(held.as_ref()), LockOp::Unlock)
+            .await
+        {
+            tracing::warn!(message_id = %held.message_id, error = %describe(&e),
+                "could not unlock a delayed message; it comes back when its lock expires");
+        }
+        self.forget(&lock);
+    }
+
+    /// One peek-lock request.
+    async fn peek(&self, timeout_secs: u64) -> StoreResult<Option<ReceivedMessage>> {
+        let response = self
+            .client
+            .peek_lock_message2(Some(Duration::from_secs(timeout_secs)))
+            .await
+            .map_err(|e| failed("peek-lock", &e))?;
+        let status = u16::from(*response.status());
+        match status {
+            200 | 201 => {}
+            204 => return Ok(None),
+            401 | 403 => {
+                return Err(StoreError::Unavailable(format!(
+                    "Service Bus peek-lock failed: HTTP {status}: not authorized \
+                     (check the shared access policy name, key and Listen right)"
+                )))
+            }
+            _ => {
+                let detail: String = response.body().chars().take(200).collect();
+                return Err(StoreError::Unavailable(format!(
+                    "Service Bus peek-lock failed: HTTP {status}: {detail}"
+                )));
+            }
+        }
+        let Ok(headers) = response.custom_properties::<Headers>();
+        let raw_properties = headers
+            .get_optional_str(&RAW_BROKER_PROPERTIES)
+            .or_else(|| header(&headers, "BrokerProperties"));
+        let props: ReceivedProperties = match raw_properties.map(serde_json::from_str) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "undecodable BrokerProperties on a received message");
+                ReceivedProperties::default()
+            }
+            None => ReceivedProperties::default(),
+        };
+        let location = header(&headers, "Location").unwrap_or_default().to_owned();
+        let lock_url = if location.is_empty() {
+            match (&props.sequence_number, &props.lock_token) {
+                (Some(seq), Some(token)) => {
+                    format!("{}/{}/messages/{seq}/{token}", self.base, self.queue)
+                }
+                _ => {
+                    return Err(StoreError::Corrupt(
+                        "a peek-locked message came without Location nor LockToken; \
+                         it returns when its lock expires"
+                            .into(),
+                    ))
+                }
+            }
+        } else {
+            location
+        };
+        let message_id = props
+            .message_id
+            .clone()
+            .filter(|m| !m.is_empty())
+            .or_else(|| props.sequence_number.map(|s| s.to_string()))
+            .unwrap_or_else(|| lock_url.clone());
+        let correlation_id = header(&headers, DIAGNOSTIC_ID)
+            .map(property_value)
+            .or_else(|| props.correlation_id.clone());
+        let message = QueueMessage {
+            message_id: message_id.clone(),
+            operation: header(&headers, OPERATION)
+                .map(property_value)
+                .unwrap_or_default(),
+            body: response.body(),
+            correlation_id,
+            enqueued_at: props
+                .enqueued_time_utc
+                .as_deref()
+                .and_then(parse_http_date)
+                .unwrap_or_else(Utc::now),
+        };
+        let duration = lock_duration(
+            props.locked_until_utc.as_deref(),
+            headers.get_optional_str(&headers::DATE),
+        );
+        let has_location = !header(&headers, "Location").unwrap_or_default().is_empty();
+        let held = Arc::new(Held {
+            peek: has_location.then_some(response),
+            message_id,
+            lock_duration: duration,
+            expires: Mutex::new(Instant::now() + duration),
+            parked: AtomicBool::new(false),
+        });
+        self.locks().insert(lock_url.clone(), held);
+        Ok(Some(ReceivedMessage {
+            message,
+            lock: LockToken(lock_url),
+            delivery_count: props.delivery_count.unwrap_or(1).max(1),
+        }))
+    }
+
+    /// Up to `max` messages, waiting up to `wait` for the first.
+    async fn receive_batch(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
+        self.sweep();
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        loop {
+            let started = Instant::now();
+            let left = deadline.saturating_duration_since(started);
+            if let Some(m) = self.peek(left.as_secs()).await? {
+                out.push(m);
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(out);
+            }
+            // `timeout=0` (less than a second left), or a service that
+            // answered a long poll early: poll again after a pause.
+            if now - started < SHORT_POLL {
+                tokio::time::sleep(SHORT_POLL.min(deadline - now)).await;
+            }
+        }
+        while out.len() < max {
+            match self.peek(0).await {
+                Ok(Some(m)) => out.push(m),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Service Bus peek-lock failed mid-batch; returning what was received");
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl MessageQueue for ServiceBusQueue {
+    fn backend(&self) -> &'static str {
+        "servicebus"
+    }
+
+    async fn send(&self, message: QueueMessage) -> StoreResult<()> {
+        let mut custom = HashMap::new();
+        custom.insert(OPERATION.to_owned(), quoted(&message.operation));
+        if let Some(id) = &message.correlation_id {
+            custom.insert(DIAGNOSTIC_ID.to_owned(), quoted(id));
+        }
+        let options = SendMessageOptions {
+            content_type: Some("application/json".to_owned()),
+            broker_properties: Some(SettableBrokerProperties {
+                message_id: Some(message.message_id.clone()),
+                ..SettableBrokerProperties::default()
+            }),
+            custom_properties: Some(custom),
+        };
+        self.inner
+            .client
+            .send_message(&message.body, Some(options))
+            .await
+            .map_err(|e| failed("send", &e))
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let result = inner.receive_batch(max, wait).await;
+            if let Err(Ok(orphans)) = tx.send(result) {
+                // The caller stopped waiting: hand the messages back now
+                // rather than when their locks expire.
+                for r in orphans {
+                    let _ = inner.settle(&r.lock.0, LockOp::Unlock).await;
+                }
+            }
+        });
+        rx.await
+            .map_err(|_| StoreError::Unavailable("Service Bus receive task failed".into()))?
+    }
+
+    async fn complete(&self, lock: &LockToken) -> StoreResult<()> {
+        self.inner.settle(&lock.0, LockOp::Complete).await
+    }
+
+    async fn abandon(&self, lock: &LockToken, delay: Duration) -> StoreResult<()> {
+        if delay.is_zero() {
+            return self.inner.settle(&lock.0, LockOp::Unlock).await;
+        }
+        let Some(held) = self.inner.held(&lock.0) else {
+            return Err(StoreError::Unavailable(
+                "abandon with a delay needs a lock received by this adapter \
+                 (this one is unknown, settled or long expired)"
+                    .into(),
+            ));
+        };
+        if held.parked.swap(true, Ordering::AcqRel) {
+            return Err(StoreError::Unavailable(
+                "message lock already handed back (abandoned with a delay)".into(),
+            ));
+        }
+        // Renew once now: a lost lock is reported to the caller, and the
+        // lock's clock restarts from a known point.
+        if let Err(e) = self
+            .inner
+            .lock_request(&lock.0, Some(held.as_ref()), LockOp::Renew)
+            .await
+        {
+            if matches!(status_of(&e), Some(404 | 410)) {
+                self.inner.forget(&lock.0);
+            } else {
+                held.parked.store(false, Ordering::Release);
+            }
+            return Err(failed("abandon (renew lock)", &e));
+        }
+        held.extend();
+        let inner = Arc::clone(&self.inner);
+        let lock = lock.0.clone();
+        tokio::spawn(async move { inner.hold_then_unlock(lock, held, delay).await });
+        Ok(())
+    }
+
+    async fn dead_letter(&self, lock: &LockToken, reason: &str) -> StoreResult<()> {
+        // No dead-letter operation in the REST API: complete. The engine's
+        // dead-letter store already has the message and the reason.
+        self.inner.settle(&lock.0, LockOp::Complete).await?;
+        tracing::info!(%reason, "dead-lettered message completed on Service Bus");
+        Ok(())
+    }
+
+    async fn renew(&self, lock: &LockToken) -> StoreResult<()> {
+        self.inner.settle(&lock.0, LockOp::Renew).await
+    }
+
+    async fn depth(&self) -> StoreResult<u64> {
+        let inner = &self.inner;
+        let url = Url::parse(&format!(
+            "{}/{}?api-version=2017-04",
+            inner.base, inner.queue
+        ))
+        .map_err(invalid)?;
+        let mut request = Request::new(url, Method::Get);
+        let token = inner.token().map_err(|e| failed("sign", &e))?;
+        request.insert_header(headers::AUTHORIZATION, token);
+        let response = inner
+            .http
+            .execute_request_check_status(&request)
+            .await
+            .map_err(|e| failed("queue description (depth)", &e))?;
+        let body = String::from_utf8_lossy(response.body());
+        parse_active_message_count(&body).ok_or_else(|| {
+            StoreError::Unavailable(format!(
+                "Service Bus queue description of '{}' has no ActiveMessageCount \
+                 (does the queue exist?)",
+                inner.queue
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_active_count_of_an_entity_description() {
+        let xml = r#"<entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml"><QueueDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect" xmlns:i="http://www.w3.org/2001/XMLSchema-instance"><MessageCount>9</MessageCount><CountDetails xmlns:d2p1="http://schemas.microsoft.com/netservices/2011/06/servicebus"><d2p1:ActiveMessageCount>7</d2p1:ActiveMessageCount><d2p1:DeadLetterMessageCount>2</d2p1:DeadLetterMessageCount></CountDetails></QueueDescription></content></entry>"#;
+        assert_eq!(parse_active_message_count(xml), Some(7));
+        assert_eq!(
+            parse_active_message_count("<ActiveMessageCount> 3 </ActiveMessageCount>"),
+            Some(3)
+        );
+        assert_eq!(
+            parse_active_message_count(
+                r#"<feed xmlns="http://www.w3.org/2005/Atom"><title type="text">Publicly Listed Services</title></feed>"#
+            ),
+            None
+        );
+        assert_eq!(parse_active_message_count("<a:ActiveMessageCount/>"), None);
+    }
+
+    #[test]
+    fn property_values_are_unquoted() {
+        assert_eq!(property_value("\"cancel\""), "cancel");
+        assert_eq!(property_value("cancel"), "cancel");
+        assert_eq!(property_value(r#""a\"b""#), "a\"b");
+        assert_eq!(quoted("|root.x."), "\"|root.x.\"");
+        assert_eq!(quoted("é😀"), r#""\u00e9\ud83d\ude00""#);
+        assert_eq!(property_value(&quoted("é😀\n")), "é😀\n");
+    }
+
+    #[test]
+    fn decodes_broker_properties_with_large_sequence_numbers() {
+        let raw = r#"{"DeliveryCount":3,"EnqueuedSequenceNumber":56294995342131201,"EnqueuedTimeUtc":"Wed, 08 May 2019 20:00:00 GMT","LockToken":"7da9cfd5-40d5-4bb1-8d64-ec5a52e1c547","LockedUntilUtc":"Wed, 08 May 2019 20:05:00 GMT","MessageId":"m1","SequenceNumber":56294995342131201,"State":"Active","TimeToLive":922337203685.47754}"#;
+        let p: ReceivedProperties = serde_json::from_str(raw).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.sequence_number, Some(56_294_995_342_131_201));
+        assert_eq!(p.delivery_count, Some(3));
+        assert_eq!(
+            lock_duration(
+                p.locked_until_utc.as_deref(),
+                Some("Wed, 08 May 2019 20:00:00 GMT")
+            ),
+            Duration::from_secs(300)
+        );
+        assert!(p
+            .enqueued_time_utc
+            .as_deref()
+            .and_then(parse_http_date)
+            .is_some());
+    }
+
+    #[test]
+    fn lock_urls_are_checked_and_rerooted() {
+        let q = ServiceBusQueue::new(ServiceBusConfig {
+            namespace: "ns".into(),
+            queue: "deliveries".into(),
+            policy_name: "p".into(),
+            policy_key: "k".into(),
+            endpoint: Some("http://127.0.0.1:9".into()),
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ok = q
+            .inner
+            .lock_url("http://127.0.0.1:9/deliveries/messages/31/7da9cfd5");
+        assert_eq!(
+            ok.map(|u| u.to_string()).as_deref(),
+            Some("https://ns.servicebus.windows.net/deliveries/messages/31/7da9cfd5")
+        );
+        assert!(q
+            .inner
+            .lock_url("https://evil.example/other/messages/1/x")
+            .is_none());
+        assert!(q
+            .inner
+            .lock_url("https://ns.servicebus.windows.net/deliveries/messages/head")
+            .is_none());
+        assert!(q.inner.lock_url("not a url").is_none());
+    }
+
+    #[test]
+    fn settings_are_validated_and_the_key_is_not_printed() {
+        let good = ServiceBusConfig {
+            namespace: "ns".into(),
+            queue: "q".into(),
+            policy_name: "p".into(),
+            policy_key: "supersecret".into(),
+            endpoint: None,
+        };
+        assert!(!format!("{good:?}").contains("supersecret"));
+        assert!(ServiceBusQueue::new(good.clone()).is_ok());
+        let bad_ns = ServiceBusConfig {
+            namespace: "a.b".into(),
+            ..good.clone()
+        };
+        assert!(ServiceBusQueue::new(bad_ns).is_err());
+        let bad_ep = ServiceBusConfig {
+            endpoint: Some("http://h/x".into()),
+            ..good.clone()
+        };
+        assert!(ServiceBusQueue::new(bad_ep).is_err());
+        let no_key = ServiceBusConfig {
+            policy_key: String::new(),
+            ..good
+        };
+        assert!(ServiceBusQueue::new(no_key).is_err());
+    }
+}

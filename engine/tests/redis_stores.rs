@@ -1,0 +1,401 @@
+//! The Redis stores against a real server (`REDIS_URL`, default
+//! `redis://127.0.0.1:6379`). Each test works under its own random key
+//! prefix, so tests run in parallel on one server, and deletes its keys at
+//! the end.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use dronedelivery_actors::domain::{
+    ConfirmationRequired, Delivery, DeliveryRecord, DeliveryStage, DroneState, DroneStatus,
+    Location, TrackingEvent, UserAccount,
+};
+use dronedelivery_actors::ports::{DeliveryStore, DroneStore, IdempotencyStore};
+use dronedelivery_engine::adapters::redis::{connect, Keys, RedisConfig, RedisStores};
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn fresh_config() -> RedisConfig {
+    RedisConfig::new(
+        redis_url(),
+        format!("test-{}", uuid::Uuid::new_v4().simple()),
+    )
+}
+
+async fn stores(cfg: &RedisConfig) -> RedisStores {
+    connect(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("redis at {} must be running: {e}", cfg.url))
+}
+
+async fn raw(cfg: &RedisConfig) -> ::redis::aio::MultiplexedConnection {
+    ::redis::Client::open(cfg.url.as_str())
+        .unwrap_or_else(|e| panic!("redis url: {e}"))
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("redis connection: {e}"))
+}
+
+async fn pttl(cfg: &RedisConfig, key: &str) -> i64 {
+    ::redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut raw(cfg).await)
+        .await
+        .unwrap_or_else(|e| panic!("PTTL {key}: {e}"))
+}
+
+/// Deletes every key under the test's prefix (SCAN + DEL).
+async fn cleanup(cfg: &RedisConfig) {
+    let mut c = raw(cfg).await;
+    let pattern = Keys::new(&cfg.prefix).pattern();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("SCAN: {e}"));
+        if !keys.is_empty() {
+            ::redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<()>(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("DEL: {e}"));
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+}
+
+fn record(id: &str) -> DeliveryRecord {
+    let now = Utc::now();
+    DeliveryRecord {
+        delivery: Delivery {
+            id: id.to_owned(),
+            owner: UserAccount::for_owner("owner-1"),
+            pickup: Location::new(47.6, -122.3),
+            dropoff: Location::new(47.7, -122.2),
+            deadline: "soon".to_owned(),
+            expedited: true,
+            confirmation_required: ConfirmationRequired::None,
+            drone_id: None,
+        },
+        stage: DeliveryStage::Created,
+        package_id: "package-1".to_owned(),
+        pickup_location: "47.6,-122.3".to_owned(),
+        dropoff_location: "47.7,-122.2".to_owned(),
+        pickup_time: None,
+        pickup_eta: None,
+        delivery_eta: None,
+        correlation_id: Some("corr-1".to_owned()),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+        ticket: 1,
+    }
+}
+
+fn created_event(r: &DeliveryRecord) -> TrackingEvent {
+    TrackingEvent {
+        delivery_id: r.delivery.id.clone(),
+        stage: r.stage,
+        location: None,
+        at: r.created_at,
+    }
+}
+
+async fn save(store: &dyn DeliveryStore, r: &DeliveryRecord, e: Option<&TrackingEvent>) {
+    store
+        .save(r, e)
+        .await
+        .unwrap_or_else(|err| panic!("save {} v{}: {err}", r.delivery.id, r.version));
+}
+
+async fn get(store: &dyn DeliveryStore, id: &str) -> Option<DeliveryRecord> {
+    store
+        .get(id)
+        .await
+        .unwrap_or_else(|e| panic!("get {id}: {e}"))
+}
+
+async fn events(store: &dyn DeliveryStore, id: &str) -> Vec<TrackingEvent> {
+    store
+        .events(id)
+        .await
+        .unwrap_or_else(|e| panic!("events {id}: {e}"))
+}
+
+async fn awaiting(store: &dyn DeliveryStore) -> Vec<String> {
+    store
+        .awaiting_drone()
+        .await
+        .unwrap_or_else(|e| panic!("awaiting_drone: {e}"))
+}
+
+#[tokio::test]
+async fn save_get_and_events_round_trip() {
+    let cfg = fresh_config();
+    let s = stores(&cfg).await;
+    let d = s.deliveries.as_ref();
+    assert_eq!(d.backend(), "redis");
+    d.ping().await.unwrap_or_else(|e| panic!("ping: {e}"));
+    assert_eq!(get(d, "missing").await, None);
+    assert!(events(d, "missing").await.is_empty());
+
+    let mut r = record("d1");
+    let first = created_event(&r);
+    save(d, &r, Some(&first)).await;
+    assert_eq!(get(d, "d1").await.as_ref(), Some(&r));
+    assert_eq!(events(d, "d1").await, vec![first.clone()]);
+
+    let second = r.advance(DeliveryStage::HeadedToPickup, Some(Location::new(1.0, 2.0)));
+    save(d, &r, Some(&second)).await;
+    assert_eq!(
+        get(d, "d1").await.map(|x| x.stage),
+        Some(DeliveryStage::HeadedToPickup)
+    );
+    assert_eq!(events(d, "d1").await, vec![first, second]);
+
+    // A save without an event leaves the log alone.
+    r.pickup_eta = Some(Utc::now());
+    save(d, &r, None).await;
+    assert_eq!(get(d, "d1").await.as_ref(), Some(&r));
+    assert_eq!(events(d, "d1").await.len(), 2);
+
+    // Live records never expire.
+    let keys = Keys::new(&cfg.prefix);
+    assert_eq!(pttl(&cfg, &keys.delivery("d1")).await, -1);
+    assert_eq!(pttl(&cfg, &keys.delivery_events("d1")).await, -1);
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn an_older_version_never_overwrites_a_newer_one() {
+    let cfg = fresh_config();
+    let s = stores(&cfg).await;
+    let d = s.deliveries.as_ref();
+    let v1 = record("d1");
+    let mut v3 = v1.clone();
+    let _ = v3.advance(DeliveryStage::HeadedToPickup, None);
+    let e3 = v3.advance(DeliveryStage::HeadedToDropoff, None);
+    assert_eq!(v3.version, 3);
+    save(d, &v3, Some(&e3)).await;
+
+    // A stale write (late retry of version 1) is ignored, event included.
+    save(d, &v1, Some(&created_event(&v1))).await;
+    assert_eq!(get(d, "d1").await.as_ref(), Some(&v3));
+    assert_eq!(events(d, "d1").await, vec![e3.clone()]);
+    assert!(
+        awaiting(d).await.is_empty(),
+        "the stale Created stage must not count"
+    );
+
+    // The same version is written again (one record, several events).
+    let extra = TrackingEvent {
+        location: Some(Location::new(3.0, 4.0)),
+        ..e3.clone()
+    };
+    save(d, &v3, Some(&extra)).await;
+    assert_eq!(events(d, "d1").await, vec![e3, extra]);
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn the_awaiting_drone_set_follows_the_stage() {
+    let cfg = fresh_config();
+    let s = stores(&cfg).await;
+    let d = s.deliveries.as_ref();
+    let mut a = record("a");
+    let mut b = record("b");
+    save(d, &a, None).await;
+    save(d, &b, None).await;
+    assert_eq!(awaiting(d).await, vec!["a".to_owned(), "b".to_owned()]);
+
+    let e = a.advance(DeliveryStage::HeadedToPickup, None);
+    save(d, &a, Some(&e)).await;
+    assert_eq!(awaiting(d).await, vec!["b".to_owned()]);
+
+    let e = a.advance(DeliveryStage::Rescheduled, None);
+    save(d, &a, Some(&e)).await;
+    assert_eq!(awaiting(d).await, vec!["a".to_owned(), "b".to_owned()]);
+
+    let e = b.advance(DeliveryStage::Cancelled, None);
+    save(d, &b, Some(&e)).await;
+    let e = a.advance(DeliveryStage::HeadedToDropoff, None);
+    save(d, &a, Some(&e)).await;
+    assert!(awaiting(d).await.is_empty());
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn a_terminal_delivery_expires_after_the_retention_period() {
+    let cfg = fresh_config();
+    let s = stores(&cfg).await;
+    let d = s.deliveries.as_ref();
+    let keys = Keys::new(&cfg.prefix);
+    let mut r = record("d1");
+    save(d, &r, Some(&created_event(&r))).await;
+    let done = r.advance(DeliveryStage::Completed, None);
+    save(d, &r, Some(&done)).await;
+
+    let retention = i64::try_from(cfg.retention.as_millis()).unwrap_or(i64::MAX);
+    for key in [keys.delivery("d1"), keys.delivery_events("d1")] {
+        let ttl = pttl(&cfg, &key).await;
+        assert!(
+            ttl > 0 && ttl <= retention,
+            "{key}: TTL {ttl} ms, want (0, {retention}]"
+        );
+        assert!(
+            ttl > retention - 60_000,
+            "{key}: TTL {ttl} ms is far below the retention"
+        );
+    }
+    // Logically deleted: still readable.
+    assert_eq!(
+        get(d, "d1").await.map(|x| x.stage),
+        Some(DeliveryStage::Completed)
+    );
+    assert_eq!(events(d, "d1").await.len(), 2);
+
+    // With a short retention it really goes away, record and events.
+    let short = RedisConfig {
+        retention: Duration::from_millis(300),
+        ..cfg.clone()
+    };
+    let s2 = stores(&short).await;
+    let mut c = record("d2");
+    save(s2.deliveries.as_ref(), &c, Some(&created_event(&c))).await;
+    let cancelled = c.advance(DeliveryStage::Cancelled, None);
+    save(s2.deliveries.as_ref(), &c, Some(&cancelled)).await;
+    assert!(get(s2.deliveries.as_ref(), "d2").await.is_some());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(get(s2.deliveries.as_ref(), "d2").await, None);
+    assert!(events(s2.deliveries.as_ref(), "d2").await.is_empty());
+    cleanup(&cfg).await;
+}
+
+fn drone(id: &str, lat: f64) -> DroneState {
+    DroneState::parked(id.to_owned(), Location::new(lat, 0.0))
+}
+
+#[tokio::test]
+async fn drones_put_get_and_list() {
+    let cfg = fresh_config();
+    let s = stores(&cfg).await;
+    let store = s.drones.as_ref();
+    assert_eq!(store.backend(), "redis");
+    store.ping().await.unwrap_or_else(|e| panic!("ping: {e}"));
+    assert!(store
+        .list()
+        .await
+        .unwrap_or_else(|e| panic!("list: {e}"))
+        .is_empty());
+    assert_eq!(store.get("drone-0001").await.ok(), Some(None));
+
+    for (id, lat) in [
+        ("drone-0003", 3.0),
+        ("drone-0001", 1.0),
+        ("drone-0002", 2.0),
+    ] {
+        store
+            .put(&drone(id, lat))
+            .await
+            .unwrap_or_else(|e| panic!("put {id}: {e}"));
+    }
+    let mut moved = drone("drone-0002", 2.0);
+    moved.status = DroneStatus::HeadedToPickup;
+    moved.delivery_id = Some("d1".to_owned());
+    moved.flown_m = 123.5;
+    store
+        .put(&moved)
+        .await
+        .unwrap_or_else(|e| panic!("put moved: {e}"));
+
+    assert_eq!(
+        store
+            .get("drone-0002")
+            .await
+            .unwrap_or_else(|e| panic!("get: {e}")),
+        Some(moved.clone())
+    );
+    let all = store.list().await.unwrap_or_else(|e| panic!("list: {e}"));
+    let ids: Vec<&str> = all.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["drone-0001", "drone-0002", "drone-0003"]);
+    assert_eq!(all[1], moved);
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn idempotency_keeps_the_first_answer() {
+    let cfg = fresh_config();
+    let s = stores(&cfg).await;
+    let store = s.idempotency.as_ref();
+    assert_eq!(store.backend(), "redis");
+    let ttl = Duration::from_secs(60);
+    let put = |key: &'static str, value: &'static str, ttl: Duration| async move {
+        store
+            .put_if_absent(key, value, ttl)
+            .await
+            .unwrap_or_else(|e| panic!("put_if_absent {key}: {e}"))
+    };
+    assert_eq!(put("k1", "first", ttl).await, None);
+    assert_eq!(put("k1", "second", ttl).await, Some("first".to_owned()));
+    assert_eq!(put("k2", "other", ttl).await, None);
+
+    // Keys expire.
+    assert_eq!(put("short", "a", Duration::from_millis(100)).await, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(put("short", "b", ttl).await, None);
+    assert_eq!(put("short", "c", ttl).await, Some("b".to_owned()));
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn concurrent_idempotent_callers_have_exactly_one_winner() {
+    let cfg = fresh_config();
+    let s = stores(&cfg).await;
+    let store = Arc::clone(&s.idempotency);
+    let mut tasks = Vec::new();
+    for n in 0..10 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let value = format!("answer-{n}");
+            let got = store
+                .put_if_absent("same-key", &value, Duration::from_secs(60))
+                .await
+                .unwrap_or_else(|e| panic!("put_if_absent: {e}"));
+            (value, got)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap_or_else(|e| panic!("task: {e}")));
+    }
+    let winners: Vec<&String> = results
+        .iter()
+        .filter(|(_, got)| got.is_none())
+        .map(|(value, _)| value)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one caller stores its answer: {results:?}"
+    );
+    let seen: HashSet<&String> = results.iter().filter_map(|(_, got)| got.as_ref()).collect();
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec![winners[0]],
+        "every other caller gets the winner's answer"
+    );
+    cleanup(&cfg).await;
+}

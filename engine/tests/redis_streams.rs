@@ -1,0 +1,373 @@
+//! The Redis Streams queue against a real server (`REDIS_URL`, default
+//! `redis://127.0.0.1:6379`): the queue contract every adapter passes, a
+//! consumer that dies with messages in flight, and the wire format. Each
+//! test works under its own random key prefix and deletes its keys at the
+//! end.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dronedelivery_actors::ports::{MessageQueue, Operation, QueueMessage, ReceivedMessage};
+use dronedelivery_engine::adapters::contract;
+use dronedelivery_engine::adapters::redis::{Keys, RedisStreamsQueue, StreamsConfig};
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn fresh_config(lock: Duration) -> StreamsConfig {
+    let mut cfg = StreamsConfig::new(
+        redis_url(),
+        format!("test-{}", uuid::Uuid::new_v4().simple()),
+    );
+    cfg.lock_duration = lock;
+    cfg
+}
+
+async fn queue(cfg: &StreamsConfig) -> Arc<RedisStreamsQueue> {
+    RedisStreamsQueue::connect(cfg.clone())
+        .await
+        .unwrap_or_else(|e| panic!("redis at {} must be running: {e}", cfg.url))
+}
+
+async fn raw(cfg: &StreamsConfig) -> ::redis::aio::MultiplexedConnection {
+    ::redis::Client::open(cfg.url.as_str())
+        .unwrap_or_else(|e| panic!("redis url: {e}"))
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("redis connection: {e}"))
+}
+
+/// Deletes every key under the test's prefix (SCAN + DEL).
+async fn cleanup(cfg: &StreamsConfig) {
+    let mut c = raw(cfg).await;
+    let pattern = Keys::new(&cfg.prefix).pattern();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("SCAN: {e}"));
+        if !keys.is_empty() {
+            ::redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<()>(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("DEL: {e}"));
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+}
+
+fn message(n: usize) -> QueueMessage {
+    QueueMessage::new(
+        Operation::Delivery,
+        &serde_json::json!({"deliveryId": format!("d-{n}"), "n": n}),
+        Some(format!("corr-{n}")),
+    )
+}
+
+async fn send(q: &dyn MessageQueue, m: QueueMessage) {
+    q.send(m).await.unwrap_or_else(|e| panic!("send: {e}"));
+}
+
+async fn receive_all(q: &dyn MessageQueue, want: usize, within: Duration) -> Vec<ReceivedMessage> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut got = Vec::new();
+    while got.len() < want && tokio::time::Instant::now() < deadline {
+        let batch = q
+            .receive(want - got.len(), Duration::from_millis(200))
+            .await
+            .unwrap_or_else(|e| panic!("receive: {e}"));
+        got.extend(batch);
+    }
+    got
+}
+
+async fn depth(q: &dyn MessageQueue) -> u64 {
+    q.depth().await.unwrap_or_else(|e| panic!("depth: {e}"))
+}
+
+#[tokio::test]
+async fn passes_the_queue_contract() {
+    let lock = Duration::from_millis(1000);
+    let cfg = fresh_config(lock);
+    let q = queue(&cfg).await;
+    assert_eq!(q.backend(), "redis-streams");
+    contract::run_all(q, lock).await;
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn messages_of_a_dead_consumer_are_taken_over_after_the_lock_duration() {
+    let lock = Duration::from_millis(1000);
+    let mut cfg_a = fresh_config(lock);
+    cfg_a.consumer = "a".to_owned();
+    let cfg_b = StreamsConfig {
+        consumer: "b".to_owned(),
+        ..cfg_a.clone()
+    };
+    let a = queue(&cfg_a).await;
+    let b = queue(&cfg_b).await;
+    let mut sent = HashSet::new();
+    for n in 0..5 {
+        let m = message(n);
+        sent.insert(m.message_id.clone());
+        send(a.as_ref(), m).await;
+    }
+
+    // `a` takes all five and is "killed": it never settles them.
+    let taken = receive_all(a.as_ref(), 5, Duration::from_secs(5)).await;
+    assert_eq!(taken.len(), 5);
+    assert!(taken.iter().all(|r| r.delivery_count == 1));
+    let started = tokio::time::Instant::now();
+    assert_eq!(a.pending().await.ok(), Some(5));
+    assert_eq!(
+        depth(b.as_ref()).await,
+        0,
+        "locked messages are not waiting"
+    );
+
+    // Within the lock duration `b` gets nothing.
+    let early = b
+        .receive(10, Duration::from_millis(300))
+        .await
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert!(early.is_empty(), "b took locked messages early: {early:?}");
+
+    // Afterwards it takes all five over, as second deliveries.
+    let got = receive_all(b.as_ref(), 5, Duration::from_secs(10)).await;
+    assert!(started.elapsed() >= lock - Duration::from_millis(50));
+    assert_eq!(got.len(), 5);
+    let ids: HashSet<String> = got.iter().map(|r| r.message.message_id.clone()).collect();
+    assert_eq!(ids, sent);
+    assert!(
+        got.iter().all(|r| r.delivery_count == 2),
+        "delivery counts: {:?}",
+        got.iter().map(|r| r.delivery_count).collect::<Vec<_>>()
+    );
+    for r in &got {
+        b.complete(&r.lock)
+            .await
+            .unwrap_or_else(|e| panic!("complete: {e}"));
+    }
+    // The dead consumer's locks are worthless now.
+    for r in &taken {
+        assert!(
+            a.complete(&r.lock).await.is_err(),
+            "a stale lock settled a message"
+        );
+    }
+    assert_eq!(depth(a.as_ref()).await, 0);
+    assert_eq!(a.pending().await.ok(), Some(0));
+    let none = b
+        .receive(10, Duration::from_millis(200))
+        .await
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert!(none.is_empty());
+    cleanup(&cfg_a).await;
+}
+
+#[tokio::test]
+async fn entries_carry_the_queue_message_fields() {
+    let cfg = fresh_config(Duration::from_secs(30));
+    let q = queue(&cfg).await;
+    let stream = Keys::new(&cfg.prefix).stream(&cfg.stream);
+    let mut c = raw(&cfg).await;
+
+    // What `send` writes.
+    let with_corr = message(1);
+    let mut without_corr = message(2);
+    without_corr.correlation_id = None;
+    send(q.as_ref(), with_corr.clone()).await;
+    send(q.as_ref(), without_corr.clone()).await;
+    let entries: Vec<(String, HashMap<String, String>)> = ::redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("XRANGE: {e}"));
+    assert_eq!(entries.len(), 2);
+    let f = &entries[0].1;
+    assert_eq!(f.get("id"), Some(&with_corr.message_id));
+    assert_eq!(f.get("operation").map(String::as_str), Some("delivery"));
+    assert_eq!(f.get("body"), Some(&with_corr.body));
+    assert_eq!(f.get("correlation_id").map(String::as_str), Some("corr-1"));
+    let enqueued = f
+        .get("enqueued_at")
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    assert_eq!(
+        enqueued.map(|t| t.with_timezone(&chrono::Utc)),
+        Some(with_corr.enqueued_at)
+    );
+    assert!(!entries[1].1.contains_key("correlation_id"));
+
+    // ...and it reads back intact.
+    let got = receive_all(q.as_ref(), 2, Duration::from_secs(5)).await;
+    let messages: Vec<&QueueMessage> = got.iter().map(|r| &r.message).collect();
+    assert_eq!(messages, vec![&with_corr, &without_corr]);
+    for r in &got {
+        q.complete(&r.lock)
+            .await
+            .unwrap_or_else(|e| panic!("complete: {e}"));
+    }
+
+    // An entry written by another producer with the same field names.
+    let body = r#"{"deliveryId":"ext-1"}"#;
+    ::redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("id")
+        .arg("external-1")
+        .arg("operation")
+        .arg("cancel")
+        .arg("body")
+        .arg(body)
+        .arg("enqueued_at")
+        .arg("2024-05-08T20:00:00Z")
+        .query_async::<String>(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("XADD: {e}"));
+    let got = receive_all(q.as_ref(), 1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1);
+    let m = &got[0].message;
+    assert_eq!(m.message_id, "external-1");
+    assert_eq!(Operation::parse(&m.operation), Some(Operation::Cancel));
+    assert_eq!(m.body, body);
+    assert_eq!(m.routing_key(), "ext-1");
+    assert_eq!(m.correlation_id, None);
+    assert_eq!(m.enqueued_at.to_rfc3339(), "2024-05-08T20:00:00+00:00");
+    assert_eq!(got[0].delivery_count, 1);
+    q.complete(&got[0].lock)
+        .await
+        .unwrap_or_else(|e| panic!("complete: {e}"));
+    let len: u64 = ::redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("XLEN: {e}"));
+    assert_eq!(len, 0, "settled entries are deleted from the stream");
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn delayed_redelivery_waits_in_the_delayed_set() {
+    let cfg = fresh_config(Duration::from_secs(30));
+    let q = queue(&cfg).await;
+    let delayed = Keys::new(&cfg.prefix).stream_delayed(&cfg.stream);
+    let mut c = raw(&cfg).await;
+    let sent = message(1);
+    send(q.as_ref(), sent.clone()).await;
+
+    let mut lock = None;
+    for attempt in 1..=3u32 {
+        let got = receive_all(q.as_ref(), 1, Duration::from_secs(5)).await;
+        assert_eq!(got.len(), 1, "attempt {attempt}");
+        assert_eq!(got[0].message, sent);
+        assert_eq!(got[0].delivery_count, attempt);
+        if attempt == 3 {
+            lock = Some(got[0].lock.clone());
+            break;
+        }
+        q.abandon(&got[0].lock, Duration::from_millis(400))
+            .await
+            .unwrap_or_else(|e| panic!("abandon: {e}"));
+        assert!(
+            q.abandon(&got[0].lock, Duration::ZERO).await.is_err(),
+            "settled twice"
+        );
+        let parked: u64 = ::redis::cmd("ZCARD")
+            .arg(&delayed)
+            .query_async(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("ZCARD: {e}"));
+        assert_eq!(parked, 1);
+        assert_eq!(
+            depth(q.as_ref()).await,
+            1,
+            "a delayed message counts as waiting"
+        );
+        assert_eq!(q.pending().await.ok(), Some(0));
+    }
+    let lock = lock.unwrap_or_else(|| panic!("no third delivery"));
+    q.renew(&lock)
+        .await
+        .unwrap_or_else(|e| panic!("renew: {e}"));
+    q.dead_letter(&lock, "test")
+        .await
+        .unwrap_or_else(|e| panic!("dead_letter: {e}"));
+    assert!(
+        q.renew(&lock).await.is_err(),
+        "a settled lock cannot be renewed"
+    );
+    assert_eq!(depth(q.as_ref()).await, 0);
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn a_lost_consumer_group_is_recreated() {
+    let cfg = fresh_config(Duration::from_secs(30));
+    let q = queue(&cfg).await;
+    let stream = Keys::new(&cfg.prefix).stream(&cfg.stream);
+    let mut c = raw(&cfg).await;
+    // As after a restart of a server without persistence.
+    ::redis::cmd("DEL")
+        .arg(&stream)
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("DEL: {e}"));
+    assert_eq!(depth(q.as_ref()).await, 0);
+    let sent = message(1);
+    send(q.as_ref(), sent.clone()).await;
+    assert_eq!(depth(q.as_ref()).await, 1);
+    let got = receive_all(q.as_ref(), 1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message, sent);
+    q.complete(&got[0].lock)
+        .await
+        .unwrap_or_else(|e| panic!("complete: {e}"));
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn a_long_wait_returns_as_soon_as_a_message_arrives() {
+    let cfg = fresh_config(Duration::from_secs(30));
+    let q = queue(&cfg).await;
+    let q2 = Arc::clone(&q);
+    let waiter = tokio::spawn(async move { q2.receive(1, Duration::from_secs(10)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The blocked read has its own connection: other commands go through.
+    let asked = tokio::time::Instant::now();
+    assert_eq!(depth(q.as_ref()).await, 0);
+    assert!(
+        asked.elapsed() < Duration::from_millis(300),
+        "depth waited {:?} behind the blocking read",
+        asked.elapsed()
+    );
+    let started = tokio::time::Instant::now();
+    send(q.as_ref(), message(1)).await;
+    let got = waiter
+        .await
+        .unwrap_or_else(|e| panic!("task: {e}"))
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert_eq!(got.len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "woke after {:?}",
+        started.elapsed()
+    );
+    q.complete(&got[0].lock)
+        .await
+        .unwrap_or_else(|e| panic!("complete: {e}"));
+    cleanup(&cfg).await;
+}

@@ -1,0 +1,553 @@
+//! The Azure Service Bus queue adapter against the local double of the
+//! Service Bus REST API (`adapters::servicebus::double`), which keeps the
+//! service's semantics: peek-lock with expiring locks, delivery counts, the
+//! service's own dead-lettering past `maxDeliveryCount`, SAS checks.
+//!
+//! - the queue contract every adapter passes (lock duration 1 s);
+//! - interoperability with the reference implementation's messages (JSON
+//!   body, `operation` and `Diagnostic-Id` application properties), and the
+//!   exact wire shape the adapter writes;
+//! - failures: a wrong key, lost locks, and the crate's traps (large
+//!   sequence numbers, cancelled receives);
+//! - connection string parsing;
+//! - `real_namespace`: opt-in, against a real namespace when
+//!   `DD_TEST_SERVICEBUS_CONNECTION_STRING` (and optionally
+//!   `DD_TEST_SERVICEBUS_QUEUE`) is set; it needs an **empty** queue and a
+//!   policy with Send, Listen and Manage rights (depth reads the management
+//!   API).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dronedelivery_actors::ports::{MessageQueue, Operation, QueueMessage};
+use dronedelivery_engine::adapters::contract;
+use dronedelivery_engine::adapters::servicebus::double::{
+    spawn_double, spawn_double_with, DoubleConfig, DOUBLE_NAMESPACE, DOUBLE_POLICY_KEY,
+    DOUBLE_POLICY_NAME,
+};
+use dronedelivery_engine::adapters::servicebus::{ServiceBusConfig, ServiceBusQueue};
+use tokio::time::Instant;
+
+fn queue_on(addr: std::net::SocketAddr, queue: &str) -> Arc<ServiceBusQueue> {
+    ServiceBusQueue::new(ServiceBusConfig {
+        namespace: DOUBLE_NAMESPACE.to_owned(),
+        queue: queue.to_owned(),
+        policy_name: DOUBLE_POLICY_NAME.to_owned(),
+        policy_key: DOUBLE_POLICY_KEY.to_owned(),
+        endpoint: Some(format!("http://{addr}")),
+    })
+    .unwrap_or_else(|e| panic!("adapter: {e}"))
+}
+
+fn message(n: u32) -> QueueMessage {
+    QueueMessage::new(
+        Operation::Delivery,
+        &serde_json::json!({"deliveryId": format!("d-{n}")}),
+        Some(format!("corr-{n}")),
+    )
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passes_the_queue_contract() {
+    let (addr, _double) = spawn_double(Duration::from_secs(1), 10).await;
+    let queue = queue_on(addr, "contract");
+    assert_eq!(queue.backend(), "servicebus");
+    contract::run_all(queue, Duration::from_secs(1)).await;
+}
+
+/// What the original Java ingestion service put on the queue: the Gson body
+/// and the `operation` / `Diagnostic-Id` application properties, which the
+/// REST protocol renders as JSON-quoted headers. A message id assigned by
+/// the producer's SDK, nothing else.
+#[tokio::test]
+async fn reads_messages_produced_by_the_reference_implementation() {
+    let (addr, double) = spawn_double(Duration::from_secs(30), 10).await;
+    let url = format!("http://{addr}/ingestion/messages");
+    let delivery_body = r#"{"deliveryId":"d-77","ownerId":"myowner","pickupLocation":"my pickup","dropoffLocation":"drop off","pickupTime":"May 8, 2019 8:00:00 PM","expedited":true,"deadline":"","confirmationRequired":"None","packageInfo":{"packageId":"mypackage","size":"Small","weight":10.0,"tag":"mytag"}}"#;
+    let sent = [
+        (delivery_body, "\"delivery\""),
+        ("\"d-77\"", "\"cancel\""),
+        // Not quoted: taken as it is.
+        (
+            r#"{"deliveryId":"d-77","pickupLocation":"x"}"#,
+            "reschedule",
+        ),
+    ];
+    for (i, (body, operation)) in sent.iter().enumerate() {
+        let status = http()
+            .post(&url)
+            .header("Authorization", double.authorization("/ingestion"))
+            .header("BrokerProperties", format!(r#"{{"MessageId":"ri-{i}"}}"#))
+            .header("operation", *operation)
+            .header("Diagnostic-Id", "\"|4bf92f3577b34da6a3ce929d0e0e4736.1.\"")
+            .body(*body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("raw send: {e}"))
+            .status();
+        assert_eq!(status.as_u16(), 201);
+    }
+    let queue = queue_on(addr, "ingestion");
+    assert_eq!(queue.depth().await.ok(), Some(3));
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let batch = queue
+            .receive(3, Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|e| panic!("receive: {e}"));
+        assert!(!batch.is_empty(), "three messages were sent");
+        got.extend(batch);
+    }
+    let ops: Vec<&str> = got.iter().map(|r| r.message.operation.as_str()).collect();
+    assert_eq!(ops, ["delivery", "cancel", "reschedule"], "FIFO, unquoted");
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r.message.body, sent[i].0, "body unchanged");
+        assert_eq!(r.message.message_id, format!("ri-{i}"));
+        assert_eq!(
+            r.message.correlation_id.as_deref(),
+            Some("|4bf92f3577b34da6a3ce929d0e0e4736.1.")
+        );
+        assert_eq!(r.message.routing_key(), "d-77");
+        assert_eq!(r.delivery_count, 1);
+        let age = chrono::Utc::now() - r.message.enqueued_at;
+        assert!(age.num_seconds().abs() < 5, "EnqueuedTimeUtc was read");
+        queue
+            .complete(&r.lock)
+            .await
+            .unwrap_or_else(|e| panic!("complete: {e}"));
+    }
+    assert_eq!(queue.depth().await.ok(), Some(0));
+}
+
+/// The exact request the adapter writes, read back with raw HTTP.
+#[tokio::test]
+async fn writes_the_service_bus_wire_format() {
+    let (addr, double) = spawn_double(Duration::from_secs(30), 10).await;
+    let queue = queue_on(addr, "wire");
+    let sent = message(1);
+    queue
+        .send(sent.clone())
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+    let response = http()
+        .post(format!("http://{addr}/wire/messages/head?timeout=0"))
+        .header("Authorization", double.authorization("/wire"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("raw peek-lock: {e}"));
+    assert_eq!(response.status().as_u16(), 201);
+    let headers = response.headers().clone();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("operation"), "\"delivery\"");
+    assert_eq!(header("diagnostic-id"), "\"corr-1\"");
+    assert!(header("content-type").starts_with("application/json"));
+    let props: serde_json::Value = serde_json::from_str(&header("brokerproperties"))
+        .unwrap_or_else(|e| panic!("BrokerProperties: {e}"));
+    assert_eq!(props["MessageId"], sent.message_id.as_str());
+    assert_eq!(props["DeliveryCount"], 1);
+    let location = header("location");
+    let lock_token = props["LockToken"].as_str().unwrap_or_default();
+    assert!(
+        location.ends_with(&format!(
+            "/wire/messages/{}/{lock_token}",
+            props["SequenceNumber"]
+        )),
+        "{location}"
+    );
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(body, sent.body, "the JSON text unchanged");
+    // Complete through the raw lock URL.
+    let status = http()
+        .delete(&location)
+        .header("Authorization", double.authorization("/wire"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("raw complete: {e}"))
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    let status = http()
+        .delete(&location)
+        .header("Authorization", double.authorization("/wire"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("raw complete: {e}"))
+        .status();
+    assert_eq!(status.as_u16(), 410, "a settled lock is gone");
+}
+
+#[tokio::test]
+async fn the_double_refuses_requests_without_a_valid_signature() {
+    let (addr, double) = spawn_double(Duration::from_secs(30), 10).await;
+    let url = format!("http://{addr}/q/messages/head?timeout=0");
+    let no_auth = http().post(&url).send().await.map(|r| r.status().as_u16());
+    assert_eq!(no_auth.ok(), Some(401));
+    let bearer = http()
+        .post(&url)
+        .header("Authorization", "Bearer abc")
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(bearer.ok(), Some(401));
+    let other_queue = http()
+        .post(&url)
+        .header("Authorization", double.authorization("/other"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(other_queue.ok(), Some(401), "a token for another entity");
+    let empty = http()
+        .post(&url)
+        .header("Authorization", double.authorization("/q"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(empty.ok(), Some(204), "an empty queue");
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_refused() {
+    let (addr, double) = spawn_double(Duration::from_secs(30), 10).await;
+    let wrong = ServiceBusQueue::new(ServiceBusConfig {
+        policy_key: "not-the-key".to_owned(),
+        ..double.config("secured")
+    })
+    .unwrap_or_else(|e| panic!("adapter: {e}"));
+    let err = wrong.send(message(1)).await.err();
+    assert!(
+        err.as_ref().is_some_and(|e| e.to_string().contains("401")),
+        "send must fail with 401: {err:?}"
+    );
+    let err = wrong.receive(1, Duration::from_millis(100)).await.err();
+    assert!(
+        err.as_ref().is_some_and(|e| e.to_string().contains("401")),
+        "receive must fail, not look like an empty queue: {err:?}"
+    );
+    assert!(wrong.depth().await.is_err());
+    assert_eq!(double.counts("secured").active, 0, "nothing was accepted");
+    // The right key works on the same queue.
+    let right = queue_on(addr, "secured");
+    right
+        .send(message(2))
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+    assert_eq!(right.depth().await.ok(), Some(1));
+}
+
+#[tokio::test]
+async fn the_service_dead_letters_past_max_delivery_count() {
+    let (addr, double) = spawn_double(Duration::from_secs(30), 2).await;
+    let queue = queue_on(addr, "poison");
+    let sent = message(9);
+    queue
+        .send(sent.clone())
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+    for attempt in 1..=2 {
+        let got = queue
+            .receive(1, Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|e| panic!("receive: {e}"));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].delivery_count, attempt);
+        queue
+            .abandon(&got[0].lock, Duration::ZERO)
+            .await
+            .unwrap_or_else(|e| panic!("abandon: {e}"));
+    }
+    let none = queue
+        .receive(1, Duration::from_millis(300))
+        .await
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert!(none.is_empty(), "dead-lettered by the service");
+    let dead = double.dead_lettered("poison");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, sent.message_id);
+    assert_eq!(dead[0].delivery_count, 2);
+    assert_eq!(dead[0].reason, "MaxDeliveryCountExceeded");
+    assert_eq!(dead[0].body, sent.body);
+}
+
+/// Partitioned entities have sequence numbers beyond `i32`; the crate's own
+/// `BrokerProperties` decoding would fail after the message was locked.
+#[tokio::test]
+async fn large_sequence_numbers_do_not_strand_messages() {
+    let cfg = DoubleConfig {
+        first_sequence_number: 3 << 48,
+        ..DoubleConfig::new(Duration::from_secs(30), 10)
+    };
+    let (addr, _double) = spawn_double_with(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("double: {e}"));
+    let queue = queue_on(addr, "partitioned");
+    queue
+        .send(message(1))
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+    let got = queue
+        .receive(1, Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].lock.0.contains(&(3_i64 << 48).to_string()),
+        "{:?}",
+        got[0].lock
+    );
+    queue
+        .complete(&got[0].lock)
+        .await
+        .unwrap_or_else(|e| panic!("complete: {e}"));
+}
+
+/// The lock token is the lock URL: another adapter instance (another
+/// process, after a restart) can settle it.
+#[tokio::test]
+async fn a_lock_can_be_settled_by_another_instance() {
+    let (addr, _double) = spawn_double(Duration::from_secs(30), 10).await;
+    let receiver = queue_on(addr, "shared");
+    let other = queue_on(addr, "shared");
+    receiver
+        .send(message(1))
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+    let got = receiver
+        .receive(1, Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert_eq!(got.len(), 1);
+    other
+        .renew(&got[0].lock)
+        .await
+        .unwrap_or_else(|e| panic!("renew elsewhere: {e}"));
+    other
+        .complete(&got[0].lock)
+        .await
+        .unwrap_or_else(|e| panic!("complete elsewhere: {e}"));
+    assert!(
+        receiver.complete(&got[0].lock).await.is_err(),
+        "already settled"
+    );
+    let foreign = dronedelivery_actors::ports::LockToken(
+        "https://elsewhere.example/other/messages/1/abc".into(),
+    );
+    assert!(
+        other.complete(&foreign).await.is_err(),
+        "not a lock URL of this queue"
+    );
+}
+
+/// A delay of several lock durations: the adapter keeps renewing the lock,
+/// then unlocks; the service's delivery count goes on rising.
+#[tokio::test]
+async fn a_delay_longer_than_the_lock_is_honoured() {
+    let (addr, double) = spawn_double(Duration::from_secs(1), 10).await;
+    let queue = queue_on(addr, "delayed");
+    queue
+        .send(message(1))
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+    let first = queue
+        .receive(1, Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert_eq!(first.len(), 1);
+    let abandoned = Instant::now();
+    queue
+        .abandon(&first[0].lock, Duration::from_millis(3200))
+        .await
+        .unwrap_or_else(|e| panic!("abandon: {e}"));
+    assert!(
+        queue.complete(&first[0].lock).await.is_err(),
+        "a handed-back lock no longer settles"
+    );
+    let early = queue
+        .receive(1, Duration::from_millis(2500))
+        .await
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert!(
+        early.is_empty(),
+        "came back after {:?}",
+        abandoned.elapsed()
+    );
+    assert_eq!(
+        double.counts("delayed").locked,
+        1,
+        "held under a renewed lock"
+    );
+    let later = queue
+        .receive(1, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert_eq!(later.len(), 1);
+    assert!(abandoned.elapsed() >= Duration::from_millis(3000));
+    assert_eq!(later[0].delivery_count, 2, "one unlock, no expiry");
+    queue
+        .complete(&later[0].lock)
+        .await
+        .unwrap_or_else(|e| panic!("complete: {e}"));
+}
+
+/// A receive whose caller stops waiting hands its message back at once
+/// instead of leaving it locked for the lock duration.
+#[tokio::test]
+async fn a_dropped_receive_hands_its_message_back() {
+    let (addr, double) = spawn_double(Duration::from_secs(60), 10).await;
+    let queue = queue_on(addr, "dropped");
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        queue.receive(1, Duration::from_secs(3)),
+    )
+    .await;
+    assert!(gave_up.is_err(), "nothing to receive yet");
+    // The abandoned long poll is still running; it gets this message and,
+    // finding nobody waiting for it, unlocks it.
+    queue
+        .send(message(1))
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts = double.counts("dropped");
+    assert_eq!((counts.active, counts.locked), (1, 0), "{counts:?}");
+    let got = queue
+        .receive(1, Duration::from_secs(4))
+        .await
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert_eq!(got.len(), 1, "unlocked well before its 60 s lock expired");
+    assert_eq!(got[0].delivery_count, 2);
+}
+
+#[tokio::test]
+async fn waits_are_kept() {
+    let (addr, _double) = spawn_double(Duration::from_secs(30), 10).await;
+    let queue = queue_on(addr, "waits");
+    for (wait, max) in [(250, 700), (1500, 2300)] {
+        let started = Instant::now();
+        let got = queue
+            .receive(5, Duration::from_millis(wait))
+            .await
+            .unwrap_or_else(|e| panic!("receive: {e}"));
+        let took = started.elapsed();
+        assert!(got.is_empty());
+        assert!(
+            took >= Duration::from_millis(wait) && took < Duration::from_millis(max),
+            "wait {wait} ms took {took:?}"
+        );
+    }
+    // A long poll wakes as soon as a message arrives.
+    let waiter = {
+        let q = Arc::clone(&queue);
+        tokio::spawn(async move { q.receive(1, Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    queue
+        .send(message(1))
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+    let got = waiter
+        .await
+        .unwrap_or_else(|e| panic!("join: {e}"))
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert_eq!(got.len(), 1);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn shutdown_ends_pending_long_polls() {
+    let (addr, double) = spawn_double(Duration::from_secs(30), 10).await;
+    let queue = queue_on(addr, "stopping");
+    let waiter = {
+        let q = Arc::clone(&queue);
+        tokio::spawn(async move { q.receive(1, Duration::from_secs(20)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    double.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), waiter).await;
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert!(queue.send(message(1)).await.is_err(), "the double is gone");
+}
+
+#[test]
+fn parses_connection_strings() {
+    let with_entity = "Endpoint=sb://i-abc123.servicebus.windows.net/;SharedAccessKeyName=WorkflowServiceAccessKey;SharedAccessKey=AbC+dE/f12=;EntityPath=i-abc123";
+    let cfg = ServiceBusConfig::from_connection_string(with_entity, None)
+        .unwrap_or_else(|e| panic!("parse: {e}"));
+    assert_eq!(cfg.namespace, "i-abc123");
+    assert_eq!(cfg.queue, "i-abc123");
+    assert_eq!(cfg.policy_name, "WorkflowServiceAccessKey");
+    assert_eq!(cfg.policy_key, "AbC+dE/f12=", "the '=' padding is kept");
+    assert_eq!(cfg.endpoint, None);
+    assert!(
+        !format!("{cfg:?}").contains("AbC+dE"),
+        "the key is not printed"
+    );
+    let same = ServiceBusConfig::from_connection_string(with_entity, Some("i-abc123"));
+    assert_eq!(same.ok(), Some(cfg));
+    assert!(
+        ServiceBusConfig::from_connection_string(with_entity, Some("other")).is_err(),
+        "EntityPath and queue disagree"
+    );
+
+    let without = "endpoint=sb://NS1.servicebus.windows.net;sharedaccesskeyname=Root;sharedaccesskey=k==;TransportType=Amqp";
+    let cfg = ServiceBusConfig::from_connection_string(without, Some("deliveries"))
+        .unwrap_or_else(|e| panic!("parse: {e}"));
+    assert_eq!(cfg.namespace, "ns1");
+    assert_eq!(cfg.queue, "deliveries");
+    assert_eq!(cfg.policy_key, "k==");
+    assert!(
+        ServiceBusConfig::from_connection_string(without, None).is_err(),
+        "no queue"
+    );
+
+    for bad in [
+        "SharedAccessKeyName=a;SharedAccessKey=b;EntityPath=q",
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKey=b;EntityPath=q",
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=a;EntityPath=q",
+        "Endpoint=sb://localhost;SharedAccessKeyName=a;SharedAccessKey=b;EntityPath=q",
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessSignature=SharedAccessSignature sr=x;EntityPath=q",
+        "garbage",
+    ] {
+        let err = ServiceBusConfig::from_connection_string(bad, Some("q"));
+        assert!(err.is_err(), "{bad}");
+    }
+    let err = ServiceBusConfig::from_connection_string(
+        "Endpoint=sb://localhost;SharedAccessKeyName=a;SharedAccessKey=topsecret",
+        Some("q"),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        !err.contains("topsecret"),
+        "errors do not carry the key: {err}"
+    );
+}
+
+/// Against a real namespace, when configured. The queue must be empty and
+/// the policy needs Send, Listen and Manage rights. Note that the service
+/// refreshes `ActiveMessageCount` asynchronously, so the contract's depth
+/// checks can race it.
+#[tokio::test]
+async fn real_namespace() {
+    let Ok(connection_string) = std::env::var("DD_TEST_SERVICEBUS_CONNECTION_STRING") else {
+        println!("skipped: set DD_TEST_SERVICEBUS_CONNECTION_STRING (and optionally DD_TEST_SERVICEBUS_QUEUE)");
+        return;
+    };
+    let queue_name = std::env::var("DD_TEST_SERVICEBUS_QUEUE").ok();
+    let cfg = ServiceBusConfig::from_connection_string(&connection_string, queue_name.as_deref())
+        .unwrap_or_else(|e| panic!("DD_TEST_SERVICEBUS_CONNECTION_STRING: {e}"));
+    let queue = ServiceBusQueue::new(cfg).unwrap_or_else(|e| panic!("adapter: {e}"));
+    contract::send_receive_complete(queue.as_ref()).await;
+    contract::abandon_redelivers_with_a_higher_count(queue.as_ref()).await;
+}
