@@ -132,6 +132,12 @@ impl DeliveryState {
             self.dirty = false;
             return Ok(());
         };
+        // History first: once a reader sees the terminal stage, the history
+        // entry exists (writing it again is idempotent).
+        if let Some(entry) = &self.history {
+            self.ctx.backends.history.record(entry).await?;
+            self.history = None;
+        }
         if self.unsaved.is_empty() {
             self.ctx.backends.deliveries.save(record, None).await?;
         } else {
@@ -144,10 +150,6 @@ impl DeliveryState {
                     .await?;
                 self.unsaved.remove(0);
             }
-        }
-        if let Some(entry) = &self.history {
-            self.ctx.backends.history.record(entry).await?;
-            self.history = None;
         }
         self.dirty = false;
         self.flush_attempt = 0;
@@ -263,10 +265,17 @@ impl DeliveryState {
             _ => {}
         }
         let next = current.clone();
+        let mut finished = next.clone();
+        finished.stage = DeliveryStage::Cancelled;
+        finished.updated_at = Utc::now();
+        self.ctx
+            .backends
+            .history
+            .record(&history_entry(&finished, 0.0, 0.0))
+            .await
+            .map_err(DeliveryError::Store)?;
         self.commit(next, DeliveryStage::Cancelled).await?;
         metrics::counter!(m::DELIVERIES_CANCELLED_TOTAL).increment(1);
-        self.history = self.record.as_ref().map(|r| history_entry(r, 0.0, 0.0));
-        self.dirty = true;
         if let Some(fleet) = self.ctx.fleet() {
             let _ = fleet.cast(FleetMsg::Withdraw {
                 delivery_id: self.id.clone(),
@@ -330,11 +339,16 @@ impl DeliveryState {
                 record.advance(DeliveryStage::HeadedToDropoff, Some(position))
             }
             DroneReport::Delivered {
-                drone_id, position, ..
+                drone_id,
+                position,
+                flown_m,
+                ..
             } if record.stage == DeliveryStage::HeadedToDropoff
                 && record.delivery.drone_id.as_deref() == Some(&drone_id) =>
             {
                 let e = record.advance(DeliveryStage::Completed, Some(position));
+                let speed = self.ctx.config.sim.drone_speed_mps.max(f64::MIN_POSITIVE);
+                self.history = Some(history_entry(record, flown_m, flown_m / speed / 3600.0));
                 metrics::counter!(m::DELIVERIES_COMPLETED_TOTAL).increment(1);
                 let secs =
                     (record.updated_at - record.created_at).num_milliseconds() as f64 / 1000.0;

@@ -286,14 +286,10 @@ mod tests {
         assert_eq!(a, b);
         let a = a.unwrap_or_default();
         assert!(area.contains(&a));
-        // Pinned value: the mapping must never change between releases.
-        assert!(
-            (a.latitude - 47.45).abs() < 0.31
-                && a.latitude
-                    != resolve_location("drop off", &area)
-                        .map(|l| l.latitude)
-                        .unwrap_or_default()
-        );
+        // Pinned value: the mapping must never change between releases, or
+        // stored deliveries and clients' expectations would move.
+        assert!((a.latitude - 47.693_462_586_413_01).abs() < 1e-9, "{a:?}");
+        assert!((a.longitude + 122.160_236_699_718_57).abs() < 1e-9, "{a:?}");
     }
 
     #[test]

@@ -48,6 +48,25 @@ async fn a_delivery_goes_through_every_stage_to_completed() {
         matches!((pickup, delivery), (Ok(p), Ok(d)) if p <= d),
         "{done}"
     );
+
+    // The finished flight is in the history, counted for the owner's month.
+    let now = chrono::Utc::now();
+    let used = app
+        .engine
+        .context()
+        .backends
+        .history
+        .utilization(
+            "myowner",
+            chrono::Datelike::year(&now),
+            chrono::Datelike::month(&now),
+        )
+        .await
+        .unwrap_or_default();
+    assert!(
+        used.traveled_miles > 0.5 && used.assigned_hours > 0.0,
+        "{used:?}"
+    );
     app.stop().await;
 }
 
