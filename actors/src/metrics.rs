@@ -19,6 +19,8 @@ pub const DELIVERY_DURATION_SECONDS: &str = "dronedelivery_delivery_duration_sec
 pub const MESSAGES_TOTAL: &str = "dronedelivery_queue_messages_total";
 /// Messages waiting in the queue.
 pub const QUEUE_DEPTH: &str = "dronedelivery_queue_depth";
+/// Messages delivered to any consumer and not yet settled, as the broker sees it.
+pub const QUEUE_UNSETTLED: &str = "dronedelivery_queue_unsettled";
 /// Messages received and not yet settled by this process.
 pub const MESSAGES_IN_FLIGHT: &str = "dronedelivery_queue_messages_in_flight";
 /// Dead letters written.

@@ -159,6 +159,11 @@ pub trait MessageQueue: Send + Sync + 'static {
     async fn renew(&self, lock: &LockToken) -> StoreResult<()>;
     /// Messages waiting (not locked).
     async fn depth(&self) -> StoreResult<u64>;
+    /// Messages handed to consumers (of every process) and not settled yet,
+    /// when the broker can tell; the consumer-lag metric.
+    async fn unsettled(&self) -> StoreResult<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// Delivery documents and their tracking events.

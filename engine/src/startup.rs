@@ -163,6 +163,9 @@ async fn refresh_gauges(engine: Engine) {
             Ok(depth) => metrics::gauge!(m::QUEUE_DEPTH).set(depth as f64),
             Err(e) => tracing::debug!(error = %e, "could not read the queue depth"),
         }
+        if let Ok(Some(unsettled)) = engine.context().backends.queue.unsettled().await {
+            metrics::gauge!(m::QUEUE_UNSETTLED).set(unsettled as f64);
+        }
     }
 }
 

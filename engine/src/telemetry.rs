@@ -84,6 +84,10 @@ fn describe() {
     );
     describe_gauge!(m::QUEUE_DEPTH, "Messages waiting in the queue");
     describe_gauge!(
+        m::QUEUE_UNSETTLED,
+        "Messages delivered to consumers and not settled yet (all processes)"
+    );
+    describe_gauge!(
         m::MESSAGES_IN_FLIGHT,
         "Messages received and not yet settled by this process"
     );

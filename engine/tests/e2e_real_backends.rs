@@ -4,6 +4,8 @@
 //! (`scripts/services.sh` starts both). Every test uses its own Redis key
 //! prefix and MongoDB database, so tests run in parallel on one server.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -94,14 +96,7 @@ impl Shared {
 
     /// Deletes this test's keys and database.
     async fn cleanup(&self) {
-        let mut r = self.redis().await;
-        let keys: Vec<String> = r
-            .keys(format!("{}:*", self.prefix))
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<(), _> = r.del(keys).await;
-        }
+        common::cleanup(REDIS, &self.prefix).await;
         let _ = self.mongo().await.drop().await;
     }
 }
@@ -286,6 +281,85 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(history.is_some(), "no delivery history for {id}");
+
+    // Packages: the original 201/204/404 contract, on MongoDB.
+    let url = |p: &str| format!("{}{p}", engine.base);
+    let put = engine
+        .client
+        .put(url("/api/packages/e2e-pkg"))
+        .json(&json!({"size": "Large", "weight": 2, "tag": "t"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(put.status(), 201);
+    let put = engine
+        .client
+        .put(url("/api/packages/e2e-pkg"))
+        .json(&json!({"size": "Small"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(put.status(), 204);
+    let patch = engine
+        .client
+        .patch(url("/api/packages/e2e-pkg"))
+        .json(&json!({"tag": "u"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(patch.status(), 204);
+    let got: Value = engine
+        .client
+        .get(url("/api/packages/e2e-pkg"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        got,
+        json!({"id": "e2e-pkg", "size": "Small", "weight": null, "tag": "u"})
+    );
+    let missing = engine.client.get(url("/api/packages/none")).send().await;
+    assert_eq!(missing.map(|r| r.status().as_u16()).ok(), Some(404));
+
+    // A poison message put on the stream by another producer ends in the
+    // MongoDB dead-letter collection with its reason, without blocking.
+    let queue = dronedelivery_engine::adapters::redis::RedisStreamsQueue::connect(
+        dronedelivery_engine::adapters::redis::StreamsConfig::new(REDIS, shared.prefix.clone()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut poison = dronedelivery_actors::ports::QueueMessage::new(
+        dronedelivery_actors::ports::Operation::Delivery,
+        &json!({"deliveryId": "poison"}),
+        None,
+    );
+    poison.operation = "teleport".into();
+    dronedelivery_actors::ports::MessageQueue::send(queue.as_ref(), poison.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let letters = db.collection::<mongodb::bson::Document>("deadletters");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let letter = loop {
+        let found = letters
+            .find_one(doc! {"_id": &poison.message_id})
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poison message was never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let reason = letter.get_str("reason").unwrap_or_default();
+    assert!(reason.contains("unknown operation"), "{letter}");
+    let after = engine.post(&ri_example()).await;
+    engine.wait_completed(&after, Duration::from_secs(30)).await;
 
     // The data outlives the process: a new engine on the same stores reads it.
     assert!(engine.terminate().success(), "SIGTERM must exit 0");

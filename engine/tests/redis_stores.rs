@@ -3,6 +3,9 @@
 //! prefix, so tests run in parallel on one server, and deletes its keys at
 //! the end.
 
+mod common;
+
+use common::redis_url;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +17,6 @@ use dronedelivery_actors::domain::{
 };
 use dronedelivery_actors::ports::{DeliveryStore, DroneStore, IdempotencyStore};
 use dronedelivery_engine::adapters::redis::{connect, Keys, RedisConfig, RedisStores};
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
 
 fn fresh_config() -> RedisConfig {
     RedisConfig::new(
@@ -33,11 +32,7 @@ async fn stores(cfg: &RedisConfig) -> RedisStores {
 }
 
 async fn raw(cfg: &RedisConfig) -> ::redis::aio::MultiplexedConnection {
-    ::redis::Client::open(cfg.url.as_str())
-        .unwrap_or_else(|e| panic!("redis url: {e}"))
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("redis connection: {e}"))
+    common::raw(&cfg.url).await
 }
 
 async fn pttl(cfg: &RedisConfig, key: &str) -> i64 {
@@ -48,33 +43,8 @@ async fn pttl(cfg: &RedisConfig, key: &str) -> i64 {
         .unwrap_or_else(|e| panic!("PTTL {key}: {e}"))
 }
 
-/// Deletes every key under the test's prefix (SCAN + DEL).
 async fn cleanup(cfg: &RedisConfig) {
-    let mut c = raw(cfg).await;
-    let pattern = Keys::new(&cfg.prefix).pattern();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut c)
-            .await
-            .unwrap_or_else(|e| panic!("SCAN: {e}"));
-        if !keys.is_empty() {
-            ::redis::cmd("DEL")
-                .arg(&keys)
-                .query_async::<()>(&mut c)
-                .await
-                .unwrap_or_else(|e| panic!("DEL: {e}"));
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    common::cleanup(&cfg.url, &cfg.prefix).await;
 }
 
 fn record(id: &str) -> DeliveryRecord {

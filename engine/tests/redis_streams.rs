@@ -4,6 +4,9 @@
 //! test works under its own random key prefix and deletes its keys at the
 //! end.
 
+mod common;
+
+use common::redis_url;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +14,6 @@ use std::time::Duration;
 use dronedelivery_actors::ports::{MessageQueue, Operation, QueueMessage, ReceivedMessage};
 use dronedelivery_engine::adapters::contract;
 use dronedelivery_engine::adapters::redis::{Keys, RedisStreamsQueue, StreamsConfig};
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
 
 fn fresh_config(lock: Duration) -> StreamsConfig {
     let mut cfg = StreamsConfig::new(
@@ -32,40 +31,11 @@ async fn queue(cfg: &StreamsConfig) -> Arc<RedisStreamsQueue> {
 }
 
 async fn raw(cfg: &StreamsConfig) -> ::redis::aio::MultiplexedConnection {
-    ::redis::Client::open(cfg.url.as_str())
-        .unwrap_or_else(|e| panic!("redis url: {e}"))
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("redis connection: {e}"))
+    common::raw(&cfg.url).await
 }
 
-/// Deletes every key under the test's prefix (SCAN + DEL).
 async fn cleanup(cfg: &StreamsConfig) {
-    let mut c = raw(cfg).await;
-    let pattern = Keys::new(&cfg.prefix).pattern();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut c)
-            .await
-            .unwrap_or_else(|e| panic!("SCAN: {e}"));
-        if !keys.is_empty() {
-            ::redis::cmd("DEL")
-                .arg(&keys)
-                .query_async::<()>(&mut c)
-                .await
-                .unwrap_or_else(|e| panic!("DEL: {e}"));
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    common::cleanup(&cfg.url, &cfg.prefix).await;
 }
 
 fn message(n: usize) -> QueueMessage {

@@ -214,6 +214,10 @@ impl MessageQueue for MemoryQueue {
         let inner = self.inner();
         Ok((inner.ready.len() + inner.delayed.len()) as u64)
     }
+
+    async fn unsettled(&self) -> StoreResult<Option<u64>> {
+        Ok(Some(self.inner().locked.len() as u64))
+    }
 }
 
 #[cfg(test)]

@@ -93,6 +93,20 @@ impl RedisDeliveryStore {
     }
 }
 
+/// Reads and decodes one JSON document.
+async fn get_json<T: DeserializeOwned>(
+    conn: &ConnectionManager,
+    key: &str,
+) -> StoreResult<Option<T>> {
+    let mut c = conn.clone();
+    let json: Option<String> = ::redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .map_err(unavailable)?;
+    json.map(|j| decode(key, &j)).transpose()
+}
+
 #[async_trait]
 impl DeliveryStore for RedisDeliveryStore {
     fn backend(&self) -> &'static str {
@@ -100,14 +114,7 @@ impl DeliveryStore for RedisDeliveryStore {
     }
 
     async fn get(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
-        let key = self.keys.delivery(id);
-        let mut c = self.conn.clone();
-        let json: Option<String> = ::redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        json.map(|j| decode(&key, &j)).transpose()
+        get_json(&self.conn, &self.keys.delivery(id)).await
     }
 
     async fn save(
@@ -197,14 +204,7 @@ impl DroneStore for RedisDroneStore {
     }
 
     async fn get(&self, id: &str) -> StoreResult<Option<DroneState>> {
-        let key = self.keys.drone(id);
-        let mut c = self.conn.clone();
-        let json: Option<String> = ::redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        json.map(|j| decode(&key, &j)).transpose()
+        get_json(&self.conn, &self.keys.drone(id)).await
     }
 
     async fn put(&self, drone: &DroneState) -> StoreResult<()> {

@@ -762,6 +762,10 @@ impl MessageQueue for RedisStreamsQueue {
     async fn depth(&self) -> StoreResult<u64> {
         Ok(self.snapshot().await?.waiting)
     }
+
+    async fn unsettled(&self) -> StoreResult<Option<u64>> {
+        RedisStreamsQueue::pending(self).await.map(Some)
+    }
 }
 
 fn lock_lost() -> StoreError {
