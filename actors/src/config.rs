@@ -69,6 +69,12 @@ pub struct TreeConfig {
     pub retry_delay: Duration,
     /// Timeout of calls between actors.
     pub call_timeout: Duration,
+    /// How long a graceful stop may take (SIGTERM, operator restarts):
+    /// in-flight work still running after it is abandoned to the queue.
+    pub shutdown_grace: Duration,
+    /// An idle delivery actor stops after this long; the next message or
+    /// read re-activates it from the store.
+    pub passivate_after: Duration,
 }
 
 impl Default for TreeConfig {
@@ -85,6 +91,8 @@ impl Default for TreeConfig {
             max_delivery_attempts: 5,
             retry_delay: Duration::from_millis(200),
             call_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(20),
+            passivate_after: Duration::from_secs(60),
         }
     }
 }

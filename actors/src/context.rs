@@ -14,14 +14,56 @@ use crate::config::TreeConfig;
 use crate::delivery::{DeliveryActor, DeliveryMsg};
 use crate::drone::DroneMsg;
 use crate::fleet::FleetMsg;
-use crate::ports::Backends;
+use crate::ports::{Backends, LockToken};
 
-/// Shared, immutable engine context.
+/// Shared engine context.
 pub struct Context {
     /// Settings.
     pub config: TreeConfig,
     /// Queue and stores.
     pub backends: Backends,
+    /// Locks of the messages received and not yet settled by this process.
+    /// What is left here when the tree has stopped (work that did not finish
+    /// within the grace period) is abandoned, so the broker redelivers it
+    /// at once instead of after the lock expires.
+    pub in_flight: InFlight,
+}
+
+/// The set of unsettled locks (see [`Context::in_flight`]).
+#[derive(Debug, Default)]
+pub struct InFlight(std::sync::Mutex<std::collections::HashSet<LockToken>>);
+
+impl InFlight {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<LockToken>> {
+        // Each critical section is one set operation: a poisoned lock holds
+        // a consistent set.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A message was received.
+    pub fn insert(&self, lock: &LockToken) {
+        self.set().insert(lock.clone());
+    }
+
+    /// A message was settled.
+    pub fn remove(&self, lock: &LockToken) {
+        self.set().remove(lock);
+    }
+
+    /// Takes every lock still held.
+    pub fn take_all(&self) -> Vec<LockToken> {
+        self.set().drain().collect()
+    }
+
+    /// How many are held.
+    pub fn len(&self) -> usize {
+        self.set().len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Why a delivery actor could not be reached.
@@ -38,7 +80,11 @@ pub enum ActivationError {
 impl Context {
     /// A new shared context.
     pub fn new(config: TreeConfig, backends: Backends) -> Arc<Self> {
-        Arc::new(Self { config, backends })
+        Arc::new(Self {
+            config,
+            backends,
+            in_flight: InFlight::default(),
+        })
     }
 
     /// Registered name of a named singleton (`fleet`, `deliveries`, ...).

@@ -48,4 +48,4 @@ pub mod workflow;
 
 pub use config::{SimSettings, TreeConfig};
 pub use ports::Backends;
-pub use tree::Engine;
+pub use tree::{CommandError, Engine, SupervisorInfo};

@@ -15,6 +15,8 @@ pub const DELIVERIES_COMPLETED_TOTAL: &str = "dronedelivery_deliveries_completed
 pub const DELIVERIES_CANCELLED_TOTAL: &str = "dronedelivery_deliveries_cancelled_total";
 /// Time from creation to completion of a delivery (real time).
 pub const DELIVERY_DURATION_SECONDS: &str = "dronedelivery_delivery_duration_seconds";
+/// Notifications sent to notify-me subscribers.
+pub const NOTIFICATIONS_TOTAL: &str = "dronedelivery_notifications_total";
 /// Queue messages settled, by operation and outcome (completed, retried, deadlettered).
 pub const MESSAGES_TOTAL: &str = "dronedelivery_queue_messages_total";
 /// Messages waiting in the queue.
@@ -23,6 +25,8 @@ pub const QUEUE_DEPTH: &str = "dronedelivery_queue_depth";
 pub const QUEUE_UNSETTLED: &str = "dronedelivery_queue_unsettled";
 /// Messages received and not yet settled by this process.
 pub const MESSAGES_IN_FLIGHT: &str = "dronedelivery_queue_messages_in_flight";
+/// Dead letters put back on the queue by an operator.
+pub const DEAD_LETTERS_REPLAYED_TOTAL: &str = "dronedelivery_dead_letters_replayed_total";
 /// Dead letters written.
 pub const DEAD_LETTERS_TOTAL: &str = "dronedelivery_dead_letters_total";
 /// Live actors, by kind (delivery, drone, fleet, supervisor, consumer).

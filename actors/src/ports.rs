@@ -246,6 +246,8 @@ pub trait DeadLetterStore: Send + Sync + 'static {
     async fn get(&self, id: &str) -> StoreResult<Option<DeadLetter>>;
     /// Number of dead letters.
     async fn count(&self) -> StoreResult<u64>;
+    /// Removes one (after it was replayed); false when it did not exist.
+    async fn remove(&self, id: &str) -> StoreResult<bool>;
     /// Liveness of the backend.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -24,6 +24,48 @@ pub struct Cli {
 pub enum Command {
     /// Run the engine: HTTP gateway, queue consumers and the actor tree.
     Serve(Box<ServeArgs>),
+    /// Operator commands against a running engine's admin API.
+    Admin(AdminArgs),
+}
+
+/// Settings of `dronedelivery admin`.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Base URL of the engine.
+    #[arg(long, env = "DD_ADMIN_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The engine's admin token.
+    #[arg(long, env = "DD_ADMIN_TOKEN")]
+    pub token: Option<Secret>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: AdminAction,
+}
+
+/// Operator actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminAction {
+    /// Show the supervision tree.
+    Supervisors,
+    /// Restart a supervisor's subtree gracefully.
+    Restart {
+        /// `root`, `fleet`, `deliveries`, `consumers` or `workflow`.
+        name: String,
+    },
+    /// List dead letters, newest first.
+    Deadletters {
+        /// Entries to skip.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Entries to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Put a dead letter back on the queue.
+    Replay {
+        /// The dead letter's (message) id.
+        id: String,
+    },
 }
 
 /// Which queue carries delivery requests.
@@ -187,6 +229,21 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_SERVICEBUS_ENDPOINT")]
     pub servicebus_endpoint: Option<String>,
 
+    /// Bearer token of the operator API under `/admin`. Without it the
+    /// admin API is disabled (404).
+    #[arg(long, env = "DD_ADMIN_TOKEN")]
+    pub admin_token: Option<Secret>,
+
+    /// Seconds a graceful stop (SIGTERM, operator restart) may take; work
+    /// still running then is returned to the queue.
+    #[arg(long, env = "DD_SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub shutdown_grace_secs: u64,
+
+    /// Seconds after which an idle delivery actor stops (it is re-activated
+    /// from the store on its next message or read).
+    #[arg(long, env = "DD_PASSIVATE_AFTER_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub passivate_after_secs: u64,
+
     /// This engine's fleet partition: it schedules only drones
     /// `{fleet-id}-drone-NNNN`. Engines sharing one Redis need distinct,
     /// stable ids (e.g. the StatefulSet pod name).
@@ -209,7 +266,7 @@ impl ServeArgs {
             Ok(Cli {
                 command: Command::Serve(args),
             }) => *args,
-            Err(e) => unreachable!("defaults must parse: {e}"),
+            other => unreachable!("defaults must parse as `serve`: {other:?}"),
         }
     }
 
@@ -231,6 +288,8 @@ impl ServeArgs {
             max_delivery_attempts: self.max_delivery_attempts,
             retry_delay: Duration::from_millis(self.retry_delay_ms),
             call_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            passivate_after: Duration::from_secs(self.passivate_after_secs),
         }
     }
 }

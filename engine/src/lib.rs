@@ -8,6 +8,7 @@
 //! gateway together. Dependencies point inward: engine → gateway → actors.
 
 pub mod adapters;
+pub mod admin_cli;
 pub mod backends;
 pub mod config;
 pub mod startup;

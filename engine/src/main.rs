@@ -3,12 +3,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dronedelivery_engine::{telemetry, Application, Cli, Command};
+use dronedelivery_engine::{admin_cli, telemetry, Application, Cli, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Admin(args) => admin_cli::run(args).await,
         Command::Serve(args) => {
             telemetry::init_logging(args.log_format);
             let result = async {

@@ -72,6 +72,7 @@ fn record(id: &str) -> DeliveryRecord {
         updated_at: now,
         version: 1,
         ticket: 1,
+        confirmation: None,
     }
 }
 

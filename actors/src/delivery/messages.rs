@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use ractor::RpcReplyPort;
 
-use crate::domain::{DeliveryRecord, DeliveryRequest, DeliveryStage, Location, RescheduleRequest};
+use crate::domain::{Confirmation, DeliveryRecord, DeliveryRequest, DeliveryStage, Location, RescheduleRequest};
 use crate::ports::StoreError;
 
 /// A delivery to create.
@@ -108,6 +108,8 @@ pub enum DeliveryMsg {
     Cancel(RpcReplyPort<Result<(), DeliveryError>>),
     /// Current record.
     Get(RpcReplyPort<Option<DeliveryRecord>>),
+    /// The recipient confirms receipt of a completed delivery.
+    Confirm(Box<Confirmation>, RpcReplyPort<Result<(), DeliveryError>>),
     /// Progress from the drone.
     Drone(DroneReport),
     /// Retry writing unsaved changes.

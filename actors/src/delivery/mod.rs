@@ -25,6 +25,7 @@ pub use messages::{CreateOutcome, DeliveryError, DeliveryMsg, DroneReport, NewDe
 use crate::context::Context;
 use crate::domain::geo::resolve_location;
 use crate::domain::{
+    Confirmation,
     Delivery, DeliveryRecord, DeliveryStage, RescheduleRequest, TrackingEvent, UserAccount,
 };
 use crate::fleet::{DroneRequest, FleetMsg};
@@ -89,6 +90,10 @@ impl Actor for DeliveryActor {
             }
             DeliveryMsg::Cancel(reply) => {
                 let result = state.cancel().await;
+                reply_or_log(reply, result);
+            }
+            DeliveryMsg::Confirm(confirmation, reply) => {
+                let result = state.confirm(*confirmation).await;
                 reply_or_log(reply, result);
             }
             DeliveryMsg::Get(reply) => {
@@ -210,6 +215,7 @@ impl DeliveryState {
             updated_at: now,
             version: 0,
             ticket: 1,
+            confirmation: None,
         };
         self.commit(record, DeliveryStage::Created).await?;
         metrics::counter!(m::DELIVERIES_CREATED_TOTAL).increment(1);
@@ -250,6 +256,44 @@ impl DeliveryState {
         next.ticket += 1;
         self.commit(next, DeliveryStage::Rescheduled).await?;
         self.request_drone();
+        Ok(())
+    }
+
+    /// Stores the recipient's confirmation (the first one wins; a repeated
+    /// confirmation is accepted and ignored) and tells whoever asked to be
+    /// notified.
+    async fn confirm(&mut self, confirmation: Confirmation) -> Result<(), DeliveryError> {
+        let Some(current) = &self.record else {
+            return Err(DeliveryError::NotFound);
+        };
+        if current.stage != DeliveryStage::Completed {
+            return Err(DeliveryError::WrongStage(current.stage));
+        }
+        if current.confirmation.is_some() {
+            return Ok(());
+        }
+        let mut next = current.clone();
+        next.confirmation = Some(confirmation);
+        next.version += 1;
+        next.updated_at = Utc::now();
+        self.ctx
+            .backends
+            .deliveries
+            .save(&next, None)
+            .await
+            .map_err(DeliveryError::Store)?;
+        self.record = Some(next);
+        match self.ctx.backends.notify.list(&self.id).await {
+            Ok(requests) => {
+                for r in requests {
+                    // Delivery of e-mail/SMS is outside this engine: the
+                    // notification is recorded in the log and the metric.
+                    tracing::info!(delivery_id = %self.id, email = ?r.email_address, sms = ?r.sms, "notify: delivery confirmed");
+                    metrics::counter!(m::NOTIFICATIONS_TOTAL).increment(1);
+                }
+            }
+            Err(e) => tracing::warn!(delivery_id = %self.id, error = %e, "could not read notify-me requests"),
+        }
         Ok(())
     }
 

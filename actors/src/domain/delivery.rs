@@ -212,6 +212,36 @@ pub struct DeliveryRecord {
     /// earlier request are recognised and ignored.
     #[serde(default)]
     pub ticket: u64,
+    /// The recipient's confirmation, once given.
+    #[serde(default)]
+    pub confirmation: Option<Confirmation>,
+}
+
+/// When a confirmation was made, in the original's shape
+/// (`{"dateTimeValue": "..."}`), kept as the client wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfirmationTime {
+    /// The date-time text.
+    pub date_time_value: String,
+}
+
+/// `POST /api/deliveries/{id}/confirmations`: the recipient confirms
+/// receipt. The original discarded it; here it is stored with the delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Confirmation {
+    /// When the recipient confirmed.
+    pub date_time: ConfirmationTime,
+    /// Where.
+    pub geo_coordinates: Location,
+    /// How.
+    pub confirmation_type: ConfirmationRequired,
+    /// The evidence (a picture, a fingerprint hash, ...), opaque.
+    pub confirmation_blob: String,
+    /// When the engine received it.
+    #[serde(default = "Utc::now")]
+    pub received_at: DateTime<Utc>,
 }
 
 impl DeliveryRecord {

@@ -7,6 +7,7 @@ pub mod package;
 pub mod request;
 
 pub use delivery::{
+    Confirmation, ConfirmationTime,
     ConfirmationRequired, Delivery, DeliveryRecord, DeliveryStage, DeliveryStatus, TrackingEvent,
     UserAccount,
 };

@@ -1,4 +1,5 @@
-//! Supervisors: OTP-style one-for-one supervision that ractor's core lacks.
+//! Supervisors: OTP-style supervision (one_for_one, one_for_all,
+//! rest_for_one) that ractor's core lacks.
 //!
 //! ractor's default `handle_supervisor_evt` stops the parent when *any*
 //! child exits and has no restart strategy. [`Supervisor`] keeps a
@@ -34,6 +35,11 @@ pub type StartFn = Arc<
         + Sync,
 >;
 
+/// Stops a child gracefully within a timeout (for children that need more
+/// than ractor's `stop`, such as a factory that must drain its jobs).
+pub type StopFn =
+    Arc<dyn Fn(ActorCell, Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// How to (re)start one child.
 #[derive(Clone)]
 pub struct ChildSpec {
@@ -41,6 +47,49 @@ pub struct ChildSpec {
     pub name: String,
     /// Start function.
     pub start: StartFn,
+    /// Graceful stop; `None`: ractor's `stop_and_wait`.
+    pub stop: Option<StopFn>,
+}
+
+/// Stops one child with its own stop function or `stop_and_wait`, killing
+/// it if it does not stop in time.
+async fn stop_child(supervisor: &str, spec: &ChildSpec, cell: ActorCell, timeout: Duration) {
+    match &spec.stop {
+        Some(stop) => stop(cell.clone(), timeout).await,
+        None => {
+            if let Err(e) = cell.stop_and_wait(Some("stop".into()), Some(timeout)).await {
+                tracing::warn!(%supervisor, child = %spec.name, error = %e, "child did not stop in time");
+            }
+        }
+    }
+    if !matches!(cell.get_status(), ractor::ActorStatus::Stopped) {
+        tracing::warn!(%supervisor, child = %spec.name, "killing a child that did not stop");
+        cell.kill();
+    }
+}
+
+/// What a supervisor restarts when one child exits (Erlang/OTP semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Only the child that exited.
+    OneForOne,
+    /// Every child: they depend on each other.
+    OneForAll,
+    /// The child that exited and every child started after it (later
+    /// children depend on earlier ones).
+    RestForOne,
+}
+
+impl Strategy {
+    /// The OTP name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OneForOne => "one_for_one",
+            Self::OneForAll => "one_for_all",
+            Self::RestForOne => "rest_for_one",
+        }
+    }
 }
 
 /// Restart intensity and backoff.
@@ -54,6 +103,8 @@ pub struct RestartPolicy {
     pub min_backoff: Duration,
     /// Cap of the restart delay.
     pub max_backoff: Duration,
+    /// How long a child may take to stop gracefully.
+    pub stop_timeout: Duration,
 }
 
 impl Default for RestartPolicy {
@@ -63,6 +114,7 @@ impl Default for RestartPolicy {
             window: Duration::from_secs(30),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            stop_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -70,8 +122,12 @@ impl Default for RestartPolicy {
 /// Messages of a supervisor.
 #[derive(Debug)]
 pub enum SupervisorMsg {
-    /// Start child `index` (after its backoff).
-    Restart(usize),
+    /// Start these children, in order, if they are not running (after a backoff).
+    Restart(Vec<usize>),
+    /// Operator restart of one child's subtree: stop it gracefully, start it again.
+    RestartChild(String, RpcReplyPort<Result<(), String>>),
+    /// Operator restart of every child: stop all in reverse order, start all in order.
+    RestartAll(RpcReplyPort<Result<(), String>>),
     /// Status of the supervisor and its children.
     Status(RpcReplyPort<SupervisorStatus>),
 }
@@ -96,7 +152,7 @@ pub struct ChildStatus {
     pub name: String,
     /// `running` or `restarting`.
     pub status: &'static str,
-    /// Restarts since start.
+    /// Restarts since start (failures and operator restarts).
     pub restarts: u64,
     /// The last failure, if any.
     pub last_failure: Option<String>,
@@ -115,18 +171,21 @@ struct Child {
 pub struct SupervisorArgs {
     /// Supervisor name.
     pub name: String,
+    /// What to restart when a child exits.
+    pub strategy: Strategy,
     /// Children in start order.
     pub children: Vec<ChildSpec>,
     /// Restart policy.
     pub policy: RestartPolicy,
 }
 
-/// A one-for-one supervisor of static children.
+/// A supervisor of static children with a [`Strategy`].
 pub struct Supervisor;
 
 /// State of a [`Supervisor`].
 pub struct SupervisorState {
     name: String,
+    strategy: Strategy,
     children: Vec<Child>,
     policy: RestartPolicy,
     recent: VecDeque<Instant>,
@@ -158,6 +217,7 @@ impl Actor for Supervisor {
         }
         Ok(SupervisorState {
             name: args.name,
+            strategy: args.strategy,
             children,
             policy: args.policy,
             recent: VecDeque::new(),
@@ -170,16 +230,8 @@ impl Actor for Supervisor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        for child in state.children.iter_mut().rev() {
-            if let Some(cell) = child.cell.take() {
-                if let Err(e) = cell
-                    .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(30)))
-                    .await
-                {
-                    tracing::warn!(supervisor = %state.name, child = %child.spec.name, error = %e, "child did not stop in time");
-                }
-            }
-        }
+        let all: Vec<usize> = (0..state.children.len()).collect();
+        state.stop_children(&all).await;
         Ok(())
     }
 
@@ -190,23 +242,22 @@ impl Actor for Supervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Restart(index) => {
-                let Some(child) = state.children.get_mut(index) else {
-                    return Ok(());
+            SupervisorMsg::Restart(indices) => {
+                if let Err((index, reason)) = state.start_children(&myself, &indices).await {
+                    state.on_exit(&myself, index, Some(reason))?;
+                }
+            }
+            SupervisorMsg::RestartChild(name, reply) => {
+                let result = match state.children.iter().position(|c| c.spec.name == name) {
+                    Some(index) => state.operator_restart(&myself, &[index]).await,
+                    None => Err(format!("{} has no child {name}", state.name)),
                 };
-                if child.cell.is_some() {
-                    return Ok(());
-                }
-                match (child.spec.start)(myself.get_cell()).await {
-                    Ok(cell) => {
-                        tracing::info!(supervisor = %state.name, child = %child.spec.name, "restarted");
-                        child.cell = Some(cell);
-                    }
-                    Err(e) => {
-                        let reason = e.to_string();
-                        state.on_exit(&myself, index, Some(reason))?;
-                    }
-                }
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::RestartAll(reply) => {
+                let all: Vec<usize> = (0..state.children.len()).collect();
+                let result = state.operator_restart(&myself, &all).await;
+                let _ = reply.send(result);
             }
             SupervisorMsg::Status(reply) => {
                 let _ = reply.send(state.status());
@@ -228,6 +279,8 @@ impl Actor for Supervisor {
             }
             _ => return Ok(()),
         };
+        // Children stopped on purpose were detached first, so they do not
+        // match here.
         let Some(index) = state
             .children
             .iter()
@@ -241,7 +294,67 @@ impl Actor for Supervisor {
 }
 
 impl SupervisorState {
-    /// Records an exit and schedules the restart, or escalates.
+    /// Stops the given children gracefully, in reverse start order, each
+    /// detached first so its exit is not taken for a failure.
+    async fn stop_children(&mut self, indices: &[usize]) {
+        for &i in indices.iter().rev() {
+            let Some(child) = self.children.get_mut(i) else { continue };
+            if let Some(cell) = child.cell.take() {
+                stop_child(&self.name, &child.spec, cell, self.policy.stop_timeout).await;
+            }
+        }
+    }
+
+    /// Starts the given children in order; the first failure is returned
+    /// with its index.
+    async fn start_children(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        indices: &[usize],
+    ) -> Result<(), (usize, String)> {
+        for &i in indices {
+            let Some(child) = self.children.get_mut(i) else { continue };
+            if child.cell.is_some() {
+                continue;
+            }
+            match (child.spec.start)(myself.get_cell()).await {
+                Ok(cell) => {
+                    tracing::info!(supervisor = %self.name, child = %child.spec.name, "started");
+                    child.cell = Some(cell);
+                }
+                Err(e) => return Err((i, e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    async fn operator_restart(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        indices: &[usize],
+    ) -> Result<(), String> {
+        tracing::info!(supervisor = %self.name, children = ?indices, "operator restart");
+        self.stop_children(indices).await;
+        for &i in indices {
+            if let Some(c) = self.children.get_mut(i) {
+                c.restarts += 1;
+            }
+        }
+        metrics::counter!(m::ACTOR_RESTARTS_TOTAL, "supervisor" => self.name.clone())
+            .increment(indices.len() as u64);
+        match self.start_children(myself, indices).await {
+            Ok(()) => Ok(()),
+            Err((i, reason)) => {
+                let name = self.children[i].spec.name.clone();
+                // Fall back to the automatic restart with backoff.
+                let _ = self.on_exit(myself, i, Some(reason.clone()));
+                Err(format!("{name} failed to start: {reason}"))
+            }
+        }
+    }
+
+    /// Records an exit and schedules the restarts the strategy asks for, or
+    /// escalates when the intensity limit is exceeded.
     fn on_exit(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
@@ -257,11 +370,14 @@ impl SupervisorState {
             self.recent.pop_front();
         }
         self.recent.push_back(now);
-        let child = &mut self.children[index];
         let reason = reason.unwrap_or_else(|| "unknown".into());
-        tracing::error!(supervisor = %self.name, child = %child.spec.name, %reason, "child exited");
-        child.restarts += 1;
-        child.last_failure = Some((reason.clone(), Utc::now()));
+        let child_name = self.children[index].spec.name.clone();
+        tracing::error!(supervisor = %self.name, child = %child_name, %reason, strategy = self.strategy.name(), "child exited");
+        {
+            let child = &mut self.children[index];
+            child.restarts += 1;
+            child.last_failure = Some((reason.clone(), Utc::now()));
+        }
         metrics::counter!(m::ACTOR_RESTARTS_TOTAL, "supervisor" => self.name.clone()).increment(1);
         if self.recent.len() > self.policy.max_restarts {
             return Err(format!(
@@ -269,10 +385,37 @@ impl SupervisorState {
                 self.name,
                 self.recent.len(),
                 self.policy.window,
-                child.spec.name,
+                child_name,
                 reason
             )
             .into());
+        }
+        let affected: Vec<usize> = match self.strategy {
+            Strategy::OneForOne => vec![index],
+            Strategy::OneForAll => (0..self.children.len()).collect(),
+            Strategy::RestForOne => (index..self.children.len()).collect(),
+        };
+        // Siblings that must restart with the failed child are stopped now,
+        // in reverse order; the restart itself waits for the backoff.
+        let siblings: Vec<usize> = affected.iter().copied().filter(|&i| i != index).collect();
+        if !siblings.is_empty() {
+            let cells: Vec<(ChildSpec, ActorCell)> = siblings
+                .iter()
+                .rev()
+                .filter_map(|&i| {
+                    let c = &mut self.children[i];
+                    c.cell.take().map(|cell| (c.spec.clone(), cell))
+                })
+                .collect();
+            let timeout = self.policy.stop_timeout;
+            let name = self.name.clone();
+            // Stopping waits for the siblings' own shutdown: do it off the
+            // supervisor's mailbox so status queries keep being answered.
+            tokio::spawn(async move {
+                for (spec, cell) in cells {
+                    stop_child(&name, &spec, cell, timeout).await;
+                }
+            });
         }
         let exp = u32::try_from(self.recent.len().saturating_sub(1))
             .unwrap_or(u32::MAX)
@@ -282,14 +425,14 @@ impl SupervisorState {
             .min_backoff
             .saturating_mul(1 << exp)
             .min(self.policy.max_backoff);
-        myself.send_after(delay, move || SupervisorMsg::Restart(index));
+        myself.send_after(delay, move || SupervisorMsg::Restart(affected));
         Ok(())
     }
 
     fn status(&self) -> SupervisorStatus {
         SupervisorStatus {
             name: self.name.clone(),
-            strategy: "one_for_one",
+            strategy: self.strategy.name(),
             children: self
                 .children
                 .iter()

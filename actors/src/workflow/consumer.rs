@@ -1,5 +1,7 @@
-//! The competing-consumer pool: a pump that pulls from the queue and a ractor
-//! factory of workflow workers.
+//! The competing-consumer pool: the `workflow` factory of workflow workers
+//! and the `pump` that feeds it from the queue, both under the `consumers`
+//! supervisor (one_for_all: a pump without its pool, or a pool without its
+//! pump, is useless).
 //!
 //! The pump holds one semaphore permit per message it has received and not
 //! yet settled, so it never holds more than `prefetch` messages: the queue,
@@ -13,6 +15,7 @@
 //! redelivers it. Workers never return `Err` for a bad message: that is an
 //! [`Outcome`](super::Outcome), not a crash.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +23,7 @@ use ractor::factory::{
     queues, routing, Factory, FactoryArguments, FactoryMessage, FactoryRef, Job, Worker,
     WorkerBuilder, WorkerId,
 };
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{process, settle};
@@ -37,6 +40,10 @@ pub struct WorkflowJob {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Workers started since the engine started: more than the pool width means
+/// workers crashed and were replaced.
+pub static WORKER_STARTS: AtomicU64 = AtomicU64::new(0);
+
 /// Factory worker running the workflow.
 pub struct WorkflowWorker;
 
@@ -52,6 +59,7 @@ impl Worker for WorkflowWorker {
         _factory: &ActorRef<FactoryMessage<String, WorkflowJob>>,
         ctx: Arc<Context>,
     ) -> Result<Self::State, ActorProcessingErr> {
+        WORKER_STARTS.fetch_add(1, Ordering::Relaxed);
         Ok(ctx)
     }
 
@@ -64,6 +72,7 @@ impl Worker for WorkflowWorker {
     ) -> Result<String, ActorProcessingErr> {
         let outcome = process(ctx, &msg.received.message).await;
         settle(ctx, &msg.received, outcome).await;
+        ctx.in_flight.remove(&msg.received.lock);
         drop(msg);
         metrics::gauge!(m::MESSAGES_IN_FLIGHT).decrement(1.0);
         Ok(key)
@@ -87,54 +96,71 @@ type WorkflowFactory = Factory<
     queues::DefaultQueue<String, WorkflowJob>,
 >;
 
-/// Messages of the consumer actor.
+/// Starts the `workflow` factory linked to `supervisor`.
+pub async fn start_workflow(ctx: Arc<Context>, supervisor: ActorCell) -> Result<ActorCell, SpawnErr> {
+    let args = FactoryArguments::builder()
+        .worker_builder(Box::new(Builder(Arc::clone(&ctx))))
+        .queue(Default::default())
+        .router(Default::default())
+        .num_initial_workers(ctx.config.consumers.max(1))
+        .build();
+    let (factory, _) = Actor::spawn_linked(
+        Some(ctx.name("workflow")),
+        WorkflowFactory::default(),
+        args,
+        supervisor,
+    )
+    .await?;
+    Ok(factory.get_cell())
+}
+
+/// Stops the `workflow` factory gracefully: it finishes the jobs it holds
+/// (their messages are then settled), then stops.
+pub async fn drain_workflow(cell: ActorCell, timeout: Duration) {
+    let factory: FactoryRef<String, WorkflowJob> = ActorRef::from(cell.clone());
+    if factory.drain_requests().is_ok() {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while cell.get_status() != ractor::ActorStatus::Stopped
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Messages of the pump.
 #[derive(Debug)]
-pub enum ConsumerMsg {
+pub enum PumpMsg {
     /// Pull the next batch.
     Pump,
 }
 
-/// The `consumers` actor: owns the pump and the worker factory.
-pub struct Consumers;
+/// The `pump`: pulls messages from the queue into the `workflow` factory.
+pub struct Pump;
 
 /// Its state.
-pub struct ConsumersState {
+pub struct PumpState {
     ctx: Arc<Context>,
-    factory: FactoryRef<String, WorkflowJob>,
     permits: Arc<Semaphore>,
     failures: u32,
     _live: LiveActor,
 }
 
-impl Actor for Consumers {
-    type Msg = ConsumerMsg;
-    type State = ConsumersState;
+impl Actor for Pump {
+    type Msg = PumpMsg;
+    type State = PumpState;
     type Arguments = Arc<Context>;
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         ctx: Arc<Context>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let args = FactoryArguments::builder()
-            .worker_builder(Box::new(Builder(Arc::clone(&ctx))))
-            .queue(Default::default())
-            .router(Default::default())
-            .num_initial_workers(ctx.config.consumers.max(1))
-            .build();
-        let (factory, _) = Actor::spawn_linked(
-            Some(ctx.name("workflow")),
-            WorkflowFactory::default(),
-            args,
-            myself.get_cell(),
-        )
-        .await?;
-        Ok(ConsumersState {
+        Ok(PumpState {
             permits: Arc::new(Semaphore::new(ctx.config.prefetch.max(1))),
             ctx,
-            factory,
             failures: 0,
-            _live: LiveActor::new("consumer"),
+            _live: LiveActor::new("pump"),
         })
     }
 
@@ -143,27 +169,7 @@ impl Actor for Consumers {
         myself: ActorRef<Self::Msg>,
         _state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        myself.cast(ConsumerMsg::Pump)?;
-        Ok(())
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // Finish the jobs already handed to the pool; their messages are then
-        // settled. Anything not finished in time keeps its lock and is
-        // redelivered by the broker.
-        let cell = state.factory.get_cell();
-        if state.factory.drain_requests().is_ok() {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            while cell.get_status() != ractor::ActorStatus::Stopped
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        myself.cast(PumpMsg::Pump)?;
         Ok(())
     }
 
@@ -173,45 +179,30 @@ impl Actor for Consumers {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let ConsumerMsg::Pump = msg;
+        let PumpMsg::Pump = msg;
         match state.pump().await {
             Ok(()) => {
                 state.failures = 0;
-                myself.cast(ConsumerMsg::Pump)?;
+                myself.cast(PumpMsg::Pump)?;
             }
             Err(e) => {
                 state.failures = state.failures.saturating_add(1);
-                let delay =
-                    Duration::from_millis(100u64.saturating_mul(1 << state.failures.min(7)));
+                let delay = Duration::from_millis(100u64.saturating_mul(1 << state.failures.min(7)));
                 tracing::warn!(error = %e, ?delay, "queue receive failed; backing off");
-                myself.send_after(delay, || ConsumerMsg::Pump);
+                myself.send_after(delay, || PumpMsg::Pump);
             }
         }
         Ok(())
     }
-
-    async fn handle_supervisor_evt(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        event: SupervisionEvent,
-        _state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match event {
-            // The factory is this actor's reason to exist: if it dies, fail so
-            // the parent supervisor restarts the whole pool.
-            SupervisionEvent::ActorFailed(_, err) => {
-                Err(format!("workflow pool failed: {err}").into())
-            }
-            SupervisionEvent::ActorTerminated(_, _, reason) => {
-                Err(format!("workflow pool stopped: {}", reason.unwrap_or_default()).into())
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
-impl ConsumersState {
+impl PumpState {
     async fn pump(&mut self) -> Result<(), String> {
+        let Some(factory) = ActorRef::<FactoryMessage<String, WorkflowJob>>::where_is(
+            self.ctx.name("workflow"),
+        ) else {
+            return Err("the workflow pool is not running".into());
+        };
         // Wait (bounded, so a stop request is seen) for room in the pool.
         let first = match tokio::time::timeout(
             Duration::from_secs(1),
@@ -238,14 +229,15 @@ impl ConsumersState {
             .map_err(|e| e.to_string())?;
         for (received, permit) in received.into_iter().zip(permits) {
             let key = received.message.routing_key();
+            self.ctx.in_flight.insert(&received.lock);
             metrics::gauge!(m::MESSAGES_IN_FLIGHT).increment(1.0);
             let job = WorkflowJob {
                 received,
                 _permit: permit,
             };
-            if let Err(e) = self.factory.dispatch(key, job) {
-                // The pool is stopping; the message keeps its lock and is
-                // redelivered after it expires.
+            if let Err(e) = factory.dispatch(key, job) {
+                // The pool is stopping; the message stays in `in_flight` and
+                // is abandoned at shutdown (or its lock expires).
                 metrics::gauge!(m::MESSAGES_IN_FLIGHT).decrement(1.0);
                 return Err(format!("workflow pool refused a job: {e}"));
             }

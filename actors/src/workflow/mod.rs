@@ -21,7 +21,9 @@ use std::time::Duration;
 use chrono::Utc;
 use ractor::rpc::CallResult;
 
-pub use consumer::{ConsumerMsg, Consumers, WorkflowJob, WorkflowWorker};
+pub use consumer::{
+    drain_workflow, start_workflow, Pump, PumpMsg, WorkflowJob, WorkflowWorker, WORKER_STARTS,
+};
 
 use crate::context::Context;
 use crate::delivery::{CreateOutcome, DeliveryError, DeliveryMsg, NewDelivery};

@@ -204,6 +204,13 @@ impl DeadLetterStore for MemoryDeadLetterStore {
         Ok(self.letters.read_map().len() as u64)
     }
 
+    async fn remove(&self, id: &str) -> StoreResult<bool> {
+        let mut all = self.letters.write_map();
+        let before = all.len();
+        all.retain(|l| l.id != id);
+        Ok(all.len() != before)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }

@@ -128,6 +128,14 @@ impl DeadLetterStore for MongoDeadLetterStore {
             .map_err(|e| store_error("deadletters.count", e))
     }
 
+    async fn remove(&self, id: &str) -> StoreResult<bool> {
+        self.letters
+            .delete_one(doc! { "_id": id })
+            .await
+            .map(|r| r.deleted_count > 0)
+            .map_err(|e| store_error("deadletters.remove", e))
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         ping(&self.db).await
     }
