@@ -27,6 +27,8 @@ pub struct Context {
     /// within the grace period) is abandoned, so the broker redelivers it
     /// at once instead of after the lock expires.
     pub in_flight: InFlight,
+    /// Circuit breakers of the stores the workflow writes to.
+    pub breakers: crate::breaker::Breakers,
 }
 
 /// The set of unsettled locks (see [`Context::in_flight`]).
@@ -84,6 +86,7 @@ impl Context {
             config,
             backends,
             in_flight: InFlight::default(),
+            breakers: crate::breaker::Breakers::new(5, std::time::Duration::from_secs(5)),
         })
     }
 

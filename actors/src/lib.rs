@@ -34,6 +34,7 @@
 //! `supervisor`), each with its message enum; `domain` holds plain data and
 //! rules; `ports` the backend traits; `tree` builds everything.
 
+pub mod breaker;
 pub mod config;
 pub mod context;
 pub mod delivery;

@@ -31,6 +31,12 @@ pub const DEAD_LETTERS_REPLAYED_TOTAL: &str = "dronedelivery_dead_letters_replay
 pub const DEAD_LETTERS_TOTAL: &str = "dronedelivery_dead_letters_total";
 /// Live actors, by kind (delivery, drone, fleet, supervisor, consumer).
 pub const ACTORS_LIVE: &str = "dronedelivery_actors_live";
+/// Circuit breaker state by backend: 0 closed, 1 open, 2 half-open.
+pub const BREAKER_STATE: &str = "dronedelivery_breaker_state";
+/// Delivery actors activated (loaded from the store).
+pub const ACTIVATIONS_TOTAL: &str = "dronedelivery_actor_activations_total";
+/// Delivery actors stopped after an idle period.
+pub const PASSIVATIONS_TOTAL: &str = "dronedelivery_actor_passivations_total";
 /// Actor restarts, by supervisor.
 pub const ACTOR_RESTARTS_TOTAL: &str = "dronedelivery_actor_restarts_total";
 /// Deliveries waiting for a free drone.

@@ -20,14 +20,15 @@ use crate::config::TreeConfig;
 use crate::context::Context;
 use crate::delivery::{DeliveryError, DeliveryMsg};
 use crate::domain::{
-    Confirmation, DeliveryRecord, DeliveryStage, DeliveryStatus, Package, PackagePatch, TrackingEvent, Upserted,
+    Confirmation, DeliveryRecord, DeliveryStage, DeliveryStatus, Package, PackagePatch,
+    TrackingEvent, Upserted,
 };
-use crate::ports::{DeadLetter, IdempotencyStore, NotifyMeRequest, StoreError, Utilization};
 use crate::fleet::{FleetActor, FleetSnapshot};
 use crate::ports::{Backends, QueueMessage, StoreResult};
+use crate::ports::{DeadLetter, IdempotencyStore, NotifyMeRequest, StoreError, Utilization};
 use crate::supervisor::{
-    ChildSpec, DeliveriesSupervisor, RestartPolicy, StartFn, Supervisor, SupervisorArgs,
-    Strategy, SupervisorMsg, SupervisorStatus,
+    ChildSpec, DeliveriesSupervisor, RestartPolicy, StartFn, Strategy, Supervisor, SupervisorArgs,
+    SupervisorMsg, SupervisorStatus,
 };
 use crate::workflow::{drain_workflow, start_workflow, Pump};
 
@@ -227,10 +228,19 @@ impl Engine {
         }
         let unfinished = self.ctx.in_flight.take_all();
         if !unfinished.is_empty() {
-            tracing::warn!(messages = unfinished.len(), "returning unfinished messages to the queue");
+            tracing::warn!(
+                messages = unfinished.len(),
+                "returning unfinished messages to the queue"
+            );
         }
         for lock in unfinished {
-            if let Err(e) = self.ctx.backends.queue.abandon(&lock, std::time::Duration::ZERO).await {
+            if let Err(e) = self
+                .ctx
+                .backends
+                .queue
+                .abandon(&lock, std::time::Duration::ZERO)
+                .await
+            {
                 tracing::warn!(error = %e, "could not return a message; its lock will expire");
             }
         }
@@ -261,7 +271,9 @@ impl Engine {
             strategy: Strategy::OneForOne.name(),
             status: if root.is_some() { "running" } else { "stopped" },
             children: root.as_ref().map_or(0, |r| r.children.len()),
-            restarts: root.as_ref().map_or(0, |r| r.children.iter().map(|c| c.restarts).sum()),
+            restarts: root
+                .as_ref()
+                .map_or(0, |r| r.children.iter().map(|c| c.restarts).sum()),
             last_failure: root.as_ref().and_then(|r| latest_failure(&r.children)),
         });
         let fleet = self.fleet().await;
@@ -277,8 +289,13 @@ impl Engine {
         });
         let deliveries_cell = ractor::registry::where_is(self.ctx.name("deliveries"));
         let deliveries_child = child("deliveries");
-        let failures = match ActorRef::<crate::supervisor::DeliveriesMsg>::where_is(self.ctx.name("deliveries")) {
-            Some(d) => match d.call(crate::supervisor::DeliveriesMsg::Failures, timeout).await {
+        let failures = match ActorRef::<crate::supervisor::DeliveriesMsg>::where_is(
+            self.ctx.name("deliveries"),
+        ) {
+            Some(d) => match d
+                .call(crate::supervisor::DeliveriesMsg::Failures, timeout)
+                .await
+            {
                 Ok(CallResult::Success(n)) => n,
                 _ => 0,
             },
@@ -290,7 +307,9 @@ impl Engine {
             status: status_of(deliveries_child.as_ref(), deliveries_cell.is_some()),
             children: deliveries_cell.map_or(0, |c| c.get_children().len()),
             restarts: failures + deliveries_child.as_ref().map_or(0, |c| c.restarts),
-            last_failure: deliveries_child.as_ref().and_then(|c| c.last_failure.clone()),
+            last_failure: deliveries_child
+                .as_ref()
+                .and_then(|c| c.last_failure.clone()),
         });
         let consumers_child = child("consumers");
         out.push(SupervisorInfo {
@@ -299,11 +318,17 @@ impl Engine {
             status: status_of(consumers_child.as_ref(), consumers.is_some()),
             children: consumers.as_ref().map_or(0, |c| c.children.len()),
             restarts: consumers_child.as_ref().map_or(0, |c| c.restarts)
-                + consumers.as_ref().map_or(0, |c| c.children.iter().map(|x| x.restarts).sum()),
+                + consumers
+                    .as_ref()
+                    .map_or(0, |c| c.children.iter().map(|x| x.restarts).sum()),
             last_failure: consumers
                 .as_ref()
                 .and_then(|c| latest_failure(&c.children))
-                .or_else(|| consumers_child.as_ref().and_then(|c| c.last_failure.clone())),
+                .or_else(|| {
+                    consumers_child
+                        .as_ref()
+                        .and_then(|c| c.last_failure.clone())
+                }),
         });
         let workflow_child = consumers
             .as_ref()
@@ -318,7 +343,8 @@ impl Engine {
             children: workflow_cell.map_or(0, |c| c.get_children().len()),
             // Workers started beyond the pool width replaced crashed ones
             // (a restart of the whole pool starts `width` more).
-            restarts: starts.saturating_sub(width * (1 + workflow_child.as_ref().map_or(0, |c| c.restarts))),
+            restarts: starts
+                .saturating_sub(width * (1 + workflow_child.as_ref().map_or(0, |c| c.restarts))),
             last_failure: workflow_child.as_ref().and_then(|c| c.last_failure.clone()),
         });
         out
@@ -329,7 +355,10 @@ impl Engine {
     /// it again. `root` restarts every child of the root. Returns the new
     /// status, or `NotFound` for an unknown name.
     pub async fn restart_supervisor(&self, name: &str) -> Result<SupervisorInfo, CommandError> {
-        let timeout = Some(self.ctx.config.shutdown_grace * 3);
+        // Answer within an HTTP request's lifetime; a restart that takes
+        // longer goes on and shows in the tree's status.
+        let timeout =
+            Some((self.ctx.config.shutdown_grace * 3).min(std::time::Duration::from_secs(25)));
         let result = match name {
             "root" => self.root.call(SupervisorMsg::RestartAll, timeout).await,
             "fleet" | "deliveries" | "consumers" => {
@@ -342,7 +371,10 @@ impl Engine {
                 let consumers = ActorRef::<SupervisorMsg>::where_is(self.ctx.name("consumers"))
                     .ok_or_else(|| CommandError::Unavailable("consumers is not running".into()))?;
                 consumers
-                    .call(|reply| SupervisorMsg::RestartChild("workflow".into(), reply), timeout)
+                    .call(
+                        |reply| SupervisorMsg::RestartChild("workflow".into(), reply),
+                        timeout,
+                    )
                     .await
             }
             _ => return Err(CommandError::NotFound),
@@ -351,7 +383,9 @@ impl Engine {
             Ok(CallResult::Success(Ok(()))) => {}
             Ok(CallResult::Success(Err(e))) => return Err(CommandError::Unavailable(e)),
             Ok(_) | Err(_) => {
-                return Err(CommandError::Unavailable("the supervisor did not answer".into()))
+                return Err(CommandError::Unavailable(
+                    "the supervisor did not answer".into(),
+                ))
             }
         }
         self.supervisor_tree()
@@ -435,8 +469,17 @@ impl Engine {
 
     /// Drone utilisation of an owner in a month (UTC), from the history of
     /// finished deliveries.
-    pub async fn utilization(&self, owner_id: &str, year: i32, month: u32) -> StoreResult<Utilization> {
-        self.ctx.backends.history.utilization(owner_id, year, month).await
+    pub async fn utilization(
+        &self,
+        owner_id: &str,
+        year: i32,
+        month: u32,
+    ) -> StoreResult<Utilization> {
+        self.ctx
+            .backends
+            .history
+            .utilization(owner_id, year, month)
+            .await
     }
 
     /// Records a notify-me request for an existing delivery.
@@ -472,19 +515,30 @@ impl Engine {
             .map_err(|e| CommandError::Unavailable(e.to_string()))?;
         let confirmation = Box::new(confirmation);
         match actor
-            .call(|reply| DeliveryMsg::Confirm(confirmation, reply), Some(self.ctx.config.call_timeout))
+            .call(
+                |reply| DeliveryMsg::Confirm(confirmation, reply),
+                Some(self.ctx.config.call_timeout),
+            )
             .await
         {
             Ok(CallResult::Success(Ok(()))) => Ok(()),
             Ok(CallResult::Success(Err(DeliveryError::NotFound))) => Err(CommandError::NotFound),
-            Ok(CallResult::Success(Err(DeliveryError::WrongStage(stage)))) => Err(CommandError::WrongStage(stage)),
+            Ok(CallResult::Success(Err(DeliveryError::WrongStage(stage)))) => {
+                Err(CommandError::WrongStage(stage))
+            }
             Ok(CallResult::Success(Err(e))) => Err(CommandError::Unavailable(e.to_string())),
-            Ok(_) | Err(_) => Err(CommandError::Unavailable("the delivery actor did not answer".into())),
+            Ok(_) | Err(_) => Err(CommandError::Unavailable(
+                "the delivery actor did not answer".into(),
+            )),
         }
     }
 
     /// Dead letters, newest first, and how many there are in all.
-    pub async fn dead_letters(&self, offset: usize, limit: usize) -> StoreResult<(Vec<DeadLetter>, u64)> {
+    pub async fn dead_letters(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> StoreResult<(Vec<DeadLetter>, u64)> {
         let page = self.ctx.backends.dead_letters.list(offset, limit).await?;
         let total = self.ctx.backends.dead_letters.count().await?;
         Ok((page, total))
@@ -501,10 +555,18 @@ impl Engine {
             .get(id)
             .await?
             .ok_or(CommandError::NotFound)?;
-        let mut message = letter.message;
+        let mut message = letter.message.clone();
         message.enqueued_at = chrono::Utc::now();
-        self.ctx.backends.queue.send(message.clone()).await?;
+        // Remove first: if the replayed message fails again quickly, its new
+        // dead letter must not be deleted by this replay. If the send fails,
+        // the dead letter is put back.
         self.ctx.backends.dead_letters.remove(id).await?;
+        if let Err(e) = self.ctx.backends.queue.send(message.clone()).await {
+            if let Err(e2) = self.ctx.backends.dead_letters.put(letter).await {
+                tracing::error!(message_id = %id, error = %e2, "could not restore a dead letter after a failed replay");
+            }
+            return Err(e.into());
+        }
         metrics::counter!(crate::metrics::DEAD_LETTERS_REPLAYED_TOTAL).increment(1);
         tracing::info!(message_id = %id, "dead letter replayed");
         Ok(message)

@@ -74,6 +74,7 @@ impl Application {
             render_metrics: Arc::new(move || {
                 prometheus.as_ref().map(|h| h.render()).unwrap_or_default()
             }),
+            admin_token: args.admin_token.as_ref().map(|t| Arc::from(t.expose())),
         };
         let gauges = tokio::spawn(refresh_gauges(engine.clone()));
         tracing::info!(%address, "listening");
@@ -141,7 +142,9 @@ impl Application {
             anyhow::bail!("the actor tree stopped: the root supervisor gave up");
         }
         tracing::info!("shutting down: HTTP stopped accepting, draining the actor tree");
-        match tokio::time::timeout(Duration::from_secs(30), server).await {
+        // Long-lived responses (event streams) would hold a graceful HTTP
+        // shutdown open: give requests a moment, then drain the tree anyway.
+        match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server error during shutdown"),
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),

@@ -530,3 +530,28 @@ async fn victim_pending(r: &mut redis::aio::MultiplexedConnection, prefix: &str)
     }
     total
 }
+
+#[tokio::test]
+async fn sigterm_under_load_exits_cleanly_and_loses_nothing() {
+    let shared = Shared::new();
+    let mut first = shared.spawn("a", &["--shutdown-grace-secs", "10"]);
+    first.ready().await;
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let mut body = ri_example();
+        body["pickupLocation"] = json!(format!("pickup {i}"));
+        ids.push(first.post(&body).await);
+    }
+    // Stop while the queue is still full of work.
+    let status = first.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+
+    // Everything accepted is finished by the next engine on the same stores.
+    let mut second = shared.spawn("a", &[]);
+    second.ready().await;
+    for id in &ids {
+        second.wait_completed(id, Duration::from_secs(90)).await;
+    }
+    second.kill();
+    shared.cleanup().await;
+}

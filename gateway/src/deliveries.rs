@@ -2,8 +2,10 @@
 //! GET routes). Reads go straight to the store through the engine handle and
 //! never wake a delivery actor, so polling clients cost no actor work.
 //!
-//! Writes (PUT, PATCH, DELETE, confirmations) were internal calls of the
-//! original workflow; here the actors own them, so they have no routes.
+//! Writes (PUT, PATCH, DELETE) were internal calls of the original workflow;
+//! here the actors own them, so they have no routes. What the recipient posts
+//! (notify-me requests, confirmations) is in [`crate::recipient`], the live
+//! event stream in [`crate::tracking`].
 
 use axum::extract::{Path, State};
 use axum::routing::get;

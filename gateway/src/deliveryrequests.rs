@@ -5,19 +5,22 @@
 //! whose `@Async` send ran after the response, every answer here is sent only
 //! once the broker accepted the message, so a 2xx means "queued", and a queue
 //! outage is a 503 the client can retry instead of a silently lost request.
+//!
+//! `POST` also honours an `Idempotency-Key` header, so that such a retry does
+//! not create a second delivery: see [`crate::idempotency`].
 
 use axum::extract::{Path, State};
-use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{patch, post};
-use axum::{Json, Router};
+use axum::Router;
 use dronedelivery_actors::domain::{DeliveryRequest, DeliveryStage, RescheduleRequest};
 use dronedelivery_actors::metrics::DELIVERIES_ACCEPTED_TOTAL;
 use dronedelivery_actors::ports::{Operation, QueueMessage};
 
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::idempotency::{self, StoredAnswer, KEY_TTL};
 use crate::state::{correlation_id, encode_segment, AppState};
 
 /// Routes of the ingestion API.
@@ -34,28 +37,81 @@ pub fn router() -> Router<AppState> {
 /// id (UUIDv4; a `deliveryId` in the body is ignored, as in the original),
 /// queues it and answers **202** with the echo and
 /// `Location: /api/deliveries/{id}`, where the client polls for the result.
+///
+/// With an `Idempotency-Key` header the id is derived from the key and the
+/// first answer is replayed to repeats; see [`crate::idempotency`].
 async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let id = uuid::Uuid::new_v4().to_string();
-    let request = DeliveryRequest::from_external(&body, id.clone())?;
+    let key = idempotency::key(&headers)?;
+    let mut request = DeliveryRequest::from_external(&body, String::new())?;
+    let Some(key) = key else {
+        request.delivery_id = uuid::Uuid::new_v4().to_string();
+        queue_delivery(&state, &request, &headers).await?;
+        metrics::counter!(DELIVERIES_ACCEPTED_TOTAL).increment(1);
+        return Ok(answer(&request).response(false));
+    };
+    request.delivery_id = idempotency::delivery_id(&request.owner_id, &key);
+    let answer = answer(&request);
+    let stored = state
+        .engine
+        .idempotency()
+        .put_if_absent(&idempotency::store_key(&key), &answer.to_json(), KEY_TTL)
+        .await?;
+    let Some(stored) = stored else {
+        // First request with this key: its answer is stored already, but is
+        // only sent once the message is queued (a failed submit is a 503,
+        // and a retry queues again, below).
+        queue_delivery(&state, &request, &headers).await?;
+        metrics::counter!(DELIVERIES_ACCEPTED_TOTAL).increment(1);
+        return Ok(answer.response(false));
+    };
+    let stored = StoredAnswer::from_json(&stored)?;
+    if stored.fingerprint != answer.fingerprint {
+        return Err(ApiError::Unprocessable(
+            "this Idempotency-Key was already used with a different request".into(),
+        ));
+    }
+    if state.engine.delivery(&stored.delivery_id).await?.is_none() {
+        // Not created yet: the first request's submit may have failed, or its
+        // message is still queued. Queue it (again): the workflow creates a
+        // delivery once per id, so a duplicate is ignored.
+        tracing::info!(delivery_id = %stored.delivery_id, "idempotent repeat of a delivery not created yet: queueing it again");
+        queue_delivery(&state, &request, &headers).await?;
+    }
+    Ok(stored.response(true))
+}
+
+/// The 202 answer to a delivery request (stored under its idempotency key,
+/// if it has one).
+fn answer(request: &DeliveryRequest) -> StoredAnswer {
+    StoredAnswer {
+        fingerprint: idempotency::fingerprint(&request.to_message_json()),
+        delivery_id: request.delivery_id.clone(),
+        status: StatusCode::ACCEPTED.as_u16(),
+        location: format!("/api/deliveries/{}", encode_segment(&request.delivery_id)),
+        body: request.to_external_json(),
+    }
+}
+
+/// Puts a create on the queue; returns once the broker accepted it. The
+/// accepted-deliveries metric is the caller's: a re-queued idempotent repeat
+/// is not a new delivery.
+async fn queue_delivery(
+    state: &AppState,
+    request: &DeliveryRequest,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let message = QueueMessage::new(
         Operation::Delivery,
         &request.to_message_json(),
-        correlation_id(&headers),
+        correlation_id(headers),
     );
     state.engine.submit(message).await?;
-    metrics::counter!(DELIVERIES_ACCEPTED_TOTAL).increment(1);
-    tracing::info!(delivery_id = %id, "delivery request queued");
-    let location = format!("/api/deliveries/{}", encode_segment(&id));
-    Ok((
-        StatusCode::ACCEPTED,
-        [(LOCATION, location)],
-        Json(request.to_external_json()),
-    )
-        .into_response())
+    tracing::info!(delivery_id = %request.delivery_id, "delivery request queued");
+    Ok(())
 }
 
 /// `PATCH /api/deliveryrequests/{id}`: validates the new pickup, dropoff,

@@ -5,11 +5,12 @@
 //! mapping from a domain or backend failure to an HTTP status lives here and
 //! nowhere else.
 
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dronedelivery_actors::domain::{FieldError, ValidationError};
 use dronedelivery_actors::ports::StoreError;
+use dronedelivery_actors::CommandError;
 use serde_json::json;
 
 /// Media type of every error body (RFC 9457 §3).
@@ -22,6 +23,9 @@ const INTERNAL_DETAIL: &str = "an internal error occurred; it has been logged";
 /// Detail given to clients when a backend is down: which backend and why is
 /// logged, not sent, for the same reason as [`INTERNAL_DETAIL`].
 const BACKEND_DETAIL: &str = "a backend is temporarily unavailable; retry later";
+
+/// `WWW-Authenticate` challenge of a 401 (RFC 6750 §3).
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"dronedelivery-admin\"";
 
 /// Everything that can go wrong while serving a request, one variant per HTTP
 /// status the gateway answers with on its own. Each renders as a problem
@@ -53,6 +57,17 @@ pub enum ApiError {
     /// 405: the path exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 401 with `WWW-Authenticate: Bearer`: credentials are missing or not a
+    /// well-formed bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: well-formed credentials that do not grant access.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 422: the request is well-formed but cannot be processed as sent (an
+    /// `Idempotency-Key` reused with a different body).
+    #[error("{0}")]
+    Unprocessable(String),
     /// 409: the request contradicts the resource's state (rescheduling a
     /// delivery already on its way to the dropoff, cancelling a completed one).
     #[error("{0}")]
@@ -77,6 +92,9 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -88,9 +106,13 @@ impl ApiError {
         match self {
             Self::Validation(e) => e.to_string(),
             Self::BadJson(m) => format!("malformed JSON: {m}"),
-            Self::BadRequest(m) | Self::NotFound(m) | Self::Conflict(m) | Self::Unavailable(m) => {
-                m.clone()
-            }
+            Self::BadRequest(m)
+            | Self::NotFound(m)
+            | Self::Conflict(m)
+            | Self::Unavailable(m)
+            | Self::Unauthorized(m)
+            | Self::Forbidden(m)
+            | Self::Unprocessable(m) => m.clone(),
             Self::UnsupportedMediaType => {
                 "the request body must be JSON (Content-Type: application/json or a +json type)"
                     .into()
@@ -120,6 +142,25 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Refused engine commands, with generic details: handlers that can name
+/// the resource match `NotFound` themselves first. `Unavailable` carries a
+/// backend's or actor's reason, which is logged, not sent.
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::NotFound => Self::NotFound("not found".into()),
+            CommandError::WrongStage(stage) => Self::Conflict(format!(
+                "not possible while the delivery is {}",
+                stage.name()
+            )),
+            CommandError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "engine command unavailable");
+                Self::Unavailable(BACKEND_DETAIL.into())
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Internal(cause) = &self {
@@ -135,6 +176,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(BEARER_CHALLENGE));
         }
         response
     }
@@ -257,11 +303,43 @@ mod tests {
             (ApiError::NotFound("delivery x not found".into()), 404),
             (ApiError::MethodNotAllowed, 405),
             (ApiError::Conflict("cannot cancel".into()), 409),
+            (ApiError::Forbidden("wrong token".into()), 403),
+            (ApiError::Unprocessable("key reused".into()), 422),
         ] {
             let (status, ct, _, body) = render(e).await;
             assert_eq!(status.as_u16(), s);
             assert_eq!(ct.as_deref(), Some(PROBLEM_JSON));
             assert_eq!(body["status"], s);
         }
+    }
+
+    #[tokio::test]
+    async fn unauthorized_sends_a_bearer_challenge() {
+        let r = ApiError::Unauthorized("missing bearer token".into()).into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let challenge = r
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(challenge.starts_with("Bearer"), "{challenge}");
+    }
+
+    #[tokio::test]
+    async fn command_errors_map_by_kind() {
+        use dronedelivery_actors::domain::DeliveryStage;
+        let (status, _, _, _) = render(CommandError::NotFound.into()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, _, body) =
+            render(CommandError::WrongStage(DeliveryStage::HeadedToPickup).into()).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("HeadedToPickup")));
+        let (status, _, retry, body) =
+            render(CommandError::Unavailable("redis at 10.0.0.5".into()).into()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(!body.to_string().contains("10.0.0.5"));
     }
 }

@@ -6,11 +6,15 @@
 //!
 //! ## Design
 //! - **One `router()` per resource.** [`deliveryrequests`] (ingestion: POST,
-//!   PATCH, DELETE, all queued), [`deliveries`] (reads), [`packages`]
-//!   (upsert, patch, read) and [`probes`] (`/healthz`, `/readyz`,
-//!   `/metrics`) each expose `router() -> Router<AppState>`; [`app`] merges
-//!   them, provides the state and adds the middleware. A resource's routes,
-//!   handlers and contract notes live together.
+//!   PATCH, DELETE, all queued; `Idempotency-Key` handled by
+//!   [`idempotency`]), [`deliveries`] (reads), [`tracking`] (live SSE stream
+//!   of a delivery), [`recipient`] (notify-me requests and confirmations),
+//!   [`utilization`] (drone utilisation per owner and month), [`packages`]
+//!   (upsert, patch, read), [`probes`] (`/healthz`, `/readyz`, `/metrics`)
+//!   and [`admin`] (operator API under `/admin`, bearer token) each expose
+//!   `router() -> Router<AppState>`; [`app`] merges them, provides the state
+//!   and adds the middleware. A resource's routes, handlers and contract
+//!   notes live together.
 //! - **Handlers are thin.** Validation is the domain's
 //!   ([`dronedelivery_actors::domain::DeliveryRequest::from_external`] and
 //!   friends); handlers parse the body, call the engine and map the outcome.
@@ -47,14 +51,19 @@
 //! // equivalently: axum::serve(listener, app(state).into_make_service())
 //! ```
 
+pub mod admin;
 pub mod deliveries;
 pub mod deliveryrequests;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod middleware;
 pub mod packages;
 pub mod probes;
+pub mod recipient;
 pub mod state;
+pub mod tracking;
+pub mod utilization;
 
 use axum::Router;
 
@@ -67,8 +76,12 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(deliveryrequests::router())
         .merge(deliveries::router())
+        .merge(tracking::router())
+        .merge(recipient::router())
+        .merge(utilization::router())
         .merge(packages::router())
         .merge(probes::router())
+        .merge(admin::router())
 }
 
 /// Provides the state to `router` and adds fallbacks, layers and path

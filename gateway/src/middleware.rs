@@ -52,8 +52,21 @@ const TEMPLATES: &[&[Option<&str>]] = &[
     &[Some("api"), Some("deliveries"), Some("public"), None],
     &[Some("api"), Some("deliveries"), None, Some("owner")],
     &[Some("api"), Some("deliveries"), None, Some("status")],
+    &[Some("api"), Some("deliveries"), None, Some("events")],
+    &[
+        Some("api"),
+        Some("deliveries"),
+        None,
+        Some("notifymerequests"),
+    ],
+    &[Some("api"), Some("deliveries"), None, Some("confirmations")],
+    &[Some("api"), Some("dronedeliveries"), Some("utilization")],
     &[Some("api"), Some("packages")],
     &[Some("api"), Some("packages"), None],
+    &[Some("admin"), Some("supervisors")],
+    &[Some("admin"), Some("supervisors"), None, Some("restart")],
+    &[Some("admin"), Some("deadletters")],
+    &[Some("admin"), Some("deadletters"), None, Some("replay")],
 ];
 
 fn strip_version_prefix(path: &str) -> &str {
@@ -320,6 +333,29 @@ mod tests {
             ("/V0.1.0/api/Packages/P1/", "/api/packages/P1"),
             ("/api/packages/", "/api/packages"),
             ("/v0.1.0/healthz", "/healthz"),
+            ("/api/Deliveries/AbC/Events", "/api/deliveries/AbC/events"),
+            (
+                "/api/deliveries/AbC/NotifyMeRequests",
+                "/api/deliveries/AbC/notifymerequests",
+            ),
+            (
+                "/v0.1.0/api/Deliveries/AbC/Confirmations/",
+                "/api/deliveries/AbC/confirmations",
+            ),
+            (
+                "/api/DroneDeliveries/Utilization",
+                "/api/dronedeliveries/utilization",
+            ),
+            ("/Admin/Supervisors", "/admin/supervisors"),
+            (
+                "/ADMIN/supervisors/Fleet/Restart",
+                "/admin/supervisors/Fleet/restart",
+            ),
+            ("/admin/DeadLetters/", "/admin/deadletters"),
+            (
+                "/admin/deadletters/M-1/REPLAY",
+                "/admin/deadletters/M-1/replay",
+            ),
             ("/v0.1.0", "/"),
             ("/metrics", "/metrics"),
         ] {

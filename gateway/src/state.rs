@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use dronedelivery_actors::Engine;
 
-/// The shared state of all routes. Cheap to clone (two `Arc`s), as axum
+/// The shared state of all routes. Cheap to clone (a few `Arc`s), as axum
 /// clones it per request.
 #[derive(Clone)]
 pub struct AppState {
@@ -18,10 +18,15 @@ pub struct AppState {
     /// than a recorder handle so the engine owns the exporter and can refresh
     /// gauges (queue depth, fleet counts) just before rendering.
     pub render_metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Bearer token of the operator API under `/admin` (see [`crate::admin`]).
+    /// `None` (or an empty token) disables that API: every `/admin` path
+    /// answers 404 as if it did not exist.
+    pub admin_token: Option<Arc<str>>,
 }
 
 impl AppState {
-    /// Builds the state from an engine and a metrics renderer.
+    /// Builds the state from an engine and a metrics renderer, with the admin
+    /// API disabled (see [`AppState::with_admin_token`]).
     pub fn new(
         engine: Engine,
         render_metrics: impl Fn() -> String + Send + Sync + 'static,
@@ -29,13 +34,25 @@ impl AppState {
         Self {
             engine,
             render_metrics: Arc::new(render_metrics),
+            admin_token: None,
         }
+    }
+
+    /// Enables the admin API with this bearer token (`None` or an empty token
+    /// keeps it disabled).
+    #[must_use]
+    pub fn with_admin_token(mut self, token: Option<&str>) -> Self {
+        self.admin_token = token.filter(|t| !t.is_empty()).map(Arc::from);
+        self
     }
 }
 
 impl fmt::Debug for AppState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AppState").finish_non_exhaustive()
+        // Never print the token.
+        f.debug_struct("AppState")
+            .field("admin_api", &self.admin_token.is_some())
+            .finish_non_exhaustive()
     }
 }
 

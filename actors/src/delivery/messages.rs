@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use ractor::RpcReplyPort;
 
-use crate::domain::{Confirmation, DeliveryRecord, DeliveryRequest, DeliveryStage, Location, RescheduleRequest};
+use crate::domain::{
+    Confirmation, DeliveryRecord, DeliveryRequest, DeliveryStage, Location, RescheduleRequest,
+};
 use crate::ports::StoreError;
 
 /// A delivery to create.
@@ -114,4 +116,6 @@ pub enum DeliveryMsg {
     Drone(DroneReport),
     /// Retry writing unsaved changes.
     Flush,
+    /// Idle timer of the given generation expired: stop if still idle.
+    Passivate(u64),
 }

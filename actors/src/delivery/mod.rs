@@ -25,8 +25,8 @@ pub use messages::{CreateOutcome, DeliveryError, DeliveryMsg, DroneReport, NewDe
 use crate::context::Context;
 use crate::domain::geo::resolve_location;
 use crate::domain::{
-    Confirmation,
-    Delivery, DeliveryRecord, DeliveryStage, RescheduleRequest, TrackingEvent, UserAccount,
+    Confirmation, Delivery, DeliveryRecord, DeliveryStage, RescheduleRequest, TrackingEvent,
+    UserAccount,
 };
 use crate::fleet::{DroneRequest, FleetMsg};
 use crate::metrics::{self as m, LiveActor};
@@ -47,6 +47,11 @@ pub struct DeliveryState {
     history: Option<HistoryEntry>,
     dirty: bool,
     flush_attempt: u32,
+    /// Bumped on every message; a passivation timer only fires for the
+    /// generation it was armed in, i.e. after a full idle period.
+    generation: u64,
+    idle_timer:
+        Option<ractor::concurrency::JoinHandle<Result<(), ractor::MessagingErr<DeliveryMsg>>>>,
     _live: LiveActor,
 }
 
@@ -61,6 +66,7 @@ impl Actor for DeliveryActor {
         (ctx, id): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let record = ctx.backends.deliveries.get(&id).await?;
+        metrics::counter!(m::ACTIVATIONS_TOTAL).increment(1);
         Ok(DeliveryState {
             ctx,
             id,
@@ -69,6 +75,8 @@ impl Actor for DeliveryActor {
             history: None,
             dirty: false,
             flush_attempt: 0,
+            generation: 0,
+            idle_timer: None,
             _live: LiveActor::new("delivery"),
         })
     }
@@ -101,7 +109,25 @@ impl Actor for DeliveryActor {
             }
             DeliveryMsg::Drone(report) => state.on_drone(report),
             DeliveryMsg::Flush => state.flush_attempt += 1,
+            DeliveryMsg::Passivate(generation) => {
+                if generation == state.generation && !state.dirty {
+                    metrics::counter!(m::PASSIVATIONS_TOTAL).increment(1);
+                    myself.stop(Some("passivated".into()));
+                }
+                return Ok(());
+            }
         }
+        // Any other message is activity: restart the idle timer.
+        state.generation = state.generation.wrapping_add(1);
+        let generation = state.generation;
+        if let Some(t) = state.idle_timer.take() {
+            t.abort();
+        }
+        state.idle_timer = Some(
+            myself.send_after(state.ctx.config.passivate_after, move || {
+                DeliveryMsg::Passivate(generation)
+            }),
+        );
         if state.dirty {
             if let Err(e) = state.flush().await {
                 let delay = backoff(state.flush_attempt);
@@ -292,7 +318,9 @@ impl DeliveryState {
                     metrics::counter!(m::NOTIFICATIONS_TOTAL).increment(1);
                 }
             }
-            Err(e) => tracing::warn!(delivery_id = %self.id, error = %e, "could not read notify-me requests"),
+            Err(e) => {
+                tracing::warn!(delivery_id = %self.id, error = %e, "could not read notify-me requests")
+            }
         }
         Ok(())
     }
@@ -348,8 +376,11 @@ impl DeliveryState {
         }
     }
 
-    /// Applies a drone's report. Reports for an older ticket (a drone that was
-    /// released by a reschedule or cancel) are ignored.
+    /// Applies a drone's report. Reports for an older ticket (a drone that
+    /// was released by a reschedule or cancel) are ignored. Reports are
+    /// applied by progress, not by arrival: a `PickedUp` or `Delivered`
+    /// whose earlier reports were lost (a drone actor restarted between
+    /// sending and delivering them) first records the stages it implies.
     fn on_drone(&mut self, report: DroneReport) {
         let Some(record) = &mut self.record else {
             tracing::warn!(delivery_id = %self.id, "drone report for an unknown delivery");
@@ -359,53 +390,61 @@ impl DeliveryState {
             tracing::debug!(delivery_id = %self.id, ?report, "stale drone report ignored");
             return;
         }
-        let event = match report {
+        let (drone_id, position) = match &report {
             DroneReport::Assigned {
-                drone_id,
-                position,
+                drone_id, position, ..
+            }
+            | DroneReport::PickedUp {
+                drone_id, position, ..
+            }
+            | DroneReport::Delivered {
+                drone_id, position, ..
+            } => (drone_id.clone(), *position),
+        };
+        if record.stage.awaits_drone() {
+            // Any report of the current ticket means this drone took the job.
+            record.delivery.drone_id = Some(drone_id.clone());
+            if let DroneReport::Assigned {
                 pickup_eta,
                 delivery_eta,
                 ..
-            } if record.stage.awaits_drone() => {
-                record.delivery.drone_id = Some(drone_id);
-                set_etas(record, Some(pickup_eta), Some(delivery_eta));
-                record.advance(DeliveryStage::HeadedToPickup, Some(position))
-            }
-            DroneReport::PickedUp {
-                drone_id,
-                position,
-                delivery_eta,
-                ..
-            } if record.stage == DeliveryStage::HeadedToPickup
-                && record.delivery.drone_id.as_deref() == Some(&drone_id) =>
+            } = &report
             {
-                set_etas(record, record.pickup_eta, Some(delivery_eta));
-                record.advance(DeliveryStage::HeadedToDropoff, Some(position))
+                set_etas(record, Some(*pickup_eta), Some(*delivery_eta));
             }
-            DroneReport::Delivered {
-                drone_id,
-                position,
-                flown_m,
-                ..
-            } if record.stage == DeliveryStage::HeadedToDropoff
-                && record.delivery.drone_id.as_deref() == Some(&drone_id) =>
-            {
+            let e = record.advance(DeliveryStage::HeadedToPickup, Some(position));
+            self.unsaved.push(e);
+        } else if record.delivery.drone_id.as_deref() != Some(drone_id.as_str()) {
+            tracing::debug!(delivery_id = %self.id, %drone_id, "report from a drone that does not serve this delivery ignored");
+            return;
+        }
+        match report {
+            DroneReport::Assigned { .. } => {}
+            DroneReport::PickedUp { delivery_eta, .. } => {
+                if record.stage == DeliveryStage::HeadedToPickup {
+                    set_etas(record, record.pickup_eta, Some(delivery_eta));
+                    let e = record.advance(DeliveryStage::HeadedToDropoff, Some(position));
+                    self.unsaved.push(e);
+                }
+            }
+            DroneReport::Delivered { flown_m, .. } => {
+                if record.stage == DeliveryStage::HeadedToPickup {
+                    let e = record.advance(DeliveryStage::HeadedToDropoff, None);
+                    self.unsaved.push(e);
+                }
                 let e = record.advance(DeliveryStage::Completed, Some(position));
+                self.unsaved.push(e);
                 let speed = self.ctx.config.sim.drone_speed_mps.max(f64::MIN_POSITIVE);
                 self.history = Some(history_entry(record, flown_m, flown_m / speed / 3600.0));
                 metrics::counter!(m::DELIVERIES_COMPLETED_TOTAL).increment(1);
                 let secs =
                     (record.updated_at - record.created_at).num_milliseconds() as f64 / 1000.0;
                 metrics::histogram!(m::DELIVERY_DURATION_SECONDS).record(secs);
-                e
             }
-            other => {
-                tracing::debug!(delivery_id = %self.id, report = ?other, stage = ?record.stage, "drone report out of order ignored");
-                return;
-            }
-        };
-        self.unsaved.push(event);
-        self.dirty = true;
+        }
+        if !self.unsaved.is_empty() {
+            self.dirty = true;
+        }
     }
 }
 

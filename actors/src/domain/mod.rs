@@ -7,9 +7,8 @@ pub mod package;
 pub mod request;
 
 pub use delivery::{
-    Confirmation, ConfirmationTime,
-    ConfirmationRequired, Delivery, DeliveryRecord, DeliveryStage, DeliveryStatus, TrackingEvent,
-    UserAccount,
+    Confirmation, ConfirmationRequired, ConfirmationTime, Delivery, DeliveryRecord, DeliveryStage,
+    DeliveryStatus, TrackingEvent, UserAccount,
 };
 pub use drone::{DroneState, DroneStatus};
 pub use geo::{Location, LocationSpec, ServiceArea};

@@ -33,6 +33,9 @@ pub enum DroneMsg {
     },
     /// Advance the simulation.
     Tick,
+    /// Report the current job's progress again (a restarted fleet asks, in
+    /// case a report was lost with an actor that stopped).
+    Resync,
 }
 
 /// The actor.
@@ -94,6 +97,7 @@ impl Actor for DroneActor {
             DroneMsg::Assign(job) => state.assign(job, &myself).await,
             DroneMsg::Abort { delivery_id } => state.abort(&delivery_id).await,
             DroneMsg::Tick => state.tick(&myself).await,
+            DroneMsg::Resync => state.resync().await,
         }
         Ok(())
     }
@@ -164,6 +168,34 @@ impl DroneActorState {
         )
         .await;
         self.ensure_ticking(myself);
+    }
+
+    async fn resync(&mut self) {
+        let Some(delivery_id) = self.drone.delivery_id.clone() else {
+            return;
+        };
+        let sim = &self.ctx.config.sim;
+        let now = Utc::now();
+        let report = match (self.drone.status, self.drone.pickup, self.drone.dropoff) {
+            (DroneStatus::HeadedToPickup, Some(pickup), Some(dropoff)) => {
+                let pickup_eta = now + sim.flight_time(self.drone.position.distance_m(&pickup));
+                DroneReport::Assigned {
+                    ticket: self.drone.ticket,
+                    drone_id: self.drone.id.clone(),
+                    position: self.drone.position,
+                    pickup_eta,
+                    delivery_eta: pickup_eta + sim.flight_time(pickup.distance_m(&dropoff)),
+                }
+            }
+            (DroneStatus::HeadedToDropoff, _, Some(dropoff)) => DroneReport::PickedUp {
+                ticket: self.drone.ticket,
+                drone_id: self.drone.id.clone(),
+                position: self.drone.position,
+                delivery_eta: now + sim.flight_time(self.drone.position.distance_m(&dropoff)),
+            },
+            _ => return,
+        };
+        self.report(delivery_id, report).await;
     }
 
     async fn abort(&mut self, delivery_id: &str) {

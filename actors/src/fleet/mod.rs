@@ -167,8 +167,19 @@ impl Actor for FleetActor {
             );
             state.spawn_drone(&myself, d).await?;
         }
-        // Deliveries that were waiting for a drone when the fleet stopped.
+        // Drones in the middle of a job report their progress again, in
+        // case a report was lost when their previous actor stopped.
+        for drone_id in state.by_delivery.values() {
+            if let Some(drone) = ctx.drone(drone_id) {
+                let _ = drone.cast(DroneMsg::Resync);
+            }
+        }
+        // Deliveries that were waiting for a drone when the fleet stopped
+        // (those a drone already serves are not queued twice).
         for id in ctx.backends.deliveries.awaiting_drone().await? {
+            if state.by_delivery.contains_key(&id) {
+                continue;
+            }
             if let Some(r) = ctx.backends.deliveries.get(&id).await? {
                 if r.stage.awaits_drone() {
                     state.pending.push_back(DroneRequest {
@@ -181,6 +192,24 @@ impl Actor for FleetActor {
             }
         }
         Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Stop the drones gracefully (a handler in progress finishes and
+        // stores its state) instead of letting ractor kill them.
+        state.children.clear();
+        myself
+            .get_cell()
+            .stop_children_and_wait(
+                Some("fleet stopping".into()),
+                Some(state.ctx.config.shutdown_grace),
+            )
+            .await;
+        Ok(())
     }
 
     async fn post_start(

@@ -298,7 +298,9 @@ impl SupervisorState {
     /// detached first so its exit is not taken for a failure.
     async fn stop_children(&mut self, indices: &[usize]) {
         for &i in indices.iter().rev() {
-            let Some(child) = self.children.get_mut(i) else { continue };
+            let Some(child) = self.children.get_mut(i) else {
+                continue;
+            };
             if let Some(cell) = child.cell.take() {
                 stop_child(&self.name, &child.spec, cell, self.policy.stop_timeout).await;
             }
@@ -313,7 +315,9 @@ impl SupervisorState {
         indices: &[usize],
     ) -> Result<(), (usize, String)> {
         for &i in indices {
-            let Some(child) = self.children.get_mut(i) else { continue };
+            let Some(child) = self.children.get_mut(i) else {
+                continue;
+            };
             if child.cell.is_some() {
                 continue;
             }
@@ -525,3 +529,6 @@ impl Actor for DeliveriesSupervisor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -97,7 +97,10 @@ type WorkflowFactory = Factory<
 >;
 
 /// Starts the `workflow` factory linked to `supervisor`.
-pub async fn start_workflow(ctx: Arc<Context>, supervisor: ActorCell) -> Result<ActorCell, SpawnErr> {
+pub async fn start_workflow(
+    ctx: Arc<Context>,
+    supervisor: ActorCell,
+) -> Result<ActorCell, SpawnErr> {
     let args = FactoryArguments::builder()
         .worker_builder(Box::new(Builder(Arc::clone(&ctx))))
         .queue(Default::default())
@@ -180,6 +183,12 @@ impl Actor for Pump {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let PumpMsg::Pump = msg;
+        if !state.ctx.breakers.all_allow() {
+            // A store is down: leave the messages in the queue until the
+            // breaker lets a trial through.
+            myself.send_after(Duration::from_millis(250), || PumpMsg::Pump);
+            return Ok(());
+        }
         match state.pump().await {
             Ok(()) => {
                 state.failures = 0;
@@ -187,7 +196,8 @@ impl Actor for Pump {
             }
             Err(e) => {
                 state.failures = state.failures.saturating_add(1);
-                let delay = Duration::from_millis(100u64.saturating_mul(1 << state.failures.min(7)));
+                let delay =
+                    Duration::from_millis(100u64.saturating_mul(1 << state.failures.min(7)));
                 tracing::warn!(error = %e, ?delay, "queue receive failed; backing off");
                 myself.send_after(delay, || PumpMsg::Pump);
             }
@@ -198,9 +208,9 @@ impl Actor for Pump {
 
 impl PumpState {
     async fn pump(&mut self) -> Result<(), String> {
-        let Some(factory) = ActorRef::<FactoryMessage<String, WorkflowJob>>::where_is(
-            self.ctx.name("workflow"),
-        ) else {
+        let Some(factory) =
+            ActorRef::<FactoryMessage<String, WorkflowJob>>::where_is(self.ctx.name("workflow"))
+        else {
             return Err("the workflow pool is not running".into());
         };
         // Wait (bounded, so a stop request is seen) for room in the pool.
@@ -214,7 +224,12 @@ impl PumpState {
             Ok(Err(_)) | Err(_) => return Ok(()),
         };
         let mut permits = vec![first];
-        while permits.len() < 64 {
+        let batch = if self.ctx.breakers.trial_only() {
+            1
+        } else {
+            64
+        };
+        while permits.len() < batch {
             match Arc::clone(&self.permits).try_acquire_owned() {
                 Ok(p) => permits.push(p),
                 Err(_) => break,

@@ -40,6 +40,10 @@ pub enum Outcome {
     Retry(String),
     /// It can never succeed; dead-letter it with this reason.
     DeadLetter(String),
+    /// A backend is down: redeliver later, however many attempts that takes.
+    /// A transient outage must not turn accepted requests into dead letters;
+    /// the circuit breaker keeps the pump from hammering the backend.
+    Unavailable(String),
 }
 
 /// Decides the fate of one message. Never panics and never touches the queue.
@@ -85,20 +89,27 @@ async fn create(
         .upsert(&Package::from(&req.package))
         .await
     {
-        return Outcome::Retry(format!("package store: {e}"));
+        ctx.breakers.packages.failure();
+        return Outcome::Unavailable(format!("package store: {e}"));
     }
+    ctx.breakers.packages.success();
     let new = Box::new(NewDelivery {
         request: req,
         correlation_id,
     });
     match call(ctx, &id, |reply| DeliveryMsg::Create(new, reply)).await {
-        Ok(Ok(CreateOutcome::Created)) => Outcome::Done,
-        Ok(Ok(CreateOutcome::AlreadyExists)) => {
-            tracing::info!(delivery_id = %id, "delivery exists already (redelivered message)");
+        Ok(Ok(outcome)) => {
+            ctx.breakers.deliveries.success();
+            if outcome == CreateOutcome::AlreadyExists {
+                tracing::info!(delivery_id = %id, "delivery exists already (redelivered message)");
+            }
             Outcome::Done
         }
-        Ok(Err(e)) => from_delivery_error(e),
-        Err(e) => Outcome::Retry(e),
+        Ok(Err(e)) => from_delivery_error(ctx, e),
+        Err(e) => {
+            ctx.breakers.deliveries.failure();
+            call_failed(e)
+        }
     }
 }
 
@@ -107,18 +118,29 @@ where
     F: FnOnce(ractor::RpcReplyPort<Result<(), DeliveryError>>) -> DeliveryMsg,
 {
     match call(ctx, id, build).await {
-        Ok(Ok(())) => Outcome::Done,
-        Ok(Err(e)) => from_delivery_error(e),
-        Err(e) => Outcome::Retry(e),
+        Ok(Ok(())) => {
+            ctx.breakers.deliveries.success();
+            Outcome::Done
+        }
+        Ok(Err(e)) => from_delivery_error(ctx, e),
+        Err(e) => {
+            ctx.breakers.deliveries.failure();
+            call_failed(e)
+        }
     }
 }
 
-fn from_delivery_error(e: DeliveryError) -> Outcome {
+fn from_delivery_error(ctx: &Context, e: DeliveryError) -> Outcome {
+    if matches!(e, DeliveryError::Store(_)) {
+        ctx.breakers.deliveries.failure();
+    } else {
+        ctx.breakers.deliveries.success();
+    }
     match e {
         // The create may still be on its way (another consumer, another
         // process): retry, and dead-letter only after the last attempt.
         DeliveryError::NotFound => Outcome::Retry("delivery not found".into()),
-        DeliveryError::Store(e) => Outcome::Retry(format!("delivery store: {e}")),
+        DeliveryError::Store(e) => Outcome::Unavailable(format!("delivery store: {e}")),
         DeliveryError::WrongStage(stage) => Outcome::DeadLetter(format!(
             "not possible: the delivery is {}",
             match stage {
@@ -132,12 +154,28 @@ fn from_delivery_error(e: DeliveryError) -> Outcome {
     }
 }
 
+/// Marks a call error caused by activation (the store could not load the
+/// delivery), which is an outage rather than a failure of the message.
+const UNAVAILABLE: &str = "activation: ";
+
+/// Classifies a failed call to a delivery actor.
+fn call_failed(e: String) -> Outcome {
+    if e.starts_with(UNAVAILABLE) {
+        Outcome::Unavailable(e)
+    } else {
+        Outcome::Retry(e)
+    }
+}
+
 async fn call<T, F>(ctx: &Arc<Context>, id: &str, build: F) -> Result<T, String>
 where
     T: Send + 'static,
     F: FnOnce(ractor::RpcReplyPort<T>) -> DeliveryMsg,
 {
-    let actor = ctx.delivery(id).await.map_err(|e| e.to_string())?;
+    let actor = ctx
+        .delivery(id)
+        .await
+        .map_err(|e| format!("{UNAVAILABLE}{e}"))?;
     match actor.call(build, Some(ctx.config.call_timeout)).await {
         Ok(CallResult::Success(v)) => Ok(v),
         Ok(CallResult::Timeout) => Err("delivery actor timed out".into()),
@@ -172,6 +210,16 @@ pub async fn settle(ctx: &Context, received: &ReceivedMessage, outcome: Outcome)
             ("deadlettered", dead_letter(ctx, received, reason).await)
         }
         Outcome::DeadLetter(reason) => ("deadlettered", dead_letter(ctx, received, reason).await),
+        Outcome::Unavailable(reason) => {
+            let exp = received.delivery_count.saturating_sub(1).min(8);
+            let delay = ctx
+                .config
+                .retry_delay
+                .saturating_mul(1 << exp)
+                .min(Duration::from_secs(30));
+            tracing::warn!(message_id = %received.message.message_id, attempt = received.delivery_count, %reason, ?delay, "backend unavailable; message goes back to the queue");
+            ("deferred", queue.abandon(&received.lock, delay).await)
+        }
     };
     metrics::counter!(m::MESSAGES_TOTAL, "operation" => op, "outcome" => label).increment(1);
     if let Err(e) = result {

@@ -22,6 +22,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// Same, with settings adjusted by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
+    spawn_app_on(configure, None).await
+}
+
+/// Same, on the given backends (e.g. with injected faults) instead of the
+/// embedded ones.
+pub async fn spawn_app_on(
+    configure: impl FnOnce(&mut ServeArgs),
+    backends: Option<dronedelivery_actors::Backends>,
+) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         dronedelivery_engine::telemetry::init_logging(
             dronedelivery_engine::config::LogFormat::Text,
@@ -34,9 +43,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
     args.fleet_size = 10;
     args.retry_delay_ms = 20;
     configure(&mut args);
-    let app = Application::build(&args)
-        .await
-        .unwrap_or_else(|e| panic!("app did not start: {e:?}"));
+    let app = match backends {
+        Some(b) => Application::build_with(&args, b).await,
+        None => Application::build(&args).await,
+    };
+    let app = app.unwrap_or_else(|e| panic!("app did not start: {e:?}"));
     let address = format!("http://{}", app.address());
     let engine = app.engine().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

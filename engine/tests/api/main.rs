@@ -1,8 +1,11 @@
 //! Integration tests: the real application (actor tree + HTTP gateway) on a
 //! random port, driven over HTTP like a client would.
 
+mod admin;
 mod deliveries;
 mod helpers;
 mod lifecycle;
 mod packages;
 mod probes;
+mod resilience;
+mod tracking;

@@ -1,0 +1,459 @@
+//! The tree survives failures on its own: crashed actors are restarted and
+//! resume from the store, operator restarts lose nothing, poison messages
+//! are dead-lettered and can be replayed once their cause is fixed, and idle
+//! actors passivate and come back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dronedelivery_actors::domain::{
+    DeliveryRecord, DeliveryRequest, DeliveryStage, DroneState, DroneStatus, TrackingEvent,
+};
+use dronedelivery_actors::ports::{
+    DeliveryStore, DroneStore, Operation, QueueMessage, StoreResult,
+};
+use dronedelivery_engine::memory;
+use serde_json::json;
+
+use crate::helpers::{ri_example, spawn_app_on, spawn_app_with, stage, TestApp};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A delivery store that panics once, on the first save of a delivery
+/// entering `HeadedToPickup`: the delivery actor crashes in the middle of
+/// applying a drone report.
+struct PanicOnceDeliveries {
+    inner: memory::MemoryDeliveryStore,
+    fired: AtomicBool,
+}
+
+#[async_trait]
+impl DeliveryStore for PanicOnceDeliveries {
+    fn backend(&self) -> &'static str {
+        "faulty-memory"
+    }
+    async fn get(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
+        self.inner.get(id).await
+    }
+    async fn save(
+        &self,
+        record: &DeliveryRecord,
+        event: Option<&TrackingEvent>,
+    ) -> StoreResult<()> {
+        if record.stage == DeliveryStage::HeadedToPickup && !self.fired.swap(true, Ordering::SeqCst)
+        {
+            panic!("injected fault: delivery store crashed the delivery actor");
+        }
+        self.inner.save(record, event).await
+    }
+    async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>> {
+        self.inner.events(id).await
+    }
+    async fn awaiting_drone(&self) -> StoreResult<Vec<String>> {
+        self.inner.awaiting_drone().await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// A drone store that panics once, when a drone first stores that it picked
+/// up its package: the drone actor crashes mid-flight.
+struct PanicOnceDrones {
+    inner: memory::MemoryDroneStore,
+    fired: AtomicBool,
+}
+
+#[async_trait]
+impl DroneStore for PanicOnceDrones {
+    fn backend(&self) -> &'static str {
+        "faulty-memory"
+    }
+    async fn get(&self, id: &str) -> StoreResult<Option<DroneState>> {
+        self.inner.get(id).await
+    }
+    async fn put(&self, drone: &DroneState) -> StoreResult<()> {
+        if drone.status == DroneStatus::HeadedToDropoff && !self.fired.swap(true, Ordering::SeqCst)
+        {
+            panic!("injected fault: drone store crashed the drone actor");
+        }
+        self.inner.put(drone).await
+    }
+    async fn list(&self) -> StoreResult<Vec<DroneState>> {
+        self.inner.list().await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+fn embedded() -> dronedelivery_actors::Backends {
+    memory::backends(Duration::from_secs(5), 100_000)
+}
+
+async fn stages(app: &TestApp, id: &str) -> Vec<DeliveryStage> {
+    app.engine
+        .events(id)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|e| e.stage)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_crashed_delivery_actor_is_restarted_and_the_delivery_completes() {
+    let mut backends = embedded();
+    let faulty = Arc::new(PanicOnceDeliveries {
+        inner: memory::MemoryDeliveryStore::default(),
+        fired: AtomicBool::new(false),
+    });
+    backends.deliveries = faulty.clone();
+    let app = spawn_app_on(|_| {}, Some(backends)).await;
+    let id = app.post_delivery(&ri_example()).await;
+    app.wait_for_stage(&id, stage::COMPLETED, LONG).await;
+    assert!(
+        faulty.fired.load(Ordering::SeqCst),
+        "the fault was never injected"
+    );
+    // The report lost with the crashed actor was recovered from the drone's
+    // later reports: every stage is recorded once, in order.
+    assert_eq!(
+        stages(&app, &id).await,
+        [
+            DeliveryStage::Created,
+            DeliveryStage::HeadedToPickup,
+            DeliveryStage::HeadedToDropoff,
+            DeliveryStage::Completed
+        ]
+    );
+    let tree = app.engine.supervisor_tree().await;
+    let deliveries = tree.iter().find(|s| s.name == "deliveries");
+    assert!(deliveries.is_some_and(|d| d.restarts >= 1), "{tree:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_crashed_drone_actor_is_restarted_and_resumes_its_flight() {
+    let mut backends = embedded();
+    let faulty = Arc::new(PanicOnceDrones {
+        inner: memory::MemoryDroneStore::default(),
+        fired: AtomicBool::new(false),
+    });
+    backends.drones = faulty.clone();
+    let app = spawn_app_on(|a| a.fleet_size = 3, Some(backends)).await;
+    let id = app.post_delivery(&ri_example()).await;
+    app.wait_for_stage(&id, stage::COMPLETED, LONG).await;
+    assert!(
+        faulty.fired.load(Ordering::SeqCst),
+        "the fault was never injected"
+    );
+    let fleet = app
+        .engine
+        .fleet()
+        .await
+        .unwrap_or_else(|| panic!("no fleet"));
+    assert!(fleet.restarts >= 1, "{fleet:?}");
+    assert_eq!(fleet.drones, 3, "the drone came back");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn operator_restarts_during_a_burst_lose_no_delivery() {
+    let app = spawn_app_with(|a| a.fleet_size = 50).await;
+    let mut ids = Vec::new();
+    for i in 0..500 {
+        let mut body = ri_example();
+        body["pickupLocation"] = json!(format!("pickup {i}"));
+        body["dropOffLocation"] = json!(format!("dropoff {i}"));
+        ids.push(app.post_delivery(&body).await);
+        match i {
+            100 => {
+                let s = app.engine.restart_supervisor("fleet").await;
+                assert!(s.as_ref().is_ok_and(|s| s.status == "running"), "{s:?}");
+            }
+            250 => {
+                let s = app.engine.restart_supervisor("consumers").await;
+                assert!(s.is_ok(), "{s:?}");
+            }
+            400 => {
+                let s = app.engine.restart_supervisor("deliveries").await;
+                assert!(s.is_ok(), "{s:?}");
+            }
+            _ => {}
+        }
+    }
+    for id in &ids {
+        app.wait_for_stage(id, stage::COMPLETED, Duration::from_secs(90))
+            .await;
+    }
+    for id in &ids {
+        let created = stages(&app, id)
+            .await
+            .iter()
+            .filter(|s| **s == DeliveryStage::Created)
+            .count();
+        assert_eq!(created, 1, "{id} created {created} times");
+    }
+    assert!(matches!(
+        app.engine.restart_supervisor("nope").await,
+        Err(dronedelivery_actors::CommandError::NotFound)
+    ));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
+    let app = spawn_app_with(|a| a.max_delivery_attempts = 2).await;
+    // A reschedule for a delivery that does not exist (yet): retried, then
+    // dead-lettered with the reason.
+    let reschedule = QueueMessage::new(
+        Operation::Reschedule,
+        &json!({"deliveryId": "late-1", "deadline": "after the fix"}),
+        None,
+    );
+    app.engine
+        .submit(reschedule.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = tokio::time::Instant::now() + LONG;
+    let letter = loop {
+        let (letters, _) = app.engine.dead_letters(0, 10).await.unwrap_or_default();
+        if let Some(l) = letters.into_iter().find(|l| l.id == reschedule.message_id) {
+            break l;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(letter.reason.contains("not found"), "{}", letter.reason);
+    assert_eq!(letter.attempts, 2);
+
+    // Fix the cause: the delivery now exists (slow drones keep it reschedulable).
+    let mut body = ri_example();
+    body["deliveryId"] = json!("late-1");
+    let request = DeliveryRequest::from_message(&body).unwrap_or_else(|e| panic!("{e}"));
+    app.engine
+        .submit(QueueMessage::new(
+            Operation::Delivery,
+            &request.to_message_json(),
+            None,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    app.wait_for("late-1", LONG, |s| s["stage"].is_u64()).await;
+
+    let replayed = app.engine.replay_dead_letter(&reschedule.message_id).await;
+    assert!(replayed.is_ok(), "{replayed:?}");
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let d = app.engine.delivery("late-1").await.ok().flatten();
+        if d.as_ref()
+            .is_some_and(|d| d.delivery.deadline == "after the fix")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replayed reschedule never applied: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (left, total) = app.engine.dead_letters(0, 10).await.unwrap_or_default();
+    assert!(
+        left.iter().all(|l| l.id != reschedule.message_id) && total == 0,
+        "{left:?}"
+    );
+    assert!(matches!(
+        app.engine.replay_dead_letter("no-such-letter").await,
+        Err(dronedelivery_actors::CommandError::NotFound)
+    ));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
+    const N: usize = 10_000;
+    // One slow drone: almost every delivery waits, its actor idles and
+    // passivates after a second.
+    let app = spawn_app_with(|a| {
+        a.fleet_size = 1;
+        a.sim_speed = 1.0;
+        a.passivate_after_secs = 1;
+        a.consumers = 8;
+    })
+    .await;
+    let ids: Vec<String> = (0..N).map(|i| format!("passive-{i}")).collect();
+    for id in &ids {
+        let mut body = ri_example();
+        body["deliveryId"] = json!(id);
+        let request = DeliveryRequest::from_message(&body).unwrap_or_else(|e| panic!("{e}"));
+        app.engine
+            .submit(QueueMessage::new(
+                Operation::Delivery,
+                &request.to_message_json(),
+                None,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let instance = app.engine.context().config.instance.clone();
+    let live = || {
+        let prefix = format!("{instance}/delivery/");
+        ractor::registry::registered()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .count()
+    };
+    // All created...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while app.engine.queue_depth().await.unwrap_or(1) > 0
+        || !app.engine.context().in_flight.is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "creation did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ...then passivated.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while live() > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} delivery actors still live",
+            live()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every one reads back correctly from the store.
+    for id in &ids {
+        let record = app.engine.delivery(id).await.ok().flatten();
+        let record = record.unwrap_or_else(|| panic!("{id} lost"));
+        assert_eq!(record.delivery.id, *id);
+        assert!(!record.stage.is_terminal(), "{id}: {:?}", record.stage);
+    }
+    // A message re-activates a passivated actor: cancel them all.
+    for id in &ids {
+        app.engine
+            .submit(QueueMessage::new(Operation::Cancel, &json!(id), None))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    for id in &ids {
+        loop {
+            let stage = app
+                .engine
+                .delivery(id)
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.stage);
+            if stage == Some(DeliveryStage::Cancelled) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} was never cancelled: {stage:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    app.stop().await;
+}
+
+/// A delivery store that can be switched off: every call fails as if the
+/// server were unreachable.
+struct SwitchableDeliveries {
+    inner: memory::MemoryDeliveryStore,
+    down: AtomicBool,
+}
+
+impl SwitchableDeliveries {
+    fn check(&self) -> StoreResult<()> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(dronedelivery_actors::ports::StoreError::Unavailable(
+                "injected outage".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for SwitchableDeliveries {
+    fn backend(&self) -> &'static str {
+        "switchable-memory"
+    }
+    async fn get(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
+        self.check()?;
+        self.inner.get(id).await
+    }
+    async fn save(
+        &self,
+        record: &DeliveryRecord,
+        event: Option<&TrackingEvent>,
+    ) -> StoreResult<()> {
+        self.check()?;
+        self.inner.save(record, event).await
+    }
+    async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>> {
+        self.check()?;
+        self.inner.events(id).await
+    }
+    async fn awaiting_drone(&self) -> StoreResult<Vec<String>> {
+        self.check()?;
+        self.inner.awaiting_drone().await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.check()
+    }
+}
+
+#[tokio::test]
+async fn a_store_outage_opens_the_breaker_and_nothing_is_dead_lettered() {
+    let mut backends = embedded();
+    let store = Arc::new(SwitchableDeliveries {
+        inner: memory::MemoryDeliveryStore::default(),
+        down: AtomicBool::new(false),
+    });
+    backends.deliveries = store.clone();
+    let app = spawn_app_on(|a| a.max_delivery_attempts = 3, Some(backends)).await;
+    store.down.store(true, Ordering::SeqCst);
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let mut body = ri_example();
+        body["pickupLocation"] = json!(format!("pickup {i}"));
+        ids.push(app.post_delivery(&body).await);
+    }
+    // Well past what three attempts would take without the breaker.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let breaker = app.engine.context().breakers.deliveries.state();
+    assert_ne!(breaker, dronedelivery_actors::breaker::BreakerState::Closed);
+    assert_eq!(
+        app.get("/readyz").await.status(),
+        503,
+        "not ready while a store is down"
+    );
+    store.down.store(false, Ordering::SeqCst);
+    for id in &ids {
+        app.wait_for_stage(id, stage::COMPLETED, Duration::from_secs(60))
+            .await;
+    }
+    let (letters, total) = app.engine.dead_letters(0, 10).await.unwrap_or_default();
+    assert_eq!(
+        total, 0,
+        "a transient outage dead-lettered messages: {letters:?}"
+    );
+    assert_eq!(
+        app.engine.context().breakers.deliveries.state(),
+        dronedelivery_actors::breaker::BreakerState::Closed
+    );
+    app.stop().await;
+}

@@ -1,0 +1,289 @@
+//! `/admin`: the operator API (supervision tree, operator restarts, dead
+//! letters), called by `dronedelivery admin …` and by scripts.
+//!
+//! ## Authentication
+//! Every `/admin` path, known or not, and every method on it, is guarded by
+//! [`authorize`] *before* routing by method:
+//! - no token configured ([`AppState::admin_token`] `None` or empty): **404**
+//!   problem, exactly what the router answers for a path that does not exist,
+//!   so a deployment without a token does not even reveal the API;
+//! - no `Authorization` header, or one that is not `Bearer <token>`: **401**
+//!   problem with `WWW-Authenticate: Bearer realm="dronedelivery-admin"`;
+//! - a well-formed bearer token that is not the configured one: **403**
+//!   problem.
+//!
+//! Only then is the request routed by method, so a wrong method answers 405
+//! (with `Allow`) to authenticated callers only: unauthenticated ones cannot
+//! learn which paths or methods exist. This is done by wrapping each route's
+//! [`MethodRouter`] in an `any` route (`guarded`) rather than by a layer,
+//! because axum adds the `Allow` header of a method router to whatever its
+//! fallback answers, and because a guard inside the route cannot be lost by
+//! composing [`router`] differently.
+//!
+//! The token is compared in constant time: both the presented and the
+//! configured token are hashed with SHA-256 first, then the two 32-byte
+//! digests are compared with [`subtle::ConstantTimeEq`], which looks at every
+//! byte without an early exit. Hashing first gives equal-length inputs, so
+//! neither the position of the first wrong byte nor the token's length leaks
+//! through the response time. (The token itself should be long and random:
+//! there is no rate limiting here.)
+
+use std::collections::HashMap;
+
+use axum::extract::{OriginalUri, Path, Query, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post, MethodRouter};
+use axum::{Json, Router};
+use dronedelivery_actors::{CommandError, SupervisorInfo};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Page size of `GET /admin/deadletters` when `limit` is not given.
+pub const DEFAULT_PAGE: usize = 20;
+
+/// Largest `limit` of `GET /admin/deadletters`.
+pub const MAX_PAGE: usize = 100;
+
+/// Routes of the admin API, each behind [`authorize`].
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/supervisors", guarded(get(supervisors)))
+        .route(
+            "/admin/supervisors/{name}/restart",
+            guarded(post(restart_supervisor)),
+        )
+        .route("/admin/deadletters", guarded(get(dead_letters)))
+        .route(
+            "/admin/deadletters/{id}/replay",
+            guarded(post(replay_dead_letter)),
+        )
+        // Unknown admin paths: authenticate first, then 404, so that the
+        // answer to an unauthenticated caller does not tell which exist.
+        .route("/admin", guarded(any(unknown)))
+        .route("/admin/{*rest}", guarded(any(unknown)))
+}
+
+/// Wraps a route so that [`authorize`] runs before the method is matched.
+fn guarded(inner: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    any(move |State(state): State<AppState>, req: Request| {
+        let inner = inner.clone();
+        async move {
+            let path = req
+                .extensions()
+                .get::<OriginalUri>()
+                .map_or_else(|| req.uri().path().to_owned(), |o| o.0.path().to_owned());
+            if let Err(e) = authorize(state.admin_token.as_deref(), req.headers(), &path) {
+                return e.into_response();
+            }
+            match tower::ServiceExt::oneshot(inner.with_state(state), req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    })
+}
+
+/// Checks the request's bearer token against the configured one (see the
+/// [module docs](self) for the answers and the constant-time comparison).
+/// `path` is only used for the 404 detail, which is the router's own.
+pub fn authorize(
+    configured: Option<&str>,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<(), ApiError> {
+    let Some(expected) = configured.filter(|t| !t.is_empty()) else {
+        return Err(ApiError::NotFound(format!("no resource at {path}")));
+    };
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(ApiError::Unauthorized(
+            "this resource needs one Authorization: Bearer <token> header".into(),
+        ));
+    };
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_start())
+        .filter(|token| !token.is_empty() && !token.contains(char::is_whitespace))
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header is not a bearer token".into())
+        })?;
+    let equal = Sha256::digest(presented.as_bytes()).ct_eq(&Sha256::digest(expected.as_bytes()));
+    if bool::from(equal) {
+        Ok(())
+    } else {
+        tracing::warn!(%path, "admin API: wrong bearer token");
+        Err(ApiError::Forbidden(
+            "the bearer token is not valid for this resource".into(),
+        ))
+    }
+}
+
+/// Any other `/admin` path, once authenticated.
+async fn unknown(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::NotFound(format!("no resource at {}", uri.path()))
+}
+
+/// `GET /admin/supervisors`: `{"supervisors": [SupervisorInfo…]}`, parents
+/// first (`root`, `fleet`, `deliveries`, `consumers`, `workflow`).
+async fn supervisors(State(state): State<AppState>) -> Json<Value> {
+    let tree: Vec<SupervisorInfo> = state.engine.supervisor_tree().await;
+    Json(json!({ "supervisors": tree }))
+}
+
+/// `POST /admin/supervisors/{name}/restart`: restarts a supervisor's subtree
+/// gracefully and answers 200 with its new [`SupervisorInfo`]. 404 for an
+/// unknown name, 503 when the supervisor could not do it (the reason is
+/// sent: callers are authenticated operators).
+async fn restart_supervisor(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<SupervisorInfo>, ApiError> {
+    let name = name.to_ascii_lowercase();
+    tracing::info!(supervisor = %name, "admin API: restart requested");
+    match state.engine.restart_supervisor(&name).await {
+        Ok(info) => Ok(Json(info)),
+        Err(CommandError::NotFound) => Err(ApiError::NotFound(format!(
+            "no supervisor named {name}; known: root, fleet, deliveries, consumers, workflow"
+        ))),
+        Err(CommandError::Unavailable(reason)) => {
+            tracing::warn!(supervisor = %name, %reason, "admin API: restart failed");
+            Err(ApiError::Unavailable(format!(
+                "could not restart {name}: {reason}"
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads an optional non-negative integer query parameter.
+fn number(query: &HashMap<String, String>, name: &str) -> Result<Option<usize>, ApiError> {
+    match query.get(name).map(|v| v.trim()) {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse::<usize>().map(Some).map_err(|_| {
+            ApiError::Validation(dronedelivery_actors::domain::ValidationError::field(
+                name,
+                "must be a non-negative integer",
+            ))
+        }),
+    }
+}
+
+/// `GET /admin/deadletters?offset=&limit=`: a page of dead letters, newest
+/// first, `{"items", "total", "offset", "limit"}`. `limit` defaults to
+/// [`DEFAULT_PAGE`] and must be in `1..=`[`MAX_PAGE`].
+async fn dead_letters(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let offset = number(&query, "offset")?.unwrap_or(0);
+    let limit = number(&query, "limit")?.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::Validation(
+            dronedelivery_actors::domain::ValidationError::field(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ),
+        ));
+    }
+    let (items, total) = state.engine.dead_letters(offset, limit).await?;
+    Ok(Json(json!({
+        "items": items,
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+    })))
+}
+
+/// `POST /admin/deadletters/{id}/replay`: puts the message back on the queue
+/// (same message id) and answers **202** `{"replayed": id, "operation": …}`.
+/// If it fails again it is dead-lettered again under the same id.
+async fn replay_dead_letter(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match state.engine.replay_dead_letter(&id).await {
+        Ok(message) => {
+            tracing::info!(message_id = %id, operation = %message.operation, "admin API: dead letter replayed");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "replayed": id, "operation": message.operation })),
+            )
+                .into_response())
+        }
+        Err(CommandError::NotFound) => Err(ApiError::NotFound(format!("no dead letter {id}"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(auth: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for a in auth {
+            h.append(AUTHORIZATION, HeaderValue::from_static(a));
+        }
+        h
+    }
+
+    fn status(r: Result<(), ApiError>) -> u16 {
+        r.err().map_or(200, |e| e.status().as_u16())
+    }
+
+    #[test]
+    fn disabled_without_a_token() {
+        for configured in [None, Some("")] {
+            assert_eq!(
+                status(authorize(configured, &headers(&["Bearer x"]), "/admin/x")),
+                404
+            );
+        }
+    }
+
+    #[test]
+    fn needs_a_well_formed_bearer_token() {
+        let t = Some("s3cret");
+        for auth in [
+            &[][..],
+            &["s3cret"][..],
+            &["Basic czNjcmV0"][..],
+            &["Bearer"][..],
+            &["Bearer "][..],
+            &["Bearer s3 cret"][..],
+            &["Bearer s3cret", "Bearer s3cret"][..],
+        ] {
+            assert_eq!(
+                status(authorize(t, &headers(auth), "/admin")),
+                401,
+                "{auth:?}"
+            );
+        }
+        assert_eq!(
+            status(authorize(t, &headers(&["Bearer s3cre"]), "/admin")),
+            403
+        );
+        assert_eq!(
+            status(authorize(t, &headers(&["Bearer s3cret1"]), "/admin")),
+            403
+        );
+        assert_eq!(
+            status(authorize(t, &headers(&["Bearer s3cret"]), "/admin")),
+            200
+        );
+        assert_eq!(
+            status(authorize(t, &headers(&["bearer   s3cret "]), "/admin")),
+            200
+        );
+    }
+}

@@ -1,0 +1,439 @@
+//! What the recipient of a delivery posts (the original Delivery service's
+//! `POST /api/deliveries/{id}/notifymerequests` and `/confirmations`, ri-spec
+//! §1.5).
+//!
+//! Bodies are read leniently like the original's System.Text.Json binding
+//! (member names case-insensitive), and strictly where it failed late: every
+//! missing or invalid field is reported by name in one 400 problem.
+//!
+//! Unlike the original, a confirmation is stored with the delivery (through
+//! its actor, the delivery's single writer) and only accepted once the
+//! delivery is `Completed`: confirming a parcel still in the air is a 409.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use chrono::Utc;
+use dronedelivery_actors::domain::{
+    Confirmation, ConfirmationRequired, ConfirmationTime, DeliveryStage, FieldError, Location,
+    ValidationError,
+};
+use dronedelivery_actors::CommandError;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::state::AppState;
+
+/// Longest e-mail address accepted (RFC 5321 path limit).
+const MAX_EMAIL: usize = 254;
+
+/// Longest SMS number accepted (generous: E.164 is 15 digits, plus formatting).
+const MAX_SMS: usize = 64;
+
+/// Routes of the recipient API.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/deliveries/{id}/notifymerequests", post(notify_me))
+        .route("/api/deliveries/{id}/confirmations", post(confirm))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("delivery {id} not found"))
+}
+
+/// Collects field errors while reading an object; member names match
+/// case-insensitively (an exact match wins).
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    prefix: &'static str,
+    errors: Vec<FieldError>,
+}
+
+impl<'a> Fields<'a> {
+    fn of(body: &'a Value, prefix: &'static str) -> Result<Self, ValidationError> {
+        match body.as_object() {
+            Some(obj) => Ok(Self {
+                obj,
+                prefix,
+                errors: Vec::new(),
+            }),
+            None => {
+                let name = prefix.trim_end_matches('.');
+                Err(ValidationError::field(
+                    if name.is_empty() { "body" } else { name },
+                    "must be a JSON object",
+                ))
+            }
+        }
+    }
+
+    /// The member, `None` when absent or `null`.
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        self.obj
+            .get(name)
+            .or_else(|| {
+                self.obj
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v)
+            })
+            .filter(|v| !v.is_null())
+    }
+
+    fn fail(&mut self, name: &str, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            field: format!("{}{name}", self.prefix),
+            message: message.into(),
+        });
+    }
+
+    /// An optional string; an empty one counts as absent.
+    fn optional_text(&mut self, name: &str) -> Option<String> {
+        match self.get(name)? {
+            Value::String(s) if s.trim().is_empty() => None,
+            Value::String(s) => Some(s.trim().to_owned()),
+            _ => {
+                self.fail(name, "must be a string");
+                None
+            }
+        }
+    }
+
+    fn required<T>(
+        &mut self,
+        name: &str,
+        read: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Option<T> {
+        match self.get(name) {
+            None => {
+                self.fail(name, "is required");
+                None
+            }
+            Some(v) => match read(v) {
+                Ok(t) => Some(t),
+                Err(message) => {
+                    self.fail(name, message);
+                    None
+                }
+            },
+        }
+    }
+
+    /// A required object member, read by `read` with its own field prefix.
+    fn object<T>(
+        &mut self,
+        name: &str,
+        prefix: &'static str,
+        read: impl FnOnce(&mut Fields<'_>) -> Option<T>,
+    ) -> Option<T> {
+        let Some(value) = self.get(name) else {
+            self.fail(name, "is required");
+            return None;
+        };
+        match Fields::of(value, prefix) {
+            Ok(mut inner) => {
+                let t = read(&mut inner);
+                self.errors.append(&mut inner.errors);
+                t
+            }
+            Err(mut e) => {
+                self.errors.append(&mut e.errors);
+                None
+            }
+        }
+    }
+
+    fn finish<T>(self, value: Option<T>) -> Result<T, ValidationError> {
+        match value {
+            Some(v) if self.errors.is_empty() => Ok(v),
+            _ => Err(ValidationError {
+                errors: self.errors,
+            }),
+        }
+    }
+}
+
+/// A validated notify-me request: at least one of the two channels.
+#[derive(Debug, PartialEq)]
+struct NotifyMe {
+    email_address: Option<String>,
+    sms: Option<String>,
+}
+
+/// A basic e-mail sanity check (text on both sides of the last `@`, no
+/// whitespace), not a full RFC 5322 parser: the address is only logged by the
+/// notification step.
+fn plausible_email(s: &str) -> bool {
+    s.len() <= MAX_EMAIL
+        && !s.contains(char::is_whitespace)
+        && s.rsplit_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+}
+
+fn parse_notify_me(body: &Value) -> Result<NotifyMe, ValidationError> {
+    let mut f = Fields::of(body, "")?;
+    let email_address = f.optional_text("emailAddress");
+    let sms = f.optional_text("sms");
+    if let Some(e) = &email_address {
+        if !plausible_email(e) {
+            f.fail("emailAddress", "must be an e-mail address (name@domain)");
+        }
+    }
+    if sms.as_ref().is_some_and(|s| s.len() > MAX_SMS) {
+        f.fail("sms", format!("must be at most {MAX_SMS} characters"));
+    }
+    if email_address.is_none() && sms.is_none() && f.errors.is_empty() {
+        f.fail("emailAddress", "emailAddress or sms is required");
+    }
+    f.finish(Some(NotifyMe { email_address, sms }))
+}
+
+/// `POST /api/deliveries/{id}/notifymerequests` `{emailAddress?, sms?}`:
+/// **204**; 404 for an unknown delivery; 400 when neither channel is given
+/// or one is invalid.
+async fn notify_me(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<StatusCode, ApiError> {
+    let request = parse_notify_me(&body)?;
+    match state
+        .engine
+        .add_notify_me(&id, request.email_address, request.sms)
+        .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(CommandError::NotFound) => Err(not_found(&id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn number(v: &Value) -> Result<f64, String> {
+    v.as_f64()
+        .filter(|n| n.is_finite())
+        .ok_or_else(|| "must be a number".to_owned())
+}
+
+fn in_range(v: &Value, max: f64) -> Result<f64, String> {
+    let n = number(v)?;
+    if (-max..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be between -{max} and {max}"))
+    }
+}
+
+fn confirmation_type(v: &Value) -> Result<ConfirmationRequired, String> {
+    const EXPECTED: &str = "must be 0 to 3 or one of FingerPrint, Picture, Voice, None";
+    match v {
+        Value::Number(n) => n.as_u64().and_then(ConfirmationRequired::from_int),
+        Value::String(s) => ConfirmationRequired::parse(s).or_else(|| {
+            s.trim()
+                .parse::<u64>()
+                .ok()
+                .and_then(ConfirmationRequired::from_int)
+        }),
+        _ => None,
+    }
+    .ok_or_else(|| EXPECTED.to_owned())
+}
+
+/// Validates a confirmation body; `received_at` is now.
+fn parse_confirmation(body: &Value) -> Result<Confirmation, ValidationError> {
+    let mut f = Fields::of(body, "")?;
+    let date_time = f.object("dateTime", "dateTime.", |d| {
+        d.required("dateTimeValue", |v| match v.as_str().map(str::trim) {
+            Some(s) if !s.is_empty() => Ok(ConfirmationTime {
+                date_time_value: s.to_owned(),
+            }),
+            Some(_) => Err("must not be empty".to_owned()),
+            None => Err("must be a string".to_owned()),
+        })
+    });
+    let geo_coordinates = f.object("geoCoordinates", "geoCoordinates.", |g| {
+        let altitude = match g.get("altitude") {
+            None => Some(0.0),
+            Some(v) => match number(v) {
+                Ok(n) => Some(n),
+                Err(m) => {
+                    g.fail("altitude", m);
+                    None
+                }
+            },
+        };
+        let latitude = g.required("latitude", |v| in_range(v, 90.0));
+        let longitude = g.required("longitude", |v| in_range(v, 180.0));
+        Some(Location {
+            altitude: altitude?,
+            latitude: latitude?,
+            longitude: longitude?,
+        })
+    });
+    let confirmation_type = f.required("confirmationType", confirmation_type);
+    let confirmation_blob = f.required("confirmationBlob", |v| {
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "must be a string".to_owned())
+    });
+    let confirmation = match (
+        date_time,
+        geo_coordinates,
+        confirmation_type,
+        confirmation_blob,
+    ) {
+        (
+            Some(date_time),
+            Some(geo_coordinates),
+            Some(confirmation_type),
+            Some(confirmation_blob),
+        ) => Some(Confirmation {
+            date_time,
+            geo_coordinates,
+            confirmation_type,
+            confirmation_blob,
+            received_at: Utc::now(),
+        }),
+        _ => None,
+    };
+    f.finish(confirmation)
+}
+
+/// `POST /api/deliveries/{id}/confirmations`: stores the recipient's
+/// confirmation and notifies the notify-me subscribers. **200** (empty body,
+/// as the original); a repeated confirmation is accepted and the first one
+/// kept. 404 for an unknown delivery, 409 while it is not `Completed` yet
+/// (or when it was cancelled), 400 naming each invalid field.
+async fn confirm(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<StatusCode, ApiError> {
+    let confirmation = parse_confirmation(&body)?;
+    match state.engine.confirm(&id, confirmation).await {
+        Ok(()) => {
+            tracing::info!(delivery_id = %id, "delivery confirmed by the recipient");
+            Ok(StatusCode::OK)
+        }
+        Err(CommandError::NotFound) => Err(not_found(&id)),
+        Err(CommandError::WrongStage(DeliveryStage::Cancelled)) => Err(ApiError::Conflict(
+            "cannot confirm: the delivery was cancelled".into(),
+        )),
+        Err(CommandError::WrongStage(stage)) => Err(ApiError::Conflict(format!(
+            "not delivered yet: the delivery is {}",
+            stage.name()
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields<T>(r: Result<T, ValidationError>) -> Vec<String> {
+        r.err()
+            .map(|e| e.errors.into_iter().map(|f| f.field).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn notify_me_needs_one_valid_channel() {
+        assert_eq!(
+            parse_notify_me(&json!({"EmailAddress": " a@b.c ", "sms": ""})).ok(),
+            Some(NotifyMe {
+                email_address: Some("a@b.c".into()),
+                sms: None
+            })
+        );
+        assert!(parse_notify_me(&json!({"sms": "+1 555 0100"})).is_ok());
+        assert_eq!(fields(parse_notify_me(&json!({}))), ["emailAddress"]);
+        assert_eq!(
+            fields(parse_notify_me(&json!({"emailAddress": null, "sms": ""}))),
+            ["emailAddress"]
+        );
+        for bad in ["nope", "@b", "a@", "a b@c"] {
+            assert_eq!(
+                fields(parse_notify_me(&json!({"emailAddress": bad}))),
+                ["emailAddress"],
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            fields(parse_notify_me(&json!({"emailAddress": 1, "sms": true}))),
+            ["emailAddress", "sms"]
+        );
+        assert_eq!(fields(parse_notify_me(&json!([]))), ["body"]);
+    }
+
+    fn ri_confirmation() -> Value {
+        json!({
+            "dateTime": {"dateTimeValue": "2019-05-08T20:30:00Z"},
+            "geoCoordinates": {"altitude": 1.5, "latitude": 47.6, "longitude": -122.3},
+            "confirmationType": 1,
+            "confirmationBlob": "cGljdHVyZQ=="
+        })
+    }
+
+    #[test]
+    fn reads_a_confirmation() {
+        let c = parse_confirmation(&ri_confirmation());
+        assert!(
+            c.as_ref()
+                .is_ok_and(|c| c.confirmation_type == ConfirmationRequired::Picture
+                    && c.geo_coordinates.latitude == 47.6
+                    && c.date_time.date_time_value == "2019-05-08T20:30:00Z"),
+            "{c:?}"
+        );
+        let mut named = ri_confirmation();
+        named["confirmationType"] = json!("fingerprint");
+        named["geoCoordinates"] = json!({"Latitude": 0, "Longitude": 0});
+        let c = parse_confirmation(&named);
+        assert!(
+            c.as_ref()
+                .is_ok_and(|c| c.confirmation_type == ConfirmationRequired::FingerPrint
+                    && c.geo_coordinates.altitude == 0.0),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn names_every_invalid_confirmation_field() {
+        assert_eq!(
+            fields(parse_confirmation(&json!({}))),
+            [
+                "dateTime",
+                "geoCoordinates",
+                "confirmationType",
+                "confirmationBlob"
+            ]
+        );
+        assert_eq!(
+            fields(parse_confirmation(&json!({
+                "dateTime": {"dateTimeValue": ""},
+                "geoCoordinates": {"altitude": "x", "latitude": 91, "longitude": "east"},
+                "confirmationType": 4,
+                "confirmationBlob": 7
+            }))),
+            [
+                "dateTime.dateTimeValue",
+                "geoCoordinates.altitude",
+                "geoCoordinates.latitude",
+                "geoCoordinates.longitude",
+                "confirmationType",
+                "confirmationBlob"
+            ]
+        );
+        assert_eq!(
+            fields(parse_confirmation(&json!({
+                "dateTime": "now",
+                "geoCoordinates": {"latitude": 1, "longitude": 2},
+                "confirmationType": "Smell",
+                "confirmationBlob": ""
+            }))),
+            ["dateTime", "confirmationType"]
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! `GET /api/dronedeliveries/utilization`: drone utilisation of an owner in a
+//! month, the original DroneScheduler service's billing query (ri-spec §1.4),
+//! answered from the history of finished deliveries rather than a Cosmos DB
+//! collection filled by a bulk-import tool.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use dronedelivery_actors::domain::{FieldError, ValidationError};
+use dronedelivery_actors::ports::Utilization;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Routes of the utilisation API.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/dronedeliveries/utilization", get(utilization))
+}
+
+/// The validated query.
+#[derive(Debug, PartialEq)]
+struct UtilizationQuery {
+    owner_id: String,
+    year: i32,
+    month: u32,
+}
+
+/// A query parameter by name, case-insensitively (ASP.NET model binding
+/// matched query names that way).
+fn param<'a>(query: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    query
+        .get(name)
+        .or_else(|| {
+            query
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+        .map(|v| v.trim())
+}
+
+/// Validates `ownerId` (non-empty), `year` (≥ 1) and `month` (1 to 12),
+/// reporting every bad parameter by name.
+fn parse(query: &HashMap<String, String>) -> Result<UtilizationQuery, ValidationError> {
+    let mut errors = Vec::new();
+    let mut fail = |field: &str, message: &str| {
+        errors.push(FieldError {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        });
+    };
+    let owner_id = match param(query, "ownerId") {
+        Some(o) if !o.is_empty() => o.to_owned(),
+        _ => {
+            fail("ownerId", "is required");
+            String::new()
+        }
+    };
+    let year = match param(query, "year").map(str::parse::<i32>) {
+        Some(Ok(y)) if y >= 1 => y,
+        Some(Ok(_)) => {
+            fail("year", "must be 1 or more");
+            0
+        }
+        Some(Err(_)) => {
+            fail("year", "must be an integer");
+            0
+        }
+        None => {
+            fail("year", "is required");
+            0
+        }
+    };
+    let month = match param(query, "month").map(str::parse::<u32>) {
+        Some(Ok(m)) if (1..=12).contains(&m) => m,
+        Some(_) => {
+            fail("month", "must be an integer from 1 to 12");
+            0
+        }
+        None => {
+            fail("month", "is required");
+            0
+        }
+    };
+    if errors.is_empty() {
+        Ok(UtilizationQuery {
+            owner_id,
+            year,
+            month,
+        })
+    } else {
+        Err(ValidationError { errors })
+    }
+}
+
+/// `GET /api/dronedeliveries/utilization?ownerId=&year=&month=`: 200
+/// `{"traveledMiles","assignedHours"}` summed over the owner's deliveries
+/// finished in that calendar month (UTC); 404 when both are zero, as in the
+/// original; 400 naming each missing or invalid parameter.
+async fn utilization(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Utilization>, ApiError> {
+    let q = parse(&query)?;
+    let used = state
+        .engine
+        .utilization(&q.owner_id, q.year, q.month)
+        .await?;
+    if used.traveled_miles == 0.0 && used.assigned_hours == 0.0 {
+        return Err(ApiError::NotFound(format!(
+            "no drone utilization for owner {} in {:04}-{:02}",
+            q.owner_id, q.year, q.month
+        )));
+    }
+    Ok(Json(used))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn fields(r: Result<UtilizationQuery, ValidationError>) -> Vec<String> {
+        r.err()
+            .map(|e| e.errors.into_iter().map(|f| f.field).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn accepts_a_valid_query_case_insensitively() {
+        assert_eq!(
+            parse(&query(&[
+                ("OwnerId", "o1"),
+                ("YEAR", "2024"),
+                ("month", "12")
+            ]))
+            .ok(),
+            Some(UtilizationQuery {
+                owner_id: "o1".into(),
+                year: 2024,
+                month: 12
+            })
+        );
+    }
+
+    #[test]
+    fn names_every_bad_parameter() {
+        assert_eq!(fields(parse(&query(&[]))), ["ownerId", "year", "month"]);
+        assert_eq!(
+            fields(parse(&query(&[
+                ("ownerId", " "),
+                ("year", "0"),
+                ("month", "13")
+            ]))),
+            ["ownerId", "year", "month"]
+        );
+        assert_eq!(
+            fields(parse(&query(&[
+                ("ownerId", "o"),
+                ("year", "x"),
+                ("month", "0")
+            ]))),
+            ["year", "month"]
+        );
+        assert_eq!(
+            fields(parse(&query(&[
+                ("ownerId", "o"),
+                ("year", "2024"),
+                ("month", "May")
+            ]))),
+            ["month"]
+        );
+    }
+}
