@@ -184,6 +184,12 @@ where
     }
 }
 
+/// Exponential backoff: the base retry delay doubled per earlier attempt, capped.
+fn retry_delay(ctx: &Context, delivery_count: u32, cap: Duration) -> Duration {
+    let exp = delivery_count.saturating_sub(1).min(8);
+    ctx.config.retry_delay.saturating_mul(1 << exp).min(cap)
+}
+
 /// Applies an [`Outcome`] to the queue. A settle failure is logged and left to
 /// the broker: the lock expires and the message comes back, which the
 /// idempotent workflow absorbs.
@@ -193,12 +199,7 @@ pub async fn settle(ctx: &Context, received: &ReceivedMessage, outcome: Outcome)
     let (label, result) = match outcome {
         Outcome::Done => ("completed", queue.complete(&received.lock).await),
         Outcome::Retry(reason) if received.delivery_count < ctx.config.max_delivery_attempts => {
-            let exp = received.delivery_count.saturating_sub(1).min(8);
-            let delay = ctx
-                .config
-                .retry_delay
-                .saturating_mul(1 << exp)
-                .min(Duration::from_secs(60));
+            let delay = retry_delay(ctx, received.delivery_count, Duration::from_secs(60));
             tracing::warn!(message_id = %received.message.message_id, attempt = received.delivery_count, %reason, ?delay, "retrying message");
             ("retried", queue.abandon(&received.lock, delay).await)
         }
@@ -211,12 +212,7 @@ pub async fn settle(ctx: &Context, received: &ReceivedMessage, outcome: Outcome)
         }
         Outcome::DeadLetter(reason) => ("deadlettered", dead_letter(ctx, received, reason).await),
         Outcome::Unavailable(reason) => {
-            let exp = received.delivery_count.saturating_sub(1).min(8);
-            let delay = ctx
-                .config
-                .retry_delay
-                .saturating_mul(1 << exp)
-                .min(Duration::from_secs(30));
+            let delay = retry_delay(ctx, received.delivery_count, Duration::from_secs(30));
             tracing::warn!(message_id = %received.message.message_id, attempt = received.delivery_count, %reason, ?delay, "backend unavailable; message goes back to the queue");
             ("deferred", queue.abandon(&received.lock, delay).await)
         }

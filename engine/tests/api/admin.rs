@@ -7,7 +7,9 @@ use dronedelivery_actors::ports::{Operation, QueueMessage};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, ri_example, spawn_app, spawn_app_with, stage, TestApp};
+use crate::helpers::{
+    assert_problem, header, ri_example, spawn_app, spawn_app_with, stage, TestApp,
+};
 
 const LONG: Duration = Duration::from_secs(30);
 const TOKEN: &str = "s3cret";
@@ -74,12 +76,7 @@ async fn the_admin_api_needs_the_bearer_token() {
         (Method::GET, "/admin/unknown/path"),
     ] {
         let res = admin(&app, method.clone(), path, None).await;
-        let challenge = res
-            .headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let challenge = header(&res, "www-authenticate");
         assert!(
             challenge.starts_with("Bearer"),
             "{method} {path}: {challenge:?}"
@@ -106,12 +103,7 @@ async fn the_admin_api_needs_the_bearer_token() {
     let res = admin(&app, Method::GET, "/admin/unknown/path", Some(TOKEN)).await;
     assert_problem(res, 404).await;
     let res = admin(&app, Method::DELETE, "/admin/supervisors", Some(TOKEN)).await;
-    let allow = res
-        .headers()
-        .get("allow")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let allow = header(&res, "allow");
     assert!(allow.contains("GET"), "{allow:?}");
     assert_problem(res, 405).await;
     // Static segments are case-insensitive, with or without the version prefix.
@@ -124,12 +116,7 @@ async fn the_admin_api_needs_the_bearer_token() {
 async fn lists_the_supervision_tree() {
     let app = spawn_admin_app().await;
     let res = admin(&app, Method::GET, "/admin/supervisors", Some(TOKEN)).await;
-    let ct = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let ct = header(&res, "content-type");
     assert!(ct.starts_with("application/json"), "{ct}");
     let body = json_of(res, 200).await;
     let supervisors = body["supervisors"]

@@ -176,15 +176,19 @@ pub mod stage {
     pub const CANCELLED: u64 = 5;
 }
 
+/// A response header as text (empty when absent or not text).
+pub fn header(res: &reqwest::Response, name: &str) -> String {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Asserts an RFC 9457 problem response and returns its body.
 pub async fn assert_problem(res: reqwest::Response, status: u16) -> Value {
     assert_eq!(res.status(), status);
-    let ct = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let ct = header(&res, "content-type");
     assert!(
         ct.starts_with("application/problem+json"),
         "content-type was {ct:?}"

@@ -104,12 +104,7 @@ async fn the_event_stream_sends_every_stage_and_ends_by_itself() {
     wait_until_known(&app, &id).await;
     let res = open_stream(&app, &id, None).await;
     assert_eq!(res.status(), 200);
-    let ct = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let ct = header(&res, "content-type").unwrap_or_default();
     assert!(ct.starts_with("text/event-stream"), "{ct}");
     let events = read_stream(res, LONG).await;
     assert_eq!(
