@@ -75,6 +75,9 @@ pub struct TreeConfig {
     /// An idle delivery actor stops after this long; the next message or
     /// read re-activates it from the store.
     pub passivate_after: Duration,
+    /// A delivery waiting longer than this for a free drone is compensated:
+    /// cancelled with the reason and dead-lettered. `None`: wait forever.
+    pub max_drone_wait: Option<Duration>,
 }
 
 impl Default for TreeConfig {
@@ -93,6 +96,7 @@ impl Default for TreeConfig {
             call_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
             passivate_after: Duration::from_secs(60),
+            max_drone_wait: None,
         }
     }
 }

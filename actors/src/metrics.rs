@@ -33,6 +33,8 @@ pub const DEAD_LETTERS_TOTAL: &str = "dronedelivery_dead_letters_total";
 pub const ACTORS_LIVE: &str = "dronedelivery_actors_live";
 /// Circuit breaker state by backend: 0 closed, 1 open, 2 half-open.
 pub const BREAKER_STATE: &str = "dronedelivery_breaker_state";
+/// Deliveries given up and cancelled by compensation.
+pub const COMPENSATIONS_TOTAL: &str = "dronedelivery_compensations_total";
 /// Delivery actors activated (loaded from the store).
 pub const ACTIVATIONS_TOTAL: &str = "dronedelivery_actor_activations_total";
 /// Delivery actors stopped after an idle period.

@@ -244,6 +244,12 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_PASSIVATE_AFTER_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub passivate_after_secs: u64,
 
+    /// Seconds a delivery may wait for a free drone before it is
+    /// compensated (cancelled with the reason, its request dead-lettered so an
+    /// operator can replay it). 0: wait as long as it takes.
+    #[arg(long, env = "DD_MAX_DRONE_WAIT_SECS", default_value_t = 0)]
+    pub max_drone_wait_secs: u64,
+
     /// This engine's fleet partition: it schedules only drones
     /// `{fleet-id}-drone-NNNN`. Engines sharing one Redis need distinct,
     /// stable ids (e.g. the StatefulSet pod name).
@@ -290,6 +296,8 @@ impl ServeArgs {
             call_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             passivate_after: Duration::from_secs(self.passivate_after_secs),
+            max_drone_wait: (self.max_drone_wait_secs > 0)
+                .then(|| Duration::from_secs(self.max_drone_wait_secs)),
         }
     }
 }

@@ -73,6 +73,7 @@ fn record(id: &str) -> DeliveryRecord {
         version: 1,
         ticket: 1,
         confirmation: None,
+        cancel_reason: None,
     }
 }
 

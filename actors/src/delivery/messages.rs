@@ -118,4 +118,12 @@ pub enum DeliveryMsg {
     Flush,
     /// Idle timer of the given generation expired: stop if still idle.
     Passivate(u64),
+    /// The fleet gave up finding a drone for this request: cancel with the
+    /// reason and dead-letter the request (compensation).
+    Compensate {
+        /// The request ticket given up on.
+        ticket: u64,
+        /// Why.
+        reason: String,
+    },
 }

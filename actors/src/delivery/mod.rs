@@ -30,7 +30,7 @@ use crate::domain::{
 };
 use crate::fleet::{DroneRequest, FleetMsg};
 use crate::metrics::{self as m, LiveActor};
-use crate::ports::{HistoryEntry, StoreError};
+use crate::ports::{DeadLetter, HistoryEntry, Operation, QueueMessage, StoreError};
 
 /// The actor (stateless behaviour; state lives in [`DeliveryState`]).
 pub struct DeliveryActor;
@@ -108,6 +108,15 @@ impl Actor for DeliveryActor {
                 let _ = reply.send(state.record.clone());
             }
             DeliveryMsg::Drone(report) => state.on_drone(report),
+            DeliveryMsg::Compensate { ticket, reason } => {
+                if let Err(e) = state.compensate(ticket, &reason).await {
+                    tracing::warn!(delivery_id = %state.id, error = %e, "compensation failed; retrying");
+                    myself.send_after(Duration::from_secs(1), move || DeliveryMsg::Compensate {
+                        ticket,
+                        reason,
+                    });
+                }
+            }
             DeliveryMsg::Flush => state.flush_attempt += 1,
             DeliveryMsg::Passivate(generation) => {
                 if generation == state.generation && !state.dirty {
@@ -206,6 +215,18 @@ impl DeliveryState {
     }
 
     async fn create(&mut self, new: NewDelivery) -> Result<CreateOutcome, DeliveryError> {
+        if let Some(existing) = self.record.as_ref().filter(|r| is_compensated(r)) {
+            // A compensated delivery's request was replayed by an operator
+            // (more drones now, say): it is taken up again.
+            let mut next = existing.clone();
+            next.cancel_reason = None;
+            next.delivery.drone_id = None;
+            next.ticket += 1;
+            self.commit(next, DeliveryStage::Created).await?;
+            tracing::info!(delivery_id = %self.id, "compensated delivery revived by a replay");
+            self.request_drone();
+            return Ok(CreateOutcome::Created);
+        }
         if let Some(existing) = &self.record {
             // A redelivered queue message: the delivery exists already.
             // Make sure a delivery still waiting for a drone is queued at the
@@ -242,6 +263,7 @@ impl DeliveryState {
             version: 0,
             ticket: 1,
             confirmation: None,
+            cancel_reason: None,
         };
         self.commit(record, DeliveryStage::Created).await?;
         metrics::counter!(m::DELIVERIES_CREATED_TOTAL).increment(1);
@@ -322,6 +344,72 @@ impl DeliveryState {
                 tracing::warn!(delivery_id = %self.id, error = %e, "could not read notify-me requests")
             }
         }
+        Ok(())
+    }
+
+    /// Compensation for a delivery no drone could take: the request goes to
+    /// the dead letters with the reason (so operators see it and can replay
+    /// it), the finished delivery to the history, and the delivery is
+    /// cancelled with the reason. Each write is idempotent, so a failure is
+    /// simply retried.
+    async fn compensate(&mut self, ticket: u64, reason: &str) -> Result<(), StoreError> {
+        let Some(current) = self.record.clone() else {
+            return Ok(());
+        };
+        if current.ticket != ticket || !current.stage.awaits_drone() {
+            return Ok(()); // a drone came after all, or it was cancelled meanwhile
+        }
+        let backends = &self.ctx.backends;
+        let package = backends.packages.get(&current.package_id).await?;
+        let now = Utc::now();
+        let body = serde_json::json!({
+            "deliveryId": current.delivery.id,
+            "ownerId": current.delivery.owner.user_id,
+            "pickupLocation": current.pickup_location,
+            "dropoffLocation": current.dropoff_location,
+            "pickupTime": current.pickup_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            "deadline": current.delivery.deadline,
+            "expedited": current.delivery.expedited,
+            "confirmationRequired": current.delivery.confirmation_required.name(),
+            "packageInfo": {
+                "packageId": current.package_id,
+                "size": package.as_ref().and_then(|p| p.size).unwrap_or(crate::domain::PackageSize::Small),
+                "weight": package.as_ref().and_then(|p| p.weight).unwrap_or(0.0),
+                "tag": package.as_ref().and_then(|p| p.tag.clone()),
+            }
+        });
+        let mut message =
+            QueueMessage::new(Operation::Delivery, &body, current.correlation_id.clone());
+        message.message_id = format!("compensated-{}", current.delivery.id);
+        backends
+            .dead_letters
+            .put(DeadLetter {
+                id: message.message_id.clone(),
+                message,
+                reason: format!("compensated: {reason}"),
+                attempts: 1,
+                first_seen: now,
+                last_seen: now,
+            })
+            .await?;
+        let mut finished = current.clone();
+        finished.stage = DeliveryStage::Cancelled;
+        finished.updated_at = now;
+        backends
+            .history
+            .record(&history_entry(&finished, 0.0, 0.0))
+            .await?;
+        let mut next = current;
+        next.cancel_reason = Some(format!("compensated: {reason}"));
+        self.commit(next, DeliveryStage::Cancelled)
+            .await
+            .map_err(|e| match e {
+                DeliveryError::Store(e) => e,
+                other => StoreError::Unavailable(other.to_string()),
+            })?;
+        metrics::counter!(m::COMPENSATIONS_TOTAL).increment(1);
+        metrics::counter!(m::DELIVERIES_CANCELLED_TOTAL).increment(1);
+        tracing::warn!(delivery_id = %self.id, %reason, "delivery compensated: cancelled and dead-lettered");
         Ok(())
     }
 
@@ -446,6 +534,15 @@ impl DeliveryState {
             self.dirty = true;
         }
     }
+}
+
+/// Cancelled by compensation (not by the client): a replay revives it.
+fn is_compensated(record: &DeliveryRecord) -> bool {
+    record.stage == DeliveryStage::Cancelled
+        && record
+            .cancel_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("compensated"))
 }
 
 fn history_entry(record: &DeliveryRecord, distance_m: f64, assigned_hours: f64) -> HistoryEntry {

@@ -215,6 +215,9 @@ pub struct DeliveryRecord {
     /// The recipient's confirmation, once given.
     #[serde(default)]
     pub confirmation: Option<Confirmation>,
+    /// Why the engine cancelled it (compensation), when it was not the client.
+    #[serde(default)]
+    pub cancel_reason: Option<String>,
 }
 
 /// When a confirmation was made, in the original's shape

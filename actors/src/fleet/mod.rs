@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::Serialize;
 
@@ -69,6 +70,8 @@ pub enum FleetMsg {
     Respawn(String),
     /// Counts for operators.
     Snapshot(RpcReplyPort<FleetSnapshot>),
+    /// Give up on deliveries that waited longer than `--max-drone-wait-secs`.
+    Expire,
 }
 
 /// What the fleet looks like now.
@@ -100,6 +103,8 @@ pub struct FleetState {
     slots: BTreeMap<String, Slot>,
     by_delivery: HashMap<String, String>,
     pending: VecDeque<DroneRequest>,
+    /// When each waiting delivery started waiting (for compensation).
+    waiting_since: HashMap<String, DateTime<Utc>>,
     children: HashMap<ActorId, String>,
     restarts: HashMap<String, u32>,
     total_restarts: u64,
@@ -144,6 +149,7 @@ impl Actor for FleetActor {
             slots: BTreeMap::new(),
             by_delivery: HashMap::new(),
             pending: VecDeque::new(),
+            waiting_since: HashMap::new(),
             children: HashMap::new(),
             restarts: HashMap::new(),
             total_restarts: 0,
@@ -182,6 +188,7 @@ impl Actor for FleetActor {
             }
             if let Some(r) = ctx.backends.deliveries.get(&id).await? {
                 if r.stage.awaits_drone() {
+                    state.waiting_since.insert(id.clone(), r.updated_at);
                     state.pending.push_back(DroneRequest {
                         delivery_id: id,
                         ticket: r.ticket,
@@ -214,9 +221,12 @@ impl Actor for FleetActor {
 
     async fn post_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if state.ctx.config.max_drone_wait.is_some() {
+            myself.send_interval(Duration::from_secs(1), || FleetMsg::Expire);
+        }
         state.dispatch_pending();
         state.publish();
         Ok(())
@@ -232,6 +242,7 @@ impl Actor for FleetActor {
             FleetMsg::Request(req) => state.request(req),
             FleetMsg::Withdraw { delivery_id } => {
                 state.pending.retain(|r| r.delivery_id != delivery_id);
+                state.waiting_since.remove(&delivery_id);
                 state.release(&delivery_id);
                 state.dispatch_pending();
             }
@@ -268,6 +279,10 @@ impl Actor for FleetActor {
                     }
                 }
                 state.by_delivery.remove(&request.delivery_id);
+                state
+                    .waiting_since
+                    .entry(request.delivery_id.clone())
+                    .or_insert_with(Utc::now);
                 state.pending.push_front(request);
                 state.dispatch_pending();
             }
@@ -293,6 +308,7 @@ impl Actor for FleetActor {
             FleetMsg::Snapshot(reply) => {
                 let _ = reply.send(state.snapshot());
             }
+            FleetMsg::Expire => state.expire().await,
         }
         state.publish();
         Ok(())
@@ -391,7 +407,12 @@ impl FleetState {
                     *existing = req;
                 }
             }
-            None => self.pending.push_back(req),
+            None => {
+                self.waiting_since
+                    .entry(req.delivery_id.clone())
+                    .or_insert_with(Utc::now);
+                self.pending.push_back(req);
+            }
         }
         self.dispatch_pending();
     }
@@ -435,6 +456,7 @@ impl FleetState {
             if let Some(slot) = self.slots.get_mut(&drone_id) {
                 slot.serving = Some((req.delivery_id.clone(), req.ticket));
             }
+            self.waiting_since.remove(&req.delivery_id);
             self.by_delivery
                 .insert(req.delivery_id.clone(), drone_id.clone());
             if let Err(ractor::MessagingErr::SendErr(DroneMsg::Assign(req))) =
@@ -446,6 +468,48 @@ impl FleetState {
                 self.by_delivery.remove(&req.delivery_id);
                 self.pending.push_front(req);
                 break;
+            }
+        }
+    }
+
+    /// Compensation: a delivery that waited longer than the configured
+    /// maximum leaves the queue of requests and is told to give up (its actor
+    /// cancels it with the reason and dead-letters it for operators).
+    async fn expire(&mut self) {
+        let Some(max) = self.ctx.config.max_drone_wait else {
+            return;
+        };
+        let Ok(max) = chrono::Duration::from_std(max) else {
+            return;
+        };
+        let now = Utc::now();
+        let expired: Vec<DroneRequest> = self
+            .pending
+            .iter()
+            .filter(|r| {
+                self.waiting_since
+                    .get(&r.delivery_id)
+                    .is_some_and(|t| now - *t > max)
+            })
+            .cloned()
+            .collect();
+        for req in expired {
+            self.pending.retain(|r| r.delivery_id != req.delivery_id);
+            self.waiting_since.remove(&req.delivery_id);
+            let reason = format!("no drone became free within {} s", max.num_seconds());
+            tracing::warn!(delivery_id = %req.delivery_id, %reason, "compensating: giving up on the delivery");
+            let msg = crate::delivery::DeliveryMsg::Compensate {
+                ticket: req.ticket,
+                reason,
+            };
+            if let Err(e) = self.ctx.tell_delivery(&req.delivery_id, msg).await {
+                // Keep it waiting; the next tick tries again.
+                tracing::warn!(delivery_id = %req.delivery_id, error = %e, "could not reach the delivery to compensate");
+                self.waiting_since.insert(
+                    req.delivery_id.clone(),
+                    now - max - chrono::Duration::seconds(1),
+                );
+                self.pending.push_back(req);
             }
         }
     }

@@ -457,3 +457,50 @@ async fn a_store_outage_opens_the_breaker_and_nothing_is_dead_lettered() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_delivery_no_drone_can_take_is_compensated_and_can_be_replayed() {
+    let app = spawn_app_with(|a| {
+        a.fleet_size = 1;
+        a.sim_speed = 1.0;
+        a.max_drone_wait_secs = 1;
+    })
+    .await;
+    let busy = app.post_delivery(&ri_example()).await;
+    app.wait_for_stage(&busy, stage::HEADED_TO_PICKUP, LONG)
+        .await;
+    let waiting = app.post_delivery(&ri_example()).await;
+
+    // Compensated: cancelled with the reason, dead-lettered, in the history.
+    app.wait_for_stage(&waiting, stage::CANCELLED, LONG).await;
+    let record = app.engine.delivery(&waiting).await.ok().flatten();
+    let reason = record.and_then(|r| r.cancel_reason).unwrap_or_default();
+    assert!(reason.contains("no drone"), "{reason}");
+    let letter_id = format!("compensated-{waiting}");
+    let (letters, _) = app.engine.dead_letters(0, 10).await.unwrap_or_default();
+    let letter = letters.iter().find(|l| l.id == letter_id);
+    assert!(
+        letter.is_some_and(|l| l.reason.contains("no drone")),
+        "{letters:?}"
+    );
+    // The drone's own delivery is untouched.
+    assert_eq!(
+        app.status(&busy).await.map(|s| s["stage"].clone()),
+        Some(json!(stage::HEADED_TO_PICKUP))
+    );
+
+    // Fix the cause (free the drone), replay: the delivery is taken up again.
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/deliveryrequests/{busy}")))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 204);
+    app.wait_for_stage(&busy, stage::CANCELLED, LONG).await;
+    let replayed = app.engine.replay_dead_letter(&letter_id).await;
+    assert!(replayed.is_ok(), "{replayed:?}");
+    app.wait_for_stage(&waiting, stage::HEADED_TO_PICKUP, LONG)
+        .await;
+    app.stop().await;
+}
