@@ -27,7 +27,7 @@ pub const QUEUE_UNSETTLED: &str = "dronedelivery_queue_unsettled";
 pub const MESSAGES_IN_FLIGHT: &str = "dronedelivery_queue_messages_in_flight";
 /// Dead letters put back on the queue by an operator.
 pub const DEAD_LETTERS_REPLAYED_TOTAL: &str = "dronedelivery_dead_letters_replayed_total";
-/// Dead letters written.
+/// Dead letters written, by reason kind (see [`dead_letter_kind`]).
 pub const DEAD_LETTERS_TOTAL: &str = "dronedelivery_dead_letters_total";
 /// Live actors, by kind (delivery, drone, fleet, supervisor, consumer).
 pub const ACTORS_LIVE: &str = "dronedelivery_actors_live";
@@ -54,6 +54,24 @@ pub const HTTP_BUCKETS: &[f64] = &[
 pub const DELIVERY_BUCKETS: &[f64] = &[
     0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0,
 ];
+
+/// The bounded label value of a dead-letter reason (the full reason is in
+/// the dead-letter store; a metric label must not carry free text).
+pub fn dead_letter_kind(reason: &str) -> &'static str {
+    const KINDS: [(&str, &str); 7] = [
+        ("unknown operation", "unknown_operation"),
+        ("body is not JSON", "not_json"),
+        ("invalid", "invalid"),
+        ("cancel message body", "invalid"),
+        ("gave up after", "retries_exhausted"),
+        ("not possible", "wrong_stage"),
+        ("compensated", "compensated"),
+    ];
+    KINDS
+        .iter()
+        .find(|(prefix, _)| reason.starts_with(prefix))
+        .map_or("other", |(_, kind)| kind)
+}
 
 /// Counts a live actor of `kind` for as long as the guard lives.
 #[derive(Debug)]

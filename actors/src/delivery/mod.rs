@@ -408,6 +408,7 @@ impl DeliveryState {
                 other => StoreError::Unavailable(other.to_string()),
             })?;
         metrics::counter!(m::COMPENSATIONS_TOTAL).increment(1);
+        metrics::counter!(m::DEAD_LETTERS_TOTAL, "reason" => "compensated").increment(1);
         metrics::counter!(m::DELIVERIES_CANCELLED_TOTAL).increment(1);
         tracing::warn!(delivery_id = %self.id, %reason, "delivery compensated: cancelled and dead-lettered");
         Ok(())

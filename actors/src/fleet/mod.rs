@@ -108,6 +108,7 @@ pub struct FleetState {
     children: HashMap<ActorId, String>,
     restarts: HashMap<String, u32>,
     total_restarts: u64,
+    intensity: crate::supervisor::Intensity,
     _live: LiveActor,
 }
 
@@ -153,6 +154,7 @@ impl Actor for FleetActor {
             children: HashMap::new(),
             restarts: HashMap::new(),
             total_restarts: 0,
+            intensity: crate::supervisor::Intensity::new(20, Duration::from_secs(30)),
             _live: LiveActor::new("fleet"),
         };
         for d in drones {
@@ -328,6 +330,14 @@ impl Actor for FleetActor {
                     metrics::counter!(m::ACTOR_RESTARTS_TOTAL, "supervisor" => "fleet")
                         .increment(1);
                     state.total_restarts += 1;
+                    if state.intensity.exceeded_after_one_more() {
+                        // Escalate: the root restarts the fleet with backoff.
+                        return Err(format!(
+                            "fleet gave up: {} drone failures within 30 s (last: {drone_id}: {err})",
+                            state.intensity.count()
+                        )
+                        .into());
+                    }
                     state.schedule_respawn(&myself, drone_id);
                 }
             }

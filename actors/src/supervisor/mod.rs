@@ -92,6 +92,44 @@ impl Strategy {
     }
 }
 
+/// Restart intensity: at most `max` events within `window`.
+#[derive(Debug, Clone)]
+pub struct Intensity {
+    max: usize,
+    window: Duration,
+    recent: VecDeque<Instant>,
+}
+
+impl Intensity {
+    /// A limit of `max` events per `window`.
+    pub fn new(max: usize, window: Duration) -> Self {
+        Self {
+            max,
+            window,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Records an event; true when the limit is now exceeded.
+    pub fn exceeded_after_one_more(&mut self) -> bool {
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(now);
+        self.recent.len() > self.max
+    }
+
+    /// Events within the current window.
+    pub fn count(&self) -> usize {
+        self.recent.len()
+    }
+}
+
 /// Restart intensity and backoff.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestartPolicy {
@@ -188,7 +226,7 @@ pub struct SupervisorState {
     strategy: Strategy,
     children: Vec<Child>,
     policy: RestartPolicy,
-    recent: VecDeque<Instant>,
+    intensity: Intensity,
     _live: LiveActor,
 }
 
@@ -219,8 +257,8 @@ impl Actor for Supervisor {
             name: args.name,
             strategy: args.strategy,
             children,
+            intensity: Intensity::new(args.policy.max_restarts, args.policy.window),
             policy: args.policy,
-            recent: VecDeque::new(),
             _live: LiveActor::new("supervisor"),
         })
     }
@@ -365,15 +403,7 @@ impl SupervisorState {
         index: usize,
         reason: Option<String>,
     ) -> Result<(), ActorProcessingErr> {
-        let now = Instant::now();
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.policy.window)
-        {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(now);
+        let exceeded = self.intensity.exceeded_after_one_more();
         let reason = reason.unwrap_or_else(|| "unknown".into());
         let child_name = self.children[index].spec.name.clone();
         tracing::error!(supervisor = %self.name, child = %child_name, %reason, strategy = self.strategy.name(), "child exited");
@@ -383,11 +413,11 @@ impl SupervisorState {
             child.last_failure = Some((reason.clone(), Utc::now()));
         }
         metrics::counter!(m::ACTOR_RESTARTS_TOTAL, "supervisor" => self.name.clone()).increment(1);
-        if self.recent.len() > self.policy.max_restarts {
+        if exceeded {
             return Err(format!(
                 "supervisor {} gave up: {} restarts within {:?} (last: {} — {})",
                 self.name,
-                self.recent.len(),
+                self.intensity.count(),
                 self.policy.window,
                 child_name,
                 reason
@@ -421,7 +451,7 @@ impl SupervisorState {
                 }
             });
         }
-        let exp = u32::try_from(self.recent.len().saturating_sub(1))
+        let exp = u32::try_from(self.intensity.count().saturating_sub(1))
             .unwrap_or(u32::MAX)
             .min(16);
         let delay = self
@@ -469,6 +499,7 @@ pub struct DeliveriesSupervisor;
 /// Its state.
 pub struct DeliveriesState {
     failures: u64,
+    intensity: Intensity,
     _live: LiveActor,
 }
 
@@ -484,6 +515,10 @@ impl Actor for DeliveriesSupervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(DeliveriesState {
             failures: 0,
+            // Delivery actors are many and re-activate lazily; a storm of
+            // failures means something systemic, which the parent handles
+            // by restarting the whole subtree with backoff.
+            intensity: Intensity::new(100, Duration::from_secs(10)),
             _live: LiveActor::new("supervisor"),
         })
     }
@@ -525,6 +560,13 @@ impl Actor for DeliveriesSupervisor {
             state.failures += 1;
             metrics::counter!(m::ACTOR_RESTARTS_TOTAL, "supervisor" => "deliveries").increment(1);
             tracing::error!(actor = ?cell.get_name(), error = %err, "delivery actor failed; it re-activates from the store on its next message");
+            if state.intensity.exceeded_after_one_more() {
+                return Err(format!(
+                    "deliveries gave up: {} delivery actor failures within 10 s (last: {err})",
+                    state.intensity.count()
+                )
+                .into());
+            }
         }
         Ok(())
     }

@@ -241,7 +241,7 @@ async fn dead_letter(
     // Store first: a message is removed from the queue only once its dead
     // letter is safe.
     ctx.backends.dead_letters.put(letter).await?;
-    metrics::counter!(m::DEAD_LETTERS_TOTAL).increment(1);
+    metrics::counter!(m::DEAD_LETTERS_TOTAL, "reason" => m::dead_letter_kind(&reason)).increment(1);
     ctx.backends
         .queue
         .dead_letter(&received.lock, &reason)

@@ -299,6 +299,13 @@ async fn poison_messages_are_dead_lettered_with_a_reason() {
     // The queue is empty: nothing is stuck behind the poison.
     assert_eq!(app.engine.queue_depth().await.unwrap_or(u64::MAX), 0);
 
+    // Dead letters are counted by reason kind, never by free text.
+    let metrics = app.get("/metrics").await.text().await.unwrap_or_default();
+    for kind in ["unknown_operation", "not_json", "retries_exhausted"] {
+        let label = format!("dronedelivery_dead_letters_total{{reason=\"{kind}\"}}");
+        assert!(metrics.contains(&label), "{label} missing:\n{metrics}");
+    }
+
     // And healthy traffic still flows.
     let id = app.post_delivery(&ri_example()).await;
     app.wait_for_stage(&id, stage::COMPLETED, LONG).await;

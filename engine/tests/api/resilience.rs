@@ -1,7 +1,9 @@
-//! The tree survives failures on its own: crashed actors are restarted and
-//! resume from the store, operator restarts lose nothing, poison messages
-//! are dead-lettered and can be replayed once their cause is fixed, and idle
-//! actors passivate and come back.
+//! The tree survives failures on its own, on the real backends (Redis
+//! Streams, Redis, MongoDB): crashed actors are restarted and resume from the
+//! store, operator restarts lose nothing, a store outage opens the breaker
+//! without dead-lettering anything, poison messages are dead-lettered and can
+//! be replayed once their cause is fixed, and idle actors passivate and come
+//! back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,10 +16,9 @@ use dronedelivery_actors::domain::{
 use dronedelivery_actors::ports::{
     DeliveryStore, DroneStore, Operation, QueueMessage, StoreResult,
 };
-use dronedelivery_engine::memory;
 use serde_json::json;
 
-use crate::helpers::{ri_example, spawn_app_on, spawn_app_with, stage, TestApp};
+use crate::helpers::{ri_example, spawn_app_on, stage, TestApp};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -25,7 +26,7 @@ const LONG: Duration = Duration::from_secs(30);
 /// entering `HeadedToPickup`: the delivery actor crashes in the middle of
 /// applying a drone report.
 struct PanicOnceDeliveries {
-    inner: memory::MemoryDeliveryStore,
+    inner: Arc<dyn DeliveryStore>,
     fired: AtomicBool,
 }
 
@@ -62,7 +63,7 @@ impl DeliveryStore for PanicOnceDeliveries {
 /// A drone store that panics once, when a drone first stores that it picked
 /// up its package: the drone actor crashes mid-flight.
 struct PanicOnceDrones {
-    inner: memory::MemoryDroneStore,
+    inner: Arc<dyn DroneStore>,
     fired: AtomicBool,
 }
 
@@ -89,8 +90,38 @@ impl DroneStore for PanicOnceDrones {
     }
 }
 
-fn embedded() -> dronedelivery_actors::Backends {
-    memory::backends(Duration::from_secs(5), 100_000)
+/// The real backends, under a key prefix and database of this test's own:
+/// Redis Streams queue, Redis stores, MongoDB stores (`scripts/services.sh`
+/// starts the servers).
+async fn real_backends() -> dronedelivery_actors::Backends {
+    use dronedelivery_engine::adapters::{mongo, redis};
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("res-{}", &id[..12]);
+    let url = "redis://127.0.0.1:6379";
+    let stores = redis::connect(&redis::RedisConfig::new(url, prefix.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("redis: {e}"));
+    let docs = mongo::connect(&mongo::MongoConfig {
+        uri: format!("mongodb://127.0.0.1:27017/res_{}", &id[..12]),
+        database: None,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("mongodb: {e}"));
+    let mut streams = redis::StreamsConfig::new(url, prefix);
+    streams.lock_duration = Duration::from_secs(5);
+    let queue = redis::RedisStreamsQueue::connect(streams)
+        .await
+        .unwrap_or_else(|e| panic!("redis streams: {e}"));
+    dronedelivery_actors::Backends {
+        queue,
+        deliveries: stores.deliveries,
+        drones: stores.drones,
+        idempotency: stores.idempotency,
+        packages: docs.packages,
+        dead_letters: docs.dead_letters,
+        history: docs.history,
+        notify: docs.notify,
+    }
 }
 
 async fn stages(app: &TestApp, id: &str) -> Vec<DeliveryStage> {
@@ -105,9 +136,9 @@ async fn stages(app: &TestApp, id: &str) -> Vec<DeliveryStage> {
 
 #[tokio::test]
 async fn a_crashed_delivery_actor_is_restarted_and_the_delivery_completes() {
-    let mut backends = embedded();
+    let mut backends = real_backends().await;
     let faulty = Arc::new(PanicOnceDeliveries {
-        inner: memory::MemoryDeliveryStore::default(),
+        inner: Arc::clone(&backends.deliveries),
         fired: AtomicBool::new(false),
     });
     backends.deliveries = faulty.clone();
@@ -137,9 +168,9 @@ async fn a_crashed_delivery_actor_is_restarted_and_the_delivery_completes() {
 
 #[tokio::test]
 async fn a_crashed_drone_actor_is_restarted_and_resumes_its_flight() {
-    let mut backends = embedded();
+    let mut backends = real_backends().await;
     let faulty = Arc::new(PanicOnceDrones {
-        inner: memory::MemoryDroneStore::default(),
+        inner: Arc::clone(&backends.drones),
         fired: AtomicBool::new(false),
     });
     backends.drones = faulty.clone();
@@ -162,7 +193,7 @@ async fn a_crashed_drone_actor_is_restarted_and_resumes_its_flight() {
 
 #[tokio::test]
 async fn operator_restarts_during_a_burst_lose_no_delivery() {
-    let app = spawn_app_with(|a| a.fleet_size = 50).await;
+    let app = spawn_app_on(|a| a.fleet_size = 50, Some(real_backends().await)).await;
     let mut ids = Vec::new();
     for i in 0..500 {
         let mut body = ri_example();
@@ -206,7 +237,7 @@ async fn operator_restarts_during_a_burst_lose_no_delivery() {
 
 #[tokio::test]
 async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
-    let app = spawn_app_with(|a| a.max_delivery_attempts = 2).await;
+    let app = spawn_app_on(|a| a.max_delivery_attempts = 2, Some(real_backends().await)).await;
     // A reschedule for a delivery that does not exist (yet): retried, then
     // dead-lettered with the reason.
     let reschedule = QueueMessage::new(
@@ -280,12 +311,15 @@ async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
     const N: usize = 10_000;
     // One slow drone: almost every delivery waits, its actor idles and
     // passivates after a second.
-    let app = spawn_app_with(|a| {
-        a.fleet_size = 1;
-        a.sim_speed = 1.0;
-        a.passivate_after_secs = 1;
-        a.consumers = 8;
-    })
+    let app = spawn_app_on(
+        |a| {
+            a.fleet_size = 1;
+            a.sim_speed = 1.0;
+            a.passivate_after_secs = 1;
+            a.consumers = 8;
+        },
+        Some(real_backends().await),
+    )
     .await;
     let ids: Vec<String> = (0..N).map(|i| format!("passive-{i}")).collect();
     for id in &ids {
@@ -370,7 +404,7 @@ async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
 /// A delivery store that can be switched off: every call fails as if the
 /// server were unreachable.
 struct SwitchableDeliveries {
-    inner: memory::MemoryDeliveryStore,
+    inner: Arc<dyn DeliveryStore>,
     down: AtomicBool,
 }
 
@@ -418,9 +452,9 @@ impl DeliveryStore for SwitchableDeliveries {
 
 #[tokio::test]
 async fn a_store_outage_opens_the_breaker_and_nothing_is_dead_lettered() {
-    let mut backends = embedded();
+    let mut backends = real_backends().await;
     let store = Arc::new(SwitchableDeliveries {
-        inner: memory::MemoryDeliveryStore::default(),
+        inner: Arc::clone(&backends.deliveries),
         down: AtomicBool::new(false),
     });
     backends.deliveries = store.clone();
@@ -460,11 +494,14 @@ async fn a_store_outage_opens_the_breaker_and_nothing_is_dead_lettered() {
 
 #[tokio::test]
 async fn a_delivery_no_drone_can_take_is_compensated_and_can_be_replayed() {
-    let app = spawn_app_with(|a| {
-        a.fleet_size = 1;
-        a.sim_speed = 1.0;
-        a.max_drone_wait_secs = 1;
-    })
+    let app = spawn_app_on(
+        |a| {
+            a.fleet_size = 1;
+            a.sim_speed = 1.0;
+            a.max_drone_wait_secs = 1;
+        },
+        Some(real_backends().await),
+    )
     .await;
     let busy = app.post_delivery(&ri_example()).await;
     app.wait_for_stage(&busy, stage::HEADED_TO_PICKUP, LONG)
