@@ -15,5 +15,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> Helm chart"
+scripts/chart-check.sh
 echo "==> cargo nextest"
 cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
