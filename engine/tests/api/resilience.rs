@@ -94,34 +94,19 @@ impl DroneStore for PanicOnceDrones {
 /// Redis Streams queue, Redis stores, MongoDB stores (`scripts/services.sh`
 /// starts the servers).
 async fn real_backends() -> dronedelivery_actors::Backends {
-    use dronedelivery_engine::adapters::{mongo, redis};
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("res-{}", &id[..12]);
-    let url = "redis://127.0.0.1:6379";
-    let stores = redis::connect(&redis::RedisConfig::new(url, prefix.clone()))
+    let mut args = dronedelivery_engine::ServeArgs::defaults();
+    args.queue = dronedelivery_engine::config::QueueKind::RedisStreams;
+    args.redis_url = "redis://127.0.0.1:6379".parse().ok();
+    args.redis_prefix = format!("res-{}", &id[..12]);
+    args.mongodb_uri = format!("mongodb://127.0.0.1:27017/res_{}", &id[..12])
+        .parse()
+        .ok();
+    args.lock_duration_secs = 5;
+    dronedelivery_engine::backends::connect(&args)
         .await
-        .unwrap_or_else(|e| panic!("redis: {e}"));
-    let docs = mongo::connect(&mongo::MongoConfig {
-        uri: format!("mongodb://127.0.0.1:27017/res_{}", &id[..12]),
-        database: None,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("mongodb: {e}"));
-    let mut streams = redis::StreamsConfig::new(url, prefix);
-    streams.lock_duration = Duration::from_secs(5);
-    let queue = redis::RedisStreamsQueue::connect(streams)
-        .await
-        .unwrap_or_else(|e| panic!("redis streams: {e}"));
-    dronedelivery_actors::Backends {
-        queue,
-        deliveries: stores.deliveries,
-        drones: stores.drones,
-        idempotency: stores.idempotency,
-        packages: docs.packages,
-        dead_letters: docs.dead_letters,
-        history: docs.history,
-        notify: docs.notify,
-    }
+        .unwrap_or_else(|e| panic!("real backends: {e:?}"))
+        .backends
 }
 
 async fn stages(app: &TestApp, id: &str) -> Vec<DeliveryStage> {

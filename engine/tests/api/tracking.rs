@@ -12,11 +12,13 @@ use dronedelivery_actors::domain::DeliveryStage;
 use dronedelivery_actors::ports::{
     LockToken, MessageQueue, QueueMessage, ReceivedMessage, StoreError, StoreResult,
 };
-use dronedelivery_engine::{memory, Application, ServeArgs};
+use dronedelivery_engine::memory;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, ri_example, spawn_app, spawn_app_with, stage, TestApp};
+use crate::helpers::{
+    assert_problem, ri_example, spawn_app, spawn_app_on, spawn_app_with, stage, TestApp,
+};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -530,31 +532,17 @@ impl MessageQueue for FlakyQueue {
 
 #[tokio::test]
 async fn a_retry_after_a_failed_submit_is_queued_not_stuck() {
-    let mut args = ServeArgs::defaults();
-    args.listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
-    args.sim_speed = 2_000.0;
-    args.tick_ms = 20;
-    args.fleet_size = 10;
-    args.retry_delay_ms = 20;
     let mut backends = memory::backends(Duration::from_secs(30), 10_000);
     let queue = Arc::new(FlakyQueue {
         inner: memory::MemoryQueue::new(Duration::from_secs(30), 10_000),
         fail_next: AtomicU32::new(0),
     });
     backends.queue = queue.clone();
-    let app = Application::build_with(&args, backends)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    let base = format!("http://{}", app.address());
-    let engine = app.engine().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    let client = reqwest::Client::new();
+    let app = spawn_app_on(|_| {}, Some(backends)).await;
+    let engine = app.engine.clone();
     let post = || {
-        client
-            .post(format!("{base}/api/deliveryrequests"))
+        app.client
+            .post(app.url("/api/deliveryrequests"))
             .header("idempotency-key", "retry-me")
             .json(&ri_example())
             .send()
@@ -593,9 +581,5 @@ async fn a_retry_after_a_failed_submit_is_queued_not_stuck() {
         .count();
     assert_eq!(created, 1);
 
-    let _ = stop.send(());
-    server
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    app.stop().await;
 }
