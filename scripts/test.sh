@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up what the tests need (toolchain pieces, Redis, a MongoDB-wire
 # server) and runs the whole check: formatting, lints and every test (unit,
-# integration against the real servers) with cargo-nextest.
+# integration against the real servers) with cargo-nextest, then the
+# optional `otel` feature (trace export to a local collector).
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh -E 'test(lifecycle)'   # extra arguments go to nextest
@@ -19,3 +20,6 @@ echo "==> Helm chart"
 scripts/chart-check.sh
 echo "==> cargo nextest"
 cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
+echo "==> optional OpenTelemetry export (--features otel)"
+cargo clippy -p dronedelivery-engine --features otel --all-targets --locked -- -D warnings
+cargo nextest run -p dronedelivery-engine --features otel --test otel --locked

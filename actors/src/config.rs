@@ -38,9 +38,50 @@ impl Default for SimSettings {
     }
 }
 
+/// Which parts of the engine one process runs. The same binary serves every
+/// role, so a deployment can scale HTTP ingestion and queue consumption
+/// separately (the original ran them as separate services).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Role {
+    /// HTTP API, queue consumers and the actor tree in one process (the
+    /// embedded default and small deployments).
+    #[default]
+    All,
+    /// HTTP ingestion and reads only: requests go to the queue, reads to the
+    /// stores. No consumers, fleet or delivery actors, so it is stateless and
+    /// any number of replicas can run.
+    Gateway,
+    /// Queue consumers, the fleet and the delivery actors; its HTTP port
+    /// serves only probes, metrics and the admin API.
+    Worker,
+}
+
+impl Role {
+    /// Whether this process runs the actor tree (fleet, deliveries, consumers).
+    pub fn runs_actors(self) -> bool {
+        !matches!(self, Self::Gateway)
+    }
+
+    /// Whether this process serves the public `/api` routes.
+    pub fn serves_api(self) -> bool {
+        !matches!(self, Self::Worker)
+    }
+
+    /// The role's name, as the `--role` flag spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Gateway => "gateway",
+            Self::Worker => "worker",
+        }
+    }
+}
+
 /// Everything the actor tree needs to know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TreeConfig {
+    /// What this process runs (see [`Role`]).
+    pub role: Role,
     /// Prefix of this engine's actor names. Names are process-global in
     /// ractor; a prefix lets several engines live in one process (tests).
     pub instance: String,
@@ -83,6 +124,7 @@ pub struct TreeConfig {
 impl Default for TreeConfig {
     fn default() -> Self {
         Self {
+            role: Role::All,
             instance: "dd".into(),
             area: ServiceArea::default(),
             fleet_id: String::new(),

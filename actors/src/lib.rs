@@ -47,6 +47,6 @@ pub mod supervisor;
 pub mod tree;
 pub mod workflow;
 
-pub use config::{SimSettings, TreeConfig};
+pub use config::{Role, SimSettings, TreeConfig};
 pub use ports::Backends;
 pub use tree::{CommandError, Engine, SupervisorInfo};

@@ -15,6 +15,13 @@ pub const DELIVERIES_COMPLETED_TOTAL: &str = "dronedelivery_deliveries_completed
 pub const DELIVERIES_CANCELLED_TOTAL: &str = "dronedelivery_deliveries_cancelled_total";
 /// Time from creation to completion of a delivery (real time).
 pub const DELIVERY_DURATION_SECONDS: &str = "dronedelivery_delivery_duration_seconds";
+/// Time a delivery spent in a stage before leaving it, by the stage left.
+pub const STAGE_DURATION_SECONDS: &str = "dronedelivery_stage_duration_seconds";
+/// Time from a message's enqueueing to its first delivery to a consumer
+/// (consumer lag).
+pub const QUEUE_LAG_SECONDS: &str = "dronedelivery_queue_lag_seconds";
+/// 1 when the last readiness check passed, 0 when it failed.
+pub const READY: &str = "dronedelivery_ready";
 /// Notifications sent to notify-me subscribers.
 pub const NOTIFICATIONS_TOTAL: &str = "dronedelivery_notifications_total";
 /// Queue messages settled, by operation and outcome (completed, retried, deadlettered).
@@ -53,6 +60,41 @@ pub const HTTP_BUCKETS: &[f64] = &[
 /// Buckets of the delivery duration histogram, in seconds.
 pub const DELIVERY_BUCKETS: &[f64] = &[
     0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0,
+];
+
+/// Buckets of the queue lag and stage duration histograms, in seconds.
+pub const LAG_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0,
+];
+
+/// Every metric the engine exports, for documentation and for the test
+/// that checks each one is reported after a flow.
+pub const ALL: &[&str] = &[
+    HTTP_REQUESTS_TOTAL,
+    HTTP_REQUEST_DURATION_SECONDS,
+    DELIVERIES_ACCEPTED_TOTAL,
+    DELIVERIES_CREATED_TOTAL,
+    DELIVERIES_COMPLETED_TOTAL,
+    DELIVERIES_CANCELLED_TOTAL,
+    DELIVERY_DURATION_SECONDS,
+    STAGE_DURATION_SECONDS,
+    QUEUE_LAG_SECONDS,
+    READY,
+    NOTIFICATIONS_TOTAL,
+    MESSAGES_TOTAL,
+    QUEUE_DEPTH,
+    QUEUE_UNSETTLED,
+    MESSAGES_IN_FLIGHT,
+    DEAD_LETTERS_REPLAYED_TOTAL,
+    DEAD_LETTERS_TOTAL,
+    ACTORS_LIVE,
+    BREAKER_STATE,
+    COMPENSATIONS_TOTAL,
+    ACTIVATIONS_TOTAL,
+    PASSIVATIONS_TOTAL,
+    ACTOR_RESTARTS_TOTAL,
+    FLEET_PENDING,
+    FLEET_FREE_DRONES,
 ];
 
 /// The bounded label value of a dead-letter reason (the full reason is in

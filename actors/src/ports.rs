@@ -42,6 +42,10 @@ pub enum Operation {
     Reschedule,
     /// Cancel (body: the delivery id as a JSON string).
     Cancel,
+    /// Store a recipient's confirmation (body: `{"deliveryId", "confirmation"}`).
+    /// Sent by a `gateway`-role process, which runs no delivery actors, so
+    /// the delivery's actor stays its single writer.
+    Confirm,
 }
 
 impl Operation {
@@ -51,6 +55,7 @@ impl Operation {
             Self::Delivery => "delivery",
             Self::Reschedule => "reschedule",
             Self::Cancel => "cancel",
+            Self::Confirm => "confirm",
         }
     }
 
@@ -60,6 +65,7 @@ impl Operation {
             "delivery" => Some(Self::Delivery),
             "reschedule" => Some(Self::Reschedule),
             "cancel" => Some(Self::Cancel),
+            "confirm" => Some(Self::Confirm),
             _ => None,
         }
     }
@@ -76,11 +82,12 @@ impl fmt::Display for Operation {
 /// so that an unknown operation reaches the workflow and is dead-lettered with
 /// a reason instead of being dropped by a decoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct QueueMessage {
     /// Unique message id.
     pub message_id: String,
-    /// `operation` property: `delivery | reschedule | cancel`.
+    /// `operation` property: `delivery | reschedule | cancel | confirm`.
     pub operation: String,
     /// UTF-8 JSON body.
     pub body: String,
@@ -217,6 +224,7 @@ pub trait PackageStore: Send + Sync + 'static {
 
 /// A message that could not be processed, with why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
     /// The queue message id.
@@ -278,6 +286,7 @@ pub struct HistoryEntry {
 /// Drone utilisation of one owner in one month, the original's
 /// `GET /api/dronedeliveries/utilization` answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Utilization {
     /// Miles flown.

@@ -182,10 +182,8 @@ impl Engine {
                 }
             })
         };
-        let args = SupervisorArgs {
-            name: "root".into(),
-            strategy: Strategy::OneForOne,
-            children: vec![
+        let children = if ctx.config.role.runs_actors() {
+            vec![
                 ChildSpec {
                     name: "fleet".into(),
                     start: fleet,
@@ -201,7 +199,16 @@ impl Engine {
                     start: consumers,
                     stop: None,
                 },
-            ],
+            ]
+        } else {
+            // A gateway runs no actors: the root stays, childless, so the
+            // admin API and readiness see the same shape in every role.
+            Vec::new()
+        };
+        let args = SupervisorArgs {
+            name: "root".into(),
+            strategy: Strategy::OneForOne,
+            children,
             policy,
         };
         let (root, handle) = Actor::spawn(Some(ctx.name("root")), Supervisor, args).await?;
@@ -211,6 +218,11 @@ impl Engine {
     /// The shared context (settings and backends).
     pub fn context(&self) -> &Arc<Context> {
         &self.ctx
+    }
+
+    /// What this process runs.
+    pub fn role(&self) -> crate::config::Role {
+        self.ctx.config.role
     }
 
     /// Stops the tree gracefully: the pump stops taking messages, the
@@ -276,6 +288,9 @@ impl Engine {
                 .map_or(0, |r| r.children.iter().map(|c| c.restarts).sum()),
             last_failure: root.as_ref().and_then(|r| latest_failure(&r.children)),
         });
+        if !self.ctx.config.role.runs_actors() {
+            return out;
+        }
         let fleet = self.fleet().await;
         let fleet_child = child("fleet");
         out.push(SupervisorInfo {
@@ -361,6 +376,7 @@ impl Engine {
             Some((self.ctx.config.shutdown_grace * 3).min(std::time::Duration::from_secs(25)));
         let result = match name {
             "root" => self.root.call(SupervisorMsg::RestartAll, timeout).await,
+            _ if !self.ctx.config.role.runs_actors() => return Err(CommandError::NotFound),
             "fleet" | "deliveries" | "consumers" => {
                 let child = name.to_owned();
                 self.root
@@ -504,9 +520,29 @@ impl Engine {
 
     /// Stores the recipient's confirmation of a completed delivery (through
     /// its actor, the delivery's single writer) and notifies subscribers.
+    ///
+    /// A `gateway`-role process runs no delivery actors: it checks the stage
+    /// in the store and sends a `confirm` message that a worker applies
+    /// through the actor.
     pub async fn confirm(&self, id: &str, confirmation: Confirmation) -> Result<(), CommandError> {
-        if self.ctx.backends.deliveries.get(id).await?.is_none() {
+        let Some(record) = self.ctx.backends.deliveries.get(id).await? else {
             return Err(CommandError::NotFound);
+        };
+        if !self.ctx.config.role.runs_actors() {
+            if record.stage != DeliveryStage::Completed {
+                return Err(CommandError::WrongStage(record.stage));
+            }
+            if record.confirmation.is_some() {
+                return Ok(());
+            }
+            let body = serde_json::to_value(crate::workflow::ConfirmMessage {
+                delivery_id: id.to_owned(),
+                confirmation,
+            })
+            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
+            let message = QueueMessage::new(crate::ports::Operation::Confirm, &body, None);
+            self.ctx.backends.queue.send(message).await?;
+            return Ok(());
         }
         let actor = self
             .ctx

@@ -1,13 +1,26 @@
-//! Command line and environment. Every flag has a `DD_*` environment
-//! variable, which is how Kubernetes passes configuration (and secrets) to
-//! the pod; flags win over the environment.
+//! Command line, environment and configuration file. Every flag has a
+//! `DD_*` environment variable, which is how Kubernetes passes configuration
+//! (and secrets) to the pod. `serve --config FILE` (or `DD_CONFIG`) also
+//! reads a TOML file whose keys are the flag names (`sim-speed = 500`).
+//!
+//! Precedence, highest first: flag, environment, file, built-in default. The
+//! file is applied by turning its entries into clap defaults before parsing
+//! ([`parse_cli`]), so one definition (the clap attributes below) documents,
+//! validates and parses every setting however it is given, and `--help`
+//! stays the reference. Unknown keys in the file are errors, not ignored:
+//! a typo must not silently leave a production default in place.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use dronedelivery_actors::domain::ServiceArea;
-use dronedelivery_actors::{SimSettings, TreeConfig};
+use dronedelivery_actors::{Role, SimSettings, TreeConfig};
+use dronedelivery_gateway::ratelimit::RateLimitSettings;
 
 /// Drone delivery engine: an actor-model implementation of the Fabrikam
 /// drone delivery reference architecture.
@@ -103,6 +116,27 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// What this process runs (see the README's "Roles").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// HTTP API, queue consumers and actors in one process.
+    All,
+    /// HTTP ingestion and reads only (stateless, scale freely).
+    Gateway,
+    /// Queue consumers and actors; HTTP serves probes, metrics and /admin.
+    Worker,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::All => Role::All,
+            RoleArg::Gateway => Role::Gateway,
+            RoleArg::Worker => Role::Worker,
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -115,9 +149,43 @@ pub enum LogFormat {
 /// Settings of `dronedelivery serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// TOML file of settings, keys named like the flags (`sim-speed = 500`).
+    /// Flags and environment variables win over it.
+    #[arg(long, env = "DD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// What this process runs: `all`, `gateway` (HTTP only) or `worker`
+    /// (queue consumers and actors).
+    #[arg(long, env = "DD_ROLE", value_enum, default_value_t = RoleArg::All)]
+    pub role: RoleArg,
+
     /// Address the HTTP gateway listens on (port 0 picks a free port).
     #[arg(long, env = "DD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Delivery requests (POST/PATCH/DELETE) per second allowed per client
+    /// before 429 Too Many Requests. 0 disables the limit.
+    #[arg(long, env = "DD_RATE_LIMIT_PER_SECOND", default_value_t = 0)]
+    pub rate_limit_per_second: u32,
+
+    /// Requests a client may send at once above the per-second rate.
+    #[arg(long, env = "DD_RATE_LIMIT_BURST", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+
+    /// Identify rate-limited clients by the right-most `X-Forwarded-For`
+    /// address (set it when every request comes through an ingress or proxy).
+    #[arg(long, env = "DD_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
+    /// Browser origins allowed to call the API (CORS), comma-separated, e.g.
+    /// `https://app.example.com`. Empty (default): no CORS headers.
+    #[arg(long, env = "DD_CORS_ALLOWED_ORIGINS", value_delimiter = ',', num_args = 0..)]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// OTLP/HTTP endpoint to export traces to (e.g. `http://otel-collector:4318`).
+    /// Needs a binary built with `--features otel`.
+    #[arg(long, env = "DD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 
     /// How many times faster than real time simulated drones fly.
     #[arg(long, env = "DD_SIM_SPEED", default_value_t = 1.0, value_parser = positive_f64)]
@@ -276,9 +344,19 @@ impl ServeArgs {
         }
     }
 
+    /// The ingestion rate limit, if enabled.
+    pub fn rate_limit(&self) -> Option<RateLimitSettings> {
+        Some(RateLimitSettings {
+            per_second: NonZeroU32::new(self.rate_limit_per_second)?,
+            burst: NonZeroU32::new(self.rate_limit_burst).unwrap_or(NonZeroU32::MIN),
+            trust_forwarded_for: self.trust_forwarded_for,
+        })
+    }
+
     /// The actor tree's settings.
     pub fn tree_config(&self, instance: String) -> TreeConfig {
         TreeConfig {
+            role: self.role.into(),
             instance,
             area: self.service_area,
             fleet_id: self.fleet_id.clone(),
@@ -302,9 +380,225 @@ impl ServeArgs {
     }
 }
 
+/// Why the command line or the configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a value has an unsupported type.
+    #[error("invalid configuration file {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A flag or value was refused; clap's error renders the usage.
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+}
+
+/// Parses the command line, reading `serve --config FILE` (or `DD_CONFIG`)
+/// first so that the file's settings become the defaults the flags and
+/// environment override.
+pub fn parse_cli<I, T>(args: I) -> Result<Cli, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut command = Cli::command();
+    let is_serve = args.get(1).is_some_and(|a| a == "serve");
+    if let Some(path) = is_serve
+        .then(|| config_path(&args[2..]))
+        .flatten()
+        .or_else(|| {
+            is_serve
+                .then(|| std::env::var_os("DD_CONFIG").map(PathBuf::from))
+                .flatten()
+        })
+    {
+        let entries = read_config_file(&path)?;
+        let serve = command
+            .find_subcommand_mut("serve")
+            .map(|c| c.clone())
+            .ok_or_else(|| ConfigError::Invalid {
+                path: path.clone(),
+                reason: "no serve command".into(),
+            })?;
+        // File keys are long flag names; clap addresses arguments by id.
+        let ids: std::collections::HashMap<String, String> = serve
+            .get_arguments()
+            .filter_map(|a| Some((a.get_long()?.to_owned(), a.get_id().to_string())))
+            .collect();
+        let mut serve = serve;
+        for (key, value) in entries {
+            let Some(id) = ids.get(&key).filter(|_| key != "config") else {
+                return Err(ConfigError::Invalid {
+                    path,
+                    reason: format!(
+                        "unknown setting '{key}' (keys are the `serve` flag names, e.g. sim-speed)"
+                    ),
+                });
+            };
+            serve = serve.mut_arg(id.as_str(), |a| a.default_value(value));
+        }
+        command = command.mut_subcommand("serve", |_| serve);
+    }
+    let matches = command.try_get_matches_from(args)?;
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// `--config PATH` or `--config=PATH` among the `serve` arguments.
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy();
+        if text == "--config" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(path) = text.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    None
+}
+
+/// The file's entries as flag name → value text (arrays joined by commas,
+/// as the list flags take them).
+fn read_config_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let invalid = |reason: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        reason,
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+    let scalar = |key: &str, v: &toml::Value| -> Result<String, ConfigError> {
+        match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            toml::Value::Float(f) => Ok(f.to_string()),
+            toml::Value::Boolean(b) => Ok(b.to_string()),
+            other => Err(invalid(format!(
+                "'{key}' must be a string, number or boolean, not {}",
+                other.type_str()
+            ))),
+        }
+    };
+    table
+        .iter()
+        .map(|(key, value)| {
+            let text = match value {
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|v| scalar(key, v))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(","),
+                other => scalar(key, other)?,
+            };
+            Ok((key.clone(), text))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serve_args(cli: Result<Cli, ConfigError>) -> ServeArgs {
+        match cli {
+            Ok(Cli {
+                command: Command::Serve(args),
+            }) => *args,
+            other => panic!("did not parse as serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_file_sets_defaults_that_flags_override() {
+        let dir = std::env::temp_dir().join(format!("dd-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let file = dir.join("dronedelivery.toml");
+        std::fs::write(
+            &file,
+            "role = \"worker\"\nsim-speed = 250.0\nconsumers = 8\ntrust-forwarded-for = true\ncors-allowed-origins = [\"https://a.example\", \"https://b.example\"]\n",
+        )
+        .unwrap_or_default();
+        let path = file.to_string_lossy().to_string();
+        let args = serve_args(parse_cli(["dronedelivery", "serve", "--config", &path]));
+        assert_eq!(args.role, RoleArg::Worker);
+        assert_eq!(args.sim_speed, 250.0);
+        assert_eq!(args.consumers, 8);
+        assert!(args.trust_forwarded_for);
+        assert_eq!(
+            args.cors_allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        // A flag wins over the file.
+        let args = serve_args(parse_cli([
+            "dronedelivery",
+            "serve",
+            "--consumers",
+            "3",
+            &format!("--config={path}"),
+        ]));
+        assert_eq!(args.consumers, 3);
+        assert_eq!(args.sim_speed, 250.0);
+
+        // Unknown keys and bad values are refused with the file named.
+        std::fs::write(&file, "sim-sped = 2\n").unwrap_or_default();
+        let err = parse_cli(["dronedelivery", "serve", "--config", &path]);
+        assert!(
+            matches!(&err, Err(ConfigError::Invalid { reason, .. }) if reason.contains("sim-sped")),
+            "{err:?}"
+        );
+        std::fs::write(&file, "sim-speed = \"fast\"\n").unwrap_or_default();
+        assert!(matches!(
+            parse_cli(["dronedelivery", "serve", "--config", &path]),
+            Err(ConfigError::Clap(_))
+        ));
+        std::fs::write(&file, "sim-speed = [1, {a = 2}]\n").unwrap_or_default();
+        assert!(matches!(
+            parse_cli(["dronedelivery", "serve", "--config", &path]),
+            Err(ConfigError::Invalid { .. })
+        ));
+        let missing = dir.join("missing.toml").to_string_lossy().to_string();
+        assert!(matches!(
+            parse_cli(["dronedelivery", "serve", "--config", &missing]),
+            Err(ConfigError::Read { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rate_limit_is_off_unless_a_rate_is_set() {
+        assert!(ServeArgs::defaults().rate_limit().is_none());
+        let args = serve_args(parse_cli([
+            "dronedelivery",
+            "serve",
+            "--rate-limit-per-second",
+            "5",
+            "--rate-limit-burst",
+            "10",
+        ]));
+        let limit = args.rate_limit();
+        assert_eq!(
+            limit.map(|l| (l.per_second.get(), l.burst.get())),
+            Some((5, 10))
+        );
+        assert_eq!(args.tree_config("x".into()).role, Role::All);
+    }
 
     #[test]
     fn cli_is_well_formed() {

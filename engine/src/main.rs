@@ -2,16 +2,31 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use dronedelivery_engine::{admin_cli, telemetry, Application, Cli, Command};
+use dronedelivery_engine::config::{parse_cli, ConfigError};
+use dronedelivery_engine::{admin_cli, telemetry, Application, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli(std::env::args_os()) {
+        Ok(cli) => cli,
+        // --help, --version and usage errors print and exit as clap does.
+        Err(ConfigError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Command::Admin(args) => admin_cli::run(args).await,
         Command::Serve(args) => {
-            telemetry::init_logging(args.log_format);
+            let _telemetry =
+                match telemetry::init_telemetry(args.log_format, args.otlp_endpoint.as_deref()) {
+                    Ok(guard) => guard,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return ExitCode::from(2);
+                    }
+                };
             let result = async {
                 let app = Application::build(&args).await?;
                 app.run_until_stopped().await

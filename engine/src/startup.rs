@@ -8,10 +8,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::http::HeaderValue;
 use dronedelivery_actors::metrics as m;
 use dronedelivery_actors::{Backends, Engine};
 use dronedelivery_gateway::AppState;
@@ -69,15 +69,20 @@ impl Application {
             .local_addr()
             .context("listener has no local address")?;
         let prometheus = telemetry::prometheus();
-        let state = AppState {
-            engine: engine.clone(),
-            render_metrics: Arc::new(move || {
-                prometheus.as_ref().map(|h| h.render()).unwrap_or_default()
-            }),
-            admin_token: args.admin_token.as_ref().map(|t| Arc::from(t.expose())),
-        };
-        let gauges = tokio::spawn(refresh_gauges(engine.clone()));
-        tracing::info!(%address, "listening");
+        let cors_origins = args
+            .cors_allowed_origins
+            .iter()
+            .filter(|o| !o.is_empty())
+            .map(|o| HeaderValue::from_str(o).with_context(|| format!("invalid CORS origin '{o}'")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let state = AppState::new(engine.clone(), move || {
+            prometheus.as_ref().map(|h| h.render()).unwrap_or_default()
+        })
+        .with_admin_token(args.admin_token.as_ref().map(|t| t.expose()))
+        .with_rate_limit(args.rate_limit())
+        .with_cors_origins(cors_origins);
+        let gauges = tokio::spawn(refresh_gauges(engine.clone(), state.clone()));
+        tracing::info!(%address, role = engine.role().name(), "listening");
         Ok(Self {
             address,
             listener,
@@ -123,7 +128,8 @@ impl Application {
             ..
         } = self;
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = dronedelivery_gateway::app(state);
+        let app = dronedelivery_gateway::app_for(engine.role(), state)
+            .into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
@@ -158,10 +164,18 @@ impl Application {
 }
 
 /// Queue depth is a property of the broker, not of this process: poll it.
-async fn refresh_gauges(engine: Engine) {
+/// Also forgets rate-limit state of clients that went quiet.
+async fn refresh_gauges(engine: Engine, state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
+        ticks += 1;
+        if ticks % 60 == 0 {
+            if let Some(limiter) = &state.rate_limiter {
+                limiter.forget_idle();
+            }
+        }
         match engine.queue_depth().await {
             Ok(depth) => metrics::gauge!(m::QUEUE_DEPTH).set(depth as f64),
             Err(e) => tracing::debug!(error = %e, "could not read the queue depth"),

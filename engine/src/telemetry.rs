@@ -1,31 +1,111 @@
-//! Logs (`tracing`) and metrics (`metrics` + the Prometheus exporter).
+//! Logs and traces (`tracing`) and metrics (`metrics` + the Prometheus
+//! exporter).
+//!
+//! Logs go to stderr as text or JSON. Traces can also be exported over
+//! OTLP/HTTP (`--otlp-endpoint`) when the binary is built with the `otel`
+//! feature: the same spans (one per HTTP request, carrying its request id)
+//! then reach a collector. The exporter is a feature so that the default
+//! build carries none of the OpenTelemetry crates.
 
 use std::sync::OnceLock;
 
 use dronedelivery_actors::metrics as m;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer, Registry};
 
 use crate::config::LogFormat;
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 /// Installs the global tracing subscriber (`RUST_LOG` filters, default
 /// `info`). Calling it again is harmless (tests build many apps).
 pub fn init_logging(format: LogFormat) {
+    // Without an OTLP endpoint this cannot fail.
+    let _ = init_telemetry(format, None);
+}
+
+/// Keeps the trace exporter alive; dropping it flushes pending spans.
+#[must_use = "dropping the guard stops trace export"]
+pub struct TelemetryGuard {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider.take() {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("could not flush traces: {e}");
+            }
+        }
+    }
+}
+
+/// Installs logging and, with an OTLP endpoint, trace export. Fails when an
+/// endpoint is given to a binary built without the `otel` feature, or when
+/// the exporter cannot be built.
+pub fn init_telemetry(
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let result = match format {
-        LogFormat::Text => fmt()
+    let logs: BoxedLayer = match format {
+        LogFormat::Text => fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
-            .with_env_filter(filter)
-            .try_init(),
-        LogFormat::Json => fmt()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_env_filter(filter)
-            .try_init(),
+            .boxed(),
+        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
+    let (traces, guard) = trace_layer(otlp_endpoint)?;
+    let layers: Vec<BoxedLayer> = std::iter::once(logs).chain(traces).collect();
     // Err means a subscriber is already installed: keep it.
-    let _ = result;
+    let _ = tracing_subscriber::registry()
+        .with(layers.with_filter(filter))
+        .try_init();
+    Ok(guard)
+}
+
+#[cfg(not(feature = "otel"))]
+fn trace_layer(endpoint: Option<&str>) -> anyhow::Result<(Option<BoxedLayer>, TelemetryGuard)> {
+    match endpoint {
+        Some(_) => anyhow::bail!(
+            "--otlp-endpoint needs a binary built with `--features otel` (cargo build --release --features otel)"
+        ),
+        None => Ok((None, TelemetryGuard {})),
+    }
+}
+
+#[cfg(feature = "otel")]
+fn trace_layer(endpoint: Option<&str>) -> anyhow::Result<(Option<BoxedLayer>, TelemetryGuard)> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+
+    let Some(endpoint) = endpoint else {
+        return Ok((None, TelemetryGuard { provider: None }));
+    };
+    let traces_url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(traces_url)
+        .build()?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("dronedelivery")
+        .build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer("dronedelivery");
+    let layer = tracing_opentelemetry::layer().with_tracer(tracer).boxed();
+    Ok((
+        Some(layer),
+        TelemetryGuard {
+            provider: Some(provider),
+        },
+    ))
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -37,7 +117,9 @@ pub fn prometheus() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(m::HTTP_REQUEST_DURATION_SECONDS.into()), m::HTTP_BUCKETS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::DELIVERY_DURATION_SECONDS.into()), m::DELIVERY_BUCKETS));
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::DELIVERY_DURATION_SECONDS.into()), m::DELIVERY_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::STAGE_DURATION_SECONDS.into()), m::LAG_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::QUEUE_LAG_SECONDS.into()), m::LAG_BUCKETS));
             match builder.map(|b| b.install_recorder()) {
                 Ok(Ok(handle)) => {
                     describe();
@@ -96,4 +178,51 @@ fn describe() {
     describe_counter!(m::ACTOR_RESTARTS_TOTAL, "Actor restarts by supervisor");
     describe_gauge!(m::FLEET_PENDING, "Deliveries waiting for a free drone");
     describe_gauge!(m::FLEET_FREE_DRONES, "Drones free to take a job");
+    describe_histogram!(
+        m::STAGE_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time a delivery spent in a stage, by the stage left"
+    );
+    describe_histogram!(
+        m::QUEUE_LAG_SECONDS,
+        Unit::Seconds,
+        "Time from enqueueing to first delivery to a consumer"
+    );
+    describe_gauge!(m::READY, "1 when the last readiness check passed");
+    describe_counter!(m::NOTIFICATIONS_TOTAL, "Notifications sent to subscribers");
+    describe_counter!(
+        m::DEAD_LETTERS_REPLAYED_TOTAL,
+        "Dead letters put back on the queue by an operator"
+    );
+    describe_gauge!(
+        m::BREAKER_STATE,
+        "Circuit breaker state by backend: 0 closed, 1 open, 2 half-open"
+    );
+    describe_counter!(
+        m::COMPENSATIONS_TOTAL,
+        "Deliveries given up and cancelled by compensation"
+    );
+    describe_counter!(
+        m::ACTIVATIONS_TOTAL,
+        "Delivery actors activated from the store"
+    );
+    describe_counter!(
+        m::PASSIVATIONS_TOTAL,
+        "Delivery actors stopped after an idle period"
+    );
+}
+
+#[cfg(all(test, not(feature = "otel")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_otlp_endpoint_needs_the_otel_feature() {
+        let err = init_telemetry(LogFormat::Text, Some("http://127.0.0.1:4318"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("--features otel"), "{err}");
+        assert!(init_telemetry(LogFormat::Json, None).is_ok());
+    }
 }

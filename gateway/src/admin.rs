@@ -134,6 +134,21 @@ async fn unknown(OriginalUri(uri): OriginalUri) -> ApiError {
 
 /// `GET /admin/supervisors`: `{"supervisors": [SupervisorInfo…]}`, parents
 /// first (`root`, `fleet`, `deliveries`, `consumers`, `workflow`).
+#[utoipa::path(
+    get,
+    path = "/admin/supervisors",
+    operation_id = "listSupervisors",
+    tag = "admin",
+    summary = "The supervision tree",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Every supervisor, parents first", body = crate::openapi::SupervisorList),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, description = "No admin token is configured (the admin API is disabled)",
+            body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn supervisors(State(state): State<AppState>) -> Json<Value> {
     let tree: Vec<SupervisorInfo> = state.engine.supervisor_tree().await;
     Json(json!({ "supervisors": tree }))
@@ -143,6 +158,24 @@ async fn supervisors(State(state): State<AppState>) -> Json<Value> {
 /// gracefully and answers 200 with its new [`SupervisorInfo`]. 404 for an
 /// unknown name, 503 when the supervisor could not do it (the reason is
 /// sent: callers are authenticated operators).
+#[utoipa::path(
+    post,
+    path = "/admin/supervisors/{name}/restart",
+    operation_id = "restartSupervisor",
+    tag = "admin",
+    summary = "Restart a supervisor's subtree",
+    description = "Restarts the subtree gracefully and answers with the supervisor's new state.",
+    security(("bearerAuth" = [])),
+    params(("name" = String, Path, description = "`root`, `fleet`, `deliveries`, `consumers` or `workflow` (case-insensitive)")),
+    responses(
+        (status = 200, description = "Restarted", body = crate::openapi::SupervisorInfo),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, description = "No supervisor of that name, or no admin token is configured (the admin API is disabled)",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn restart_supervisor(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -180,6 +213,30 @@ fn number(query: &HashMap<String, String>, name: &str) -> Result<Option<usize>, 
 /// `GET /admin/deadletters?offset=&limit=`: a page of dead letters, newest
 /// first, `{"items", "total", "offset", "limit"}`. `limit` defaults to
 /// [`DEFAULT_PAGE`] and must be in `1..=`[`MAX_PAGE`].
+#[utoipa::path(
+    get,
+    path = "/admin/deadletters",
+    operation_id = "listDeadLetters",
+    tag = "admin",
+    summary = "List dead letters",
+    description = "A page of the messages that could not be processed, newest first.",
+    security(("bearerAuth" = [])),
+    params(
+        ("offset" = Option<u64>, Query, description = "Items to skip (default 0)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "Page size (default 20, at most 100)")
+    ),
+    responses(
+        (status = 200, description = "A page", body = crate::openapi::DeadLetterPage),
+        (status = 400, description = "`offset` or `limit` is not a valid number",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, description = "No admin token is configured (the admin API is disabled)",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn dead_letters(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -206,6 +263,26 @@ async fn dead_letters(
 /// `POST /admin/deadletters/{id}/replay`: puts the message back on the queue
 /// (same message id) and answers **202** `{"replayed": id, "operation": …}`.
 /// If it fails again it is dead-lettered again under the same id.
+#[utoipa::path(
+    post,
+    path = "/admin/deadletters/{id}/replay",
+    operation_id = "replayDeadLetter",
+    tag = "admin",
+    summary = "Replay a dead letter",
+    description = "Puts the message back on the queue under the same message id; if it fails \
+again it is dead-lettered again under that id.",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Message id of the dead letter")),
+    responses(
+        (status = 202, description = "Queued again", body = crate::openapi::ReplayedDeadLetter),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, description = "No dead letter with that id, or no admin token is configured (the admin API is disabled)",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn replay_dead_letter(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -19,7 +19,7 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/deliveries/{id}", get(delivery))
-        .route("/api/deliveries/public/{id}", get(delivery))
+        .route("/api/deliveries/public/{id}", get(public_delivery))
         .route("/api/deliveries/{id}/owner", get(owner))
         .route("/api/deliveries/{id}/status", get(status))
 }
@@ -36,9 +36,25 @@ async fn record(state: &AppState, id: &str) -> Result<DeliveryRecord, ApiError> 
         .ok_or_else(|| not_found(id))
 }
 
-/// `GET /api/deliveries/{id}` and `/api/deliveries/public/{id}` (the path the
-/// original ingress rewrote public calls to): the delivery document, field
-/// for field the original's, with enums as integers.
+/// `GET /api/deliveries/{id}`: the delivery document, field for field the
+/// original's, with enums as integers.
+#[utoipa::path(
+    get,
+    path = "/api/deliveries/{id}",
+    operation_id = "getDelivery",
+    tag = "deliveries",
+    summary = "Read a delivery",
+    description = "The delivery document, field for field the original Delivery service's, \
+with enums as integers.",
+    params(("id" = String, Path, description = "Delivery id")),
+    responses(
+        (status = 200, description = "The delivery", body = Delivery),
+        (status = 404, description = "No such delivery (yet: a delivery appears once its queued request is processed)",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn delivery(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -46,7 +62,48 @@ async fn delivery(
     Ok(Json(record(&state, &id).await?.delivery))
 }
 
+/// `GET /api/deliveries/public/{id}` (the path the original ingress
+/// rewrote public calls to): the same as [`delivery`].
+#[utoipa::path(
+    get,
+    path = "/api/deliveries/public/{id}",
+    operation_id = "getPublicDelivery",
+    tag = "deliveries",
+    summary = "Read a delivery (public path)",
+    description = "The same as `GET /api/deliveries/{id}`, under the path the original \
+public ingress rewrote calls to.",
+    params(("id" = String, Path, description = "Delivery id")),
+    responses(
+        (status = 200, description = "The delivery", body = Delivery),
+        (status = 404, description = "No such delivery",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
+async fn public_delivery(
+    state: State<AppState>,
+    id: Path<String>,
+) -> Result<Json<Delivery>, ApiError> {
+    delivery(state, id).await
+}
+
 /// `GET /api/deliveries/{id}/owner`: `{"userId","accountId"}`.
+#[utoipa::path(
+    get,
+    path = "/api/deliveries/{id}/owner",
+    operation_id = "getDeliveryOwner",
+    tag = "deliveries",
+    summary = "Read a delivery's owner",
+    params(("id" = String, Path, description = "Delivery id")),
+    responses(
+        (status = 200, description = "The owner's user and account", body = UserAccount),
+        (status = 404, description = "No such delivery",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn owner(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -56,6 +113,23 @@ async fn owner(
 
 /// `GET /api/deliveries/{id}/status`: stage, ETAs and last known location,
 /// real values where the original returned a hard-coded stub.
+#[utoipa::path(
+    get,
+    path = "/api/deliveries/{id}/status",
+    operation_id = "getDeliveryStatus",
+    tag = "deliveries",
+    summary = "Read a delivery's status",
+    description = "Stage, ETAs and last known location (the drone's position while one is \
+assigned).",
+    params(("id" = String, Path, description = "Delivery id")),
+    responses(
+        (status = 200, description = "The status", body = DeliveryStatus),
+        (status = 404, description = "No such delivery",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn status(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -40,6 +40,39 @@ pub fn router() -> Router<AppState> {
 ///
 /// With an `Idempotency-Key` header the id is derived from the key and the
 /// first answer is replayed to repeats; see [`crate::idempotency`].
+#[utoipa::path(
+    post,
+    path = "/api/deliveryrequests",
+    operation_id = "createDeliveryRequest",
+    tag = "deliveryrequests",
+    summary = "Request a delivery",
+    description = "Validates the request, mints the delivery's id, queues it and answers 202 \
+once the broker accepted the message. The delivery is created asynchronously: poll \
+the `Location`. With an `Idempotency-Key` the id is derived from the key, and a repeat \
+with the same key and request gets the first answer again (`Idempotent-Replayed: true`).",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 200,
+            description = "Makes retries safe: 1 to 200 visible ASCII characters, sent once. Kept 24 h; never reuse one for another delivery.")
+    ),
+    request_body(content = crate::openapi::ExternalDelivery, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued; the body echoes the request with the new `deliveryId`",
+            body = crate::openapi::AcceptedDelivery,
+            headers(
+                ("Location" = String, description = "`/api/deliveries/{deliveryId}`, where the delivery appears once created"),
+                ("Idempotent-Replayed" = bool, description = "`true` on an answer replayed for a repeated `Idempotency-Key`")
+            )),
+        (status = 400, description = "Invalid request (every invalid field listed in `errors`), malformed JSON, or an invalid `Idempotency-Key`",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "The `Idempotency-Key` was already used with a different request",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -123,6 +156,31 @@ async fn queue_delivery(
 /// dead-lettered later. An id the store does not know yet is still queued: the
 /// delivery may have been accepted a moment ago and not processed yet; the
 /// workflow retries and dead-letters the message if it never appears.
+#[utoipa::path(
+    patch,
+    path = "/api/deliveryrequests/{id}",
+    operation_id = "rescheduleDelivery",
+    tag = "deliveryrequests",
+    summary = "Reschedule a delivery",
+    description = "Validates the changes and queues a reschedule; answers 200 with the id as \
+plain text once the broker accepted the message. A delivery whose package is on board \
+or that has ended is refused (409). An id not known yet is still queued: the delivery \
+may have been requested a moment ago.",
+    params(("id" = String, Path, description = "Delivery id")),
+    request_body(content = crate::openapi::ExternalRescheduledDelivery, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Queued; the body is the delivery id", body = String, content_type = "text/plain"),
+        (status = 400, description = "Invalid fields (listed in `errors`), nothing to change, or malformed JSON",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The delivery is headed to its dropoff, completed or cancelled",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn reschedule(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -157,6 +215,25 @@ async fn reschedule(
 /// may not have been processed by the workflow yet, and refusing its
 /// cancellation with a 404 would be wrong. The workflow retries a cancel whose
 /// delivery does not exist and dead-letters it if it never appears.
+#[utoipa::path(
+    delete,
+    path = "/api/deliveryrequests/{id}",
+    operation_id = "cancelDelivery",
+    tag = "deliveryrequests",
+    summary = "Cancel a delivery",
+    description = "Queues a cancellation and answers 204 once the broker accepted it. Idempotent: \
+an already cancelled delivery answers 204 without queueing anything. An id not known yet \
+is still queued.",
+    params(("id" = String, Path, description = "Delivery id")),
+    responses(
+        (status = 204, description = "Queued (or already cancelled)"),
+        (status = 409, description = "The delivery is completed",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -72,6 +72,13 @@ pub enum ApiError {
     /// delivery already on its way to the dropoff, cancelling a completed one).
     #[error("{0}")]
     Conflict(String),
+    /// 429 with `Retry-After`: the client is over its ingestion rate limit
+    /// (see [`crate::ratelimit`]).
+    #[error("too many requests")]
+    TooManyRequests {
+        /// Seconds until the client's next request would be accepted.
+        retry_after_secs: u64,
+    },
     /// 503 with `Retry-After: 1`: a backend (queue or store) is down or the
     /// engine is not ready. The detail is sent as is, so it must be safe to
     /// show; backend errors are logged when converted (see `From<StoreError>`).
@@ -96,6 +103,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -122,6 +130,9 @@ impl ApiError {
                 crate::middleware::BODY_LIMIT / 1024
             ),
             Self::MethodNotAllowed => "the resource exists but does not support this method".into(),
+            Self::TooManyRequests { retry_after_secs } => format!(
+                "too many delivery requests from this client; retry in {retry_after_secs} s"
+            ),
             Self::Internal(_) => INTERNAL_DETAIL.into(),
         }
     }
@@ -176,6 +187,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::TooManyRequests { retry_after_secs } = &self {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             response

@@ -10,11 +10,12 @@
 //!   [`idempotency`]), [`deliveries`] (reads), [`tracking`] (live SSE stream
 //!   of a delivery), [`recipient`] (notify-me requests and confirmations),
 //!   [`utilization`] (drone utilisation per owner and month), [`packages`]
-//!   (upsert, patch, read), [`probes`] (`/healthz`, `/readyz`, `/metrics`)
-//!   and [`admin`] (operator API under `/admin`, bearer token) each expose
-//!   `router() -> Router<AppState>`; [`app`] merges them, provides the state
-//!   and adds the middleware. A resource's routes, handlers and contract
-//!   notes live together.
+//!   (upsert, patch, read), [`probes`] (`/healthz`, `/readyz`, `/metrics`),
+//!   [`admin`] (operator API under `/admin`, bearer token) and [`openapi`]
+//!   (`/openapi.json`) each expose `router() -> Router<AppState>`; [`app`]
+//!   merges them, provides the state and adds the middleware. A resource's
+//!   routes, handlers, contract notes and OpenAPI annotations
+//!   (`#[utoipa::path]`) live together.
 //! - **Handlers are thin.** Validation is the domain's
 //!   ([`dronedelivery_actors::domain::DeliveryRequest::from_external`] and
 //!   friends); handlers parse the body, call the engine and map the outcome.
@@ -58,8 +59,10 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod middleware;
+pub mod openapi;
 pub mod packages;
 pub mod probes;
+pub mod ratelimit;
 pub mod recipient;
 pub mod state;
 pub mod tracking;
@@ -82,12 +85,34 @@ pub fn routes() -> Router<AppState> {
         .merge(packages::router())
         .merge(probes::router())
         .merge(admin::router())
+        .merge(openapi::router())
 }
 
-/// Provides the state to `router` and adds fallbacks, layers and path
-/// normalisation (see [`middleware::wrap`]).
+/// The routes a `worker`-role process serves: probes, metrics and the
+/// admin API. The public API is a gateway's job; a worker answers it 404.
+pub fn worker_routes() -> Router<AppState> {
+    Router::new().merge(probes::router()).merge(admin::router())
+}
+
+/// Provides the state to `router` and adds the ingestion rate limit,
+/// fallbacks, layers and path normalisation (see [`middleware::wrap_with`]).
 pub fn finish(router: Router<AppState>, state: AppState) -> Router {
-    middleware::wrap(router.with_state(state))
+    let cors = state.cors_origins.clone();
+    let limited = router.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        ratelimit::enforce,
+    ));
+    middleware::wrap_with(limited.with_state(state), &cors)
+}
+
+/// The application a process of `role` serves: [`app`] for `all` and
+/// `gateway`, [`worker_routes`] (finished the same way) for `worker`.
+pub fn app_for(role: dronedelivery_actors::Role, state: AppState) -> Router {
+    if role.serves_api() {
+        app(state)
+    } else {
+        finish(worker_routes(), state)
+    }
 }
 
 /// The full application: all routers merged, with the 404/405 fallbacks,

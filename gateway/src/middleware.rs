@@ -8,14 +8,19 @@ use std::time::{Duration, Instant};
 
 use axum::body::to_bytes;
 use axum::extract::{MatchedPath, OriginalUri, Request};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::{
+    HeaderName, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
 use axum::http::uri::PathAndQuery;
+use axum::http::HeaderValue;
 use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::{from_fn, Next};
 use axum::response::Response;
 use axum::Router;
 use dronedelivery_actors::metrics::{HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
 use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -45,7 +50,7 @@ pub const VERSION_PREFIX: &str = "/v0.1.0";
 /// Parameters are never touched. Order matters where two templates overlap:
 /// `public/{id}` wins over `{id}/owner`, as the router's static-first rule does.
 /// Keep in sync with the resource routers.
-const TEMPLATES: &[&[Option<&str>]] = &[
+pub(crate) const TEMPLATES: &[&[Option<&str>]] = &[
     &[Some("api"), Some("deliveryrequests")],
     &[Some("api"), Some("deliveryrequests"), None],
     &[Some("api"), Some("deliveries"), None],
@@ -289,10 +294,44 @@ async fn method_not_allowed() -> ApiError {
 /// an empty outer `Router`, which makes the result an ordinary [`Router`]
 /// (servable directly, `into_make_service()`, `oneshot` in tests).
 pub fn wrap(router: Router) -> Router {
+    wrap_with(router, &[])
+}
+
+/// [`wrap`], plus CORS for `cors_origins` when there are any. Two more
+/// layers sit between 3 and 4 of the list above: CORS (answers preflight
+/// requests itself, so they are neither counted nor limited) and gzip
+/// compression of responses when the client accepts it (never of event
+/// streams, which must flush each event).
+pub fn wrap_with(router: Router, cors_origins: &[HeaderValue]) -> Router {
+    let cors = (!cors_origins.is_empty()).then(|| {
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(cors_origins.iter().cloned()))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                CONTENT_TYPE,
+                AUTHORIZATION,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static(REQUEST_ID_HEADER),
+            ])
+            .expose_headers([
+                LOCATION,
+                RETRY_AFTER,
+                HeaderName::from_static(REQUEST_ID_HEADER),
+            ])
+            .max_age(Duration::from_secs(600))
+    });
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(make_span))
         .layer(PropagateRequestIdLayer::x_request_id())
+        .option_layer(cors)
+        .layer(CompressionLayer::new())
         .layer(from_fn(record_metrics))
         .layer(from_fn(problem_for_bare_errors))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))

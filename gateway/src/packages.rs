@@ -126,6 +126,21 @@ pub fn parse_package_fields(body: Option<&Value>) -> Result<PackagePatch, Valida
 }
 
 /// `GET /api/packages/{id}`: `{"id","size","weight","tag"}`.
+#[utoipa::path(
+    get,
+    path = "/api/packages/{id}",
+    operation_id = "getPackage",
+    tag = "packages",
+    summary = "Read a package",
+    params(("id" = String, Path, description = "Package id")),
+    responses(
+        (status = 200, description = "The package", body = Package),
+        (status = 404, description = "No such package",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn package(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -140,6 +155,28 @@ async fn package(
 
 /// `PUT /api/packages/{id}`: creates (201 + document + `Location`) or
 /// replaces (204) the package; fields missing from the body become null.
+#[utoipa::path(
+    put,
+    path = "/api/packages/{id}",
+    operation_id = "putPackage",
+    tag = "packages",
+    summary = "Create or replace a package",
+    description = "Creates the package (201) or replaces it (204); fields missing from the \
+body become null. The body may be empty (no `Content-Type` needed then).",
+    params(("id" = String, Path, description = "Package id")),
+    request_body(content = Option<crate::openapi::PackageFields>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = Package,
+            headers(("Location" = String, description = "`/api/packages/{id}`"))),
+        (status = 204, description = "Replaced"),
+        (status = 400, description = "Invalid fields (listed in `errors`) or malformed JSON",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn upsert(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -149,6 +186,26 @@ async fn upsert(
 }
 
 /// `PUT /api/packages`: as with an id, under a freshly minted one.
+#[utoipa::path(
+    put,
+    path = "/api/packages",
+    operation_id = "createPackage",
+    tag = "packages",
+    summary = "Create a package under a new id",
+    description = "Creates a package under a freshly minted id (24 hex digits, like a Mongo \
+ObjectId). The body may be empty.",
+    request_body(content = Option<crate::openapi::PackageFields>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = Package,
+            headers(("Location" = String, description = "`/api/packages/{id}`"))),
+        (status = 400, description = "Invalid fields (listed in `errors`) or malformed JSON",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn upsert_new(
     State(state): State<AppState>,
     OptionalJsonBody(body): OptionalJsonBody,
@@ -179,6 +236,27 @@ async fn store(state: &AppState, id: String, body: Option<&Value>) -> Result<Res
 
 /// `PATCH /api/packages/{id}`: changes only the fields given; 204, or 404
 /// when the package does not exist.
+#[utoipa::path(
+    patch,
+    path = "/api/packages/{id}",
+    operation_id = "patchPackage",
+    tag = "packages",
+    summary = "Change some fields of a package",
+    description = "Changes only the fields given (absent and null ones are kept).",
+    params(("id" = String, Path, description = "Package id")),
+    request_body(content = Option<crate::openapi::PackageFields>, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 400, description = "Invalid fields (listed in `errors`) or malformed JSON",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such package",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn patch(
     State(state): State<AppState>,
     Path(id): Path<String>,

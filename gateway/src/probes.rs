@@ -25,15 +25,44 @@ pub fn router() -> Router<AppState> {
 /// Liveness: answering at all is the signal, so it never checks backends (a
 /// Redis outage must not get every replica restarted). Same body as the
 /// original Package service's `/healthz`.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "liveness",
+    tag = "probes",
+    summary = "Liveness",
+    description = "Answers as long as the process serves HTTP; never checks backends.",
+    responses((status = 200, description = "Alive: `{\"status\": \"OK\"}`", body = crate::openapi::Liveness))
+)]
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "OK"}))
 }
 
 /// Readiness: the actor tree is running and every backend answers; otherwise
 /// 503 with the reason, so the load balancer stops sending traffic.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readiness",
+    tag = "probes",
+    summary = "Readiness",
+    description = "Ready when the actor tree runs and every backend answers.",
+    responses(
+        (status = 200, description = "Ready", body = crate::openapi::Readiness),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    match state.engine.readiness().await {
-        Ok(()) => Ok(Json(json!({"status": "ready"}))),
+    let ready = state.engine.readiness().await;
+    metrics::gauge!(dronedelivery_actors::metrics::READY).set(if ready.is_ok() {
+        1.0
+    } else {
+        0.0
+    });
+    match ready {
+        Ok(()) => Ok(Json(
+            json!({"status": "ready", "role": state.engine.role().name()}),
+        )),
         Err(reason) => {
             tracing::warn!(%reason, "not ready");
             Err(ApiError::Unavailable(reason))
@@ -42,6 +71,17 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
 }
 
 /// Prometheus scrape endpoint; the renderer refreshes gauges first.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "probes",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "The Prometheus text exposition format", body = String,
+            content_type = "text/plain; version=0.0.4")
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(CONTENT_TYPE, PROMETHEUS_TEXT)], (state.render_metrics)())
 }

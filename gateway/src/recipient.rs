@@ -193,6 +193,26 @@ fn parse_notify_me(body: &Value) -> Result<NotifyMe, ValidationError> {
 /// `POST /api/deliveries/{id}/notifymerequests` `{emailAddress?, sms?}`:
 /// **204**; 404 for an unknown delivery; 400 when neither channel is given
 /// or one is invalid.
+#[utoipa::path(
+    post,
+    path = "/api/deliveries/{id}/notifymerequests",
+    operation_id = "addNotifyMeRequest",
+    tag = "recipient",
+    summary = "Ask to be notified about a delivery",
+    params(("id" = String, Path, description = "Delivery id")),
+    request_body(content = crate::openapi::NotifyMeRequest, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Recorded"),
+        (status = 400, description = "Neither `emailAddress` nor `sms`, an invalid one (listed in `errors`), or malformed JSON",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such delivery",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn notify_me(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -305,6 +325,30 @@ fn parse_confirmation(body: &Value) -> Result<Confirmation, ValidationError> {
 /// as the original); a repeated confirmation is accepted and the first one
 /// kept. 404 for an unknown delivery, 409 while it is not `Completed` yet
 /// (or when it was cancelled), 400 naming each invalid field.
+#[utoipa::path(
+    post,
+    path = "/api/deliveries/{id}/confirmations",
+    operation_id = "confirmDelivery",
+    tag = "recipient",
+    summary = "Confirm receipt of a delivery",
+    description = "Stores the recipient's confirmation with the delivery and notifies the \
+notify-me subscribers. A repeated confirmation is accepted; the first one is kept.",
+    params(("id" = String, Path, description = "Delivery id")),
+    request_body(content = crate::openapi::ConfirmationRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Confirmed (empty body)"),
+        (status = 400, description = "Invalid or missing fields (listed in `errors`), or malformed JSON",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such delivery",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The delivery is not completed yet, or was cancelled",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn confirm(
     State(state): State<AppState>,
     Path(id): Path<String>,

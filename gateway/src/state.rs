@@ -4,8 +4,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use dronedelivery_actors::Engine;
+
+use crate::ratelimit::{RateLimitSettings, RateLimiter};
 
 /// The shared state of all routes. Cheap to clone (a few `Arc`s), as axum
 /// clones it per request.
@@ -22,6 +24,13 @@ pub struct AppState {
     /// `None` (or an empty token) disables that API: every `/admin` path
     /// answers 404 as if it did not exist.
     pub admin_token: Option<Arc<str>>,
+    /// Per-client limit on ingestion (see [`crate::ratelimit`]); `None`
+    /// disables it.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Origins allowed to call the API from a browser (CORS). Empty, the
+    /// default, sends no CORS headers at all: browsers then allow only
+    /// same-origin calls, which is right for an API used by servers.
+    pub cors_origins: Arc<[HeaderValue]>,
 }
 
 impl AppState {
@@ -35,7 +44,23 @@ impl AppState {
             engine,
             render_metrics: Arc::new(render_metrics),
             admin_token: None,
+            rate_limiter: None,
+            cors_origins: Arc::from(Vec::new()),
         }
+    }
+
+    /// Limits ingestion per client (`None` leaves it unlimited).
+    #[must_use]
+    pub fn with_rate_limit(mut self, settings: Option<RateLimitSettings>) -> Self {
+        self.rate_limiter = settings.map(|s| Arc::new(RateLimiter::new(s)));
+        self
+    }
+
+    /// Allows these browser origins (CORS); empty disables CORS.
+    #[must_use]
+    pub fn with_cors_origins(mut self, origins: Vec<HeaderValue>) -> Self {
+        self.cors_origins = Arc::from(origins);
+        self
     }
 
     /// Enables the admin API with this bearer token (`None` or an empty token
@@ -52,6 +77,8 @@ impl fmt::Debug for AppState {
         // Never print the token.
         f.debug_struct("AppState")
             .field("admin_api", &self.admin_token.is_some())
+            .field("rate_limited", &self.rate_limiter.is_some())
+            .field("cors_origins", &self.cors_origins)
             .finish_non_exhaustive()
     }
 }

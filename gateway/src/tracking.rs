@@ -200,6 +200,34 @@ fn last_event_id(headers: &HeaderMap) -> usize {
 }
 
 /// `GET /api/deliveries/{id}/events`: see the [module docs](self).
+#[utoipa::path(
+    get,
+    path = "/api/deliveries/{id}/events",
+    operation_id = "trackDelivery",
+    tag = "tracking",
+    summary = "Track a delivery live",
+    description = "A server-sent event stream (`text/event-stream`):\n\
+- `event: stage`, one per stage change, oldest first; `data` is a `StageEvent` and the \
+SSE `id` its 1-based position in the history, so a reconnecting client sending \
+`Last-Event-ID` gets only what it missed;\n\
+- `event: position`, whenever the last known location changes; `data` is a `PositionEvent`;\n\
+- a comment every 15 s while nothing else is sent.\n\n\
+The stream ends after the terminal stage (`Completed` or `Cancelled`), or after an hour. \
+Reconnecting after the end with a `Last-Event-ID` that saw every event gets 204.",
+    params(
+        ("id" = String, Path, description = "Delivery id"),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Stage events already received (the last SSE `id` seen)")
+    ),
+    responses(
+        (status = 200, description = "The event stream; `data` of `stage` events is a `StageEvent`, of `position` events a `PositionEvent` (JSON)",
+            body = String, content_type = "text/event-stream"),
+        (status = 204, description = "The delivery has ended and every event was already received: stop reconnecting"),
+        (status = 404, description = "No such delivery",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -99,6 +99,29 @@ fn parse(query: &HashMap<String, String>) -> Result<UtilizationQuery, Validation
 /// `{"traveledMiles","assignedHours"}` summed over the owner's deliveries
 /// finished in that calendar month (UTC); 404 when both are zero, as in the
 /// original; 400 naming each missing or invalid parameter.
+#[utoipa::path(
+    get,
+    path = "/api/dronedeliveries/utilization",
+    operation_id = "getDroneUtilization",
+    tag = "utilization",
+    summary = "Drone utilisation of an owner in a month",
+    description = "Miles flown and hours drones were assigned, summed over the owner's \
+deliveries that ended in that calendar month (UTC). Parameter names are case-insensitive.",
+    params(
+        ("ownerId" = String, Query, min_length = 1, description = "The owner"),
+        ("year" = i32, Query, minimum = 1, description = "Year"),
+        ("month" = u32, Query, minimum = 1, maximum = 12, description = "Month, 1 to 12")
+    ),
+    responses(
+        (status = 200, description = "The utilisation", body = Utilization),
+        (status = 400, description = "A missing or invalid parameter (each listed in `errors`)",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No utilisation for that owner and month (both sums are zero)",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable)
+    )
+)]
 async fn utilization(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,

@@ -203,7 +203,7 @@ impl DeliveryState {
         mut next: DeliveryRecord,
         stage: DeliveryStage,
     ) -> Result<(), DeliveryError> {
-        let event = next.advance(stage, None);
+        let event = advance(&mut next, stage, None);
         self.ctx
             .backends
             .deliveries
@@ -501,7 +501,7 @@ impl DeliveryState {
             {
                 set_etas(record, Some(*pickup_eta), Some(*delivery_eta));
             }
-            let e = record.advance(DeliveryStage::HeadedToPickup, Some(position));
+            let e = advance(record, DeliveryStage::HeadedToPickup, Some(position));
             self.unsaved.push(e);
         } else if record.delivery.drone_id.as_deref() != Some(drone_id.as_str()) {
             tracing::debug!(delivery_id = %self.id, %drone_id, "report from a drone that does not serve this delivery ignored");
@@ -512,16 +512,16 @@ impl DeliveryState {
             DroneReport::PickedUp { delivery_eta, .. } => {
                 if record.stage == DeliveryStage::HeadedToPickup {
                     set_etas(record, record.pickup_eta, Some(delivery_eta));
-                    let e = record.advance(DeliveryStage::HeadedToDropoff, Some(position));
+                    let e = advance(record, DeliveryStage::HeadedToDropoff, Some(position));
                     self.unsaved.push(e);
                 }
             }
             DroneReport::Delivered { flown_m, .. } => {
                 if record.stage == DeliveryStage::HeadedToPickup {
-                    let e = record.advance(DeliveryStage::HeadedToDropoff, None);
+                    let e = advance(record, DeliveryStage::HeadedToDropoff, None);
                     self.unsaved.push(e);
                 }
-                let e = record.advance(DeliveryStage::Completed, Some(position));
+                let e = advance(record, DeliveryStage::Completed, Some(position));
                 self.unsaved.push(e);
                 let speed = self.ctx.config.sim.drone_speed_mps.max(f64::MIN_POSITIVE);
                 self.history = Some(history_entry(record, flown_m, flown_m / speed / 3600.0));
@@ -535,6 +535,20 @@ impl DeliveryState {
             self.dirty = true;
         }
     }
+}
+
+/// Moves `record` to `stage` and records how long it spent in the stage it
+/// leaves (the per-stage latency operators watch: waiting for a drone,
+/// flying to the pickup, flying to the dropoff).
+fn advance(
+    record: &mut DeliveryRecord,
+    stage: DeliveryStage,
+    location: Option<crate::domain::Location>,
+) -> TrackingEvent {
+    let left = record.stage;
+    let secs = (Utc::now() - record.updated_at).num_milliseconds().max(0) as f64 / 1000.0;
+    metrics::histogram!(m::STAGE_DURATION_SECONDS, "stage" => left.name()).record(secs);
+    record.advance(stage, location)
 }
 
 /// Cancelled by compensation (not by the client): a replay revives it.

@@ -133,8 +133,57 @@ impl<'de> Deserialize<'de> for ConfirmationRequired {
     }
 }
 
+/// OpenAPI schemas of the two integer-coded enums, written by hand because
+/// their serde form (an integer, see the `Serialize` impls above) is not what
+/// a derive would describe (the variant names as strings). Values and names
+/// come from the types themselves, so the schemas cannot drift.
+#[cfg(feature = "openapi")]
+mod schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    use super::{ConfirmationRequired, DeliveryStage};
+
+    fn integer_enum(what: &str, codes: &[(u8, &str)]) -> RefOr<Schema> {
+        let names: Vec<String> = codes
+            .iter()
+            .map(|(n, name)| format!("{n} {name}"))
+            .collect();
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .enum_values(Some(codes.iter().map(|(n, _)| *n)))
+            .description(Some(format!(
+                "{what}, as an integer code: {}.",
+                names.join(", ")
+            )))
+            .into()
+    }
+
+    impl utoipa::PartialSchema for DeliveryStage {
+        fn schema() -> RefOr<Schema> {
+            let codes = Self::ALL.map(|s| (s as u8, s.name()));
+            integer_enum("Stage of a delivery", &codes)
+        }
+    }
+
+    impl utoipa::ToSchema for DeliveryStage {}
+
+    impl utoipa::PartialSchema for ConfirmationRequired {
+        fn schema() -> RefOr<Schema> {
+            let codes: Vec<(u8, &str)> = (0..)
+                .map_while(ConfirmationRequired::from_int)
+                .map(|c| (c as u8, c.name()))
+                .collect();
+            integer_enum("How the recipient confirms the delivery", &codes)
+        }
+    }
+
+    impl utoipa::ToSchema for ConfirmationRequired {}
+}
+
 /// The owner of a delivery (`{"userId","accountId"}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UserAccount {
     /// The request's `ownerId`.
@@ -158,6 +207,7 @@ impl UserAccount {
 /// The delivery document of `GET /api/deliveries/{id}`, field for field the
 /// original Delivery service's model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     /// Delivery id (a UUID minted by the gateway).
@@ -223,6 +273,7 @@ pub struct DeliveryRecord {
 /// When a confirmation was made, in the original's shape
 /// (`{"dateTimeValue": "..."}`), kept as the client wrote it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ConfirmationTime {
     /// The date-time text.
@@ -266,6 +317,7 @@ impl DeliveryRecord {
 /// One stage change, kept per delivery (the original wrote these and never
 /// read them; here they feed the status and, later, the live stream).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TrackingEvent {
     /// Delivery id.
@@ -283,6 +335,7 @@ pub struct TrackingEvent {
 /// where the original returned a hard-coded stub. ETAs are RFC 3339 instants
 /// rather than server-culture strings; `stageName` is added for humans.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryStatus {
     /// Stage code.

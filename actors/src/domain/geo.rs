@@ -21,6 +21,7 @@ const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
 /// A point in space, with the field names of the original Delivery service.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Location {
     /// Metres above ground.

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// sent `"Small"`; input is accepted in any case and written in the canonical
 /// capitalised form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PackageSize {
     /// Fits any drone.
     Small,
@@ -43,6 +44,7 @@ impl<'de> Deserialize<'de> for PackageSize {
 /// The package part of a delivery request (`packageInfo`), as carried on the
 /// queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PackageInfo {
     /// Client-chosen id; also the package document's `_id`.
@@ -59,6 +61,7 @@ pub struct PackageInfo {
 /// (`{"id","size","weight","tag"}`). Every field but `id` is optional because
 /// the original accepted `PUT /api/packages/42` with no body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Package {
     /// Package id (`_id`).
     pub id: String,

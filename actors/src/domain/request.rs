@@ -19,6 +19,7 @@ use super::package::{PackageInfo, PackageSize};
 
 /// One invalid or missing field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// JSON path of the field (`packageInfo.size`).
     pub field: String,

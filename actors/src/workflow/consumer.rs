@@ -244,6 +244,13 @@ impl PumpState {
             .map_err(|e| e.to_string())?;
         for (received, permit) in received.into_iter().zip(permits) {
             let key = received.message.routing_key();
+            if received.delivery_count <= 1 {
+                let lag = (chrono::Utc::now() - received.message.enqueued_at)
+                    .num_milliseconds()
+                    .max(0) as f64
+                    / 1000.0;
+                metrics::histogram!(m::QUEUE_LAG_SECONDS).record(lag);
+            }
             self.ctx.in_flight.insert(&received.lock);
             metrics::gauge!(m::MESSAGES_IN_FLIGHT).increment(1.0);
             let job = WorkflowJob {

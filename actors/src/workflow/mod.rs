@@ -27,7 +27,7 @@ pub use consumer::{
 
 use crate::context::Context;
 use crate::delivery::{CreateOutcome, DeliveryError, DeliveryMsg, NewDelivery};
-use crate::domain::{DeliveryRequest, DeliveryStage, Package, RescheduleRequest};
+use crate::domain::{Confirmation, DeliveryRequest, DeliveryStage, Package, RescheduleRequest};
 use crate::metrics as m;
 use crate::ports::{DeadLetter, Operation, QueueMessage, ReceivedMessage};
 
@@ -67,6 +67,20 @@ pub async fn process(ctx: &Arc<Context>, message: &QueueMessage) -> Outcome {
             }
             Err(e) => Outcome::DeadLetter(format!("invalid reschedule message: {e}")),
         },
+        Operation::Confirm => match serde_json::from_value::<ConfirmMessage>(body) {
+            Ok(ConfirmMessage {
+                delivery_id,
+                confirmation,
+            }) if !delivery_id.is_empty() => {
+                let confirmation = Box::new(confirmation);
+                command(ctx, &delivery_id, |reply| {
+                    DeliveryMsg::Confirm(confirmation, reply)
+                })
+                .await
+            }
+            Ok(_) => Outcome::DeadLetter("invalid confirm message: empty deliveryId".into()),
+            Err(e) => Outcome::DeadLetter(format!("invalid confirm message: {e}")),
+        },
         Operation::Cancel => match body.as_str() {
             Some(id) if !id.is_empty() => command(ctx, id, DeliveryMsg::Cancel).await,
             _ => Outcome::DeadLetter(
@@ -74,6 +88,16 @@ pub async fn process(ctx: &Arc<Context>, message: &QueueMessage) -> Outcome {
             ),
         },
     }
+}
+
+/// Body of a `confirm` message.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfirmMessage {
+    /// The delivery confirmed.
+    pub delivery_id: String,
+    /// The recipient's confirmation.
+    pub confirmation: Confirmation,
 }
 
 async fn create(

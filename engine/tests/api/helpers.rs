@@ -1,7 +1,12 @@
 //! `spawn_app()` and client helpers shared by the tests.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use dronedelivery_actors::domain::{DeliveryRecord, TrackingEvent};
+use dronedelivery_actors::ports::{DeliveryStore, StoreResult};
 use dronedelivery_actors::Engine;
 use dronedelivery_engine::{Application, ServeArgs};
 use serde_json::{json, Value};
@@ -176,6 +181,16 @@ pub mod stage {
     pub const CANCELLED: u64 = 5;
 }
 
+/// A recipient's confirmation of receipt (`POST .../confirmations`).
+pub fn confirmation() -> Value {
+    json!({
+        "dateTime": {"dateTimeValue": "2019-05-08T20:30:00Z"},
+        "geoCoordinates": {"altitude": 0, "latitude": 47.61, "longitude": -122.33},
+        "confirmationType": "Picture",
+        "confirmationBlob": "cGljdHVyZQ=="
+    })
+}
+
 /// A response header as text (empty when absent or not text).
 pub fn header(res: &reqwest::Response, name: &str) -> String {
     res.headers()
@@ -197,4 +212,82 @@ pub async fn assert_problem(res: reqwest::Response, status: u16) -> Value {
     assert_eq!(body["status"], status);
     assert!(body["title"].is_string(), "{body}");
     body
+}
+
+/// A delivery store that can be switched off: every call fails as if the
+/// server were unreachable.
+pub struct SwitchableDeliveries {
+    inner: Arc<dyn DeliveryStore>,
+    down: AtomicBool,
+    delay_ms: AtomicU64,
+}
+
+impl SwitchableDeliveries {
+    /// Wraps `backends.deliveries` in place and returns the switch.
+    pub fn wrap(backends: &mut dronedelivery_actors::Backends) -> Arc<Self> {
+        let store = Arc::new(Self {
+            inner: Arc::clone(&backends.deliveries),
+            down: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
+        });
+        backends.deliveries = store.clone();
+        store
+    }
+
+    /// Takes the store down (every call fails) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Makes every call take `delay` longer (a slow server).
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
+    }
+
+    async fn check(&self) -> StoreResult<()> {
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if self.down.load(Ordering::SeqCst) {
+            Err(dronedelivery_actors::ports::StoreError::Unavailable(
+                "injected outage".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for SwitchableDeliveries {
+    fn backend(&self) -> &'static str {
+        "switchable-memory"
+    }
+    async fn get(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
+        self.check().await?;
+        self.inner.get(id).await
+    }
+    async fn save(
+        &self,
+        record: &DeliveryRecord,
+        event: Option<&TrackingEvent>,
+    ) -> StoreResult<()> {
+        self.check().await?;
+        self.inner.save(record, event).await
+    }
+    async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>> {
+        self.check().await?;
+        self.inner.events(id).await
+    }
+    async fn awaiting_drone(&self) -> StoreResult<Vec<String>> {
+        self.check().await?;
+        self.inner.awaiting_drone().await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.check().await
+    }
 }

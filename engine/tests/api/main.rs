@@ -5,6 +5,8 @@ mod admin;
 mod deliveries;
 mod helpers;
 mod lifecycle;
+mod openapi;
+mod operations;
 mod packages;
 mod probes;
 mod resilience;

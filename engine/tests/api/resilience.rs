@@ -18,7 +18,7 @@ use dronedelivery_actors::ports::{
 };
 use serde_json::json;
 
-use crate::helpers::{ri_example, spawn_app_on, stage, TestApp};
+use crate::helpers::{ri_example, spawn_app_on, stage, SwitchableDeliveries, TestApp};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -386,65 +386,12 @@ async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
     app.stop().await;
 }
 
-/// A delivery store that can be switched off: every call fails as if the
-/// server were unreachable.
-struct SwitchableDeliveries {
-    inner: Arc<dyn DeliveryStore>,
-    down: AtomicBool,
-}
-
-impl SwitchableDeliveries {
-    fn check(&self) -> StoreResult<()> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(dronedelivery_actors::ports::StoreError::Unavailable(
-                "injected outage".into(),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl DeliveryStore for SwitchableDeliveries {
-    fn backend(&self) -> &'static str {
-        "switchable-memory"
-    }
-    async fn get(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
-        self.check()?;
-        self.inner.get(id).await
-    }
-    async fn save(
-        &self,
-        record: &DeliveryRecord,
-        event: Option<&TrackingEvent>,
-    ) -> StoreResult<()> {
-        self.check()?;
-        self.inner.save(record, event).await
-    }
-    async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>> {
-        self.check()?;
-        self.inner.events(id).await
-    }
-    async fn awaiting_drone(&self) -> StoreResult<Vec<String>> {
-        self.check()?;
-        self.inner.awaiting_drone().await
-    }
-    async fn ping(&self) -> StoreResult<()> {
-        self.check()
-    }
-}
-
 #[tokio::test]
 async fn a_store_outage_opens_the_breaker_and_nothing_is_dead_lettered() {
     let mut backends = real_backends().await;
-    let store = Arc::new(SwitchableDeliveries {
-        inner: Arc::clone(&backends.deliveries),
-        down: AtomicBool::new(false),
-    });
-    backends.deliveries = store.clone();
+    let store = SwitchableDeliveries::wrap(&mut backends);
     let app = spawn_app_on(|a| a.max_delivery_attempts = 3, Some(backends)).await;
-    store.down.store(true, Ordering::SeqCst);
+    store.set_down(true);
     let mut ids = Vec::new();
     for i in 0..30 {
         let mut body = ri_example();
@@ -460,7 +407,7 @@ async fn a_store_outage_opens_the_breaker_and_nothing_is_dead_lettered() {
         503,
         "not ready while a store is down"
     );
-    store.down.store(false, Ordering::SeqCst);
+    store.set_down(false);
     for id in &ids {
         app.wait_for_stage(id, stage::COMPLETED, Duration::from_secs(60))
             .await;

@@ -17,7 +17,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_problem, ri_example, spawn_app, spawn_app_on, spawn_app_with, stage, TestApp,
+    assert_problem, confirmation, ri_example, spawn_app, spawn_app_on, spawn_app_with, stage,
+    TestApp,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -243,15 +244,6 @@ async fn utilization_sums_the_owners_finished_deliveries() {
 }
 
 // ---------------------------------------------------------------- recipient
-
-fn confirmation() -> Value {
-    json!({
-        "dateTime": {"dateTimeValue": "2019-05-08T20:30:00Z"},
-        "geoCoordinates": {"altitude": 0, "latitude": 47.61, "longitude": -122.33},
-        "confirmationType": "Picture",
-        "confirmationBlob": "cGljdHVyZQ=="
-    })
-}
 
 #[tokio::test]
 async fn notify_me_and_no_confirmation_while_the_drone_flies() {
