@@ -65,9 +65,8 @@ fn actor_round_trip(c: &mut Criterion) {
         .block_on(Actor::spawn(None, Echo, ()))
         .unwrap_or_else(|e| panic!("{e}"));
     c.bench_function("actor/call round trip", |b| {
-        b.to_async(&rt).iter(|| async {
-            black_box(actor.call(|reply| reply, None).await.ok())
-        })
+        b.to_async(&rt)
+            .iter(|| async { black_box(actor.call(|reply| reply, None).await.ok()) })
     });
     actor.stop(None);
 }
@@ -142,7 +141,8 @@ fn record(id: String) -> DeliveryRecord {
 
 fn redis_saves(c: &mut Criterion) {
     let rt = runtime();
-    let url = std::env::var("DD_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url =
+        std::env::var("DD_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let cfg = dronedelivery_engine::adapters::redis::RedisConfig::new(url.clone(), prefix);
     let stores = match rt.block_on(dronedelivery_engine::adapters::redis::connect(&cfg)) {
@@ -165,7 +165,10 @@ fn redis_saves(c: &mut Criterion) {
             |(r, e)| {
                 let store = store.clone();
                 async move {
-                    store.save(&r, Some(&e)).await.unwrap_or_else(|e| panic!("{e}"));
+                    store
+                        .save(&r, Some(&e))
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
                 }
             },
             BatchSize::SmallInput,

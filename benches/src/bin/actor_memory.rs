@@ -61,8 +61,12 @@ fn arg(name: &str, default: usize) -> anyhow::Result<usize> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == name {
-            let v = args.next().with_context(|| format!("{name} needs a value"))?;
-            return v.parse().with_context(|| format!("{name}: not a number: {v}"));
+            let v = args
+                .next()
+                .with_context(|| format!("{name} needs a value"))?;
+            return v
+                .parse()
+                .with_context(|| format!("{name}: not a number: {v}"));
         }
     }
     Ok(default)
@@ -140,9 +144,9 @@ async fn run(deliveries: usize, drones: usize) -> anyhow::Result<()> {
     let live = live_heap();
     let rss_live = proc_status_bytes("VmRSS:");
     for id in &ids {
-        if let Some(actor) = ActorRef::<dronedelivery_actors::delivery::DeliveryMsg>::where_is(
-            ctx.delivery_name(id),
-        ) {
+        if let Some(actor) =
+            ActorRef::<dronedelivery_actors::delivery::DeliveryMsg>::where_is(ctx.delivery_name(id))
+        {
             actor.stop(None);
         }
     }
