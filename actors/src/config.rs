@@ -137,7 +137,7 @@ impl Default for TreeConfig {
             retry_delay: Duration::from_millis(200),
             call_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
-            passivate_after: Duration::from_secs(60),
+            passivate_after: Duration::from_secs(15),
             max_drone_wait: None,
         }
     }

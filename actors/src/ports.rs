@@ -104,10 +104,15 @@ impl QueueMessage {
         body: &serde_json::Value,
         correlation_id: Option<String>,
     ) -> Self {
+        Self::with_body(operation, body.to_string(), correlation_id)
+    }
+
+    /// A new message with a fresh id and an already serialised JSON body.
+    pub fn with_body(operation: Operation, body: String, correlation_id: Option<String>) -> Self {
         Self {
             message_id: uuid::Uuid::new_v4().to_string(),
             operation: operation.as_str().to_owned(),
-            body: body.to_string(),
+            body,
             correlation_id,
             enqueued_at: Utc::now(),
         }

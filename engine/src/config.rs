@@ -309,7 +309,7 @@ pub struct ServeArgs {
 
     /// Seconds after which an idle delivery actor stops (it is re-activated
     /// from the store on its next message or read).
-    #[arg(long, env = "DD_PASSIVATE_AFTER_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(long, env = "DD_PASSIVATE_AFTER_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub passivate_after_secs: u64,
 
     /// Seconds a delivery may wait for a free drone before it is

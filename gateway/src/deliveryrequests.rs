@@ -10,8 +10,9 @@
 //! not create a second delivery: see [`crate::idempotency`].
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::header::{CONTENT_TYPE, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use axum::Router;
 use dronedelivery_actors::domain::{DeliveryRequest, DeliveryStage, RescheduleRequest};
@@ -84,7 +85,7 @@ async fn create(
         request.delivery_id = uuid::Uuid::new_v4().to_string();
         queue_delivery(&state, &request, &headers).await?;
         metrics::counter!(DELIVERIES_ACCEPTED_TOTAL).increment(1);
-        return Ok(answer(&request).response(false));
+        return Ok(accepted(&request));
     };
     request.delivery_id = idempotency::delivery_id(&request.owner_id, &key);
     let answer = answer(&request);
@@ -117,8 +118,24 @@ async fn create(
     Ok(stored.response(true))
 }
 
-/// The 202 answer to a delivery request (stored under its idempotency key,
-/// if it has one).
+/// The 202 answer to a delivery request without an idempotency key: the
+/// echo serialised straight from the request, nothing stored.
+fn accepted(request: &DeliveryRequest) -> Response {
+    let location = format!("/api/deliveries/{}", encode_segment(&request.delivery_id));
+    let mut response = (
+        StatusCode::ACCEPTED,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        request.external_body(),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+}
+
+/// The 202 answer to a delivery request with an idempotency key (stored
+/// under that key).
 fn answer(request: &DeliveryRequest) -> StoredAnswer {
     StoredAnswer {
         fingerprint: idempotency::fingerprint(&request.to_message_json()),
@@ -137,9 +154,9 @@ async fn queue_delivery(
     request: &DeliveryRequest,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
-    let message = QueueMessage::new(
+    let message = QueueMessage::with_body(
         Operation::Delivery,
-        &request.to_message_json(),
+        request.message_body(),
         correlation_id(headers),
     );
     state.engine.submit(message).await?;

@@ -55,6 +55,18 @@ pub struct DeliveryState {
     _live: LiveActor,
 }
 
+impl Drop for DeliveryState {
+    /// A pending idle timer holds a reference to the actor; left running, it
+    /// would keep the stopped actor's cell and mailboxes allocated until it
+    /// fires (`passivate_after` later). Under load that is seconds' worth of
+    /// finished actors kept in memory.
+    fn drop(&mut self) {
+        if let Some(timer) = self.idle_timer.take() {
+            timer.abort();
+        }
+    }
+}
+
 impl Actor for DeliveryActor {
     type Msg = DeliveryMsg;
     type State = DeliveryState;

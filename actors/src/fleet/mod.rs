@@ -13,13 +13,17 @@
 //! actor that fails is restarted with backoff and resumes from its stored
 //! state.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::Serialize;
+
+mod pending;
+
+use pending::PendingQueue;
 
 use crate::context::Context;
 use crate::domain::{DroneState, Location};
@@ -102,7 +106,7 @@ pub struct FleetState {
     ctx: Arc<Context>,
     slots: BTreeMap<String, Slot>,
     by_delivery: HashMap<String, String>,
-    pending: VecDeque<DroneRequest>,
+    pending: PendingQueue,
     /// When each waiting delivery started waiting (for compensation).
     waiting_since: HashMap<String, DateTime<Utc>>,
     children: HashMap<ActorId, String>,
@@ -149,7 +153,7 @@ impl Actor for FleetActor {
             ctx: Arc::clone(&ctx),
             slots: BTreeMap::new(),
             by_delivery: HashMap::new(),
-            pending: VecDeque::new(),
+            pending: PendingQueue::default(),
             waiting_since: HashMap::new(),
             children: HashMap::new(),
             restarts: HashMap::new(),
@@ -191,7 +195,7 @@ impl Actor for FleetActor {
             if let Some(r) = ctx.backends.deliveries.get(&id).await? {
                 if r.stage.awaits_drone() {
                     state.waiting_since.insert(id.clone(), r.updated_at);
-                    state.pending.push_back(DroneRequest {
+                    state.pending.upsert_back(DroneRequest {
                         delivery_id: id,
                         ticket: r.ticket,
                         pickup: r.delivery.pickup,
@@ -243,7 +247,7 @@ impl Actor for FleetActor {
         match msg {
             FleetMsg::Request(req) => state.request(req),
             FleetMsg::Withdraw { delivery_id } => {
-                state.pending.retain(|r| r.delivery_id != delivery_id);
+                state.pending.remove(&delivery_id);
                 state.waiting_since.remove(&delivery_id);
                 state.release(&delivery_id);
                 state.dispatch_pending();
@@ -407,22 +411,11 @@ impl FleetState {
             }
             self.release(&req.delivery_id);
         }
-        match self
-            .pending
-            .iter_mut()
-            .find(|r| r.delivery_id == req.delivery_id)
-        {
-            Some(existing) => {
-                if req.ticket >= existing.ticket {
-                    *existing = req;
-                }
-            }
-            None => {
-                self.waiting_since
-                    .entry(req.delivery_id.clone())
-                    .or_insert_with(Utc::now);
-                self.pending.push_back(req);
-            }
+        let delivery_id = req.delivery_id.clone();
+        if self.pending.upsert_back(req) {
+            self.waiting_since
+                .entry(delivery_id)
+                .or_insert_with(Utc::now);
         }
         self.dispatch_pending();
     }
@@ -504,7 +497,7 @@ impl FleetState {
             .cloned()
             .collect();
         for req in expired {
-            self.pending.retain(|r| r.delivery_id != req.delivery_id);
+            self.pending.remove(&req.delivery_id);
             self.waiting_since.remove(&req.delivery_id);
             let reason = format!("no drone became free within {} s", max.num_seconds());
             tracing::warn!(delivery_id = %req.delivery_id, %reason, "compensating: giving up on the delivery");
@@ -519,7 +512,7 @@ impl FleetState {
                     req.delivery_id.clone(),
                     now - max - chrono::Duration::seconds(1),
                 );
-                self.pending.push_back(req);
+                self.pending.upsert_back(req);
             }
         }
     }
