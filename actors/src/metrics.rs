@@ -34,7 +34,7 @@ pub const QUEUE_UNSETTLED: &str = "dronedelivery_queue_unsettled";
 pub const MESSAGES_IN_FLIGHT: &str = "dronedelivery_queue_messages_in_flight";
 /// Dead letters put back on the queue by an operator.
 pub const DEAD_LETTERS_REPLAYED_TOTAL: &str = "dronedelivery_dead_letters_replayed_total";
-/// Dead letters written, by reason kind (see [`dead_letter_kind`]).
+/// Dead letters written, by `reason` label: the reason's kind (see [`dead_letter_kind`]).
 pub const DEAD_LETTERS_TOTAL: &str = "dronedelivery_dead_letters_total";
 /// Live actors, by kind (delivery, drone, fleet, supervisor, consumer).
 pub const ACTORS_LIVE: &str = "dronedelivery_actors_live";

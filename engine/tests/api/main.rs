@@ -4,6 +4,7 @@
 mod admin;
 mod deliveries;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod openapi;
 mod operations;
