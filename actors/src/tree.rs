@@ -529,10 +529,10 @@ impl Engine {
             return Err(CommandError::NotFound);
         };
         if !self.ctx.config.role.runs_actors() {
-            if record.stage != DeliveryStage::Completed {
-                return Err(CommandError::WrongStage(record.stage));
-            }
-            if record.confirmation.is_some() {
+            if !record
+                .needs_confirmation()
+                .map_err(CommandError::WrongStage)?
+            {
                 return Ok(());
             }
             let body = serde_json::to_value(crate::workflow::ConfirmMessage {

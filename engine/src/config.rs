@@ -415,29 +415,21 @@ where
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let mut command = Cli::command();
     let is_serve = args.get(1).is_some_and(|a| a == "serve");
-    if let Some(path) = is_serve
-        .then(|| config_path(&args[2..]))
-        .flatten()
-        .or_else(|| {
-            is_serve
-                .then(|| std::env::var_os("DD_CONFIG").map(PathBuf::from))
-                .flatten()
-        })
-    {
+    let path = if is_serve {
+        config_path(&args[2..]).or_else(|| std::env::var_os("DD_CONFIG").map(PathBuf::from))
+    } else {
+        None
+    };
+    if let Some(path) = path {
         let entries = read_config_file(&path)?;
-        let serve = command
-            .find_subcommand_mut("serve")
-            .map(|c| c.clone())
-            .ok_or_else(|| ConfigError::Invalid {
-                path: path.clone(),
-                reason: "no serve command".into(),
-            })?;
         // File keys are long flag names; clap addresses arguments by id.
-        let ids: std::collections::HashMap<String, String> = serve
-            .get_arguments()
+        let ids: std::collections::HashMap<String, String> = command
+            .find_subcommand("serve")
+            .into_iter()
+            .flat_map(|serve| serve.get_arguments())
             .filter_map(|a| Some((a.get_long()?.to_owned(), a.get_id().to_string())))
             .collect();
-        let mut serve = serve;
+        let mut defaults = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             let Some(id) = ids.get(&key).filter(|_| key != "config") else {
                 return Err(ConfigError::Invalid {
@@ -447,9 +439,13 @@ where
                     ),
                 });
             };
-            serve = serve.mut_arg(id.as_str(), |a| a.default_value(value));
+            defaults.push((id.clone(), value));
         }
-        command = command.mut_subcommand("serve", |_| serve);
+        command = command.mut_subcommand("serve", |serve| {
+            defaults.into_iter().fold(serve, |serve, (id, value)| {
+                serve.mut_arg(id, |a| a.default_value(value))
+            })
+        });
     }
     let matches = command.try_get_matches_from(args)?;
     Ok(Cli::from_arg_matches(&matches)?)

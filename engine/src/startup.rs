@@ -8,12 +8,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::http::HeaderValue;
 use dronedelivery_actors::metrics as m;
 use dronedelivery_actors::{Backends, Engine};
+use dronedelivery_gateway::ratelimit::RateLimiter;
 use dronedelivery_gateway::AppState;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -81,7 +83,10 @@ impl Application {
         .with_admin_token(args.admin_token.as_ref().map(|t| t.expose()))
         .with_rate_limit(args.rate_limit())
         .with_cors_origins(cors_origins);
-        let gauges = tokio::spawn(refresh_gauges(engine.clone(), state.clone()));
+        let gauges = tokio::spawn(refresh_gauges(engine.clone()));
+        if let Some(limiter) = state.rate_limiter.clone() {
+            tokio::spawn(forget_idle_clients(limiter));
+        }
         tracing::info!(%address, role = engine.role().name(), "listening");
         Ok(Self {
             address,
@@ -163,19 +168,26 @@ impl Application {
     }
 }
 
-/// Queue depth is a property of the broker, not of this process: poll it.
-/// Also forgets rate-limit state of clients that went quiet.
-async fn refresh_gauges(engine: Engine, state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut ticks: u64 = 0;
+/// Forgets, every minute, the rate-limit state of clients that went quiet.
+/// Holds only a weak reference, so it ends with the application.
+async fn forget_idle_clients(limiter: Arc<RateLimiter>) {
+    let limiter = Arc::downgrade(&limiter);
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
     loop {
         tick.tick().await;
-        ticks += 1;
-        if ticks % 60 == 0 {
-            if let Some(limiter) = &state.rate_limiter {
-                limiter.forget_idle();
-            }
+        match limiter.upgrade() {
+            Some(limiter) => limiter.forget_idle(),
+            None => return,
         }
+    }
+}
+
+/// Queue depth is a property of the broker, not of this process: poll it.
+async fn refresh_gauges(engine: Engine) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
         match engine.queue_depth().await {
             Ok(depth) => metrics::gauge!(m::QUEUE_DEPTH).set(depth as f64),
             Err(e) => tracing::debug!(error = %e, "could not read the queue depth"),

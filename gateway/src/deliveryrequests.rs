@@ -121,7 +121,7 @@ async fn create(
 /// The 202 answer to a delivery request without an idempotency key: the
 /// echo serialised straight from the request, nothing stored.
 fn accepted(request: &DeliveryRequest) -> Response {
-    let location = format!("/api/deliveries/{}", encode_segment(&request.delivery_id));
+    let location = delivery_location(&request.delivery_id);
     let mut response = (
         StatusCode::ACCEPTED,
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
@@ -134,6 +134,11 @@ fn accepted(request: &DeliveryRequest) -> Response {
     response
 }
 
+/// `Location` of an accepted delivery: where it appears once created.
+fn delivery_location(id: &str) -> String {
+    format!("/api/deliveries/{}", encode_segment(id))
+}
+
 /// The 202 answer to a delivery request with an idempotency key (stored
 /// under that key).
 fn answer(request: &DeliveryRequest) -> StoredAnswer {
@@ -141,7 +146,7 @@ fn answer(request: &DeliveryRequest) -> StoredAnswer {
         fingerprint: idempotency::fingerprint(&request.to_message_json()),
         delivery_id: request.delivery_id.clone(),
         status: StatusCode::ACCEPTED.as_u16(),
-        location: format!("/api/deliveries/{}", encode_segment(&request.delivery_id)),
+        location: delivery_location(&request.delivery_id),
         body: request.to_external_json(),
     }
 }

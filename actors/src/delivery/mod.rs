@@ -326,10 +326,10 @@ impl DeliveryState {
         let Some(current) = &self.record else {
             return Err(DeliveryError::NotFound);
         };
-        if current.stage != DeliveryStage::Completed {
-            return Err(DeliveryError::WrongStage(current.stage));
-        }
-        if current.confirmation.is_some() {
+        if !current
+            .needs_confirmation()
+            .map_err(DeliveryError::WrongStage)?
+        {
             return Ok(());
         }
         let mut next = current.clone();

@@ -299,6 +299,17 @@ pub struct Confirmation {
 }
 
 impl DeliveryRecord {
+    /// Whether a recipient's confirmation is to be stored: `Ok(true)` for a
+    /// completed delivery not confirmed yet, `Ok(false)` when one is stored
+    /// already (the first wins; a repeat is accepted and ignored), and the
+    /// stage when it is not completed.
+    pub fn needs_confirmation(&self) -> Result<bool, DeliveryStage> {
+        if self.stage != DeliveryStage::Completed {
+            return Err(self.stage);
+        }
+        Ok(self.confirmation.is_none())
+    }
+
     /// Moves to `stage`, bumping the version, and returns the tracking event
     /// to store with it.
     pub fn advance(&mut self, stage: DeliveryStage, location: Option<Location>) -> TrackingEvent {

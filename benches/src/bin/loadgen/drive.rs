@@ -201,16 +201,32 @@ fn new_stats(source: &Arc<dyn Source>) -> anyhow::Result<Vec<Stats>> {
     source.classes().iter().map(|_| Stats::new()).collect()
 }
 
-fn record(
+/// Sends the worker's next request and records its outcome; `None` when the
+/// source has no more. Latency counts from `due` when given (open loop: when
+/// the request was due, with the service time recorded beside it), else
+/// from the send.
+async fn send_next(
+    conn: &mut Conn,
+    source: &Arc<dyn Source>,
+    worker: &mut Worker,
     stats: &mut [Stats],
-    req_class: usize,
-    outcome: Outcome,
-    lat: Duration,
-    svc: Option<Duration>,
-) {
-    if let Some(s) = stats.get_mut(req_class) {
-        s.record(outcome, lat, svc);
+    plan: &Plan,
+    due: Option<Instant>,
+) -> Option<(Outcome, Instant)> {
+    let req = source.next(worker)?;
+    worker.count += 1;
+    let class = req.class;
+    let sent = Instant::now();
+    let outcome = conn.send(req, plan.timeout).await;
+    let done = Instant::now();
+    let (latency, service) = match due {
+        Some(due) => (done - due, Some(done - sent)),
+        None => (done - sent, None),
+    };
+    if let Some(s) = stats.get_mut(class) {
+        s.record(outcome, latency, service);
     }
+    Some((outcome, done))
 }
 
 async fn closed(
@@ -228,15 +244,11 @@ async fn closed(
         if end.is_some_and(|end| Instant::now() >= end) {
             break;
         }
-        let Some(req) = source.next(&mut worker) else {
+        let Some((outcome, done)) =
+            send_next(&mut conn, &source, &mut worker, &mut stats, &plan, None).await
+        else {
             break;
         };
-        worker.count += 1;
-        let class = req.class;
-        let sent = Instant::now();
-        let outcome = conn.send(req, plan.timeout).await;
-        let done = Instant::now();
-        record(&mut stats, class, outcome, done - sent, None);
         last_done = Some(done);
         if matches!(outcome, Outcome::Error("connect")) {
             // Do not spin on a server that is not there.
@@ -297,15 +309,18 @@ async fn open(
         if hard_stop.is_some_and(|h| Instant::now() >= h) {
             break;
         }
-        let Some(req) = source.next(&mut worker) else {
+        let Some((_, done)) = send_next(
+            &mut conn,
+            &source,
+            &mut worker,
+            &mut stats,
+            &plan,
+            Some(begin),
+        )
+        .await
+        else {
             break;
         };
-        worker.count += 1;
-        let class = req.class;
-        let sent = Instant::now();
-        let outcome = conn.send(req, plan.timeout).await;
-        let done = Instant::now();
-        record(&mut stats, class, outcome, done - begin, Some(done - sent));
         last_done = Some(done);
         k += 1;
     }
