@@ -7,6 +7,7 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mongodb::bson::doc;
@@ -54,6 +55,10 @@ impl Shared {
     }
 
     fn spawn(&self, fleet_id: &str, extra: &[&str]) -> Engine {
+        self.spawn_with_fleet(fleet_id, 10, extra)
+    }
+
+    fn spawn_with_fleet(&self, fleet_id: &str, fleet_size: u32, extra: &[&str]) -> Engine {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dronedelivery"));
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -70,7 +75,7 @@ impl Shared {
                 "--fleet-id",
                 fleet_id,
                 "--fleet-size",
-                "10",
+                &fleet_size.to_string(),
                 "--sim-speed",
                 "2000",
                 "--tick-ms",
@@ -223,6 +228,124 @@ impl Drop for Engine {
             self.kill();
         }
     }
+}
+
+/// What a fault scenario reports, counted from the stores themselves
+/// (tracking events in Redis, packages and dead letters in MongoDB), not
+/// from the engine's answers.
+#[derive(Debug, Default)]
+struct Tally {
+    accepted: usize,
+    completed: usize,
+    cancelled: usize,
+    dead_lettered: u64,
+    /// Deliveries with a `Created`, `HeadedToPickup` (a drone assignment) or
+    /// terminal event stored more than once.
+    duplicates: usize,
+    /// Accepted deliveries with no terminal event, or no `Created` event.
+    lost: usize,
+    packages: u64,
+}
+
+impl Tally {
+    /// One line per scenario, printed even when the test passes.
+    fn report(&self, scenario: &str) {
+        println!(
+            "{scenario}: accepted={} completed={} cancelled={} dead_lettered={} \
+             duplicates={} lost={} packages={}",
+            self.accepted,
+            self.completed,
+            self.cancelled,
+            self.dead_lettered,
+            self.duplicates,
+            self.lost,
+            self.packages
+        );
+    }
+
+    /// The promise: every accepted delivery finished exactly once.
+    fn assert_nothing_lost_or_duplicated(&self) {
+        assert_eq!(self.duplicates, 0, "duplicated effects: {self:?}");
+        assert_eq!(self.lost, 0, "lost deliveries: {self:?}");
+        assert_eq!(
+            self.completed + self.cancelled,
+            self.accepted,
+            "unfinished deliveries: {self:?}"
+        );
+    }
+}
+
+impl Shared {
+    /// Waits up to `within` for every delivery in `ids` to reach a terminal
+    /// stage (what is still unfinished then counts as lost), and tallies
+    /// them. `package_prefix` selects this scenario's package documents.
+    async fn settle(
+        &self,
+        engine: &Engine,
+        ids: &[String],
+        package_prefix: &str,
+        within: Duration,
+    ) -> Tally {
+        let deadline = tokio::time::Instant::now() + within;
+        for id in ids {
+            while !matches!(engine.stage(id).await, Some(4 | 5))
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let mut tally = Tally {
+            accepted: ids.len(),
+            ..Tally::default()
+        };
+        let mut r = self.redis().await;
+        for id in ids {
+            let key = format!("{}:delivery:{id}:events", self.prefix);
+            let events: Vec<Value> = r
+                .lrange::<_, Vec<String>>(&key, 0, -1)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|e| serde_json::from_str(e).ok())
+                .collect();
+            let count = |stage: u64| {
+                events
+                    .iter()
+                    .filter(|e| e["stage"].as_u64() == Some(stage))
+                    .count()
+            };
+            let (created, assigned, completed, cancelled) =
+                (count(0), count(2), count(4), count(5));
+            tally.completed += usize::from(completed > 0);
+            tally.cancelled += usize::from(cancelled > 0);
+            tally.duplicates +=
+                usize::from(created > 1 || assigned > 1 || completed + cancelled > 1);
+            tally.lost += usize::from(created == 0 || completed + cancelled == 0);
+        }
+        let db = self.mongo().await;
+        tally.packages = db
+            .collection::<mongodb::bson::Document>("packages")
+            .count_documents(doc! { "_id": { "$regex": format!("^{package_prefix}") } })
+            .await
+            .unwrap_or_default();
+        tally.dead_lettered = db
+            .collection::<mongodb::bson::Document>(
+                dronedelivery_engine::adapters::mongo::DEAD_LETTERS,
+            )
+            .count_documents(doc! {})
+            .await
+            .unwrap_or_default();
+        tally
+    }
+}
+
+/// The RI example with a distinct pickup and package per `tag`, so each
+/// delivery and package of a scenario can be counted.
+fn numbered_request(tag: &str) -> Value {
+    let mut body = ri_example();
+    body["pickupLocation"] = json!(format!("pickup {tag}"));
+    body["packageInfo"]["packageId"] = json!(format!("package-{tag}"));
+    body
 }
 
 #[tokio::test]
@@ -379,14 +502,15 @@ async fn two_engines_on_one_stream_split_the_work_without_duplicates() {
     b.ready().await;
     let mut ids = Vec::new();
     for i in 0..120 {
-        let mut body = ri_example();
-        body["pickupLocation"] = json!(format!("pickup {i}"));
         let via = if i % 2 == 0 { &a } else { &b };
-        ids.push(via.post(&body).await);
+        ids.push(via.post(&numbered_request(&format!("split-{i}"))).await);
     }
-    for id in &ids {
-        a.wait_completed(id, Duration::from_secs(60)).await;
-    }
+    let tally = shared
+        .settle(&a, &ids, "package-split-", Duration::from_secs(60))
+        .await;
+    tally.report("scenario 2 (two engines on one stream)");
+    tally.assert_nothing_lost_or_duplicated();
+    assert_eq!((tally.completed, tally.dead_lettered), (120, 0));
     let done_a = a
         .counter(
             "dronedelivery_queue_messages_total",
@@ -409,20 +533,6 @@ async fn two_engines_on_one_stream_split_the_work_without_duplicates() {
         "each message processed exactly once: a={done_a} b={done_b}"
     );
 
-    // Exactly one Created event per delivery.
-    let mut r = shared.redis().await;
-    for id in &ids {
-        let keys: Vec<String> = r
-            .keys(format!("{}:*{id}*events*", shared.prefix))
-            .await
-            .unwrap_or_default();
-        let mut created = 0;
-        for key in keys {
-            let events: Vec<String> = r.lrange(&key, 0, -1).await.unwrap_or_default();
-            created += events.iter().filter(|e| e.contains("\"stage\":0")).count();
-        }
-        assert_eq!(created, 1, "delivery {id} created {created} times");
-    }
     a.kill();
     b.kill();
     shared.cleanup().await;
@@ -448,9 +558,8 @@ async fn a_killed_engines_unacknowledged_messages_are_claimed_and_finished() {
         victim.signal("STOP");
         let mut batch = Vec::new();
         for i in 0..40 {
-            let mut body = ri_example();
-            body["pickupLocation"] = json!(format!("pickup {attempt}-{i}"));
-            batch.push(survivor.post(&body).await);
+            let tag = format!("claim-{attempt}-{i}");
+            batch.push(survivor.post(&numbered_request(&tag)).await);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         ids.extend(batch);
@@ -464,9 +573,12 @@ async fn a_killed_engines_unacknowledged_messages_are_claimed_and_finished() {
     assert!(held, "the frozen engine never held a message");
     victim.kill();
 
-    for id in &ids {
-        survivor.wait_completed(id, Duration::from_secs(60)).await;
-    }
+    let tally = shared
+        .settle(&survivor, &ids, "package-claim-", Duration::from_secs(60))
+        .await;
+    tally.report("scenario 2 (an engine killed holding messages; the survivor claims them)");
+    tally.assert_nothing_lost_or_duplicated();
+    assert_eq!(tally.dead_lettered, 0, "{tally:?}");
     survivor.kill();
     shared.cleanup().await;
 }
@@ -538,9 +650,7 @@ async fn sigterm_under_load_exits_cleanly_and_loses_nothing() {
     first.ready().await;
     let mut ids = Vec::new();
     for i in 0..200 {
-        let mut body = ri_example();
-        body["pickupLocation"] = json!(format!("pickup {i}"));
-        ids.push(first.post(&body).await);
+        ids.push(first.post(&numbered_request(&format!("term-{i}"))).await);
     }
     // Stop while the queue is still full of work.
     let status = first.terminate();
@@ -549,9 +659,172 @@ async fn sigterm_under_load_exits_cleanly_and_loses_nothing() {
     // Everything accepted is finished by the next engine on the same stores.
     let mut second = shared.spawn("a", &[]);
     second.ready().await;
-    for id in &ids {
-        second.wait_completed(id, Duration::from_secs(90)).await;
-    }
+    let tally = shared
+        .settle(&second, &ids, "package-term-", Duration::from_secs(90))
+        .await;
+    tally.report("scenario 7 (SIGTERM with 200 queued: exit 0, the next engine finishes)");
+    tally.assert_nothing_lost_or_duplicated();
+    assert_eq!((tally.completed, tally.dead_lettered), (200, 0));
+    assert_eq!(tally.packages, 200);
     second.kill();
+    shared.cleanup().await;
+}
+
+/// Scenario 1 of docs/reliability.md: `kill -9` of the engine while 2,000
+/// accepted deliveries are in flight, then a restart on the same stores.
+/// Every delivery ends Completed, with exactly one `Created` and one
+/// `Completed` event and one drone assignment (`HeadedToPickup`), one
+/// package document per package id, no dead letters, and the counts are
+/// printed.
+#[tokio::test]
+async fn kill_9_with_two_thousand_in_flight_then_restart_loses_and_duplicates_nothing() {
+    const COUNT: usize = 2_000;
+    let shared = Shared::new();
+    let args = ["--lock-duration-secs", "3"];
+    let mut first = shared.spawn_with_fleet("a", 200, &args);
+    first.ready().await;
+    let first = Arc::new(first);
+    let mut posts = tokio::task::JoinSet::new();
+    for worker in 0..32 {
+        let engine = Arc::clone(&first);
+        posts.spawn(async move {
+            let mut ids = Vec::new();
+            for i in (worker..COUNT).step_by(32) {
+                ids.push(engine.post(&numbered_request(&format!("kill-{i}"))).await);
+            }
+            ids
+        });
+    }
+    let mut ids = Vec::with_capacity(COUNT);
+    while let Some(batch) = posts.join_next().await {
+        ids.extend(batch.unwrap_or_else(|e| panic!("{e}")));
+    }
+    assert_eq!(ids.len(), COUNT);
+    let mut first = Arc::try_unwrap(first).unwrap_or_else(|_| panic!("engine still shared"));
+    let done_before = first
+        .counter("dronedelivery_deliveries_completed_total", "")
+        .await;
+    // No warning: SIGKILL, mid-flight.
+    first.signal("KILL");
+    let _ = first.child.wait();
+
+    let mut second = shared.spawn_with_fleet("a", 200, &args);
+    second.ready().await;
+    let tally = shared
+        .settle(&second, &ids, "package-kill-", Duration::from_secs(180))
+        .await;
+    tally.report(&format!(
+        "scenario 1 (kill -9 with {COUNT} in flight, {done_before} completed before the kill)"
+    ));
+    tally.assert_nothing_lost_or_duplicated();
+    assert_eq!(tally.completed, COUNT, "{tally:?}");
+    assert_eq!(tally.dead_lettered, 0, "{tally:?}");
+    assert_eq!(tally.packages, COUNT as u64, "one package document per id");
+    second.kill();
+    shared.cleanup().await;
+}
+
+/// Scenario 5 of docs/reliability.md on the real queue: poison messages put
+/// straight on the Redis stream, between two bursts of healthy requests,
+/// are dead-lettered (in MongoDB) with a reason after the configured
+/// attempts, and nothing waits behind them: every healthy delivery
+/// completes and the consumer group has nothing left pending.
+#[tokio::test]
+async fn poison_messages_on_the_real_queue_are_dead_lettered_without_blocking_others() {
+    use dronedelivery_actors::ports::{MessageQueue, Operation, QueueMessage};
+    use dronedelivery_engine::adapters::redis::{RedisStreamsQueue, StreamsConfig};
+
+    let shared = Shared::new();
+    let mut engine = shared.spawn("a", &["--max-delivery-attempts", "3"]);
+    engine.ready().await;
+    let queue = RedisStreamsQueue::connect(StreamsConfig::new(REDIS, shared.prefix.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("redis: {e}"));
+
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(engine.post(&numbered_request(&format!("poison-{i}"))).await);
+    }
+    // An operation nobody knows.
+    let mut unknown = QueueMessage::new(Operation::Cancel, &json!("x"), None);
+    unknown.operation = "explode".into();
+    // A body that is not JSON.
+    let mut garbage = QueueMessage::new(Operation::Delivery, &json!({}), None);
+    garbage.body = "{not json".into();
+    // A package that can never be stored: its weight is negative.
+    let mut heavy = numbered_request("poison-negative");
+    heavy["packageInfo"]["weight"] = json!(-5);
+    heavy["deliveryId"] = json!("poison-negative");
+    let invalid = QueueMessage::new(Operation::Delivery, &heavy, None);
+    // A reschedule of a delivery that never appears: retried, then given up.
+    let ghost = QueueMessage::new(
+        Operation::Reschedule,
+        &json!({"deliveryId": "ghost", "deadline": "soon"}),
+        None,
+    );
+    let poison = [&unknown, &garbage, &invalid, &ghost];
+    for message in poison {
+        queue
+            .send(message.clone())
+            .await
+            .unwrap_or_else(|e| panic!("send: {e}"));
+    }
+    for i in 100..200 {
+        ids.push(engine.post(&numbered_request(&format!("poison-{i}"))).await);
+    }
+
+    let tally = shared
+        .settle(&engine, &ids, "package-poison-", Duration::from_secs(60))
+        .await;
+    // The ghost's retries may still be running after the healthy traffic
+    // finished: wait for all four letters.
+    let letters = shared
+        .mongo()
+        .await
+        .collection::<mongodb::bson::Document>(dronedelivery_engine::adapters::mongo::DEAD_LETTERS);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while letters.count_documents(doc! {}).await.unwrap_or(0) < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "poison messages were not all dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tally = Tally {
+        dead_lettered: letters.count_documents(doc! {}).await.unwrap_or(0),
+        ..tally
+    };
+    tally.report("scenario 5 (4 poison messages between 200 healthy requests)");
+    tally.assert_nothing_lost_or_duplicated();
+    assert_eq!((tally.completed, tally.packages), (200, 200), "{tally:?}");
+    assert_eq!(tally.dead_lettered, 4, "only the poison is dead-lettered");
+    for (message, reason, attempts) in [
+        (&unknown, "unknown operation", 1),
+        (&garbage, "not JSON", 1),
+        (&invalid, "weight", 1),
+        (&ghost, "not found", 3),
+    ] {
+        let letter = letters
+            .find_one(doc! { "_id": &message.message_id })
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("{} was not dead-lettered", message.operation));
+        let got = letter.get_str("reason").unwrap_or_default();
+        assert!(
+            got.contains(reason),
+            "{}: reason {got:?} should mention {reason:?}",
+            message.operation
+        );
+        assert_eq!(
+            letter.get_i64("attempts").unwrap_or_default(),
+            attempts,
+            "{}: attempts",
+            message.operation
+        );
+    }
+    // Nothing is stuck behind the poison.
+    assert_eq!(queue.depth().await.unwrap_or(u64::MAX), 0, "queue depth");
+    engine.kill();
     shared.cleanup().await;
 }

@@ -28,6 +28,7 @@ use crate::domain::{
     Confirmation, Delivery, DeliveryRecord, DeliveryStage, RescheduleRequest, TrackingEvent,
     UserAccount,
 };
+use crate::drone::DroneMsg;
 use crate::fleet::{DroneRequest, FleetMsg};
 use crate::metrics::{self as m, LiveActor};
 use crate::ports::{DeadLetter, HistoryEntry, Operation, QueueMessage, StoreError};
@@ -46,6 +47,10 @@ pub struct DeliveryState {
     /// History entry of a finished delivery, written after the record.
     history: Option<HistoryEntry>,
     dirty: bool,
+    /// A drone that reported `Delivered` and waits to be let go: released
+    /// (`DroneMsg::Released`) once nothing is left unsaved, i.e. once the
+    /// outcome it reported is stored. See the drone module on why.
+    release: Option<(String, u64)>,
     flush_attempt: u32,
     /// Bumped on every message; a passivation timer only fires for the
     /// generation it was armed in, i.e. after a full idle period.
@@ -86,6 +91,7 @@ impl Actor for DeliveryActor {
             unsaved: Vec::new(),
             history: None,
             dirty: false,
+            release: None,
             flush_attempt: 0,
             generation: 0,
             idle_timer: None,
@@ -157,6 +163,7 @@ impl Actor for DeliveryActor {
                 return Ok(());
             }
         }
+        state.release_drone();
         if state.record.as_ref().is_some_and(|r| r.stage.is_terminal()) && !state.dirty {
             // Passivate: a terminal delivery only serves reads, which the
             // store answers; a late message re-activates it.
@@ -457,6 +464,29 @@ impl DeliveryState {
         Ok(())
     }
 
+    /// Lets go of a drone that reported `Delivered`, once the record is
+    /// stored. A drone that is not running here (it is being restarted)
+    /// repeats its report, and is released then.
+    fn release_drone(&mut self) {
+        if self.dirty {
+            return;
+        }
+        let Some((drone_id, ticket)) = self.release.take() else {
+            return;
+        };
+        match self.ctx.drone(&drone_id) {
+            Some(drone) => {
+                let _ = drone.cast(DroneMsg::Released {
+                    delivery_id: self.id.clone(),
+                    ticket,
+                });
+            }
+            None => {
+                tracing::debug!(delivery_id = %self.id, %drone_id, "drone not running here; it reports again")
+            }
+        }
+    }
+
     fn request_drone(&self) {
         let Some(record) = &self.record else { return };
         let request = DroneRequest {
@@ -483,6 +513,15 @@ impl DeliveryState {
     /// whose earlier reports were lost (a drone actor restarted between
     /// sending and delivering them) first records the stages it implies.
     fn on_drone(&mut self, report: DroneReport) {
+        if let DroneReport::Delivered {
+            ticket, drone_id, ..
+        } = &report
+        {
+            // Whatever this report changes (or not: a repeat, a stale
+            // ticket, a cancelled delivery), the drone is let go once the
+            // record is stored.
+            self.release = Some((drone_id.clone(), *ticket));
+        }
         let Some(record) = &mut self.record else {
             tracing::warn!(delivery_id = %self.id, "drone report for an unknown delivery");
             return;

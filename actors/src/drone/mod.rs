@@ -7,9 +7,21 @@
 //! It reports progress to its delivery (by name, through
 //! [`Context::tell_delivery`]); a report that cannot be delivered is kept and
 //! retried on the next tick rather than lost.
+//!
+//! # Handing a finished job back
+//!
+//! The `Delivered` report is the one report a drone cannot re-derive once it
+//! has forgotten the job, so the drone does not forget it on its own: at the
+//! dropoff it stays `HeadedToDropoff` (stored), repeats `Delivered` every
+//! [`DELIVERED_REPEAT`] and frees itself only when the delivery actor answers
+//! [`DroneMsg::Released`], which it sends once `Completed` is stored. A
+//! process killed anywhere in between restarts with the drone still holding
+//! the job, so the report is sent again; the delivery actor ignores a
+//! repeated `Delivered` and releases the drone again. This is the same
+//! at-least-once-plus-idempotent-receiver rule the queue follows.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ractor::concurrency::JoinHandle;
@@ -36,7 +48,21 @@ pub enum DroneMsg {
     /// Report the current job's progress again (a restarted fleet asks, in
     /// case a report was lost with an actor that stopped).
     Resync,
+    /// The delivery stored the drop-off (or no longer wants this drone): the
+    /// drone may forget the job and fly home. Sent by the delivery actor in
+    /// answer to `Delivered`.
+    Released {
+        /// The delivery that let the drone go.
+        delivery_id: String,
+        /// The ticket of the job it let go.
+        ticket: u64,
+    },
 }
+
+/// How often a drone waiting at the dropoff repeats its `Delivered` report
+/// until the delivery releases it. Long enough not to flood a delivery whose
+/// store is slow, short enough that a lost report costs seconds.
+pub const DELIVERED_REPEAT: Duration = Duration::from_secs(2);
 
 /// The actor.
 pub struct DroneActor;
@@ -48,6 +74,9 @@ pub struct DroneActorState {
     ticker: Option<JoinHandle<()>>,
     last_tick: Instant,
     unreported: Vec<(String, DroneReport)>,
+    /// When `Delivered` was last sent for the job the drone holds at its
+    /// dropoff (`None`: not at the dropoff, or not reported since start).
+    delivered_sent: Option<Instant>,
     _live: LiveActor,
 }
 
@@ -70,6 +99,7 @@ impl Actor for DroneActor {
             ticker: None,
             last_tick: Instant::now(),
             unreported: Vec::new(),
+            delivered_sent: None,
             _live: LiveActor::new("drone"),
         };
         state.ensure_ticking(&myself);
@@ -98,6 +128,10 @@ impl Actor for DroneActor {
             DroneMsg::Abort { delivery_id } => state.abort(&delivery_id).await,
             DroneMsg::Tick => state.tick(&myself).await,
             DroneMsg::Resync => state.resync().await,
+            DroneMsg::Released {
+                delivery_id,
+                ticket,
+            } => state.released(&delivery_id, ticket, &myself).await,
         }
         Ok(())
     }
@@ -221,6 +255,12 @@ impl DroneActorState {
             self.stop_ticking();
             return;
         };
+        if self.awaiting_release() {
+            // Already stored at the dropoff: nothing moves, only the report
+            // is repeated until the delivery lets the drone go.
+            self.report_delivered().await;
+            return;
+        }
         let step = elapsed * self.ctx.config.sim.real_speed_mps();
         let next = self.drone.position.step_towards(&target, step);
         self.drone.flown_m += self.drone.position.distance_m(&next);
@@ -229,6 +269,10 @@ impl DroneActorState {
             self.arrive().await;
         }
         self.persist().await;
+        if self.awaiting_release() {
+            // Stored at the dropoff first, so a restart resumes from here.
+            self.report_delivered().await;
+        }
         if self.drone.target().is_none() {
             self.stop_ticking();
         } else {
@@ -256,29 +300,68 @@ impl DroneActorState {
                 };
                 self.report(delivery_id, report).await;
             }
-            DroneStatus::HeadedToDropoff => {
-                let report = DroneReport::Delivered {
-                    ticket: self.drone.ticket,
-                    drone_id: self.drone.id.clone(),
-                    position,
-                    flown_m: self.drone.flown_m - self.drone.job_start_m,
-                };
-                self.drone.status = DroneStatus::Returning;
-                self.drone.delivery_id = None;
-                self.drone.pickup = None;
-                self.drone.dropoff = None;
-                self.report(delivery_id.clone(), report).await;
-                if let Some(fleet) = self.ctx.fleet() {
-                    let _ = fleet.cast(FleetMsg::Free {
-                        drone_id: self.drone.id.clone(),
-                        delivery_id,
-                        position,
-                    });
-                }
-            }
+            // The drone keeps the job (and stores it, in `tick`) until the
+            // delivery releases it; see the module docs.
+            DroneStatus::HeadedToDropoff => self.delivered_sent = None,
             DroneStatus::Returning => self.drone.status = DroneStatus::Available,
             DroneStatus::Available => {}
         }
+    }
+
+    /// At the dropoff with the job still held: the `Delivered` report is
+    /// outstanding.
+    fn awaiting_release(&self) -> bool {
+        self.drone.status == DroneStatus::HeadedToDropoff
+            && self.drone.dropoff == Some(self.drone.position)
+    }
+
+    /// Sends `Delivered` for the held job, at most every [`DELIVERED_REPEAT`].
+    async fn report_delivered(&mut self) {
+        if self
+            .delivered_sent
+            .is_some_and(|at| at.elapsed() < DELIVERED_REPEAT)
+        {
+            return;
+        }
+        let Some(delivery_id) = self.drone.delivery_id.clone() else {
+            return;
+        };
+        self.delivered_sent = Some(Instant::now());
+        let report = DroneReport::Delivered {
+            ticket: self.drone.ticket,
+            drone_id: self.drone.id.clone(),
+            position: self.drone.position,
+            flown_m: self.drone.flown_m - self.drone.job_start_m,
+        };
+        self.report(delivery_id, report).await;
+    }
+
+    /// The delivery has stored the drop-off: forget the job, store that,
+    /// then tell the fleet the drone is free (in that order, so a fleet
+    /// that restarts in between reads a drone that is free).
+    async fn released(&mut self, delivery_id: &str, ticket: u64, myself: &ActorRef<DroneMsg>) {
+        if self.drone.delivery_id.as_deref() != Some(delivery_id)
+            || self.drone.ticket != ticket
+            || self.drone.status != DroneStatus::HeadedToDropoff
+        {
+            return; // a late answer for a job already handed back
+        }
+        let position = self.drone.position;
+        self.drone.status = DroneStatus::Returning;
+        self.drone.delivery_id = None;
+        self.drone.pickup = None;
+        self.drone.dropoff = None;
+        self.delivered_sent = None;
+        self.persist().await;
+        tracing::debug!(drone_id = %self.drone.id, %delivery_id, "released by its delivery");
+        if let Some(fleet) = self.ctx.fleet() {
+            let _ = fleet.cast(FleetMsg::Free {
+                drone_id: self.drone.id.clone(),
+                delivery_id: delivery_id.to_owned(),
+                position,
+            });
+        }
+        self.ensure_ticking(myself);
     }
 
     async fn report(&mut self, delivery_id: String, report: DroneReport) {
