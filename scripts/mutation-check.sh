@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Proves the fault scenarios can fail: applies each deliberately broken
+# change in scripts/mutations/*.patch to a scratch checkout of HEAD, runs
+# the scenario named in the patch's file name map below, and succeeds only
+# if that scenario FAILS on the broken build (a test that cannot fail
+# proves nothing). Needs what scripts/test.sh needs (Redis, MongoDB).
+#
+#   scripts/mutation-check.sh            # every mutation
+#   scripts/mutation-check.sh ack-before-store
+#
+# Shares ./target with the normal build, so only the workspace crates are
+# rebuilt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+# mutation name -> nextest filter of the scenario that must catch it
+declare -A scenario=(
+  [ack-before-store]='binary(e2e_real_backends) & test(kill_9)'
+)
+
+names=("$@")
+[ ${#names[@]} -eq 0 ] && names=("${!scenario[@]}")
+
+status=0
+for name in "${names[@]}"; do
+  filter=${scenario[$name]:?unknown mutation $name}
+  scratch=$(mktemp -d)
+  trap 'git -C "$root" worktree remove --force "$scratch" 2>/dev/null || true' EXIT
+  git worktree add -q --detach "$scratch" HEAD
+  git -C "$scratch" apply "$root/scripts/mutations/$name.patch"
+  echo "==> $name: running '$filter' on the broken build"
+  log="$scratch/mutation.log"
+  (cd "$scratch" && CARGO_TARGET_DIR="$root/target" \
+    cargo nextest run -p dronedelivery-engine --no-fail-fast \
+      --success-output immediate --failure-output immediate -E "$filter") 2>&1 |
+    tee "$log" || true
+  # Caught only if a test ran and failed; a build or filter error proves
+  # nothing either way.
+  if grep -q '^ *FAIL \[' "$log"; then
+    echo "==> $name: caught (the scenario failed, as it must)"
+  elif grep -q '^ *PASS \[' "$log"; then
+    echo "==> $name: NOT caught: the scenario passed on a broken build" >&2
+    status=1
+  else
+    echo "==> $name: the scenario did not run" >&2
+    status=1
+  fi
+  git worktree remove --force "$scratch"
+done
+exit $status
