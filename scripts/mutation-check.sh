@@ -8,8 +8,9 @@
 #   scripts/mutation-check.sh            # every mutation
 #   scripts/mutation-check.sh ack-before-store
 #
-# Shares ./target with the normal build, so only the workspace crates are
-# rebuilt.
+# Builds into ./target/mutation: sharing ./target itself would let the
+# broken crates' artefacts pass for the real ones (cargo does not tell two
+# checkouts of one workspace apart).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -31,7 +32,7 @@ for name in "${names[@]}"; do
   git -C "$scratch" apply "$root/scripts/mutations/$name.patch"
   echo "==> $name: running '$filter' on the broken build"
   log="$scratch/mutation.log"
-  (cd "$scratch" && CARGO_TARGET_DIR="$root/target" \
+  (cd "$scratch" && CARGO_TARGET_DIR="$root/target/mutation" \
     cargo nextest run -p dronedelivery-engine --no-fail-fast \
       --success-output immediate --failure-output immediate -E "$filter") 2>&1 |
     tee "$log" || true

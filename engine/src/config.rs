@@ -22,6 +22,8 @@ use dronedelivery_actors::domain::ServiceArea;
 use dronedelivery_actors::{Role, SimSettings, TreeConfig};
 use dronedelivery_gateway::ratelimit::RateLimitSettings;
 
+use crate::server::HttpLimits;
+
 /// Drone delivery engine: an actor-model implementation of the Fabrikam
 /// drone delivery reference architecture.
 #[derive(Debug, Parser)]
@@ -162,6 +164,32 @@ pub struct ServeArgs {
     /// Address the HTTP gateway listens on (port 0 picks a free port).
     #[arg(long, env = "DD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Seconds a client may take to send a request's line and headers; a
+    /// keep-alive connection idle for as long is closed too. Without this a
+    /// client that connects and trickles its headers a byte at a time
+    /// (slowloris), or sends nothing, holds a connection and its file
+    /// descriptor for as long as it likes. Behind a proxy that keeps idle
+    /// connections to the engine open, keep the proxy's upstream keep-alive
+    /// timeout below this, so that the proxy, not the engine, closes them.
+    #[arg(long, env = "DD_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_header_timeout_secs: u64,
+
+    /// Seconds a request body may pause between two chunks before the
+    /// request is answered 408 and the connection closed (a client that
+    /// sends its headers, then stalls the body). A body that keeps
+    /// trickling is cut by the 30 s limit on the whole request (also 408),
+    /// so values above 30 change nothing.
+    #[arg(long, env = "DD_HTTP_BODY_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_body_timeout_secs: u64,
+
+    /// HTTP connections open at once, at most. Beyond it the engine stops
+    /// accepting and new connections wait in the kernel's accept queue until
+    /// one closes, so a flood of idle or slow sockets cannot exhaust the
+    /// process's file descriptors (which the backends need too). Keep it
+    /// below the descriptor limit (`ulimit -n`).
+    #[arg(long, env = "DD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
 
     /// Delivery requests (POST/PATCH/DELETE) per second allowed per client
     /// before 429 Too Many Requests. 0 disables the limit.
@@ -351,6 +379,15 @@ impl ServeArgs {
             burst: NonZeroU32::new(self.rate_limit_burst).unwrap_or(NonZeroU32::MIN),
             trust_forwarded_for: self.trust_forwarded_for,
         })
+    }
+
+    /// The HTTP server's limits against slow and idle clients.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            header_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            body_timeout: Duration::from_secs(self.http_body_timeout_secs),
+            max_connections: self.max_connections as usize,
+        }
     }
 
     /// The actor tree's settings.
@@ -626,6 +663,19 @@ mod tests {
         assert_eq!(args.sim_speed, 500.0);
         assert_eq!(args.tree_config("x".into()).fleet_size, 7);
         assert_eq!(args.service_area.north, 3.0);
+        assert_eq!(
+            ServeArgs::defaults().http_limits(),
+            HttpLimits {
+                header_timeout: Duration::from_secs(10),
+                body_timeout: Duration::from_secs(10),
+                max_connections: 10_000,
+            }
+        );
+        assert!(Cli::try_parse_from(["dronedelivery", "serve", "--max-connections", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["dronedelivery", "serve", "--http-header-timeout-secs", "0"])
+                .is_err()
+        );
         assert!(Cli::try_parse_from(["dronedelivery", "serve", "--sim-speed", "0"]).is_err());
         assert!(Cli::try_parse_from(["dronedelivery", "serve", "--fleet-size", "0"]).is_err());
     }

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::{QueueKind, ServeArgs};
+use crate::server::{self, HttpLimits};
 use crate::{backends, telemetry};
 
 /// A built, running application.
@@ -31,6 +32,7 @@ pub struct Application {
     tree: JoinHandle<()>,
     state: AppState,
     gauges: JoinHandle<()>,
+    http_limits: HttpLimits,
 }
 
 impl Application {
@@ -95,6 +97,7 @@ impl Application {
             tree,
             state,
             gauges,
+            http_limits: args.http_limits(),
         })
     }
 
@@ -130,18 +133,14 @@ impl Application {
             mut tree,
             state,
             gauges,
+            http_limits,
             ..
         } = self;
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = dronedelivery_gateway::app_for(engine.role(), state)
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = http_stopped.await;
-                })
-                .await
-        });
+        let app = dronedelivery_gateway::app_for(engine.role(), state);
+        let server = tokio::spawn(server::serve(listener, app, http_limits, async {
+            let _ = http_stopped.await;
+        }));
         let tree_died = tokio::select! {
             () = stop => false,
             _ = &mut tree => true,
@@ -153,11 +152,12 @@ impl Application {
             anyhow::bail!("the actor tree stopped: the root supervisor gave up");
         }
         tracing::info!("shutting down: HTTP stopped accepting, draining the actor tree");
-        // Long-lived responses (event streams) would hold a graceful HTTP
-        // shutdown open: give requests a moment, then drain the tree anyway.
+        // Long-lived responses (event streams), and requests whose headers
+        // are still trickling in (until the header timeout), would hold a
+        // graceful HTTP shutdown open: give requests a moment, then drain the
+        // tree anyway.
         match tokio::time::timeout(Duration::from_secs(5), server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server error during shutdown"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
             Err(_) => tracing::warn!("HTTP connections did not close in time"),
         }

@@ -182,6 +182,67 @@ async fn an_older_version_never_overwrites_a_newer_one() {
     cleanup(&cfg).await;
 }
 
+/// A save whose answer was lost (Redis killed after applying it, before
+/// replying) is retried by the delivery actor: the retry must not append its
+/// event a second time. Seen as doubled `Completed` and `HeadedToPickup`
+/// events when Redis was killed mid-run (engine/tests/faults_services.rs,
+/// scenario 3).
+#[tokio::test]
+async fn a_retried_save_appends_its_event_once() {
+    let cfg = fresh_config();
+    let s = stores(&cfg).await;
+    let d = s.deliveries.as_ref();
+
+    // A flush retried: the same record and the same event.
+    let mut r = record("d1");
+    let created = created_event(&r);
+    save(d, &r, Some(&created)).await;
+    let picked = r.advance(DeliveryStage::HeadedToPickup, Some(Location::new(1.0, 2.0)));
+    let done = r.advance(DeliveryStage::Completed, Some(Location::new(3.0, 4.0)));
+    save(d, &r, Some(&picked)).await;
+    save(d, &r, Some(&done)).await;
+    save(d, &r, Some(&done)).await;
+    assert_eq!(events(d, "d1").await, vec![created.clone(), picked, done]);
+    assert_eq!(get(d, "d1").await.as_ref(), Some(&r));
+
+    // A flush retried after the record moved on: the actor stored the
+    // pickup, lost the answer, and a later report advanced the record
+    // before the retry, which carries the newer record and the same event.
+    let mut r = record("d4");
+    let created = created_event(&r);
+    save(d, &r, Some(&created)).await;
+    let picked = r.advance(DeliveryStage::HeadedToPickup, Some(Location::new(1.0, 2.0)));
+    save(d, &r, Some(&picked)).await;
+    let dropping = r.advance(
+        DeliveryStage::HeadedToDropoff,
+        Some(Location::new(5.0, 6.0)),
+    );
+    save(d, &r, Some(&picked)).await;
+    save(d, &r, Some(&dropping)).await;
+    assert_eq!(events(d, "d4").await, vec![created, picked, dropping]);
+
+    // A create repeated after its first write's answer was lost: the same
+    // version and stage, a later time. The record is rewritten, the event
+    // log keeps the first event.
+    let first = record("d2");
+    save(d, &first, Some(&created_event(&first))).await;
+    let mut again = record("d2");
+    again.created_at = first.created_at + chrono::Duration::milliseconds(40);
+    again.updated_at = again.created_at;
+    save(d, &again, Some(&created_event(&again))).await;
+    assert_eq!(events(d, "d2").await, vec![created_event(&first)]);
+    assert_eq!(get(d, "d2").await.as_ref(), Some(&again));
+
+    // The same stage entered again at a newer version is a new event.
+    let mut r = record("d3");
+    let e1 = r.advance(DeliveryStage::Rescheduled, None);
+    save(d, &r, Some(&e1)).await;
+    let e2 = r.advance(DeliveryStage::Rescheduled, None);
+    save(d, &r, Some(&e2)).await;
+    assert_eq!(events(d, "d3").await, vec![e1, e2]);
+    cleanup(&cfg).await;
+}
+
 #[tokio::test]
 async fn the_awaiting_drone_set_follows_the_stage() {
     let cfg = fresh_config();

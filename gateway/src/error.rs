@@ -5,7 +5,7 @@
 //! mapping from a domain or backend failure to an HTTP status lives here and
 //! nowhere else.
 
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dronedelivery_actors::domain::{FieldError, ValidationError};
@@ -45,6 +45,10 @@ pub enum ApiError {
     /// be received).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// 408: the request body stopped arriving (the HTTP server's body
+    /// timeout); the connection is closed after the answer.
+    #[error("request body timeout")]
+    RequestTimeout,
     /// 415: the route takes JSON and the `Content-Type` says otherwise.
     #[error("unsupported media type")]
     UnsupportedMediaType,
@@ -95,6 +99,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) | Self::BadJson(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -121,6 +126,9 @@ impl ApiError {
             | Self::Unauthorized(m)
             | Self::Forbidden(m)
             | Self::Unprocessable(m) => m.clone(),
+            Self::RequestTimeout => {
+                "the request body stopped arriving before it was complete".into()
+            }
             Self::UnsupportedMediaType => {
                 "the request body must be JSON (Content-Type: application/json or a +json type)"
                     .into()
@@ -192,6 +200,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // RFC 9110 §15.5.9: the server is not waiting for the rest.
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             response
@@ -321,6 +335,7 @@ mod tests {
             (ApiError::Conflict("cannot cancel".into()), 409),
             (ApiError::Forbidden("wrong token".into()), 403),
             (ApiError::Unprocessable("key reused".into()), 422),
+            (ApiError::RequestTimeout, 408),
         ] {
             let (status, ct, _, body) = render(e).await;
             assert_eq!(status.as_u16(), s);
@@ -339,6 +354,16 @@ mod tests {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         assert!(challenge.starts_with("Bearer"), "{challenge}");
+    }
+
+    #[tokio::test]
+    async fn request_timeout_closes_the_connection() {
+        let r = ApiError::RequestTimeout.into_response();
+        assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            r.headers().get(CONNECTION).and_then(|v| v.to_str().ok()),
+            Some("close")
+        );
     }
 
     #[tokio::test]

@@ -49,10 +49,27 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge
+        } else if is_body_timeout(&rejection) {
+            ApiError::RequestTimeout
         } else {
             ApiError::BadRequest(rejection.body_text())
         }
     })
+}
+
+/// True when the body could not be read because it paused longer than the
+/// server's body timeout (tower-http's `RequestBodyTimeoutLayer`, installed
+/// by the engine's HTTP server): the error sits somewhere in the rejection's
+/// source chain.
+fn is_body_timeout(rejection: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(rejection);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
@@ -86,6 +103,37 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use std::time::Duration;
+    use tower_http::timeout::TimeoutBody;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_arriving_is_a_request_timeout() {
+        // A body whose first bytes never come, behind the server's body timeout.
+        let never = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
+        let req = Request::builder()
+            .header(CONTENT_TYPE, "application/json")
+            .body(Body::new(TimeoutBody::new(Duration::from_secs(1), never)))
+            .unwrap_or_default();
+        let rejection = JsonBody::from_request(req, &()).await.err();
+        assert!(
+            matches!(rejection, Some(ApiError::RequestTimeout)),
+            "{rejection:?}"
+        );
+        // Other body errors stay a 400.
+        let failing = Body::from_stream(futures::stream::iter([Err::<Bytes, _>(
+            std::io::Error::other("reset"),
+        )]));
+        let req = Request::builder()
+            .header(CONTENT_TYPE, "application/json")
+            .body(failing)
+            .unwrap_or_default();
+        let rejection = JsonBody::from_request(req, &()).await.err();
+        assert!(
+            matches!(rejection, Some(ApiError::BadRequest(_))),
+            "{rejection:?}"
+        );
+    }
 
     #[test]
     fn recognises_json_media_types() {

@@ -63,6 +63,14 @@ spec:
           value: {{ $v.config.rustLog | quote }}
         - name: DD_SHUTDOWN_GRACE_SECS
           value: {{ $v.config.shutdownGraceSecs | quote }}
+        {{- with $v.config.http }}
+        - name: DD_HTTP_HEADER_TIMEOUT_SECS
+          value: {{ .headerTimeoutSecs | default 10 | quote }}
+        - name: DD_HTTP_BODY_TIMEOUT_SECS
+          value: {{ .bodyTimeoutSecs | default 10 | quote }}
+        - name: DD_MAX_CONNECTIONS
+          value: {{ .maxConnections | default 10000 | quote }}
+        {{- end }}
         {{- if ne $r.role "worker" }}
         {{- with $v.config.rateLimit }}
         - name: DD_RATE_LIMIT_PER_SECOND

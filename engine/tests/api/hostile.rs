@@ -161,6 +161,8 @@ fn generated_requests_on_every_route_never_get_a_5xx() {
         ..Config::default()
     });
     let strategy = (0..ROUTES.len(), 0usize..3, segment(), query(), body());
+    // Answers by class (2xx, 3xx, 4xx, 5xx), for the report.
+    let classes = std::cell::RefCell::new([0usize; 4]);
     let result = runner.run(&strategy, |(route, method, segment, query, body)| {
         let (template, methods) = ROUTES[route];
         let method = methods[method % methods.len()];
@@ -169,12 +171,23 @@ fn generated_requests_on_every_route_never_get_a_5xx() {
             path = format!("{path}?{query}");
         }
         let status = rt.block_on(send(&app, method, &path, body));
+        if let Some(n) = classes
+            .borrow_mut()
+            .get_mut(usize::from(status / 100).saturating_sub(2))
+        {
+            *n += 1;
+        }
         prop_assert!(status < 500, "{method} {path} answered {status}");
         Ok(())
     });
     if let Err(e) = result {
         panic!("{e}");
     }
+    let [ok, redirect, refused, failed] = *classes.borrow();
+    println!(
+        "scenario 6 (hostile input): requests={} 2xx={ok} 3xx={redirect} 4xx={refused} 5xx={failed}",
+        ok + redirect + refused + failed
+    );
     // Still serving, and nothing was queued that cannot be processed:
     // every accepted request was a valid one.
     assert_eq!(rt.block_on(app.get("/healthz")).status(), 200);

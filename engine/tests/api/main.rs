@@ -11,4 +11,5 @@ mod operations;
 mod packages;
 mod probes;
 mod resilience;
+mod slow_clients;
 mod tracking;

@@ -85,6 +85,13 @@ pub const NOTIFY_ME: &str = "notifymerequests";
 /// readiness probe hang far longer than its own timeout.
 const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest wait of a store's `ping` (what the readiness probe runs). While
+/// the server is down the driver waits for it up to the server selection
+/// timeout; the probe answers "not ready" well before, and before the
+/// chart's 2 s probe timeout, so it reports the reason rather than timing
+/// out. Connecting ([`connect`]) still waits the full selection timeout.
+pub const PING_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// Duplicate key (`E11000`).
 const DUPLICATE_KEY: i32 = 11000;
 
@@ -129,7 +136,9 @@ impl MongoStores {
     /// Builds the stores on an already configured database: pings it and
     /// creates the indexes (idempotent).
     pub async fn open(db: Database) -> Result<Self, StoreError> {
-        ping(&db).await?;
+        db.run_command(doc! { "ping": 1 })
+            .await
+            .map_err(|e| store_error("ping", e))?;
         ensure_indexes(&db).await?;
         Ok(Self {
             packages: Arc::new(MongoPackageStore::new(&db)),
@@ -208,12 +217,14 @@ async fn ensure_indexes(db: &Database) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// `{ping: 1}` on `db`.
+/// `{ping: 1}` on `db`, given up after [`PING_TIMEOUT`].
 pub(crate) async fn ping(db: &Database) -> Result<(), StoreError> {
-    db.run_command(doc! { "ping": 1 })
-        .await
-        .map(|_| ())
-        .map_err(|e| store_error("ping", e))
+    match tokio::time::timeout(PING_TIMEOUT, db.run_command(doc! { "ping": 1 })).await {
+        Ok(answer) => answer.map(|_| ()).map_err(|e| store_error("ping", e)),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "mongodb ping: no answer within {PING_TIMEOUT:?}"
+        ))),
+    }
 }
 
 /// Maps a driver error: a document that does not (de)serialise is
@@ -282,5 +293,46 @@ fn number(d: &Document, key: &str) -> f64 {
         #[allow(clippy::cast_precision_loss)]
         Some(Bson::Int64(v)) => *v as f64,
         _ => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts connections and never answers (down, or
+    /// unreachable behind a proxy): the driver would wait out its server
+    /// selection timeout; the readiness ping gives up after [`PING_TIMEOUT`].
+    #[tokio::test]
+    async fn ping_gives_up_quickly_when_the_server_does_not_answer() -> Result<(), String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let options = ClientOptions::parse(format!(
+            "mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=30000&connectTimeoutMS=30000"
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+        let client = Client::with_options(options).map_err(|e| e.to_string())?;
+        let store = MongoPackageStore::new(&client.database("db"));
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            dronedelivery_actors::ports::PackageStore::ping(&store),
+        )
+        .await
+        .map_err(|_| "the ping waited for the server selection timeout")?;
+        match answer {
+            Err(StoreError::Unavailable(why)) => assert!(why.contains("no answer"), "{why}"),
+            other => panic!("expected an unavailable store, got {other:?}"),
+        }
+        silent.abort();
+        Ok(())
     }
 }

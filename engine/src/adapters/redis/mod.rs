@@ -15,13 +15,23 @@
 //! The three stores share one [`::redis::aio::ConnectionManager`]: a
 //! multiplexed connection that pipelines concurrent commands and reconnects
 //! in the background after an I/O error (the failing call returns
-//! [`StoreError::Unavailable`], the caller retries).
+//! [`StoreError::Unavailable`], the caller retries). A reconnection makes
+//! [`RECONNECT_ATTEMPTS`] quick attempts and then fails every call waiting
+//! on it; the next call starts a new one. So while the server is down,
+//! calls (and the readiness probe) fail within a connection timeout instead
+//! of queueing behind the driver's default of seven attempts with
+//! exponential delays (6 to 12 s), and the first call after the server is
+//! back reconnects.
 //!
 //! - **Deliveries.** `save` runs one Lua script, so the record, its tracking
 //!   event, the awaiting-drone set and the expiry change together or not at
 //!   all. The script reads the stored record's `version` (with `cjson`) and
 //!   ignores a save whose version is *older* (equal versions are written: the
-//!   delivery actor stores one record with several events that way). A
+//!   delivery actor stores one record with several events that way). An
+//!   event that repeats the last one stored (the same event, or at the same
+//!   version one of the same stage and location) is not appended again: it
+//!   comes from a retried save whose first answer was lost (Redis died after
+//!   applying it, the connection dropped), and the log keeps one copy. A
 //!   terminal record (`Completed`, `Cancelled`) and its event list get a TTL
 //!   of [`RedisConfig::retention`] (7 days, the original's logical delete
 //!   `EXPIREAT now+7d`): still readable, then gone. A live record never has
@@ -66,6 +76,11 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout of establishing a connection.
 pub(crate) const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connection attempts of one reconnection of the shared connection (see
+/// the module docs); every caller retries on its own, with its own backoff.
+pub const RECONNECT_ATTEMPTS: usize = 2;
+/// Longest pause between two attempts of one reconnection.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(200);
 
 /// Where the stores keep their data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +149,9 @@ pub(crate) async fn connection_manager(
 ) -> Result<::redis::aio::ConnectionManager, StoreError> {
     let config = ::redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_connection_timeout(Some(CONNECTION_TIMEOUT));
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_number_of_retries(RECONNECT_ATTEMPTS - 1)
+        .set_max_delay(RECONNECT_MAX_DELAY);
     ::redis::aio::ConnectionManager::new_with_config(client(url)?, config)
         .await
         .map_err(unavailable)
@@ -153,4 +170,159 @@ pub(crate) fn corrupt(key: &str, e: serde_json::Error) -> StoreError {
 /// Milliseconds of a duration for `PX`/`PEXPIRE`/`BLOCK`, at least 1.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::thread::JoinHandle;
+
+    use super::*;
+
+    /// A minimal RESP server on 127.0.0.1: `PING` gets `PONG`, every other
+    /// command `OK`. Stopping it closes the listener and every connection,
+    /// as a killed Redis does.
+    struct FakeRedis {
+        port: u16,
+        stop: Arc<AtomicBool>,
+        conns: Arc<Mutex<Vec<TcpStream>>>,
+        accept: Option<JoinHandle<()>>,
+    }
+
+    impl FakeRedis {
+        fn start(port: u16) -> Self {
+            let listener = TcpListener::bind(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
+            let port = listener.local_addr().map_or(port, |a| a.port());
+            listener
+                .set_nonblocking(true)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let stop = Arc::new(AtomicBool::new(false));
+            let conns = Arc::new(Mutex::new(Vec::new()));
+            let (flag, held) = (Arc::clone(&stop), Arc::clone(&conns));
+            let accept = std::thread::spawn(move || {
+                while !flag.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((socket, _)) => {
+                            let _ = socket.set_nonblocking(false);
+                            if let Ok(clone) = socket.try_clone() {
+                                held.lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .push(clone);
+                            }
+                            std::thread::spawn(move || serve(socket));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+            Self {
+                port,
+                stop,
+                conns,
+                accept: Some(accept),
+            }
+        }
+
+        fn stop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(accept) = self.accept.take() {
+                let _ = accept.join();
+            }
+            for conn in self
+                .conns
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drain(..)
+            {
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    impl Drop for FakeRedis {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    /// Answers RESP arrays of bulk strings until the peer goes away.
+    fn serve(socket: TcpStream) {
+        let Ok(mut out) = socket.try_clone() else {
+            return;
+        };
+        let mut input = BufReader::new(socket);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if input.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let parts: usize = line.trim().trim_start_matches('*').parse().unwrap_or(0);
+            let mut command = String::new();
+            for i in 0..parts {
+                line.clear();
+                if input.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let len: usize = line.trim().trim_start_matches('$').parse().unwrap_or(0);
+                let mut arg = vec![0; len + 2];
+                if input.read_exact(&mut arg).is_err() {
+                    return;
+                }
+                if i == 0 {
+                    command = String::from_utf8_lossy(&arg[..len]).to_uppercase();
+                }
+            }
+            let reply: &[u8] = if command == "PING" {
+                b"+PONG\r\n"
+            } else {
+                b"+OK\r\n"
+            };
+            if out.write_all(reply).is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn ping(conn: &::redis::aio::ConnectionManager) -> ::redis::RedisResult<String> {
+        let mut c = conn.clone();
+        ::redis::cmd("PING").query_async(&mut c).await
+    }
+
+    /// The driver's default reconnection (seven attempts, 6 to 12 s of
+    /// delays) held every call, the readiness probe included, for that long
+    /// while the server was down. Each call now fails within a connection
+    /// attempt or two, and the connection comes back with the server.
+    #[tokio::test]
+    async fn calls_fail_fast_while_the_server_is_down_and_reconnect_when_it_is_back(
+    ) -> Result<(), String> {
+        let mut server = FakeRedis::start(0);
+        let url = format!("redis://127.0.0.1:{}", server.port);
+        let conn = connection_manager(&url)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        assert_eq!(ping(&conn).await.map_err(|e| e.to_string())?, "PONG");
+
+        server.stop();
+        // The first call may see the dropped connection, the next ones wait
+        // on reconnections to a port where nothing listens.
+        for _ in 0..3 {
+            let answer = tokio::time::timeout(Duration::from_secs(3), ping(&conn))
+                .await
+                .map_err(|_| "a call waited for seconds while the server was down")?;
+            assert!(answer.is_err(), "PING answered with the server down");
+        }
+
+        let _server = FakeRedis::start(server.port);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while ping(&conn).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "never reconnected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
 }

@@ -16,24 +16,64 @@ use super::{corrupt, millis, unavailable, Keys};
 /// Writes a delivery record, its event, its awaiting-drone membership and
 /// its expiry at once, unless the stored record has a newer version.
 ///
+/// The event is not appended again when it repeats the last one stored:
+/// the same event (the delivery actor retrying a flush, whose record may
+/// have moved on meanwhile), or, at the same record version, an event of
+/// the same stage and location (a command such as the create recomputed
+/// after a failed commit; only its time differs). Either is a save written
+/// once already whose answer was lost (the server died between applying it
+/// and replying, or the connection dropped): the record is written again,
+/// the event log keeps one copy.
+///
 /// KEYS: record, events list, awaiting set.
 /// ARGV: version, record JSON, event JSON (`""`: none), delivery id,
 /// `"1"` if awaiting a drone, `"1"` if terminal, retention in ms.
-/// Returns 1 when written, 0 when ignored as stale.
+/// Returns 1 when written, 0 when ignored as stale, 2 when written without
+/// appending the repeated event.
 const SAVE_DELIVERY: &str = r#"
+local version = tonumber(ARGV[1])
+local stored
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, doc = pcall(cjson.decode, current)
   if ok and type(doc) == 'table' then
-    local stored = tonumber(doc['version'])
-    if stored and stored > tonumber(ARGV[1]) then
+    stored = tonumber(doc['version'])
+    if stored and stored > version then
       return 0
     end
   end
 end
+local function same_place(a, b)
+  if type(a) ~= 'table' or type(b) ~= 'table' then
+    return type(a) == type(b) and a == b
+  end
+  return a['latitude'] == b['latitude'] and a['longitude'] == b['longitude']
+    and a['altitude'] == b['altitude']
+end
+local function repeats_last(event)
+  local last = redis.call('LINDEX', KEYS[2], -1)
+  if not last then
+    return false
+  end
+  if last == event then
+    return true
+  end
+  if stored ~= version then
+    return false
+  end
+  local ok1, a = pcall(cjson.decode, last)
+  local ok2, b = pcall(cjson.decode, event)
+  return ok1 and ok2 and type(a) == 'table' and type(b) == 'table'
+    and a['stage'] == b['stage'] and same_place(a['location'], b['location'])
+end
+local written = 1
 redis.call('SET', KEYS[1], ARGV[2])
 if ARGV[3] ~= '' then
-  redis.call('RPUSH', KEYS[2], ARGV[3])
+  if repeats_last(ARGV[3]) then
+    written = 2
+  else
+    redis.call('RPUSH', KEYS[2], ARGV[3])
+  end
 end
 if ARGV[5] == '1' then
   redis.call('SADD', KEYS[3], ARGV[4])
@@ -47,7 +87,7 @@ else
   -- SET has already cleared any TTL of the record.
   redis.call('PERSIST', KEYS[2])
 end
-return 1
+return written
 "#;
 
 fn decode<T: DeserializeOwned>(key: &str, json: &str) -> StoreResult<T> {
@@ -145,12 +185,18 @@ impl DeliveryStore for RedisDeliveryStore {
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
-        if written == 0 {
-            tracing::debug!(
+        match written {
+            0 => tracing::debug!(
                 delivery_id = %id,
                 version = record.version,
                 "stale delivery save ignored: a newer version is stored"
-            );
+            ),
+            2 => tracing::debug!(
+                delivery_id = %id,
+                version = record.version,
+                "repeated save: its tracking event is stored already"
+            ),
+            _ => {}
         }
         Ok(())
     }
