@@ -2,7 +2,8 @@
 # Sets up what the tests need (toolchain pieces, Redis, a MongoDB-wire
 # server) and runs the whole check: formatting, lints and every test (unit,
 # integration against the real servers) with cargo-nextest, then the
-# optional `otel` feature (trace export to a local collector).
+# optional `otel` feature (trace export to a local collector) and the web
+# console in headless Chromium (scripts/console-test.sh).
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh -E 'test(lifecycle)'   # extra arguments go to nextest
@@ -23,3 +24,5 @@ cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
 echo "==> optional OpenTelemetry export (--features otel)"
 cargo clippy -p dronedelivery-engine --features otel --all-targets --locked -- -D warnings
 cargo nextest run -p dronedelivery-engine --features otel --test otel --locked
+echo "==> web console in a real browser (scripts/console-test.sh)"
+scripts/console-test.sh

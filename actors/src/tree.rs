@@ -20,7 +20,7 @@ use crate::config::TreeConfig;
 use crate::context::Context;
 use crate::delivery::{DeliveryError, DeliveryMsg};
 use crate::domain::{
-    Confirmation, DeliveryRecord, DeliveryStage, DeliveryStatus, Package, PackagePatch,
+    Confirmation, DeliveryRecord, DeliveryStage, DeliveryStatus, DroneState, Package, PackagePatch,
     TrackingEvent, Upserted,
 };
 use crate::fleet::{FleetActor, FleetSnapshot};
@@ -481,6 +481,12 @@ impl Engine {
     /// Tracking events of a delivery, oldest first.
     pub async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>> {
         self.ctx.backends.deliveries.events(id).await
+    }
+
+    /// Every drone's stored state (of every engine sharing the drone store),
+    /// straight from the store like the other reads.
+    pub async fn drones(&self) -> StoreResult<Vec<DroneState>> {
+        self.ctx.backends.drones.list().await
     }
 
     /// Drone utilisation of an owner in a month (UTC), from the history of

@@ -10,9 +10,11 @@
 //!   [`idempotency`]), [`deliveries`] (reads), [`tracking`] (live SSE stream
 //!   of a delivery), [`recipient`] (notify-me requests and confirmations),
 //!   [`utilization`] (drone utilisation per owner and month), [`packages`]
-//!   (upsert, patch, read), [`probes`] (`/healthz`, `/readyz`, `/metrics`),
-//!   [`admin`] (operator API under `/admin`, bearer token) and [`openapi`]
-//!   (`/openapi.json`) each expose `router() -> Router<AppState>`; [`app`]
+//!   (upsert, patch, read), [`drones`] (the fleet's drones), [`probes`]
+//!   (`/healthz`, `/readyz`, `/metrics`), [`admin`] (operator API under
+//!   `/admin`, bearer token), [`openapi`] (`/openapi.json`) and [`console`]
+//!   (the web console under `/console`, static pages over this API) each
+//!   expose `router() -> Router<AppState>`; [`app`]
 //!   merges them, provides the state and adds the middleware. A resource's
 //!   routes, handlers, contract notes and OpenAPI annotations
 //!   (`#[utoipa::path]`) live together.
@@ -53,8 +55,10 @@
 //! ```
 
 pub mod admin;
+pub mod console;
 pub mod deliveries;
 pub mod deliveryrequests;
+pub mod drones;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -83,9 +87,11 @@ pub fn routes() -> Router<AppState> {
         .merge(recipient::router())
         .merge(utilization::router())
         .merge(packages::router())
+        .merge(drones::router())
         .merge(probes::router())
         .merge(admin::router())
         .merge(openapi::router())
+        .merge(console::router())
 }
 
 /// The routes a `worker`-role process serves: probes, metrics and the

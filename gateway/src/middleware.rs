@@ -68,10 +68,16 @@ pub(crate) const TEMPLATES: &[&[Option<&str>]] = &[
     &[Some("api"), Some("dronedeliveries"), Some("utilization")],
     &[Some("api"), Some("packages")],
     &[Some("api"), Some("packages"), None],
+    &[Some("api"), Some("drones")],
     &[Some("admin"), Some("supervisors")],
     &[Some("admin"), Some("supervisors"), None, Some("restart")],
     &[Some("admin"), Some("deadletters")],
     &[Some("admin"), Some("deadletters"), None, Some("replay")],
+    &[Some("console")],
+    &[Some("console"), Some("track"), None],
+    &[Some("console"), Some("fleet")],
+    &[Some("console"), Some("ops")],
+    &[Some("console"), Some("assets"), None],
 ];
 
 fn strip_version_prefix(path: &str) -> &str {
@@ -395,6 +401,10 @@ mod tests {
                 "/admin/deadletters/M-1/REPLAY",
                 "/admin/deadletters/M-1/replay",
             ),
+            ("/API/Drones", "/api/drones"),
+            ("/Console/Fleet/", "/console/fleet"),
+            ("/CONSOLE/Track/AbC", "/console/track/AbC"),
+            ("/console/Assets/App.JS", "/console/assets/App.JS"),
             ("/v0.1.0", "/"),
             ("/metrics", "/metrics"),
         ] {

@@ -65,14 +65,14 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
         title = "Drone delivery engine",
         description = "HTTP API of the drone delivery engine: ingestion of delivery \
 requests (queued, answered 202), delivery reads and live tracking, recipient \
-notifications and confirmations, drone utilisation, packages, probes and the \
-operator API.\n\n\
+notifications and confirmations, drone utilisation, packages, the fleet's \
+drones, probes, the operator API and the web console's pages.\n\n\
 Every error is an RFC 9457 problem document (`application/problem+json`); \
 400s list each invalid field in `errors`. Any request may also be answered \
 408 (not answered within 30 s) or 405 (a method the path does not support), \
 both as problems. 503s carry `Retry-After`.\n\n\
 Paths are also served under the `/v0.1.0` prefix of the original public \
-ingress, and the static segments of `/api` and `/admin` paths match \
+ingress, and the static segments of `/api`, `/admin` and `/console` paths match \
 case-insensitively (`/api/Deliveries/{id}`); ids never do. Every response \
 carries `x-request-id` (the client's own, if it sent one)."
     ),
@@ -96,6 +96,7 @@ carries `x-request-id` (the client's own, if it sent one)."
         crate::packages::package,
         crate::packages::upsert,
         crate::packages::patch,
+        crate::drones::drones,
         crate::probes::healthz,
         crate::probes::readyz,
         crate::probes::metrics,
@@ -104,6 +105,11 @@ carries `x-request-id` (the client's own, if it sent one)."
         crate::admin::dead_letters,
         crate::admin::replay_dead_letter,
         openapi_json,
+        crate::console::landing,
+        crate::console::track,
+        crate::console::fleet,
+        crate::console::ops,
+        crate::console::asset,
     ),
     components(
         schemas(Problem, StageEvent, PositionEvent),
@@ -125,9 +131,12 @@ carries `x-request-id` (the client's own, if it sent one)."
         (name = "recipient", description = "What the recipient of a delivery posts: notify-me requests and confirmations."),
         (name = "utilization", description = "Drone utilisation of an owner in a month (billing)."),
         (name = "packages", description = "Packages: upsert, partial update, read."),
+        (name = "drones", description = "The simulated fleet: every drone's state, for dashboards."),
         (name = "probes", description = "Liveness, readiness and Prometheus metrics."),
         (name = "admin", description = "Operator API: supervision tree, restarts, dead letters. Needs the configured bearer token; without one configured every /admin path answers 404."),
-        (name = "openapi", description = "This document.")
+        (name = "openapi", description = "This document."),
+        (name = "console", description = "The web console: HTML pages and their static assets, \
+embedded in the binary, over this API (served by processes that serve the API).")
     )
 )]
 pub struct ApiDoc;

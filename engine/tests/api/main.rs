@@ -2,6 +2,7 @@
 //! random port, driven over HTTP like a client would.
 
 mod admin;
+mod console;
 mod deliveries;
 mod helpers;
 mod hostile;

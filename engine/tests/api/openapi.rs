@@ -452,8 +452,17 @@ async fn responses_match_the_documented_schemas() {
     assert_eq!(res.status(), 404);
     conforms(&doc, "get", "/api/deliveries/{id}", res).await;
 
-    // Probes and this document.
-    for template in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+    // Probes, this document, the drone list and the console's pages.
+    for template in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/api/drones",
+        "/console",
+        "/console/fleet",
+        "/console/ops",
+    ] {
         let res = app.get(template).await;
         assert_eq!(res.status(), 200, "{template}");
         conforms(&doc, "get", template, res).await;

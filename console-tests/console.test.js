@@ -1,0 +1,406 @@
+// Browser tests of the web console: a real `dronedelivery` process (embedded
+// backends, fast simulation) on a free port, driven through headless Debian
+// Chromium by Playwright, the way a person would use it.
+//
+//   node --test console.test.js                          # from console-tests/
+//   node --test console.test.js -- --update-readme-shots # also refresh docs/console/*.png
+//
+// Environment:
+//   DD_BIN             the binary (default ../target/debug/dronedelivery)
+//   CHROMIUM           the browser (default /usr/bin/chromium)
+//   CONSOLE_ARTIFACTS  where screenshots go (default ./artifacts)
+//   UPDATE_README_SHOTS=1  same as --update-readme-shots
+//
+// Every screenshot is saved in the artifacts folder; with the flag the four
+// shown in README.md are copied to docs/console/.
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { copyFile, mkdir, readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { dirname, join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, "..");
+const BIN = process.env.DD_BIN ?? join(ROOT, "target", "debug", "dronedelivery");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const ARTIFACTS = resolve(process.env.CONSOLE_ARTIFACTS ?? join(HERE, "artifacts"));
+const README_SHOTS = join(ROOT, "docs", "console");
+const UPDATE_README = process.argv.includes("--update-readme-shots") || process.env.UPDATE_README_SHOTS === "1";
+const TOKEN = "console-test-token";
+const FLEET_SIZE = 20;
+/** Deliveries sent besides the tracked one: more than there are drones, so some wait and some are given up (dead letters). */
+const EXTRA_DELIVERIES = 32;
+const VIEWPORT = { width: 1280, height: 900 };
+
+/** The engine under test, and what the browser saw go wrong. */
+const engine = { process: null, url: null, log: [] };
+const problems = [];
+let browser;
+let context;
+let page;
+
+// --------------------------------------------------------------- helpers
+
+/** Starts the binary on a free port; resolves once it logs its address. */
+function startEngine() {
+  const args = [
+    "serve",
+    "--listen", "127.0.0.1:0",
+    "--log-format", "json",
+    "--admin-token", TOKEN,
+    "--fleet-size", String(FLEET_SIZE),
+    "--sim-speed", "150",
+    "--tick-ms", "100",
+    "--max-drone-wait-secs", "3",
+    "--retry-delay-ms", "50",
+  ];
+  const child = spawn(BIN, args, {
+    env: { ...process.env, RUST_LOG: "info", NO_COLOR: "1" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  engine.process = child;
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the engine did not start within 60 s:\n${engine.log.join("\n")}`)), 60_000);
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(new Error(`could not run ${BIN}: ${e.message} (build it with cargo build -p dronedelivery-engine)`));
+    });
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the engine exited with ${code}:\n${engine.log.join("\n")}`));
+    });
+    createInterface({ input: child.stderr }).on("line", (line) => {
+      engine.log.push(line);
+      if (engine.log.length > 2000) engine.log.shift();
+      let entry;
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (entry.fields?.message === "listening" && entry.fields.address) {
+        clearTimeout(timer);
+        engine.url = `http://${entry.fields.address}`;
+        resolvePromise();
+      }
+    });
+  });
+}
+
+async function stopEngine() {
+  const child = engine.process;
+  if (!child || child.exitCode !== null) return;
+  child.removeAllListeners("exit");
+  const exited = new Promise((r) => child.once("exit", r));
+  child.kill("SIGTERM");
+  const timeout = new Promise((r) => setTimeout(() => r("timeout"), 25_000));
+  if ((await Promise.race([exited, timeout])) === "timeout") child.kill("SIGKILL");
+}
+
+async function shot(name, { readme, fullPage = true, target = page } = {}) {
+  const file = join(ARTIFACTS, `${name}.png`);
+  await target.screenshot({ path: file, fullPage });
+  if (readme && UPDATE_README) {
+    await mkdir(README_SHOTS, { recursive: true });
+    await copyFile(file, join(README_SHOTS, `${readme}.png`));
+  }
+}
+
+async function apiJson(path, init = {}) {
+  const res = await fetch(`${engine.url}${path}`, init);
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+/** A small deterministic generator, so every run sends the same load. */
+function random(seed) {
+  let s = seed >>> 0;
+  return () => {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+/** Delivery requests between points of the default service area. */
+async function sendLoad(count) {
+  const next = random(42);
+  const point = () => `${(47.47 + next() * 0.26).toFixed(4)},${(-122.43 + next() * 0.36).toFixed(4)}`;
+  const ids = [];
+  for (let i = 0; i < count; i++) {
+    const res = await apiJson("/api/deliveryrequests", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        ownerId: "console-test",
+        pickupLocation: point(),
+        dropOffLocation: point(),
+        confirmationRequired: "None",
+        deadline: "",
+        expedited: i % 3 === 0,
+        packageInfo: { packageId: `console-${i}`, size: "Small", weight: 2, tag: "load" },
+      }),
+    });
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+    ids.push(res.body.deliveryId);
+  }
+  return ids;
+}
+
+/** Every form control has a label (axe checks more; this needs nothing installed). */
+async function assertLabelled() {
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll("input, select, textarea")]
+      .filter((c) => c.type !== "hidden")
+      .filter((c) => c.labels.length === 0 && !c.getAttribute("aria-label") && !c.getAttribute("aria-labelledby"))
+      .map((c) => c.id || c.name || c.outerHTML),
+  );
+  assert.deepEqual(unlabelled, [], "form controls without a label");
+}
+
+let axeSource = null;
+
+/** Runs axe-core (WCAG 2 A and AA rules) on the current page. */
+async function assertAccessible(what) {
+  await assertLabelled();
+  if (axeSource === null) {
+    const require = createRequire(import.meta.url);
+    axeSource = await readFile(require.resolve("axe-core/axe.min.js"), "utf8");
+  }
+  // Evaluated through the DevTools protocol, which the page's CSP does not
+  // govern, so the page keeps its real policy.
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(() =>
+    window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } }),
+  );
+  const violations = result.violations.map(
+    (v) => `${v.id} (${v.impact}): ${v.help}\n    ${v.nodes.map((n) => n.target.join(" ")).slice(0, 5).join("\n    ")}`,
+  );
+  assert.deepEqual(violations, [], `${what}: accessibility violations`);
+}
+
+/** No horizontal scrolling at the current viewport width. */
+async function assertFitsWidth(what) {
+  const { scroll, width } = await page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    width: window.innerWidth,
+  }));
+  assert.ok(scroll <= width + 1, `${what}: ${scroll}px wide in a ${width}px viewport`);
+}
+
+// ----------------------------------------------------------------- tests
+
+describe("web console", { timeout: 300_000 }, () => {
+  before(async () => {
+    await mkdir(ARTIFACTS, { recursive: true });
+    await startEngine();
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+    });
+    context = await browser.newContext({ viewport: VIEWPORT, locale: "en-GB", timezoneId: "UTC" });
+    page = await context.newPage();
+    page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+    page.on("console", (m) => {
+      // Chromium logs every 4xx answer to a fetch; the pages ask for unknown
+      // deliveries and wrong tokens on purpose and show those answers.
+      const expected = /^Failed to load resource: the server responded with a status of (401|403|404)/;
+      if (m.type() === "error" && !expected.test(m.text())) problems.push(`console error on ${page.url()}: ${m.text()}`);
+    });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await stopEngine();
+  });
+
+  test("pages are served with a strict CSP and without errors", async () => {
+    for (const path of ["/console", "/console/fleet", "/console/ops", "/console/track/x"]) {
+      const res = await page.goto(`${engine.url}${path}`);
+      assert.equal(res.status(), 200, path);
+      assert.match(res.headers()["content-type"], /^text\/html/);
+      assert.match(res.headers()["content-security-policy"], /script-src 'self'/);
+    }
+    const res = await page.goto(`${engine.url}/console/assets/no-such-file.js`);
+    assert.equal(res.status(), 404);
+  });
+
+  let deliveryId;
+
+  test("home: keyboard first, labelled, sends the example delivery", async () => {
+    await page.goto(`${engine.url}/console`);
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement.textContent.trim()), "Skip to content");
+    await page.waitForFunction(() => document.getElementById("engine-ready").textContent === "ready");
+    await assertAccessible("home");
+    await page.click("#request-details summary");
+    const preview = JSON.parse(await page.textContent("#request-preview"));
+    assert.equal(preview.ownerId, "myowner");
+    assert.equal(preview.packageInfo.packageId, "mypackage");
+    assert.equal(preview.expedited, true);
+    await shot("01-home-request", { fullPage: true });
+    await page.click("#request-details summary");
+    await shot("01-home", { readme: "home", fullPage: false });
+    await Promise.all([page.waitForURL(/\/console\/track\/[^/?]+/), page.click("#send")]);
+    deliveryId = decodeURIComponent(new URL(page.url()).pathname.split("/").pop());
+    assert.match(deliveryId, /^[0-9a-f-]{36}$/);
+  });
+
+  test("track: the delivery moves live and reaches Completed", async () => {
+    await page.waitForSelector("#tracking:not([hidden])");
+    assert.equal(await page.textContent("#delivery-id"), deliveryId);
+    await page.waitForSelector('#live[data-state="live"], #live[data-state="finished"]');
+    // In flight: the drone is drawn and an ETA counts down.
+    await page.waitForSelector('#stage[data-stage="HeadedToPickup"], #stage[data-stage="HeadedToDropoff"]', { timeout: 30_000 });
+    await page.waitForSelector("#plan .drone", { timeout: 30_000 });
+    await page.waitForFunction(() => /^in /.test(document.getElementById("delivery-eta").textContent), null, { timeout: 30_000 });
+    // Live: the drone closes in on the drop-off while the page watches.
+    const distance = () =>
+      page.evaluate(() => {
+        const m = /([\d.]+) km from the drop-off/.exec(document.getElementById("plan-text").textContent);
+        return m ? Number(m[1]) : null;
+      });
+    await page.waitForFunction(() => /km from the drop-off/.test(document.getElementById("plan-text").textContent), null, { timeout: 30_000 });
+    const start = await distance();
+    await page.waitForFunction(
+      (from) => {
+        const m = /([\d.]+) km from the drop-off/.exec(document.getElementById("plan-text").textContent);
+        return m && Number(m[1]) <= from * 0.6;
+      },
+      start,
+      { timeout: 60_000 },
+    );
+    await shot("02-track-in-flight", { readme: "track", fullPage: false });
+    await assertAccessible("track");
+    await page.waitForSelector('#stage[data-stage="Completed"]', { timeout: 120_000 });
+    await page.waitForSelector('#live[data-state="finished"]');
+    const stages = await page.$$eval("#timeline li", (items) => items.map((li) => `${li.dataset.stage}:${li.dataset.state}`));
+    assert.deepEqual(stages, ["Created:done", "HeadedToPickup:done", "HeadedToDropoff:done", "Completed:done"]);
+    assert.match(await page.textContent("#delivery-eta"), /^delivered at /);
+    const status = await apiJson(`/api/deliveries/${deliveryId}/status`);
+    assert.equal(status.body.stageName, "Completed");
+    await shot("03-track-completed");
+  });
+
+  test("track: readable on a phone", async () => {
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+    const small = await phone.newPage();
+    const saved = page;
+    page = small;
+    try {
+      await page.goto(`${engine.url}/console/track/${deliveryId}`);
+      await page.waitForSelector('#stage[data-stage="Completed"]');
+      await assertFitsWidth("track on a phone");
+      await shot("04-track-phone");
+      await page.goto(`${engine.url}/console/fleet`);
+      await page.waitForSelector("#drones tbody tr");
+      await assertFitsWidth("fleet on a phone");
+      await page.goto(`${engine.url}/console/ops`);
+      await assertFitsWidth("ops on a phone");
+    } finally {
+      page = saved;
+      await phone.close();
+    }
+  });
+
+  test("fleet: every drone is listed and moving, with stage counts and throughput", async () => {
+    await page.goto(`${engine.url}/console/fleet`);
+    // The load arrives while the page watches: throughput shows it.
+    await page.waitForFunction(() => document.getElementById("rate-accepted").textContent !== "—");
+    await sendLoad(EXTRA_DELIVERIES);
+    await page.waitForFunction(() => Number(document.getElementById("rate-accepted").textContent) > 0, null, { timeout: 15_000 });
+    await page.waitForFunction((n) => document.querySelectorAll("#drones tbody tr").length === n, FLEET_SIZE);
+    await page.waitForFunction(() => document.querySelectorAll("#plan .drone").length > 0);
+    assert.equal(await page.locator("#plan .depot").count(), 4);
+    // Drones take the load: some fly, the rest wait.
+    await page.waitForFunction(() => Number(document.getElementById("count-pickup").textContent) + Number(document.getElementById("count-dropoff").textContent) > 0);
+    const first = await page.$$eval("#plan .drone", (gs) => gs.map((g) => g.style.transform).join());
+    await page.waitForFunction((before) => [...document.querySelectorAll("#plan .drone")].map((g) => g.style.transform).join() !== before, first, { timeout: 10_000 });
+    assert.ok(Number((await page.textContent("#count-completed")).replace(/\D/g, "")) >= 1);
+    const battery = await page.textContent('#drones tbody tr[data-drone="drone-0000"] td:nth-of-type(2)');
+    assert.match(battery, /^\d+ %$/);
+    await page.check("#busy-only");
+    const hidden = await page.locator("#drones tbody tr[hidden]").count();
+    assert.ok(hidden < FLEET_SIZE);
+    await page.uncheck("#busy-only");
+    await assertAccessible("fleet");
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await shot("05-fleet", { readme: "fleet", fullPage: false });
+    await shot("05-fleet-full");
+  });
+
+  test("ops: token, supervision tree, restart with a confirm step, dead letter replay", async () => {
+    await page.goto(`${engine.url}/console/ops`);
+    assert.equal(await page.isVisible("#admin"), false);
+    // A wrong token is refused and forgotten.
+    await page.fill("#token", "wrong");
+    await page.click('#token-form button[type="submit"]');
+    await page.waitForFunction(() => /refused/.test(document.getElementById("auth-state").textContent));
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("dronedelivery.adminToken")), null);
+    await page.fill("#token", TOKEN);
+    await page.press("#token", "Enter");
+    await page.waitForSelector("#admin:not([hidden])");
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("dronedelivery.adminToken")), TOKEN);
+    assert.equal(await page.evaluate(() => localStorage.length), 0);
+    const names = await page.$$eval("#tree li", (lis) => lis.map((li) => li.dataset.supervisor));
+    assert.deepEqual(names, ["root", "fleet", "deliveries", "consumers", "workflow"]);
+    const restarts = () => page.textContent('li[data-supervisor="fleet"] > .node dd[data-field="restarts"]').then(Number);
+    const before = await restarts();
+
+    // Escape cancels: nothing is restarted.
+    await page.click('button[data-restart="fleet"]');
+    await page.waitForSelector("#confirm[open]");
+    await page.keyboard.press("Escape");
+    await page.waitForSelector("#confirm", { state: "hidden" });
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.restart), "fleet");
+
+    // Confirmed: restarted, and the count goes up.
+    await page.click('button[data-restart="fleet"]');
+    await page.waitForSelector("#confirm[open]");
+    assert.match(await page.textContent("#confirm-title"), /Restart fleet\?/);
+    await shot("06-ops-confirm", { fullPage: false });
+    await page.click("#confirm-ok");
+    await page.waitForFunction(() => /fleet restarted/.test(document.getElementById("ops-status").textContent), null, { timeout: 30_000 });
+    await page.waitForFunction(
+      (n) => Number(document.querySelector('li[data-supervisor="fleet"] > .node dd[data-field="restarts"]').textContent) > n,
+      before,
+      { timeout: 15_000 },
+    );
+
+    // Deliveries that waited too long for a drone were dead-lettered.
+    await page.waitForSelector("#dead-letters tbody tr", { timeout: 30_000 });
+    await assertAccessible("ops");
+    await shot("07-ops", { readme: "ops", fullPage: true });
+    assert.match(await page.textContent("#dead-letters tbody tr td:nth-of-type(2)"), /compensated|gave up/);
+    const id = await page.getAttribute("#dead-letters tbody tr", "data-letter");
+    await page.click(`button[data-replay="${id}"]`);
+    await page.waitForSelector("#confirm[open]");
+    await page.click("#confirm-ok");
+    await page.waitForFunction((msg) => document.getElementById("ops-status").textContent.includes(msg), `Message ${id} is back on the queue`);
+  });
+
+  test("track: an unknown id is said to be unknown", async () => {
+    await page.goto(`${engine.url}/console/track/no-such-delivery`);
+    await page.waitForSelector("#not-found:not([hidden])", { timeout: 15_000 });
+    assert.equal(await page.textContent("#not-found-id"), "no-such-delivery");
+    assert.equal(await page.isVisible("#tracking"), false);
+    await assertAccessible("not found");
+    await shot("08-track-unknown", { fullPage: false });
+  });
+
+  test("the browser reported no errors", () => {
+    assert.deepEqual(problems, []);
+  });
+});

@@ -1,0 +1,333 @@
+// Operations page, over the admin API (`/admin`, bearer token): the
+// supervision tree with a restart button per supervisor (confirmed in a
+// dialog first), and dead letters with replay. The token is typed in and
+// kept in `sessionStorage`: this tab only, gone when it closes.
+
+import { api, count, el, poll, problemText, setText, trackUrl } from "./common.js";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "dronedelivery.adminToken";
+const PAGE = 10;
+/** Where each supervisor hangs in the tree (the engine lists parents first). */
+const PARENTS = { fleet: "root", deliveries: "root", consumers: "root", workflow: "consumers" };
+const SUPERVISES = {
+  root: "fleet, deliveries and consumers",
+  fleet: "the scheduler's drone actors",
+  deliveries: "one actor per live delivery",
+  consumers: "the queue pump and the workflow pool",
+  workflow: "the workflow workers",
+};
+
+let token = sessionStorage.getItem(TOKEN_KEY);
+let stopPolling = null;
+let offset = 0;
+let total = 0;
+let treeShape = "";
+let letterShape = "";
+const nodes = new Map();
+
+const status = $("ops-status");
+
+function say(text, kind = "") {
+  status.className = `message sticky-status ${kind}`.trim();
+  setText(status, text);
+}
+
+function admin(path, method = "GET") {
+  return api(path, { method, token });
+}
+
+// ---------------------------------------------------------------- token
+
+function signedOut(message) {
+  token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  stopPolling?.();
+  stopPolling = null;
+  $("admin").hidden = true;
+  $("forget").hidden = true;
+  const state = $("auth-state");
+  state.className = message ? "message error" : "message";
+  setText(state, message ?? "");
+}
+
+/** Handles an answer that is not a success; true when it was about the token. */
+function authProblem(res) {
+  if (res.status === 401 || res.status === 403) {
+    signedOut(`The engine refused this token (HTTP ${res.status}). Type the admin token it was started with.`);
+    $("token").focus();
+    return true;
+  }
+  if (res.status === 404 && res.body?.detail?.startsWith("no resource at")) {
+    signedOut("The admin API is disabled on this engine: start it with --admin-token (or DD_ADMIN_TOKEN).");
+    return true;
+  }
+  return false;
+}
+
+$("token-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const value = $("token").value.trim();
+  if (!value) {
+    signedOut("Type the admin token first.");
+    $("token").focus();
+    return;
+  }
+  token = value;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("token").value = "";
+  await start();
+});
+
+$("forget").addEventListener("click", () => {
+  signedOut();
+  say("The token is forgotten.");
+  $("token").focus();
+});
+
+async function start() {
+  const state = $("auth-state");
+  state.className = "message";
+  setText(state, "Checking the token…");
+  let res;
+  try {
+    res = await admin("/admin/supervisors");
+  } catch (e) {
+    setText(state, `The engine could not be reached (${e.message}).`);
+    return;
+  }
+  if (!res.ok) {
+    if (!authProblem(res)) setText(state, `The admin API answered ${problemText(res)}.`);
+    return;
+  }
+  state.className = "message ok";
+  setText(state, "Signed in for this tab.");
+  $("forget").hidden = false;
+  $("admin").hidden = false;
+  renderTree(res.body.supervisors);
+  stopPolling?.();
+  stopPolling = poll(refresh, 3000);
+}
+
+async function refresh() {
+  if (!token) return;
+  const [tree, letters] = await Promise.all([
+    admin("/admin/supervisors"),
+    admin(`/admin/deadletters?offset=${offset}&limit=${PAGE}`),
+  ]);
+  if (tree.ok) renderTree(tree.body.supervisors);
+  else if (authProblem(tree)) return;
+  if (letters.ok) renderLetters(letters.body);
+  else if (!authProblem(letters)) say(`Dead letters are unavailable: ${problemText(letters)}`, "error");
+}
+
+// --------------------------------------------------------------- confirm
+
+const dialog = $("confirm");
+
+/** Shows the confirm dialog; resolves to true when the operator confirms. */
+function confirmAction(title, text, ok) {
+  setText($("confirm-title"), title);
+  setText($("confirm-text"), text);
+  setText($("confirm-ok"), ok);
+  dialog.returnValue = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), { once: true });
+    dialog.showModal();
+    $("confirm-cancel").focus();
+  });
+}
+
+// ------------------------------------------------------------------ tree
+
+function field(name, dt, cls) {
+  const dd = el("dd", { "data-field": name });
+  return { div: el("div", { class: cls }, el("dt", { text: dt }), dd), dd };
+}
+
+function node(s) {
+  const fields = {
+    strategy: field("strategy", "Strategy"),
+    children: field("children", "Children"),
+    restarts: field("restarts", "Restarts"),
+    lastFailure: field("lastFailure", "Last failure", "failure"),
+  };
+  const badge = el("span", { class: "badge" });
+  const button = el(
+    "button",
+    { type: "button", class: "small secondary", "data-restart": s.name },
+    "Restart",
+    el("span", { class: "visually-hidden", text: ` ${s.name}` }),
+  );
+  button.addEventListener("click", () => restart(s.name, button));
+  const children = el("ul");
+  const li = el(
+    "li",
+    { "data-supervisor": s.name },
+    el(
+      "div",
+      { class: "node" },
+      el(
+        "div",
+        {},
+        el("div", { class: "node-head" }, el("h3", { class: "mono", text: s.name }), badge),
+        SUPERVISES[s.name] ? el("span", { class: "note", text: `Supervises ${SUPERVISES[s.name]}.` }) : null,
+      ),
+      button,
+      el("dl", {}, ...Object.values(fields).map((f) => f.div)),
+    ),
+    children,
+  );
+  return { li, badge, children, fields, button };
+}
+
+function renderTree(list) {
+  const shape = list.map((s) => s.name).join(",");
+  if (shape !== treeShape) {
+    treeShape = shape;
+    nodes.clear();
+    const roots = [];
+    for (const s of list) {
+      const n = node(s);
+      nodes.set(s.name, n);
+      const parent = nodes.get(PARENTS[s.name] ?? "root");
+      if (parent && parent !== n) parent.children.append(n.li);
+      else roots.push(n.li);
+    }
+    $("tree").replaceChildren(...roots);
+    for (const n of nodes.values()) n.children.hidden = n.children.childElementCount === 0;
+  }
+  for (const s of list) {
+    const n = nodes.get(s.name);
+    if (!n) continue;
+    n.badge.dataset.status = s.status;
+    setText(n.badge, s.status);
+    setText(n.fields.strategy.dd, s.strategy.replaceAll("_", "-"));
+    setText(n.fields.children.dd, count(s.children));
+    setText(n.fields.restarts.dd, count(s.restarts));
+    setText(n.fields.lastFailure.dd, s.lastFailure ?? "none");
+  }
+}
+
+async function restart(name, button) {
+  const ok = await confirmAction(
+    `Restart ${name}?`,
+    `This stops ${name} and everything under it gracefully (work in progress is drained or goes back to the queue) and starts it again.`,
+    `Restart ${name}`,
+  );
+  if (!ok) {
+    button.focus();
+    return;
+  }
+  button.disabled = true;
+  say(`Restarting ${name}…`);
+  try {
+    const res = await admin(`/admin/supervisors/${encodeURIComponent(name)}/restart`, "POST");
+    if (res.ok) {
+      say(`${name} restarted (${res.body.status}); restarts so far: ${count(res.body.restarts)}.`, "ok");
+      await refresh();
+    } else if (!authProblem(res)) {
+      say(`Could not restart ${name}: ${problemText(res)}`, "error");
+    }
+  } catch (e) {
+    say(`Could not restart ${name}: ${e.message}`, "error");
+  }
+  button.disabled = false;
+  if (button.isConnected) button.focus();
+}
+
+// ---------------------------------------------------------- dead letters
+
+/** The delivery a queued message is about, when its body names one. */
+function deliveryOf(message) {
+  try {
+    const body = JSON.parse(message?.body ?? "null");
+    if (typeof body === "string") return body;
+    return typeof body?.deliveryId === "string" ? body.deliveryId : null;
+  } catch {
+    return null;
+  }
+}
+
+function renderLetters(page) {
+  total = page.total;
+  const items = page.items;
+  if (items.length === 0 && offset > 0 && total > 0) {
+    offset = Math.max(0, offset - PAGE);
+    return;
+  }
+  setText($("dl-total"), `(${count(total)})`);
+  $("dl-empty").hidden = total > 0;
+  $("dead-letters").hidden = total === 0;
+  $("dl-pager").hidden = total <= PAGE && offset === 0;
+  setText($("dl-page"), total === 0 ? "" : `${offset + 1}–${offset + items.length} of ${count(total)}`);
+  $("dl-prev").disabled = offset === 0;
+  $("dl-next").disabled = offset + items.length >= total;
+  const shape = items.map((d) => `${d.id}:${d.attempts}:${d.lastSeen}`).join(",");
+  if (shape === letterShape) return;
+  letterShape = shape;
+  $("dead-letters").tBodies[0].replaceChildren(
+    ...items.map((d) => {
+      const button = el(
+        "button",
+        { type: "button", class: "small", "data-replay": d.id },
+        "Replay",
+        el("span", { class: "visually-hidden", text: ` message ${d.id}` }),
+      );
+      button.addEventListener("click", () => replay(d, button));
+      return el(
+        "tr",
+        { "data-letter": d.id },
+        el(
+          "th",
+          { scope: "row" },
+          el("span", { class: "mono id", text: d.id }),
+          deliveryOf(d.message) ? el("a", { class: "small-link", href: trackUrl(deliveryOf(d.message)), text: "track the delivery" }) : null,
+        ),
+        el("td", { text: d.message?.operation ?? "—" }),
+        el("td", { text: d.reason }),
+        el("td", { class: "num", text: count(d.attempts) }),
+        el("td", { text: new Date(d.lastSeen).toLocaleString() }),
+        el("td", {}, button),
+      );
+    }),
+  );
+}
+
+async function replay(letter, button) {
+  const ok = await confirmAction(
+    "Replay this message?",
+    `Message ${letter.id} (${letter.message?.operation ?? "unknown operation"}) goes back on the queue under the same id. If it fails again, it is dead-lettered again.`,
+    "Replay",
+  );
+  if (!ok) {
+    button.focus();
+    return;
+  }
+  button.disabled = true;
+  try {
+    const res = await admin(`/admin/deadletters/${encodeURIComponent(letter.id)}/replay`, "POST");
+    if (res.status === 202) {
+      say(`Message ${letter.id} is back on the queue (${res.body.operation}).`, "ok");
+      letterShape = "";
+      await refresh();
+    } else if (!authProblem(res)) {
+      say(`Could not replay ${letter.id}: ${problemText(res)}`, "error");
+      button.disabled = false;
+    }
+  } catch (e) {
+    say(`Could not replay ${letter.id}: ${e.message}`, "error");
+    button.disabled = false;
+  }
+}
+
+$("dl-prev").addEventListener("click", () => {
+  offset = Math.max(0, offset - PAGE);
+  refresh();
+});
+$("dl-next").addEventListener("click", () => {
+  if (offset + PAGE < total) offset += PAGE;
+  refresh();
+});
+
+if (token) start();
