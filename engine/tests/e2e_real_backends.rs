@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::tally::Tally;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -230,51 +232,6 @@ impl Drop for Engine {
     }
 }
 
-/// What a fault scenario reports, counted from the stores themselves
-/// (tracking events in Redis, packages and dead letters in MongoDB), not
-/// from the engine's answers.
-#[derive(Debug, Default)]
-struct Tally {
-    accepted: usize,
-    completed: usize,
-    cancelled: usize,
-    dead_lettered: u64,
-    /// Deliveries with a `Created`, `HeadedToPickup` (a drone assignment) or
-    /// terminal event stored more than once.
-    duplicates: usize,
-    /// Accepted deliveries with no terminal event, or no `Created` event.
-    lost: usize,
-    packages: u64,
-}
-
-impl Tally {
-    /// One line per scenario, printed even when the test passes.
-    fn report(&self, scenario: &str) {
-        println!(
-            "{scenario}: accepted={} completed={} cancelled={} dead_lettered={} \
-             duplicates={} lost={} packages={}",
-            self.accepted,
-            self.completed,
-            self.cancelled,
-            self.dead_lettered,
-            self.duplicates,
-            self.lost,
-            self.packages
-        );
-    }
-
-    /// The promise: every accepted delivery finished exactly once.
-    fn assert_nothing_lost_or_duplicated(&self) {
-        assert_eq!(self.duplicates, 0, "duplicated effects: {self:?}");
-        assert_eq!(self.lost, 0, "lost deliveries: {self:?}");
-        assert_eq!(
-            self.completed + self.cancelled,
-            self.accepted,
-            "unfinished deliveries: {self:?}"
-        );
-    }
-}
-
 impl Shared {
     /// Waits up to `within` for every delivery in `ids` to reach a terminal
     /// stage (what is still unfinished then counts as lost), and tallies
@@ -287,55 +244,25 @@ impl Shared {
         within: Duration,
     ) -> Tally {
         let deadline = tokio::time::Instant::now() + within;
+        let mut unfinished = std::collections::HashSet::new();
         for id in ids {
-            while !matches!(engine.stage(id).await, Some(4 | 5))
-                && tokio::time::Instant::now() < deadline
-            {
+            while !matches!(engine.stage(id).await, Some(4 | 5)) {
+                if tokio::time::Instant::now() >= deadline {
+                    unfinished.insert(id.as_str());
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        let mut tally = Tally {
-            accepted: ids.len(),
-            ..Tally::default()
-        };
-        let mut r = self.redis().await;
-        for id in ids {
-            let key = format!("{}:delivery:{id}:events", self.prefix);
-            let events: Vec<Value> = r
-                .lrange::<_, Vec<String>>(&key, 0, -1)
-                .await
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|e| serde_json::from_str(e).ok())
-                .collect();
-            let count = |stage: u64| {
-                events
-                    .iter()
-                    .filter(|e| e["stage"].as_u64() == Some(stage))
-                    .count()
-            };
-            let (created, assigned, completed, cancelled) =
-                (count(0), count(2), count(4), count(5));
-            tally.completed += usize::from(completed > 0);
-            tally.cancelled += usize::from(cancelled > 0);
-            tally.duplicates +=
-                usize::from(created > 1 || assigned > 1 || completed + cancelled > 1);
-            tally.lost += usize::from(created == 0 || completed + cancelled == 0);
-        }
-        let db = self.mongo().await;
-        tally.packages = db
-            .collection::<mongodb::bson::Document>("packages")
-            .count_documents(doc! { "_id": { "$regex": format!("^{package_prefix}") } })
-            .await
-            .unwrap_or_default();
-        tally.dead_lettered = db
-            .collection::<mongodb::bson::Document>(
-                dronedelivery_engine::adapters::mongo::DEAD_LETTERS,
-            )
-            .count_documents(doc! {})
-            .await
-            .unwrap_or_default();
-        tally
+        Tally::count(
+            REDIS,
+            &self.prefix,
+            &self.mongo().await,
+            ids,
+            |id| unfinished.contains(id),
+            package_prefix,
+        )
+        .await
     }
 }
 

@@ -21,17 +21,20 @@
 //! Needs `redis-server` on the `PATH` and SecantusDB at
 //! `/opt/secantus/bin/secantusd-rs` (override: `DD_SECANTUS_BIN`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mongodb::bson::{doc, Document};
-use redis::AsyncCommands;
+use mongodb::bson::doc;
 use serde_json::{json, Value};
 use tokio::time::Instant;
+
+mod common;
+
+use common::tally::Tally;
 
 /// The shared Redis (scenario 4 uses it with a private prefix).
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
@@ -394,43 +397,6 @@ async fn delete_prefix(url: &str, prefix: &str) {
 
 // ------------------------------------------------------------------- counts
 
-/// What a fault run ends with.
-#[derive(Debug, Default)]
-struct Counts {
-    /// Requests answered 202.
-    accepted: usize,
-    /// Requests answered 503 with a problem document: not accepted, the
-    /// client may retry.
-    refused: usize,
-    completed: usize,
-    cancelled: usize,
-    dead_lettered: u64,
-    /// Deliveries with more than one `Created`, `HeadedToPickup` (drone
-    /// assignment) or `Completed` event.
-    duplicates: usize,
-    /// Accepted deliveries not terminal at the end, or missing their
-    /// `Created` event or their terminal event.
-    lost: usize,
-    /// Package documents written under this run's package ids.
-    packages: u64,
-}
-
-impl Counts {
-    fn line(&self, scenario: &str) -> String {
-        format!(
-            "{scenario}: accepted={} completed={} cancelled={} dead_lettered={} duplicates={} lost={} packages={} refused={}",
-            self.accepted,
-            self.completed,
-            self.cancelled,
-            self.dead_lettered,
-            self.duplicates,
-            self.lost,
-            self.packages,
-            self.refused
-        )
-    }
-}
-
 /// Waits (up to `within`) until every delivery of `ids` is terminal by the
 /// status API, then counts from the stores: tracking events in Redis, dead
 /// letters and packages in MongoDB.
@@ -442,7 +408,7 @@ async fn tally(
     db: &mongodb::Database,
     package_prefix: &str,
     within: Duration,
-) -> Counts {
+) -> Tally {
     let deadline = Instant::now() + within;
     let mut open: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     let mut last_report = Instant::now();
@@ -470,57 +436,20 @@ async fn tally(
         }
     }
 
-    let mut counts = Counts {
-        accepted: ids.len(),
-        ..Counts::default()
-    };
-    let mut r = redis_connection(redis_url)
-        .await
-        .unwrap_or_else(|| panic!("no connection to {redis_url}"));
-    for id in ids {
-        let key = format!("{prefix}:delivery:{id}:events");
-        let events: Vec<String> = r
-            .lrange(&key, 0, -1)
-            .await
-            .unwrap_or_else(|e| panic!("LRANGE {key}: {e}"));
-        let mut stages: HashMap<u64, usize> = HashMap::new();
-        for e in &events {
-            let v: Value = serde_json::from_str(e).unwrap_or_default();
-            if let Some(stage) = v["stage"].as_u64() {
-                *stages.entry(stage).or_default() += 1;
-            }
-        }
-        let n = |stage: u64| stages.get(&stage).copied().unwrap_or(0);
-        if n(0) > 1 || n(2) > 1 || n(4) > 1 {
-            counts.duplicates += 1;
-            eprintln!("duplicated events of {id}: {events:#?}");
-        }
-        let terminal = n(4) + n(5);
-        if open.contains(id.as_str()) || n(0) == 0 || terminal == 0 {
-            counts.lost += 1;
-        }
-        counts.completed += usize::from(n(4) > 0);
-        counts.cancelled += usize::from(n(4) == 0 && n(5) > 0);
-    }
-    counts.dead_lettered = db
-        .collection::<Document>(dronedelivery_engine::adapters::mongo::DEAD_LETTERS)
-        .count_documents(doc! {})
-        .await
-        .unwrap_or_else(|e| panic!("count dead letters: {e}"));
-    counts.packages = db
-        .collection::<Document>(dronedelivery_engine::adapters::mongo::PACKAGES)
-        .count_documents(doc! {"_id": {"$regex": format!("^{package_prefix}")}})
-        .await
-        .unwrap_or_else(|e| panic!("count packages: {e}"));
-    counts
+    Tally::count(
+        redis_url,
+        prefix,
+        db,
+        ids,
+        |id| open.contains(id),
+        package_prefix,
+    )
+    .await
 }
 
-/// Prints the summary (stdout and stderr, so it shows with or without
-/// captured output) and, when something is off, the engine's log tail.
-fn report(scenario: &str, counts: &Counts, engine: &Engine) {
-    let line = counts.line(scenario);
-    println!("{line}");
-    eprintln!("{line}");
+/// Prints the summary and, when something is off, the engine's log tail.
+fn report(scenario: &str, counts: &Tally, engine: &Engine) {
+    counts.report(scenario);
     if counts.lost + counts.duplicates > 0 || counts.dead_lettered > 0 {
         eprintln!("engine log tail:\n{}", tail(&engine.log, 80));
     }

@@ -1,7 +1,10 @@
-//! Helpers shared by the integration tests that use a real Redis.
+//! Helpers shared by the integration tests that use a real Redis, and the
+//! counts the fault scenarios report ([`tally`]).
 #![allow(dead_code)]
 
 use dronedelivery_engine::adapters::redis::Keys;
+
+pub mod tally;
 
 /// The server the tests use (`REDIS_URL`, default `redis://127.0.0.1:6379`).
 pub fn redis_url() -> String {
