@@ -366,35 +366,6 @@ where
     }
 }
 
-/// Deletes every key under `prefix` on `url`.
-async fn delete_prefix(url: &str, prefix: &str) {
-    let Some(mut c) = redis_connection(url).await else {
-        return;
-    };
-    let pattern = dronedelivery_engine::adapters::redis::Keys::new(prefix).pattern();
-    let mut cursor: u64 = 0;
-    loop {
-        let Ok((next, keys)) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async::<(u64, Vec<String>)>(&mut c)
-            .await
-        else {
-            return;
-        };
-        if !keys.is_empty() {
-            let _ = redis::cmd("DEL").arg(&keys).query_async::<()>(&mut c).await;
-        }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
-    }
-}
-
 // ------------------------------------------------------------------- counts
 
 /// Waits (up to `within`) until every delivery of `ids` is terminal by the
@@ -827,7 +798,7 @@ async fn scenario_4_mongodb_stopped_for_30_s_opens_the_breaker_and_loses_nothing
     // Clean up before asserting, so a failed run leaves nothing on the
     // shared Redis; the private MongoDB goes with the temporary directory.
     drop(engine);
-    delete_prefix(SHARED_REDIS, &prefix).await;
+    common::cleanup(SHARED_REDIS, &prefix).await;
     drop(mongo);
 
     assert!(breaker_opened, "the packages breaker never opened");

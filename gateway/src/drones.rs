@@ -38,30 +38,6 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/drones", get(drones))
 }
 
-/// What a drone is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-pub enum DroneActivity {
-    /// Parked at its depot, free.
-    Available,
-    /// Flying empty to a pickup.
-    HeadedToPickup,
-    /// Carrying a package to its dropoff.
-    HeadedToDropoff,
-    /// Flying home; free to take a new job.
-    Returning,
-}
-
-impl From<DroneStatus> for DroneActivity {
-    fn from(status: DroneStatus) -> Self {
-        match status {
-            DroneStatus::Available => Self::Available,
-            DroneStatus::HeadedToPickup => Self::HeadedToPickup,
-            DroneStatus::HeadedToDropoff => Self::HeadedToDropoff,
-            DroneStatus::Returning => Self::Returning,
-        }
-    }
-}
-
 /// One drone as dashboards see it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -69,7 +45,7 @@ pub struct DroneView {
     /// Drone id (`drone-0042`).
     pub id: String,
     /// What it is doing.
-    pub status: DroneActivity,
+    pub status: DroneStatus,
     /// Where it is.
     pub position: Location,
     /// Its home depot.
@@ -91,37 +67,12 @@ pub struct DroneView {
     pub updated_at: DateTime<Utc>,
 }
 
-/// The rectangle the fleet serves, in degrees: depots lie inside it and
-/// named locations are mapped into it (`--service-area`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
-pub struct Area {
-    /// Southern edge (min latitude).
-    pub south: f64,
-    /// Western edge (min longitude).
-    pub west: f64,
-    /// Northern edge (max latitude).
-    pub north: f64,
-    /// Eastern edge (max longitude).
-    pub east: f64,
-}
-
-impl From<ServiceArea> for Area {
-    fn from(a: ServiceArea) -> Self {
-        Self {
-            south: a.south,
-            west: a.west,
-            north: a.north,
-            east: a.east,
-        }
-    }
-}
-
 /// `GET /api/drones`: every drone, ordered by id, and the service area.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct DroneList {
     /// The service area this process is configured with (a frame for
     /// drawing the drones).
-    pub area: Area,
+    pub area: ServiceArea,
     /// The drones.
     pub drones: Vec<DroneView>,
 }
@@ -141,7 +92,7 @@ impl From<&DroneState> for DroneView {
     fn from(drone: &DroneState) -> Self {
         Self {
             id: drone.id.clone(),
-            status: drone.status.into(),
+            status: drone.status,
             position: drone.position,
             depot: drone.depot,
             target: drone.target(),
@@ -175,7 +126,7 @@ async fn drones(State(state): State<AppState>) -> Result<Json<DroneList>, ApiErr
     let stored = state.engine.drones().await?;
     let mut drones: Vec<DroneView> = stored.iter().map(DroneView::from).collect();
     drones.sort_by(|a, b| a.id.cmp(&b.id));
-    let area = state.engine.context().config.area.into();
+    let area = state.engine.context().config.area;
     Ok(Json(DroneList { area, drones }))
 }
 
@@ -223,7 +174,7 @@ mod tests {
         d.delivery_id = Some("x".into());
         let view = DroneView::from(&d);
         assert_eq!(view.target, d.pickup);
-        assert_eq!(view.status, DroneActivity::HeadedToPickup);
+        assert_eq!(view.status, DroneStatus::HeadedToPickup);
         let json = serde_json::to_value(&view).unwrap_or_default();
         assert_eq!(json["deliveryId"], "x");
         assert_eq!(json["status"], "HeadedToPickup");

@@ -7,6 +7,7 @@ use super::geo::Location;
 
 /// What a drone is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DroneStatus {
     /// Parked at its depot, free.
     Available,

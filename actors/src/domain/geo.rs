@@ -148,6 +148,7 @@ pub fn resolve_location(text: &str, area: &ServiceArea) -> Result<Location, Loca
 /// The rectangle (south, west, north, east in degrees) the fleet serves. Depots
 /// sit inside it and named locations are mapped into it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceArea {
     /// Southern edge (min latitude).
     pub south: f64,

@@ -236,11 +236,17 @@ impl DroneActorState {
         if self.drone.delivery_id.as_deref() != Some(delivery_id) || self.drone.status.is_free() {
             return;
         }
+        self.drop_job();
+        self.persist().await;
+    }
+
+    /// Forgets the current job and heads home.
+    fn drop_job(&mut self) {
         self.drone.status = DroneStatus::Returning;
         self.drone.delivery_id = None;
         self.drone.pickup = None;
         self.drone.dropoff = None;
-        self.persist().await;
+        self.delivered_sent = None;
     }
 
     async fn tick(&mut self, myself: &ActorRef<DroneMsg>) {
@@ -347,11 +353,7 @@ impl DroneActorState {
             return; // a late answer for a job already handed back
         }
         let position = self.drone.position;
-        self.drone.status = DroneStatus::Returning;
-        self.drone.delivery_id = None;
-        self.drone.pickup = None;
-        self.drone.dropoff = None;
-        self.delivered_sent = None;
+        self.drop_job();
         self.persist().await;
         tracing::debug!(drone_id = %self.drone.id, %delivery_id, "released by its delivery");
         if let Some(fleet) = self.ctx.fleet() {
