@@ -5,16 +5,18 @@
 //! `{instance}/delivery/{id}`), never by a stored `ActorRef`: a restarted actor
 //! has a new `ActorRef` but the same name, so addressing by name survives
 //! restarts (location transparency within the process).
+//!
+//! The context knows the actors only by their messages
+//! ([`crate::protocol`]); activating a delivery actor that is not running is
+//! the delivery module's job ([`crate::delivery::activate`]).
 
 use std::sync::Arc;
 
-use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
+use ractor::ActorRef;
 
 use crate::config::TreeConfig;
-use crate::delivery::{DeliveryActor, DeliveryMsg};
-use crate::drone::DroneMsg;
-use crate::fleet::FleetMsg;
 use crate::ports::{Backends, LockToken};
+use crate::protocol::{DroneMsg, FleetMsg};
 
 /// Shared engine context.
 pub struct Context {
@@ -68,17 +70,6 @@ impl InFlight {
     }
 }
 
-/// Why a delivery actor could not be reached.
-#[derive(Debug, thiserror::Error)]
-pub enum ActivationError {
-    /// The `deliveries` supervisor is not running (restarting or shutting down).
-    #[error("the deliveries supervisor is not running")]
-    NoSupervisor,
-    /// The actor failed to start (its state could not be loaded).
-    #[error("delivery actor failed to start: {0}")]
-    Spawn(String),
-}
-
 impl Context {
     /// A new shared context.
     pub fn new(config: TreeConfig, backends: Backends) -> Arc<Self> {
@@ -113,59 +104,5 @@ impl Context {
     /// A drone actor, if it is running.
     pub fn drone(&self, id: &str) -> Option<ActorRef<DroneMsg>> {
         ActorRef::where_is(self.drone_name(id))
-    }
-
-    /// The live actor of a delivery, activating it (loading its state from
-    /// the store) when there is none. The registry name guarantees at most one
-    /// live actor per delivery id: of two concurrent activations one gets
-    /// `ActorAlreadyRegistered` and uses the other's actor, which queues
-    /// messages until its `pre_start` has finished.
-    pub async fn delivery(
-        self: &Arc<Self>,
-        id: &str,
-    ) -> Result<ActorRef<DeliveryMsg>, ActivationError> {
-        let name = self.delivery_name(id);
-        for _ in 0..3 {
-            if let Some(actor) = ActorRef::<DeliveryMsg>::where_is(name.clone()) {
-                return Ok(actor);
-            }
-            let supervisor: ActorCell = ractor::registry::where_is(self.name("deliveries"))
-                .ok_or(ActivationError::NoSupervisor)?;
-            match Actor::spawn_linked(
-                Some(name.clone()),
-                DeliveryActor,
-                (Arc::clone(self), id.to_owned()),
-                supervisor,
-            )
-            .await
-            {
-                Ok((actor, _)) => return Ok(actor),
-                Err(SpawnErr::ActorAlreadyRegistered(_)) => continue,
-                Err(e) => return Err(ActivationError::Spawn(e.to_string())),
-            }
-        }
-        Err(ActivationError::Spawn(format!("could not activate {name}")))
-    }
-
-    /// Sends a one-way message to a delivery, activating it if needed. A
-    /// message that races with the actor stopping (passivation) is retried on
-    /// a fresh activation.
-    pub async fn tell_delivery(
-        self: &Arc<Self>,
-        id: &str,
-        msg: DeliveryMsg,
-    ) -> Result<(), ActivationError> {
-        let mut msg = msg;
-        for _ in 0..3 {
-            let actor = self.delivery(id).await?;
-            match actor.cast(msg) {
-                Ok(()) => return Ok(()),
-                Err(ractor::MessagingErr::SendErr(back)) => msg = back,
-                Err(e) => return Err(ActivationError::Spawn(e.to_string())),
-            }
-        }
-        Err(ActivationError::Spawn(format!(
-            "delivery {id} kept stopping"
-        )))
     }
 }

@@ -16,9 +16,9 @@
 //!    store) to create the delivery. The actor stores it (stage `Created`)
 //!    and asks the [`fleet::FleetActor`] for a drone. Only then is the message
 //!    completed; a failure is retried with backoff and finally dead-lettered
-//!    with its reason.
+//!    with its reason ([`workflow::Outcome`]).
 //! 4. The fleet assigns the nearest free drone (or queues the request until
-//!    one is free). The [`drone::DroneActor`] flies, simulated in real time
+//!    one is free; [`domain::dispatch`]). The [`drone::DroneActor`] flies, simulated in real time
 //!    scaled by `--sim-speed`, and reports `Assigned`, `PickedUp`, `Delivered`
 //!    to the delivery actor, which stores each stage:
 //!    `Created → HeadedToPickup → HeadedToDropoff → Completed`.
@@ -29,11 +29,27 @@
 //! each other by registered name ([`context::Context`]), so a restarted actor
 //! is found again; state lives in the stores and is reloaded in `pre_start`.
 //!
+//! ## Rules and actors
+//! Every decision is plain code in [`domain`], testable without a runtime:
+//! [`domain::lifecycle::apply`] is the delivery's stage machine (a command or
+//! a drone report in; the record to store, its tracking events and the
+//! effects to send, or a rejection), [`domain::dispatch::Dispatcher`] picks
+//! drones, and [`workflow::Outcome`] classifies what becomes of a message.
+//! The actors do the I/O around them: load, store, send.
+//!
 //! ## Layout
-//! One module per actor (`delivery`, `drone`, `fleet`, `workflow`,
-//! `supervisor`), each with its message enum; `domain` holds plain data and
-//! rules; `ports` the backend traits; `tree` builds everything.
+//! - [`domain`]: data and rules, no actors, no I/O.
+//! - [`protocol`]: the messages actors send each other; [`context`]
+//!   addresses actors by name using only those.
+//! - [`delivery`], [`drone`], [`fleet`], [`workflow`], [`supervisor`]: one
+//!   module per actor (or pool), each depending on `protocol` and
+//!   `context`, never on another actor's internals (the fleet supervises
+//!   drone actors, so it starts them).
+//! - [`ports`]: the backend traits; [`tree`]: building and stopping the
+//!   tree, the operators' view of it, and the [`Engine`] facade.
+//! - [`backoff`], [`breaker`], [`metrics`], [`config`]: shared plumbing.
 
+pub mod backoff;
 pub mod breaker;
 pub mod config;
 pub mod context;
@@ -43,6 +59,7 @@ pub mod drone;
 pub mod fleet;
 pub mod metrics;
 pub mod ports;
+pub mod protocol;
 pub mod supervisor;
 pub mod tree;
 pub mod workflow;

@@ -34,7 +34,7 @@ pub const QUEUE_UNSETTLED: &str = "dronedelivery_queue_unsettled";
 pub const MESSAGES_IN_FLIGHT: &str = "dronedelivery_queue_messages_in_flight";
 /// Dead letters put back on the queue by an operator.
 pub const DEAD_LETTERS_REPLAYED_TOTAL: &str = "dronedelivery_dead_letters_replayed_total";
-/// Dead letters written, by `reason` label: the reason's kind (see [`dead_letter_kind`]).
+/// Dead letters written, by `reason` label: the reason's kind (see [`DeadLetterKind`]).
 pub const DEAD_LETTERS_TOTAL: &str = "dronedelivery_dead_letters_total";
 /// Live actors, by kind (delivery, drone, fleet, supervisor, consumer).
 pub const ACTORS_LIVE: &str = "dronedelivery_actors_live";
@@ -97,22 +97,36 @@ pub const ALL: &[&str] = &[
     FLEET_FREE_DRONES,
 ];
 
-/// The bounded label value of a dead-letter reason (the full reason is in
-/// the dead-letter store; a metric label must not carry free text).
-pub fn dead_letter_kind(reason: &str) -> &'static str {
-    const KINDS: [(&str, &str); 7] = [
-        ("unknown operation", "unknown_operation"),
-        ("body is not JSON", "not_json"),
-        ("invalid", "invalid"),
-        ("cancel message body", "invalid"),
-        ("gave up after", "retries_exhausted"),
-        ("not possible", "wrong_stage"),
-        ("compensated", "compensated"),
-    ];
-    KINDS
-        .iter()
-        .find(|(prefix, _)| reason.starts_with(prefix))
-        .map_or("other", |(_, kind)| kind)
+/// The bounded `reason` label of [`DEAD_LETTERS_TOTAL`] (the full reason is
+/// in the dead-letter store; a metric label must not carry free text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterKind {
+    /// The message names no known operation.
+    UnknownOperation,
+    /// The body is not JSON.
+    NotJson,
+    /// The body or a field of it is invalid.
+    Invalid,
+    /// A transient failure outlasted the message's delivery attempts.
+    RetriesExhausted,
+    /// The command does not apply in the delivery's stage.
+    WrongStage,
+    /// Compensation: no drone could take the delivery.
+    Compensated,
+}
+
+impl DeadLetterKind {
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::UnknownOperation => "unknown_operation",
+            Self::NotJson => "not_json",
+            Self::Invalid => "invalid",
+            Self::RetriesExhausted => "retries_exhausted",
+            Self::WrongStage => "wrong_stage",
+            Self::Compensated => "compensated",
+        }
+    }
 }
 
 /// Counts a live actor of `kind` for as long as the guard lives.

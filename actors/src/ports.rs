@@ -265,28 +265,7 @@ pub trait DeadLetterStore: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// One finished delivery, kept for drone utilisation and billing (the
-/// original's never-built Delivery History service).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryEntry {
-    /// Delivery id (unique: writing it twice keeps one entry).
-    pub delivery_id: String,
-    /// Owner.
-    pub owner_id: String,
-    /// The drone that flew it, if one was assigned.
-    pub drone_id: Option<String>,
-    /// `Completed` or `Cancelled`.
-    pub stage: crate::domain::DeliveryStage,
-    /// Metres the drone flew for this delivery.
-    pub distance_m: f64,
-    /// Simulated hours the drone was assigned.
-    pub assigned_hours: f64,
-    /// Creation of the delivery.
-    pub created_at: DateTime<Utc>,
-    /// When it ended.
-    pub finished_at: DateTime<Utc>,
-}
+pub use crate::domain::HistoryEntry;
 
 /// Drone utilisation of one owner in one month, the original's
 /// `GET /api/dronedeliveries/utilization` answer.

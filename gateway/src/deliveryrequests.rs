@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use axum::Router;
-use dronedelivery_actors::domain::{DeliveryRequest, DeliveryStage, RescheduleRequest};
+use dronedelivery_actors::domain::{DeliveryRequest, RescheduleRequest};
 use dronedelivery_actors::metrics::DELIVERIES_ACCEPTED_TOTAL;
 use dronedelivery_actors::ports::{Operation, QueueMessage};
 
@@ -211,10 +211,11 @@ async fn reschedule(
 ) -> Result<String, ApiError> {
     let request = RescheduleRequest::from_external(&body, id.clone())?;
     if let Some(record) = state.engine.delivery(&id).await? {
-        if record.stage.is_terminal() || record.stage == DeliveryStage::HeadedToDropoff {
+        // The same rule the delivery's actor applies when the message arrives.
+        if let Err(stage) = record.check_reschedule() {
             return Err(ApiError::Conflict(format!(
                 "cannot reschedule: delivery is {}",
-                record.stage.name()
+                stage.name()
             )));
         }
     }
@@ -261,14 +262,16 @@ async fn cancel(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    match state.engine.delivery(&id).await?.map(|r| r.stage) {
-        Some(DeliveryStage::Completed) => {
-            return Err(ApiError::Conflict(
-                "cannot cancel: delivery is Completed".into(),
-            ));
+    // The same rule the delivery's actor applies when the message arrives.
+    match state.engine.delivery(&id).await?.map(|r| r.check_cancel()) {
+        Some(Err(stage)) => {
+            return Err(ApiError::Conflict(format!(
+                "cannot cancel: delivery is {}",
+                stage.name()
+            )));
         }
-        Some(DeliveryStage::Cancelled) => return Ok(StatusCode::NO_CONTENT),
-        _ => {}
+        Some(Ok(false)) => return Ok(StatusCode::NO_CONTENT),
+        Some(Ok(true)) | None => {}
     }
     let message = QueueMessage::new(
         Operation::Cancel,

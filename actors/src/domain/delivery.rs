@@ -267,7 +267,63 @@ pub struct DeliveryRecord {
     pub confirmation: Option<Confirmation>,
     /// Why the engine cancelled it (compensation), when it was not the client.
     #[serde(default)]
-    pub cancel_reason: Option<String>,
+    pub cancel_reason: Option<CancelReason>,
+}
+
+/// Why the engine (not the client) cancelled a delivery. Stored as the text
+/// operators read (`"compensated: no drone became free within 60 s"`); the
+/// variant, not a prefix of the text, is what the rules look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelReason {
+    /// Compensation: no drone could take it. A replay of its dead-lettered
+    /// request revives it.
+    Compensated(String),
+    /// Any other stored text (kept as it was written).
+    Other(String),
+}
+
+impl CancelReason {
+    const COMPENSATED: &'static str = "compensated";
+
+    /// Parses the stored text.
+    pub fn parse(text: &str) -> Self {
+        match text.strip_prefix(Self::COMPENSATED) {
+            Some("") => Self::Compensated(String::new()),
+            Some(rest) => match rest.strip_prefix(": ") {
+                Some(why) => Self::Compensated(why.to_owned()),
+                None => Self::Other(text.to_owned()),
+            },
+            None => Self::Other(text.to_owned()),
+        }
+    }
+
+    /// Whether it was cancelled by compensation.
+    pub fn is_compensated(&self) -> bool {
+        matches!(self, Self::Compensated(_))
+    }
+}
+
+impl std::fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Compensated(why) if why.is_empty() => f.write_str(Self::COMPENSATED),
+            Self::Compensated(why) => write!(f, "{}: {why}", Self::COMPENSATED),
+            Self::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Serialize for CancelReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CancelReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(Self::parse(&text))
+    }
 }
 
 /// When a confirmation was made, in the original's shape
@@ -310,17 +366,95 @@ impl DeliveryRecord {
         Ok(self.confirmation.is_none())
     }
 
-    /// Moves to `stage`, bumping the version, and returns the tracking event
-    /// to store with it.
+    /// Whether the route or times may still change: not once the package is
+    /// on board, nor after the end.
+    pub fn check_reschedule(&self) -> Result<(), DeliveryStage> {
+        if self.stage.is_terminal() || self.stage == DeliveryStage::HeadedToDropoff {
+            return Err(self.stage);
+        }
+        Ok(())
+    }
+
+    /// Whether a cancellation changes anything: `Ok(true)` for a delivery
+    /// that is still under way, `Ok(false)` for one cancelled already (a
+    /// repeat is accepted and ignored), and the stage when it is completed.
+    pub fn check_cancel(&self) -> Result<bool, DeliveryStage> {
+        match self.stage {
+            DeliveryStage::Cancelled => Ok(false),
+            DeliveryStage::Completed => Err(DeliveryStage::Completed),
+            _ => Ok(true),
+        }
+    }
+
+    /// Cancelled by compensation (not by the client): a replay revives it.
+    pub fn is_compensated(&self) -> bool {
+        self.stage == DeliveryStage::Cancelled
+            && self
+                .cancel_reason
+                .as_ref()
+                .is_some_and(CancelReason::is_compensated)
+    }
+
+    /// Moves to `stage` now; see [`advance_at`](Self::advance_at).
     pub fn advance(&mut self, stage: DeliveryStage, location: Option<Location>) -> TrackingEvent {
+        self.advance_at(stage, location, Utc::now())
+    }
+
+    /// Moves to `stage` at `now`, bumping the version, and returns the
+    /// tracking event to store with it.
+    pub fn advance_at(
+        &mut self,
+        stage: DeliveryStage,
+        location: Option<Location>,
+        now: DateTime<Utc>,
+    ) -> TrackingEvent {
         self.stage = stage;
-        self.updated_at = Utc::now();
+        self.updated_at = now;
         self.version += 1;
         TrackingEvent {
             delivery_id: self.delivery.id.clone(),
             stage,
             location,
             at: self.updated_at,
+        }
+    }
+}
+
+/// One finished delivery, for the drone utilisation report (the
+/// original's never-built Delivery History service).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Delivery id (unique: writing it twice keeps one entry).
+    pub delivery_id: String,
+    /// Owner.
+    pub owner_id: String,
+    /// The drone that flew it, if one was assigned.
+    pub drone_id: Option<String>,
+    /// `Completed` or `Cancelled`.
+    pub stage: DeliveryStage,
+    /// Metres the drone flew for this delivery.
+    pub distance_m: f64,
+    /// Simulated hours the drone was assigned.
+    pub assigned_hours: f64,
+    /// Creation of the delivery.
+    pub created_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+}
+
+impl HistoryEntry {
+    /// The entry of a finished `record`.
+    pub fn of(record: &DeliveryRecord, distance_m: f64, assigned_hours: f64) -> Self {
+        Self {
+            delivery_id: record.delivery.id.clone(),
+            owner_id: record.delivery.owner.user_id.clone(),
+            drone_id: record.delivery.drone_id.clone(),
+            stage: record.stage,
+            distance_m,
+            assigned_hours,
+            created_at: record.created_at,
+            finished_at: record.updated_at,
         }
     }
 }

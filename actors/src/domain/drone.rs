@@ -84,3 +84,88 @@ impl DroneState {
         }
     }
 }
+
+/// A delivery's request for a drone, as the fleet queues and assigns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DroneRequest {
+    /// The delivery.
+    pub delivery_id: String,
+    /// The delivery's request ticket (see
+    /// [`DeliveryRecord::ticket`](super::DeliveryRecord::ticket)).
+    pub ticket: u64,
+    /// Where to pick up.
+    pub pickup: Location,
+    /// Where to drop off.
+    pub dropoff: Location,
+}
+
+/// Progress reported by the drone serving a delivery. Each carries the
+/// ticket of the drone request it answers, so a report from a drone of an
+/// earlier request (released by a reschedule or a cancel) is recognised.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DroneReport {
+    /// A drone took the job.
+    Assigned {
+        /// Request ticket.
+        ticket: u64,
+        /// The drone.
+        drone_id: String,
+        /// Its position now.
+        position: Location,
+        /// Expected at pickup.
+        pickup_eta: DateTime<Utc>,
+        /// Expected at dropoff.
+        delivery_eta: DateTime<Utc>,
+    },
+    /// The package is on board.
+    PickedUp {
+        /// Request ticket.
+        ticket: u64,
+        /// The drone.
+        drone_id: String,
+        /// The pickup point.
+        position: Location,
+        /// Expected at dropoff.
+        delivery_eta: DateTime<Utc>,
+    },
+    /// The package was dropped off.
+    Delivered {
+        /// Request ticket.
+        ticket: u64,
+        /// The drone.
+        drone_id: String,
+        /// The dropoff point.
+        position: Location,
+        /// Metres flown for this delivery (from accepting the job to dropoff).
+        flown_m: f64,
+    },
+}
+
+impl DroneReport {
+    /// The request ticket.
+    pub fn ticket(&self) -> u64 {
+        match self {
+            Self::Assigned { ticket, .. }
+            | Self::PickedUp { ticket, .. }
+            | Self::Delivered { ticket, .. } => *ticket,
+        }
+    }
+
+    /// The reporting drone.
+    pub fn drone_id(&self) -> &str {
+        match self {
+            Self::Assigned { drone_id, .. }
+            | Self::PickedUp { drone_id, .. }
+            | Self::Delivered { drone_id, .. } => drone_id,
+        }
+    }
+
+    /// Where the drone was when it reported.
+    pub fn position(&self) -> Location {
+        match self {
+            Self::Assigned { position, .. }
+            | Self::PickedUp { position, .. }
+            | Self::Delivered { position, .. } => *position,
+        }
+    }
+}

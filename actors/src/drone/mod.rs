@@ -5,7 +5,7 @@
 //! target and writes its position to the drone store, so that status reads
 //! and a restarted actor (which reloads in `pre_start`) see where it is.
 //! It reports progress to its delivery (by name, through
-//! [`Context::tell_delivery`]); a report that cannot be delivered is kept and
+//! [`crate::delivery::tell`]); a report that cannot be delivered is kept and
 //! retried on the next tick rather than lost.
 //!
 //! # Handing a finished job back
@@ -28,36 +28,9 @@ use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::context::Context;
-use crate::delivery::{DeliveryMsg, DroneReport};
-use crate::domain::{DroneState, DroneStatus};
-use crate::fleet::{DroneRequest, FleetMsg};
+use crate::domain::{DroneReport, DroneRequest, DroneState, DroneStatus};
 use crate::metrics::LiveActor;
-
-/// Messages of a drone.
-#[derive(Debug)]
-pub enum DroneMsg {
-    /// Take a job (from the fleet).
-    Assign(DroneRequest),
-    /// Drop the job for this delivery and fly home (from the fleet).
-    Abort {
-        /// The delivery whose job to drop.
-        delivery_id: String,
-    },
-    /// Advance the simulation.
-    Tick,
-    /// Report the current job's progress again (a restarted fleet asks, in
-    /// case a report was lost with an actor that stopped).
-    Resync,
-    /// The delivery stored the drop-off (or no longer wants this drone): the
-    /// drone may forget the job and fly home. Sent by the delivery actor in
-    /// answer to `Delivered`.
-    Released {
-        /// The delivery that let the drone go.
-        delivery_id: String,
-        /// The ticket of the job it let go.
-        ticket: u64,
-    },
-}
+use crate::protocol::{DeliveryMsg, DroneMsg, FleetMsg};
 
 /// How often a drone waiting at the dropoff repeats its `Delivered` report
 /// until the delivery releases it. Long enough not to flood a delivery whose
@@ -367,10 +340,8 @@ impl DroneActorState {
     }
 
     async fn report(&mut self, delivery_id: String, report: DroneReport) {
-        if let Err(e) = self
-            .ctx
-            .tell_delivery(&delivery_id, DeliveryMsg::Drone(report.clone()))
-            .await
+        if let Err(e) =
+            crate::delivery::tell(&self.ctx, &delivery_id, DeliveryMsg::Drone(report.clone())).await
         {
             tracing::warn!(drone_id = %self.drone.id, %delivery_id, error = %e, "could not report to delivery; will retry");
             self.unreported.push((delivery_id, report));

@@ -1,11 +1,10 @@
 //! The fleet: scheduler of drones and supervisor of the drone actors.
 //!
 //! The fleet is the single owner of drone assignment, so two deliveries can
-//! never get the same drone. It keeps a slot per drone (free or serving a
-//! delivery) and a FIFO of requests waiting for a free drone: a delivery that
-//! finds no free drone waits, it is never failed. A request goes to the
-//! nearest free drone; a drone that becomes free takes the oldest waiting
-//! request.
+//! never get the same drone. The choice itself is the domain's
+//! [`Dispatcher`] (nearest free drone, requests waiting first come first
+//! served, never failed); the actor feeds it the messages it receives and
+//! sends the assignments and aborts it decides.
 //!
 //! On start it reloads drones from the drone store (seeding the fleet over the
 //! depots the first time) and re-queues every delivery the store says is
@@ -13,90 +12,25 @@
 //! actor that fails is restarted with backoff and resumes from its stored
 //! state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use serde::Serialize;
+use chrono::Utc;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-mod pending;
-
-use pending::PendingQueue;
-
+use crate::backoff::Backoff;
 use crate::context::Context;
-use crate::domain::{DroneState, Location};
-use crate::drone::{DroneActor, DroneMsg};
+use crate::domain::dispatch::{Abort, Dispatcher};
+use crate::domain::lifecycle::drone_request;
+use crate::domain::{DroneRequest, DroneState};
+use crate::drone::DroneActor;
 use crate::metrics::{self as m, LiveActor};
+use crate::protocol::{DeliveryMsg, DroneMsg, FleetMsg, FleetSnapshot};
 
-/// A delivery's request for a drone.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DroneRequest {
-    /// The delivery.
-    pub delivery_id: String,
-    /// The delivery's request ticket (see [`crate::domain::DeliveryRecord::ticket`]).
-    pub ticket: u64,
-    /// Where to pick up.
-    pub pickup: Location,
-    /// Where to drop off.
-    pub dropoff: Location,
-}
-
-/// Messages of the fleet.
-#[derive(Debug)]
-pub enum FleetMsg {
-    /// Find a drone for a delivery (idempotent per delivery id; a newer
-    /// ticket replaces an older request and releases its drone).
-    Request(DroneRequest),
-    /// The delivery no longer needs a drone (cancelled).
-    Withdraw {
-        /// The delivery.
-        delivery_id: String,
-    },
-    /// A drone finished its job.
-    Free {
-        /// The drone.
-        drone_id: String,
-        /// The delivery it finished.
-        delivery_id: String,
-        /// Where it is.
-        position: Location,
-    },
-    /// A drone refused a job (it was busy): queue the request again.
-    Rejected {
-        /// The drone.
-        drone_id: String,
-        /// The refused request.
-        request: DroneRequest,
-    },
-    /// Restart a drone actor (after a failure and its backoff).
-    Respawn(String),
-    /// Counts for operators.
-    Snapshot(RpcReplyPort<FleetSnapshot>),
-    /// Give up on deliveries that waited longer than `--max-drone-wait-secs`.
-    Expire,
-}
-
-/// What the fleet looks like now.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct FleetSnapshot {
-    /// Drones in the fleet.
-    pub drones: usize,
-    /// Drones free.
-    pub free: usize,
-    /// Requests waiting for a drone.
-    pub pending: usize,
-    /// Drone actor restarts since the fleet started.
-    pub restarts: u64,
-}
-
-#[derive(Debug)]
-struct Slot {
-    position: Location,
-    serving: Option<(String, u64)>,
-}
+/// Restarts of a failed drone actor: 100 ms doubling up to 12.8 s.
+const RESPAWN_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_millis(12_800));
 
 /// The actor.
 pub struct FleetActor;
@@ -104,11 +38,7 @@ pub struct FleetActor;
 /// The fleet's state.
 pub struct FleetState {
     ctx: Arc<Context>,
-    slots: BTreeMap<String, Slot>,
-    by_delivery: HashMap<String, String>,
-    pending: PendingQueue,
-    /// When each waiting delivery started waiting (for compensation).
-    waiting_since: HashMap<String, DateTime<Utc>>,
+    dispatch: Dispatcher,
     children: HashMap<ActorId, String>,
     restarts: HashMap<String, u32>,
     total_restarts: u64,
@@ -151,10 +81,7 @@ impl Actor for FleetActor {
         }
         let mut state = FleetState {
             ctx: Arc::clone(&ctx),
-            slots: BTreeMap::new(),
-            by_delivery: HashMap::new(),
-            pending: PendingQueue::default(),
-            waiting_since: HashMap::new(),
+            dispatch: Dispatcher::new(),
             children: HashMap::new(),
             restarts: HashMap::new(),
             total_restarts: 0,
@@ -162,26 +89,12 @@ impl Actor for FleetActor {
             _live: LiveActor::new("fleet"),
         };
         for d in drones {
-            let serving = d
-                .delivery_id
-                .clone()
-                .filter(|_| !d.status.is_free())
-                .map(|id| (id, d.ticket));
-            if let Some((delivery, _)) = &serving {
-                state.by_delivery.insert(delivery.clone(), d.id.clone());
-            }
-            state.slots.insert(
-                d.id.clone(),
-                Slot {
-                    position: d.position,
-                    serving,
-                },
-            );
+            state.dispatch.add_drone(&d);
             state.spawn_drone(&myself, d).await?;
         }
         // Drones in the middle of a job report their progress again, in
         // case a report was lost when their previous actor stopped.
-        for drone_id in state.by_delivery.values() {
+        for drone_id in state.dispatch.busy_drones() {
             if let Some(drone) = ctx.drone(drone_id) {
                 let _ = drone.cast(DroneMsg::Resync);
             }
@@ -189,18 +102,12 @@ impl Actor for FleetActor {
         // Deliveries that were waiting for a drone when the fleet stopped
         // (those a drone already serves are not queued twice).
         for id in ctx.backends.deliveries.awaiting_drone().await? {
-            if state.by_delivery.contains_key(&id) {
+            if state.dispatch.serves(&id) {
                 continue;
             }
             if let Some(r) = ctx.backends.deliveries.get(&id).await? {
                 if r.stage.awaits_drone() {
-                    state.waiting_since.insert(id.clone(), r.updated_at);
-                    state.pending.upsert_back(DroneRequest {
-                        delivery_id: id,
-                        ticket: r.ticket,
-                        pickup: r.delivery.pickup,
-                        dropoff: r.delivery.dropoff,
-                    });
+                    state.dispatch.enqueue(drone_request(&r), r.updated_at);
                 }
             }
         }
@@ -247,9 +154,8 @@ impl Actor for FleetActor {
         match msg {
             FleetMsg::Request(req) => state.request(req),
             FleetMsg::Withdraw { delivery_id } => {
-                state.pending.remove(&delivery_id);
-                state.waiting_since.remove(&delivery_id);
-                state.release(&delivery_id);
+                let abort = state.dispatch.withdraw(&delivery_id);
+                state.abort(abort);
                 state.dispatch_pending();
             }
             FleetMsg::Free {
@@ -257,39 +163,11 @@ impl Actor for FleetActor {
                 delivery_id,
                 position,
             } => {
-                if let Some(slot) = state.slots.get_mut(&drone_id) {
-                    slot.position = position;
-                    // An empty id marks a drone that refused a job while busy
-                    // with one the fleet did not know: any Free releases it.
-                    if slot
-                        .serving
-                        .as_ref()
-                        .is_some_and(|(d, _)| *d == delivery_id || d.is_empty())
-                    {
-                        slot.serving = None;
-                        state.by_delivery.remove(&delivery_id);
-                    }
-                }
+                state.dispatch.free(&drone_id, &delivery_id, position);
                 state.dispatch_pending();
             }
             FleetMsg::Rejected { drone_id, request } => {
-                if let Some(slot) = state.slots.get_mut(&drone_id) {
-                    if slot
-                        .serving
-                        .as_ref()
-                        .is_some_and(|(d, _)| *d == request.delivery_id)
-                    {
-                        // The drone is busy with something we lost track of:
-                        // leave it out until it reports free.
-                        slot.serving = Some((String::new(), 0));
-                    }
-                }
-                state.by_delivery.remove(&request.delivery_id);
-                state
-                    .waiting_since
-                    .entry(request.delivery_id.clone())
-                    .or_insert_with(Utc::now);
-                state.pending.push_front(request);
+                state.dispatch.rejected(&drone_id, request, Utc::now());
                 state.dispatch_pending();
             }
             FleetMsg::Respawn(drone_id) => {
@@ -395,81 +273,50 @@ impl FleetState {
     fn schedule_respawn(&mut self, myself: &ActorRef<FleetMsg>, drone_id: String) {
         let n = self.restarts.entry(drone_id.clone()).or_insert(0);
         *n = n.saturating_add(1);
-        let delay = Duration::from_millis(50u64.saturating_mul(1 << (*n).min(8)));
+        let delay = RESPAWN_BACKOFF.delay(*n - 1);
         myself.send_after(delay, move || FleetMsg::Respawn(drone_id));
     }
 
     fn request(&mut self, req: DroneRequest) {
-        if let Some(drone_id) = self.by_delivery.get(&req.delivery_id) {
-            let current = self
-                .slots
-                .get(drone_id)
-                .and_then(|s| s.serving.as_ref())
-                .map(|(_, t)| *t);
-            if current.is_some_and(|t| t >= req.ticket) {
-                return; // already served (a redelivered message)
-            }
-            self.release(&req.delivery_id);
-        }
-        let delivery_id = req.delivery_id.clone();
-        if self.pending.upsert_back(req) {
-            self.waiting_since
-                .entry(delivery_id)
-                .or_insert_with(Utc::now);
-        }
+        let abort = self.dispatch.request(req, Utc::now());
+        self.abort(abort);
         self.dispatch_pending();
     }
 
-    /// Frees the drone serving `delivery_id`, telling it to abort.
-    fn release(&mut self, delivery_id: &str) {
-        if let Some(drone_id) = self.by_delivery.remove(delivery_id) {
-            if let Some(slot) = self.slots.get_mut(&drone_id) {
-                slot.serving = None;
-            }
-            if let Some(drone) = self.ctx.drone(&drone_id) {
-                let _ = drone.cast(DroneMsg::Abort {
-                    delivery_id: delivery_id.to_owned(),
-                });
-            }
+    /// Tells a drone to drop a job the dispatcher took from it.
+    fn abort(&self, abort: Option<Abort>) {
+        let Some(Abort {
+            drone_id,
+            delivery_id,
+        }) = abort
+        else {
+            return;
+        };
+        if let Some(drone) = self.ctx.drone(&drone_id) {
+            let _ = drone.cast(DroneMsg::Abort { delivery_id });
         }
     }
 
-    /// Assigns waiting requests, oldest first, each to the nearest free drone.
+    /// Sends the dispatcher's assignments to their drones, oldest request
+    /// first, until no drone is free or nothing waits. A drone whose actor
+    /// is restarting gets its assignment handed back, tried again later.
     fn dispatch_pending(&mut self) {
-        while let Some(req) = self.pending.front() {
-            let nearest = self
-                .slots
-                .iter()
-                .filter(|(_, s)| s.serving.is_none())
-                .min_by(|(_, a), (_, b)| {
-                    a.position
-                        .distance_m(&req.pickup)
-                        .total_cmp(&b.position.distance_m(&req.pickup))
-                })
-                .map(|(id, _)| id.clone());
-            let Some(drone_id) = nearest else { break };
-            let Some(req) = self.pending.pop_front() else {
+        while let Some(assignment) = self.dispatch.next_assignment() {
+            let Some(drone) = self.ctx.drone(&assignment.drone_id) else {
+                self.dispatch.hand_back(assignment);
                 break;
             };
-            let Some(drone) = self.ctx.drone(&drone_id) else {
-                // Restarting: keep the request, try another drone later.
-                self.pending.push_front(req);
-                break;
-            };
-            if let Some(slot) = self.slots.get_mut(&drone_id) {
-                slot.serving = Some((req.delivery_id.clone(), req.ticket));
-            }
-            self.waiting_since.remove(&req.delivery_id);
-            self.by_delivery
-                .insert(req.delivery_id.clone(), drone_id.clone());
-            if let Err(ractor::MessagingErr::SendErr(DroneMsg::Assign(req))) =
-                drone.cast(DroneMsg::Assign(req))
+            let drone_id = assignment.drone_id.clone();
+            let waiting_since = assignment.waiting_since;
+            if let Err(ractor::MessagingErr::SendErr(DroneMsg::Assign(request))) =
+                drone.cast(DroneMsg::Assign(assignment.request))
             {
-                if let Some(slot) = self.slots.get_mut(&drone_id) {
-                    slot.serving = None;
-                }
-                self.by_delivery.remove(&req.delivery_id);
-                self.pending.push_front(req);
+                self.dispatch
+                    .hand_back(crate::domain::dispatch::Assignment {
+                        drone_id,
+                        request,
+                        waiting_since,
+                    });
                 break;
             }
         }
@@ -486,42 +333,27 @@ impl FleetState {
             return;
         };
         let now = Utc::now();
-        let expired: Vec<DroneRequest> = self
-            .pending
-            .iter()
-            .filter(|r| {
-                self.waiting_since
-                    .get(&r.delivery_id)
-                    .is_some_and(|t| now - *t > max)
-            })
-            .cloned()
-            .collect();
-        for req in expired {
-            self.pending.remove(&req.delivery_id);
-            self.waiting_since.remove(&req.delivery_id);
+        for req in self.dispatch.take_expired(now, max) {
             let reason = format!("no drone became free within {} s", max.num_seconds());
             tracing::warn!(delivery_id = %req.delivery_id, %reason, "compensating: giving up on the delivery");
-            let msg = crate::delivery::DeliveryMsg::Compensate {
+            let msg = DeliveryMsg::Compensate {
                 ticket: req.ticket,
                 reason,
             };
-            if let Err(e) = self.ctx.tell_delivery(&req.delivery_id, msg).await {
-                // Keep it waiting; the next tick tries again.
+            if let Err(e) = crate::delivery::tell(&self.ctx, &req.delivery_id, msg).await {
+                // Keep it waiting, already expired; the next tick tries again.
                 tracing::warn!(delivery_id = %req.delivery_id, error = %e, "could not reach the delivery to compensate");
-                self.waiting_since.insert(
-                    req.delivery_id.clone(),
-                    now - max - chrono::Duration::seconds(1),
-                );
-                self.pending.upsert_back(req);
+                self.dispatch
+                    .enqueue(req, now - max - chrono::Duration::seconds(1));
             }
         }
     }
 
     fn snapshot(&self) -> FleetSnapshot {
         FleetSnapshot {
-            drones: self.slots.len(),
-            free: self.slots.values().filter(|s| s.serving.is_none()).count(),
-            pending: self.pending.len(),
+            drones: self.dispatch.drones(),
+            free: self.dispatch.free_drones(),
+            pending: self.dispatch.waiting(),
             restarts: self.total_restarts,
         }
     }

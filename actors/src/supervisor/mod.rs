@@ -182,6 +182,36 @@ pub struct SupervisorStatus {
     pub children: Vec<ChildStatus>,
 }
 
+/// Whether a supervised actor is up, as operators read it (`"running"`,
+/// `"restarting"`, `"stopped"` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Up.
+    Running,
+    /// Down and about to be started again (after its backoff).
+    Restarting,
+    /// Down for good (the tree is stopping, or it is not part of this role).
+    Stopped,
+}
+
+impl RunState {
+    /// The name operators read.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Restarting => "restarting",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One supervised child.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -189,7 +219,7 @@ pub struct ChildStatus {
     /// Name.
     pub name: String,
     /// `running` or `restarting`.
-    pub status: &'static str,
+    pub status: RunState,
     /// Restarts since start (failures and operator restarts).
     pub restarts: u64,
     /// The last failure, if any.
@@ -451,14 +481,9 @@ impl SupervisorState {
                 }
             });
         }
-        let exp = u32::try_from(self.intensity.count().saturating_sub(1))
-            .unwrap_or(u32::MAX)
-            .min(16);
-        let delay = self
-            .policy
-            .min_backoff
-            .saturating_mul(1 << exp)
-            .min(self.policy.max_backoff);
+        let attempt = u32::try_from(self.intensity.count().saturating_sub(1)).unwrap_or(u32::MAX);
+        let delay = crate::backoff::Backoff::new(self.policy.min_backoff, self.policy.max_backoff)
+            .delay(attempt);
         myself.send_after(delay, move || SupervisorMsg::Restart(affected));
         Ok(())
     }
@@ -473,9 +498,9 @@ impl SupervisorState {
                 .map(|c| ChildStatus {
                     name: c.spec.name.clone(),
                     status: if c.cell.is_some() {
-                        "running"
+                        RunState::Running
                     } else {
-                        "restarting"
+                        RunState::Restarting
                     },
                     restarts: c.restarts,
                     last_failure: c.last_failure.as_ref().map(|f| f.0.clone()),

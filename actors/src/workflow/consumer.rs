@@ -27,9 +27,14 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{process, settle};
+use crate::backoff::Backoff;
 use crate::context::Context;
 use crate::metrics::{self as m, LiveActor};
 use crate::ports::ReceivedMessage;
+
+/// Pause after a failed receive: 100 ms doubling up to 12.8 s.
+const RECEIVE_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_millis(12_800));
 
 /// One received message on its way through the pool, with the permit that
 /// counts it against the prefetch limit.
@@ -196,8 +201,7 @@ impl Actor for Pump {
             }
             Err(e) => {
                 state.failures = state.failures.saturating_add(1);
-                let delay =
-                    Duration::from_millis(100u64.saturating_mul(1 << state.failures.min(7)));
+                let delay = RECEIVE_BACKOFF.delay(state.failures);
                 tracing::warn!(error = %e, ?delay, "queue receive failed; backing off");
                 myself.send_after(delay, || PumpMsg::Pump);
             }

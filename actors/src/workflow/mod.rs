@@ -14,6 +14,7 @@
 //! system dead-lettered both.
 
 mod consumer;
+mod outcome;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,48 +25,40 @@ use ractor::rpc::CallResult;
 pub use consumer::{
     drain_workflow, start_workflow, Pump, PumpMsg, WorkflowJob, WorkflowWorker, WORKER_STARTS,
 };
+pub use outcome::{
+    call_failed, refused, settlement, CallError, DeadLetterReason, Outcome, Settlement,
+};
 
+use crate::backoff::Backoff;
 use crate::context::Context;
-use crate::delivery::{CreateOutcome, DeliveryError, DeliveryMsg, NewDelivery};
-use crate::domain::{Confirmation, DeliveryRequest, DeliveryStage, Package, RescheduleRequest};
+use crate::delivery::ActivationError;
+use crate::domain::{Confirmation, DeliveryRequest, Package, RescheduleRequest};
 use crate::metrics as m;
 use crate::ports::{DeadLetter, Operation, QueueMessage, ReceivedMessage};
-
-/// What to do with a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Processed; complete it.
-    Done,
-    /// A transient failure; redeliver later (dead-letter after the last attempt).
-    Retry(String),
-    /// It can never succeed; dead-letter it with this reason.
-    DeadLetter(String),
-    /// A backend is down: redeliver later, however many attempts that takes.
-    /// A transient outage must not turn accepted requests into dead letters;
-    /// the circuit breaker keeps the pump from hammering the backend.
-    Unavailable(String),
-}
+use crate::protocol::{CreateOutcome, DeliveryError, DeliveryMsg, NewDelivery};
 
 /// Decides the fate of one message. Never panics and never touches the queue.
 pub async fn process(ctx: &Arc<Context>, message: &QueueMessage) -> Outcome {
     let Some(op) = Operation::parse(&message.operation) else {
-        return Outcome::DeadLetter(format!("unknown operation '{}'", message.operation));
+        return Outcome::DeadLetter(DeadLetterReason::UnknownOperation(
+            message.operation.clone(),
+        ));
     };
     let body: serde_json::Value = match serde_json::from_str(&message.body) {
         Ok(v) => v,
-        Err(e) => return Outcome::DeadLetter(format!("body is not JSON: {e}")),
+        Err(e) => return Outcome::DeadLetter(DeadLetterReason::NotJson(e.to_string())),
     };
     match op {
         Operation::Delivery => match DeliveryRequest::from_message(&body) {
             Ok(req) => create(ctx, req, message.correlation_id.clone()).await,
-            Err(e) => Outcome::DeadLetter(format!("invalid delivery message: {e}")),
+            Err(e) => invalid(format!("invalid delivery message: {e}")),
         },
         Operation::Reschedule => match RescheduleRequest::from_message(&body) {
             Ok(req) => {
                 let id = req.delivery_id.clone();
                 command(ctx, &id, |reply| DeliveryMsg::Reschedule(req, reply)).await
             }
-            Err(e) => Outcome::DeadLetter(format!("invalid reschedule message: {e}")),
+            Err(e) => invalid(format!("invalid reschedule message: {e}")),
         },
         Operation::Confirm => match serde_json::from_value::<ConfirmMessage>(body) {
             Ok(ConfirmMessage {
@@ -78,16 +71,18 @@ pub async fn process(ctx: &Arc<Context>, message: &QueueMessage) -> Outcome {
                 })
                 .await
             }
-            Ok(_) => Outcome::DeadLetter("invalid confirm message: empty deliveryId".into()),
-            Err(e) => Outcome::DeadLetter(format!("invalid confirm message: {e}")),
+            Ok(_) => invalid("invalid confirm message: empty deliveryId".into()),
+            Err(e) => invalid(format!("invalid confirm message: {e}")),
         },
         Operation::Cancel => match body.as_str() {
             Some(id) if !id.is_empty() => command(ctx, id, DeliveryMsg::Cancel).await,
-            _ => Outcome::DeadLetter(
-                "cancel message body must be the delivery id as a JSON string".into(),
-            ),
+            _ => invalid("cancel message body must be the delivery id as a JSON string".into()),
         },
     }
+}
+
+fn invalid(why: String) -> Outcome {
+    Outcome::DeadLetter(DeadLetterReason::Invalid(why))
 }
 
 /// Body of a `confirm` message.
@@ -132,7 +127,7 @@ async fn create(
         Ok(Err(e)) => from_delivery_error(ctx, e),
         Err(e) => {
             ctx.breakers.deliveries.failure();
-            call_failed(e)
+            call_failed(&e)
         }
     }
 }
@@ -149,69 +144,39 @@ where
         Ok(Err(e)) => from_delivery_error(ctx, e),
         Err(e) => {
             ctx.breakers.deliveries.failure();
-            call_failed(e)
+            call_failed(&e)
         }
     }
 }
 
+/// Feeds the store breaker and classifies a refusal or store failure.
 fn from_delivery_error(ctx: &Context, e: DeliveryError) -> Outcome {
     if matches!(e, DeliveryError::Store(_)) {
         ctx.breakers.deliveries.failure();
     } else {
         ctx.breakers.deliveries.success();
     }
-    match e {
-        // The create may still be on its way (another consumer, another
-        // process): retry, and dead-letter only after the last attempt.
-        DeliveryError::NotFound => Outcome::Retry("delivery not found".into()),
-        DeliveryError::Store(e) => Outcome::Unavailable(format!("delivery store: {e}")),
-        DeliveryError::WrongStage(stage) => Outcome::DeadLetter(format!(
-            "not possible: the delivery is {}",
-            match stage {
-                DeliveryStage::HeadedToDropoff => "already picked up",
-                DeliveryStage::Completed => "already completed",
-                DeliveryStage::Cancelled => "cancelled",
-                other => other.name(),
-            }
-        )),
-        DeliveryError::Invalid(why) => Outcome::DeadLetter(why),
-    }
+    refused(e)
 }
 
-/// Marks a call error caused by activation (the store could not load the
-/// delivery), which is an outage rather than a failure of the message.
-const UNAVAILABLE: &str = "activation: ";
-
-/// Classifies a failed call to a delivery actor.
-fn call_failed(e: String) -> Outcome {
-    if e.starts_with(UNAVAILABLE) {
-        Outcome::Unavailable(e)
-    } else {
-        Outcome::Retry(e)
-    }
-}
-
-async fn call<T, F>(ctx: &Arc<Context>, id: &str, build: F) -> Result<T, String>
+async fn call<T, F>(ctx: &Arc<Context>, id: &str, build: F) -> Result<T, CallError>
 where
     T: Send + 'static,
     F: FnOnce(ractor::RpcReplyPort<T>) -> DeliveryMsg,
 {
-    let actor = ctx
-        .delivery(id)
-        .await
-        .map_err(|e| format!("{UNAVAILABLE}{e}"))?;
+    let actor = crate::delivery::activate(ctx, id).await?;
     match actor.call(build, Some(ctx.config.call_timeout)).await {
         Ok(CallResult::Success(v)) => Ok(v),
-        Ok(CallResult::Timeout) => Err("delivery actor timed out".into()),
-        Ok(CallResult::SenderError) => Err("delivery actor stopped before replying".into()),
-        Err(e) => Err(format!("delivery actor unreachable: {e}")),
+        Ok(CallResult::Timeout) => Err(CallError::Timeout),
+        Ok(CallResult::SenderError) => Err(CallError::Stopped),
+        Err(e) => Err(CallError::Unreachable(e.to_string())),
     }
 }
 
-/// Exponential backoff: the base retry delay doubled per earlier attempt, capped.
+/// The backoff of a message put back on the queue: the base retry delay
+/// doubled per earlier delivery, up to `cap`.
 fn retry_delay(ctx: &Context, delivery_count: u32, cap: Duration) -> Duration {
-    let exp = delivery_count.saturating_sub(1).min(8);
-    ctx.config.retry_delay.saturating_mul(1 << exp).min(cap)
+    Backoff::new(ctx.config.retry_delay, cap).delay(delivery_count.saturating_sub(1))
 }
 
 /// Applies an [`Outcome`] to the queue. A settle failure is logged and left to
@@ -220,22 +185,22 @@ fn retry_delay(ctx: &Context, delivery_count: u32, cap: Duration) -> Duration {
 pub async fn settle(ctx: &Context, received: &ReceivedMessage, outcome: Outcome) {
     let queue = &ctx.backends.queue;
     let op = Operation::parse(&received.message.operation).map_or("unknown", Operation::as_str);
-    let (label, result) = match outcome {
-        Outcome::Done => ("completed", queue.complete(&received.lock).await),
-        Outcome::Retry(reason) if received.delivery_count < ctx.config.max_delivery_attempts => {
+    let settlement = settlement(
+        outcome,
+        received.delivery_count,
+        ctx.config.max_delivery_attempts,
+    );
+    let (label, result) = match settlement {
+        Settlement::Complete => ("completed", queue.complete(&received.lock).await),
+        Settlement::RetryLater(reason) => {
             let delay = retry_delay(ctx, received.delivery_count, Duration::from_secs(60));
             tracing::warn!(message_id = %received.message.message_id, attempt = received.delivery_count, %reason, ?delay, "retrying message");
             ("retried", queue.abandon(&received.lock, delay).await)
         }
-        Outcome::Retry(reason) => {
-            let reason = format!(
-                "gave up after {} attempts: {reason}",
-                received.delivery_count
-            );
+        Settlement::DeadLetter(reason) => {
             ("deadlettered", dead_letter(ctx, received, reason).await)
         }
-        Outcome::DeadLetter(reason) => ("deadlettered", dead_letter(ctx, received, reason).await),
-        Outcome::Unavailable(reason) => {
+        Settlement::Defer(reason) => {
             let delay = retry_delay(ctx, received.delivery_count, Duration::from_secs(30));
             tracing::warn!(message_id = %received.message.message_id, attempt = received.delivery_count, %reason, ?delay, "backend unavailable; message goes back to the queue");
             ("deferred", queue.abandon(&received.lock, delay).await)
@@ -250,8 +215,10 @@ pub async fn settle(ctx: &Context, received: &ReceivedMessage, outcome: Outcome)
 async fn dead_letter(
     ctx: &Context,
     received: &ReceivedMessage,
-    reason: String,
+    reason: DeadLetterReason,
 ) -> crate::ports::StoreResult<()> {
+    let kind = reason.kind();
+    let reason = reason.to_string();
     tracing::warn!(message_id = %received.message.message_id, %reason, "dead-lettering message");
     let now = Utc::now();
     let letter = DeadLetter {
@@ -265,7 +232,7 @@ async fn dead_letter(
     // Store first: a message is removed from the queue only once its dead
     // letter is safe.
     ctx.backends.dead_letters.put(letter).await?;
-    metrics::counter!(m::DEAD_LETTERS_TOTAL, "reason" => m::dead_letter_kind(&reason)).increment(1);
+    metrics::counter!(m::DEAD_LETTERS_TOTAL, "reason" => kind.label()).increment(1);
     ctx.backends
         .queue
         .dead_letter(&received.lock, &reason)

@@ -145,7 +145,7 @@ async fn run(deliveries: usize, drones: usize) -> anyhow::Result<()> {
     let rss_live = proc_status_bytes("VmRSS:");
     for id in &ids {
         if let Some(actor) =
-            ActorRef::<dronedelivery_actors::delivery::DeliveryMsg>::where_is(ctx.delivery_name(id))
+            ActorRef::<dronedelivery_actors::protocol::DeliveryMsg>::where_is(ctx.delivery_name(id))
         {
             actor.stop(None);
         }

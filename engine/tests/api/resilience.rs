@@ -188,7 +188,10 @@ async fn operator_restarts_during_a_burst_lose_no_delivery() {
         match i {
             100 => {
                 let s = app.engine.restart_supervisor("fleet").await;
-                assert!(s.as_ref().is_ok_and(|s| s.status == "running"), "{s:?}");
+                assert!(
+                    s.as_ref().is_ok_and(|s| s.status.name() == "running"),
+                    "{s:?}"
+                );
             }
             250 => {
                 let s = app.engine.restart_supervisor("consumers").await;
@@ -443,7 +446,10 @@ async fn a_delivery_no_drone_can_take_is_compensated_and_can_be_replayed() {
     // Compensated: cancelled with the reason, dead-lettered, in the history.
     app.wait_for_stage(&waiting, stage::CANCELLED, LONG).await;
     let record = app.engine.delivery(&waiting).await.ok().flatten();
-    let reason = record.and_then(|r| r.cancel_reason).unwrap_or_default();
+    let reason = record
+        .and_then(|r| r.cancel_reason)
+        .map(|r| r.to_string())
+        .unwrap_or_default();
     assert!(reason.contains("no drone"), "{reason}");
     let letter_id = format!("compensated-{waiting}");
     let (letters, _) = app.engine.dead_letters(0, 10).await.unwrap_or_default();

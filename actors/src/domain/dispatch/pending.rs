@@ -12,11 +12,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::DroneRequest;
+use crate::domain::DroneRequest;
 
 /// Waiting requests in arrival order, indexed by delivery id.
 #[derive(Debug, Default)]
-pub(crate) struct PendingQueue {
+pub(super) struct PendingQueue {
     order: VecDeque<(String, u64)>,
     waiting: HashMap<String, (u64, DroneRequest)>,
     next_seq: u64,
@@ -24,14 +24,14 @@ pub(crate) struct PendingQueue {
 
 impl PendingQueue {
     /// Deliveries waiting.
-    pub(crate) fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.waiting.len()
     }
 
     /// Adds `req` at the back, or, when its delivery already waits, replaces
     /// the waiting request in place if `req`'s ticket is not older. Returns
     /// whether the delivery was not waiting before.
-    pub(crate) fn upsert_back(&mut self, req: DroneRequest) -> bool {
+    pub(super) fn upsert_back(&mut self, req: DroneRequest) -> bool {
         if let Some((_, existing)) = self.waiting.get_mut(&req.delivery_id) {
             if req.ticket >= existing.ticket {
                 *existing = req;
@@ -45,35 +45,35 @@ impl PendingQueue {
     }
 
     /// Puts `req` first (a request handed back, to be served next).
-    pub(crate) fn push_front(&mut self, req: DroneRequest) {
+    pub(super) fn push_front(&mut self, req: DroneRequest) {
         let seq = self.seq();
         self.order.push_front((req.delivery_id.clone(), seq));
         self.waiting.insert(req.delivery_id.clone(), (seq, req));
     }
 
     /// Removes the waiting request of `delivery_id`.
-    pub(crate) fn remove(&mut self, delivery_id: &str) -> Option<DroneRequest> {
+    pub(super) fn remove(&mut self, delivery_id: &str) -> Option<DroneRequest> {
         let removed = self.waiting.remove(delivery_id).map(|(_, r)| r);
         self.compact();
         removed
     }
 
     /// The oldest waiting request.
-    pub(crate) fn front(&mut self) -> Option<&DroneRequest> {
+    pub(super) fn front(&mut self) -> Option<&DroneRequest> {
         self.skip_stale();
         let (id, _) = self.order.front()?;
         self.waiting.get(id).map(|(_, r)| r)
     }
 
     /// Takes the oldest waiting request.
-    pub(crate) fn pop_front(&mut self) -> Option<DroneRequest> {
+    pub(super) fn pop_front(&mut self) -> Option<DroneRequest> {
         self.skip_stale();
         let (id, _) = self.order.pop_front()?;
         self.waiting.remove(&id).map(|(_, r)| r)
     }
 
     /// Every waiting request, in no particular order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &DroneRequest> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = &DroneRequest> {
         self.waiting.values().map(|(_, r)| r)
     }
 

@@ -1,0 +1,528 @@
+//! Table tests of the delivery's stage machine: every stage × every command
+//! and drone report, then the cases a table does not name (stale tickets,
+//! repeated and lost reports, another drone, compensation and revival).
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use super::*;
+use crate::domain::{ConfirmationRequired, ConfirmationTime, Location};
+
+const D1: &str = "drone-0001";
+const D2: &str = "drone-0002";
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
+}
+
+fn area() -> ServiceArea {
+    ServiceArea::default()
+}
+
+fn rules(area: &ServiceArea) -> Rules<'_> {
+    Rules {
+        area,
+        drone_speed_mps: 10.0,
+    }
+}
+
+fn request(id: &str) -> DeliveryRequest {
+    DeliveryRequest::from_message(&serde_json::json!({
+        "deliveryId": id,
+        "ownerId": "owner",
+        "pickupLocation": "47.60,-122.30",
+        "dropoffLocation": "47.65,-122.20",
+        "deadline": "",
+        "expedited": true,
+        "confirmationRequired": "None",
+        "packageInfo": {"packageId": "p1", "size": "Small", "weight": 2.0, "tag": "t"},
+    }))
+    .unwrap()
+}
+
+fn create_command(id: &str) -> Command {
+    Command::Create(Box::new(NewDelivery {
+        request: request(id),
+        correlation_id: Some("corr".into()),
+    }))
+}
+
+/// A stored record in `stage`, ticket 1; a drone serves it from
+/// HeadedToPickup on (and a completed delivery keeps its drone).
+fn record(stage: DeliveryStage) -> DeliveryRecord {
+    let area = area();
+    let created = apply(None, create_command("d-1"), rules(&area), t0()).unwrap();
+    let mut r = created.change.unwrap().record;
+    if matches!(
+        stage,
+        DeliveryStage::HeadedToPickup | DeliveryStage::HeadedToDropoff | DeliveryStage::Completed
+    ) {
+        r.delivery.drone_id = Some(D1.into());
+    }
+    r.stage = stage;
+    r
+}
+
+fn reschedule_command() -> Command {
+    Command::Reschedule(RescheduleRequest {
+        delivery_id: "d-1".into(),
+        pickup_location: Some("47.61,-122.31".into()),
+        dropoff_location: None,
+        deadline: Some("tomorrow".into()),
+        pickup_time: None,
+    })
+}
+
+fn confirm_command() -> Command {
+    Command::Confirm(Box::new(Confirmation {
+        date_time: ConfirmationTime {
+            date_time_value: "2026-01-01T12:30:00Z".into(),
+        },
+        geo_coordinates: Location::new(47.65, -122.2),
+        confirmation_type: ConfirmationRequired::None,
+        confirmation_blob: "blob".into(),
+        received_at: t0(),
+    }))
+}
+
+fn assigned(ticket: u64, drone: &str) -> Command {
+    Command::Drone(DroneReport::Assigned {
+        ticket,
+        drone_id: drone.into(),
+        position: Location::new(47.5, -122.4),
+        pickup_eta: t0() + Duration::minutes(5),
+        delivery_eta: t0() + Duration::minutes(10),
+    })
+}
+
+fn picked_up(ticket: u64, drone: &str) -> Command {
+    Command::Drone(DroneReport::PickedUp {
+        ticket,
+        drone_id: drone.into(),
+        position: Location::new(47.6, -122.3),
+        delivery_eta: t0() + Duration::minutes(9),
+    })
+}
+
+fn delivered(ticket: u64, drone: &str) -> Command {
+    Command::Drone(DroneReport::Delivered {
+        ticket,
+        drone_id: drone.into(),
+        position: Location::new(47.65, -122.2),
+        flown_m: 36_000.0,
+    })
+}
+
+fn compensate_command(ticket: u64) -> Command {
+    Command::Compensate {
+        ticket,
+        reason: "no drone became free within 60 s".into(),
+    }
+}
+
+/// The kinds of effects, in order, as short names.
+fn effect_names(d: &Decision) -> Vec<&'static str> {
+    d.effects
+        .iter()
+        .map(|e| match e {
+            Effect::RequestDrone(_) => "request",
+            Effect::Withdraw => "withdraw",
+            Effect::ReleaseDrone { .. } => "release",
+            Effect::NotifyRecipients => "notify",
+        })
+        .collect()
+}
+
+#[derive(Debug)]
+enum Expect {
+    /// Refused.
+    No(Rejection),
+    /// Decided: the verdict, the stage stored (`None`: nothing stored),
+    /// the stage events appended, the effects sent.
+    Yes(
+        Verdict,
+        Option<DeliveryStage>,
+        usize,
+        &'static [&'static str],
+    ),
+}
+
+use DeliveryStage::*;
+use Expect::{No, Yes};
+use Verdict::{AlreadyExists, Applied, Ignored as Ign, Unchanged};
+
+fn commands() -> [(&'static str, Command); 8] {
+    [
+        ("create", create_command("d-1")),
+        ("reschedule", reschedule_command()),
+        ("cancel", Command::Cancel),
+        ("confirm", confirm_command()),
+        ("assigned", assigned(1, D1)),
+        ("picked up", picked_up(1, D1)),
+        ("delivered", delivered(1, D1)),
+        ("compensate", compensate_command(1)),
+    ]
+}
+
+/// Rows: stage; columns: the commands of [`commands`], in order.
+fn table() -> Vec<(DeliveryStage, [Expect; 8])> {
+    let waiting = |stage| {
+        [
+            Yes(AlreadyExists, None, 0, &["request"]),
+            Yes(Applied, Some(Rescheduled), 1, &["request"]),
+            Yes(Applied, Some(Cancelled), 1, &["withdraw"]),
+            No(Rejection::WrongStage(stage)),
+            Yes(Applied, Some(HeadedToPickup), 1, &[]),
+            // A lost Assigned: the pickup implies it.
+            Yes(Applied, Some(HeadedToDropoff), 2, &[]),
+            // Lost Assigned and PickedUp: the drop-off implies both.
+            Yes(Applied, Some(Completed), 3, &["release"]),
+            Yes(Applied, Some(Cancelled), 1, &[]),
+        ]
+    };
+    vec![
+        (Created, waiting(Created)),
+        (Rescheduled, waiting(Rescheduled)),
+        (
+            HeadedToPickup,
+            [
+                Yes(AlreadyExists, None, 0, &[]),
+                Yes(Applied, Some(Rescheduled), 1, &["request"]),
+                Yes(Applied, Some(Cancelled), 1, &["withdraw"]),
+                No(Rejection::WrongStage(HeadedToPickup)),
+                // A repeated Assigned (a drone resyncing) adds nothing.
+                Yes(Unchanged, None, 0, &[]),
+                Yes(Applied, Some(HeadedToDropoff), 1, &[]),
+                Yes(Applied, Some(Completed), 2, &["release"]),
+                Yes(Ign(Ignored::NotWaiting), None, 0, &[]),
+            ],
+        ),
+        (
+            HeadedToDropoff,
+            [
+                Yes(AlreadyExists, None, 0, &[]),
+                // Reschedule after pickup: the package is on board.
+                No(Rejection::WrongStage(HeadedToDropoff)),
+                // Cancel after pickup is allowed (the drone is called off).
+                Yes(Applied, Some(Cancelled), 1, &["withdraw"]),
+                // Confirmation before delivery.
+                No(Rejection::WrongStage(HeadedToDropoff)),
+                Yes(Unchanged, None, 0, &[]),
+                Yes(Unchanged, None, 0, &[]),
+                Yes(Applied, Some(Completed), 1, &["release"]),
+                Yes(Ign(Ignored::NotWaiting), None, 0, &[]),
+            ],
+        ),
+        (
+            Completed,
+            [
+                Yes(AlreadyExists, None, 0, &[]),
+                No(Rejection::WrongStage(Completed)),
+                No(Rejection::WrongStage(Completed)),
+                Yes(Applied, Some(Completed), 0, &["notify"]),
+                Yes(Ign(Ignored::Finished), None, 0, &[]),
+                Yes(Ign(Ignored::Finished), None, 0, &[]),
+                // A repeated Delivered still releases the drone.
+                Yes(Ign(Ignored::Finished), None, 0, &["release"]),
+                Yes(Ign(Ignored::NotWaiting), None, 0, &[]),
+            ],
+        ),
+        (
+            Cancelled,
+            [
+                Yes(AlreadyExists, None, 0, &[]),
+                No(Rejection::WrongStage(Cancelled)),
+                // Cancel is idempotent.
+                Yes(Unchanged, None, 0, &[]),
+                No(Rejection::WrongStage(Cancelled)),
+                Yes(Ign(Ignored::Finished), None, 0, &[]),
+                Yes(Ign(Ignored::Finished), None, 0, &[]),
+                Yes(Ign(Ignored::Finished), None, 0, &["release"]),
+                Yes(Ign(Ignored::NotWaiting), None, 0, &[]),
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn every_stage_by_every_command() {
+    let area = area();
+    let mut cases = 0;
+    for (stage, row) in table() {
+        let current = record(stage);
+        for ((name, command), expect) in commands().into_iter().zip(row) {
+            let case = format!("{} × {name}", stage.name());
+            let at = t0() + Duration::minutes(1);
+            let result = apply(Some(&current), command, rules(&area), at);
+            match (expect, result) {
+                (No(want), Err(got)) => assert_eq!(got, want, "{case}"),
+                (Yes(verdict, stored, events, effects), Ok(d)) => {
+                    assert_eq!(d.verdict, verdict, "{case}: verdict");
+                    assert_eq!(effect_names(&d), effects, "{case}: effects");
+                    let change = d.change.as_ref();
+                    assert_eq!(change.map(|c| c.record.stage), stored, "{case}: stage");
+                    assert_eq!(
+                        change.map_or(0, |c| c.events.len()),
+                        events,
+                        "{case}: events"
+                    );
+                    if let Some(c) = change {
+                        // Every change is a new version; events are the
+                        // stages passed through, in order, ending where the
+                        // record is.
+                        assert!(c.record.version > current.version, "{case}: version");
+                        assert_eq!(c.record.updated_at, at, "{case}: updated_at");
+                        if let Some(last) = c.events.last() {
+                            assert_eq!(last.stage, c.record.stage, "{case}: last event");
+                            assert!(c
+                                .events
+                                .iter()
+                                .all(|e| e.at == at && e.delivery_id == "d-1"));
+                        }
+                    }
+                }
+                (expect, got) => panic!("{case}: expected {expect:?}, got {got:?}"),
+            }
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, DeliveryStage::ALL.len() * 8);
+}
+
+#[test]
+fn an_unknown_delivery_is_created_and_refuses_everything_else() {
+    let area = area();
+    let created = apply(None, create_command("d-9"), rules(&area), t0()).unwrap();
+    assert_eq!(created.verdict, Verdict::Created);
+    let change = created.change.unwrap();
+    let r = &change.record;
+    assert_eq!(
+        (r.stage, r.ticket, r.version),
+        (DeliveryStage::Created, 1, 1)
+    );
+    assert_eq!(r.delivery.id, "d-9");
+    assert!(r.delivery.expedited);
+    assert_eq!(r.correlation_id.as_deref(), Some("corr"));
+    assert_eq!(r.pickup_location, "47.60,-122.30");
+    assert_eq!(r.delivery.pickup, Location::new(47.60, -122.30));
+    assert_eq!(change.events.len(), 1);
+    assert_eq!(
+        created.effects,
+        [Effect::RequestDrone(DroneRequest {
+            delivery_id: "d-9".into(),
+            ticket: 1,
+            pickup: r.delivery.pickup,
+            dropoff: r.delivery.dropoff,
+        })]
+    );
+    for command in [reschedule_command(), Command::Cancel, confirm_command()] {
+        assert_eq!(
+            apply(None, command, rules(&area), t0()),
+            Err(Rejection::NotFound)
+        );
+    }
+    let report = apply(None, delivered(1, D1), rules(&area), t0()).unwrap();
+    assert_eq!(report.verdict, Verdict::Ignored(Ignored::UnknownDelivery));
+    assert_eq!(effect_names(&report), ["release"]);
+    let gave_up = apply(None, compensate_command(1), rules(&area), t0()).unwrap();
+    assert_eq!(gave_up.verdict, Verdict::Ignored(Ignored::UnknownDelivery));
+}
+
+#[test]
+fn reports_and_compensation_of_an_older_ticket_are_ignored() {
+    let area = area();
+    let mut current = record(DeliveryStage::Rescheduled);
+    current.ticket = 2;
+    for command in [assigned(1, D1), picked_up(1, D1), compensate_command(1)] {
+        let d = apply(Some(&current), command, rules(&area), t0()).unwrap();
+        assert_eq!(d.verdict, Verdict::Ignored(Ignored::StaleTicket));
+        assert!(d.change.is_none() && d.effects.is_empty());
+    }
+    // The released drone's Delivered still lets it go.
+    let d = apply(Some(&current), delivered(1, D1), rules(&area), t0()).unwrap();
+    assert_eq!(d.verdict, Verdict::Ignored(Ignored::StaleTicket));
+    assert_eq!(
+        d.effects,
+        [Effect::ReleaseDrone {
+            drone_id: D1.into(),
+            ticket: 1
+        }]
+    );
+}
+
+#[test]
+fn a_drone_that_does_not_serve_the_delivery_is_ignored() {
+    let area = area();
+    for stage in [
+        DeliveryStage::HeadedToPickup,
+        DeliveryStage::HeadedToDropoff,
+    ] {
+        let current = record(stage);
+        for command in [assigned(1, D2), picked_up(1, D2), delivered(1, D2)] {
+            let d = apply(Some(&current), command, rules(&area), t0()).unwrap();
+            assert_eq!(
+                d.verdict,
+                Verdict::Ignored(Ignored::OtherDrone),
+                "{stage:?}"
+            );
+            assert!(d.change.is_none());
+        }
+    }
+}
+
+#[test]
+fn the_first_report_of_the_ticket_names_the_drone_and_its_etas() {
+    let area = area();
+    let current = record(DeliveryStage::Created);
+    let d = apply(Some(&current), assigned(1, D2), rules(&area), t0()).unwrap();
+    let r = d.change.unwrap().record;
+    assert_eq!(r.delivery.drone_id.as_deref(), Some(D2));
+    assert_eq!(r.pickup_eta, Some(t0() + Duration::minutes(5)));
+    assert_eq!(r.delivery_eta, Some(t0() + Duration::minutes(10)));
+    // PickedUp updates the delivery ETA and keeps the pickup ETA.
+    let d = apply(Some(&r), picked_up(1, D2), rules(&area), t0()).unwrap();
+    let change = d.change.unwrap();
+    assert_eq!(change.record.pickup_eta, r.pickup_eta);
+    assert_eq!(
+        change.record.delivery_eta,
+        Some(t0() + Duration::minutes(9))
+    );
+    assert_eq!(change.events[0].location, Some(Location::new(47.6, -122.3)));
+}
+
+#[test]
+fn delivered_records_history_and_repeats_change_nothing() {
+    let area = area();
+    let current = record(DeliveryStage::HeadedToDropoff);
+    let d = apply(Some(&current), delivered(1, D1), rules(&area), t0()).unwrap();
+    let change = d.change.unwrap();
+    let history = change.history.unwrap();
+    assert_eq!(history.stage, DeliveryStage::Completed);
+    assert_eq!(history.drone_id.as_deref(), Some(D1));
+    assert_eq!(history.distance_m, 36_000.0);
+    // 36 km at 10 m/s is one hour.
+    assert!((history.assigned_hours - 1.0).abs() < 1e-9);
+    assert_eq!(history.finished_at, t0());
+    let again = apply(Some(&change.record), delivered(1, D1), rules(&area), t0()).unwrap();
+    assert_eq!(again.verdict, Verdict::Ignored(Ignored::Finished));
+    assert!(again.change.is_none());
+    assert_eq!(effect_names(&again), ["release"]);
+}
+
+#[test]
+fn reschedule_takes_a_new_ticket_and_forgets_the_drone() {
+    let area = area();
+    let mut current = record(DeliveryStage::HeadedToPickup);
+    current.pickup_eta = Some(t0());
+    let d = apply(Some(&current), reschedule_command(), rules(&area), t0()).unwrap();
+    let r = d.change.unwrap().record;
+    assert_eq!(r.ticket, 2);
+    assert_eq!(r.delivery.drone_id, None);
+    assert_eq!((r.pickup_eta, r.delivery_eta), (None, None));
+    assert_eq!(r.pickup_location, "47.61,-122.31");
+    assert_eq!(r.delivery.pickup, Location::new(47.61, -122.31));
+    assert_eq!(r.delivery.deadline, "tomorrow");
+    assert!(matches!(&d.effects[..], [Effect::RequestDrone(req)] if req.ticket == 2));
+    let bad = Command::Reschedule(RescheduleRequest {
+        delivery_id: "d-1".into(),
+        pickup_location: Some(String::new()),
+        dropoff_location: None,
+        deadline: None,
+        pickup_time: None,
+    });
+    assert!(matches!(
+        apply(Some(&current), bad, rules(&area), t0()),
+        Err(Rejection::Invalid(_))
+    ));
+}
+
+#[test]
+fn a_confirmation_is_stored_once() {
+    let area = area();
+    let current = record(DeliveryStage::Completed);
+    let d = apply(Some(&current), confirm_command(), rules(&area), t0()).unwrap();
+    let r = d.change.unwrap().record;
+    assert!(r.confirmation.is_some());
+    let again = apply(Some(&r), confirm_command(), rules(&area), t0()).unwrap();
+    assert_eq!(again.verdict, Verdict::Unchanged);
+    assert!(again.change.is_none() && again.effects.is_empty());
+}
+
+#[test]
+fn cancel_records_history_and_withdraws() {
+    let area = area();
+    let current = record(DeliveryStage::HeadedToDropoff);
+    let d = apply(Some(&current), Command::Cancel, rules(&area), t0()).unwrap();
+    let change = d.change.unwrap();
+    let history = change.history.unwrap();
+    assert_eq!(history.stage, DeliveryStage::Cancelled);
+    assert_eq!(history.distance_m, 0.0);
+    assert_eq!(change.record.cancel_reason, None);
+    assert!(change.dead_letter.is_none());
+}
+
+#[test]
+fn compensation_cancels_with_the_reason_and_a_replay_revives() {
+    let area = area();
+    let current = record(DeliveryStage::Created);
+    let d = apply(Some(&current), compensate_command(1), rules(&area), t0()).unwrap();
+    let change = d.change.unwrap();
+    let reason = CancelReason::Compensated("no drone became free within 60 s".into());
+    assert_eq!(change.dead_letter.as_ref(), Some(&reason));
+    assert_eq!(change.record.cancel_reason.as_ref(), Some(&reason));
+    assert_eq!(
+        change
+            .record
+            .cancel_reason
+            .as_ref()
+            .map(ToString::to_string),
+        Some("compensated: no drone became free within 60 s".to_owned())
+    );
+    assert!(change.record.is_compensated());
+    assert!(change.history.is_some());
+    // The operator replays the dead letter: the delivery is taken up again
+    // with a new ticket.
+    let revived = apply(
+        Some(&change.record),
+        create_command("d-1"),
+        rules(&area),
+        t0(),
+    )
+    .unwrap();
+    assert_eq!(revived.verdict, Verdict::Revived);
+    let r = revived.change.unwrap().record;
+    assert_eq!((r.stage, r.ticket, r.cancel_reason), (Created, 2, None));
+    assert!(matches!(&revived.effects[..], [Effect::RequestDrone(req)] if req.ticket == 2));
+    // A client's cancel is not a compensation: a replay finds it existing.
+    let cancelled = record(DeliveryStage::Cancelled);
+    let d = apply(Some(&cancelled), create_command("d-1"), rules(&area), t0()).unwrap();
+    assert_eq!(d.verdict, Verdict::AlreadyExists);
+}
+
+#[test]
+fn cancel_reasons_read_back_as_written() {
+    for text in [
+        "compensated: no drone became free within 60 s",
+        "compensated",
+        "compensatedly",
+        "operator",
+    ] {
+        let reason = CancelReason::parse(text);
+        assert_eq!(reason.to_string(), text);
+        let json = serde_json::to_string(&reason).unwrap();
+        assert_eq!(json, serde_json::to_string(text).unwrap());
+        let back: CancelReason = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, reason);
+    }
+    assert!(CancelReason::parse("compensated: x").is_compensated());
+    assert!(!CancelReason::parse("compensatedly").is_compensated());
+}
+
+#[test]
+fn the_replayed_request_is_a_valid_delivery_message() {
+    let current = record(DeliveryStage::Created);
+    let body = replay_request(&current, None);
+    let again = DeliveryRequest::from_message(&body).unwrap();
+    assert_eq!(again.delivery_id, "d-1");
+    assert_eq!(again.package.package_id, "p1");
+    assert!(again.expedited);
+}

@@ -1,0 +1,170 @@
+//! The actor protocol: every message the delivery, drone and fleet actors
+//! send each other, in one place.
+//!
+//! The vocabulary is shared (a drone reports to a delivery, a delivery asks
+//! the fleet for a drone, the fleet assigns a drone), so it lives apart from
+//! any one actor's behaviour: [`crate::context::Context`] addresses actors
+//! with these types alone, and each actor module (`delivery`, `drone`,
+//! `fleet`) depends on this module and the context, never on another
+//! actor's internals. The data carried (requests, reports, records) is the
+//! domain's ([`crate::domain`]).
+
+use ractor::RpcReplyPort;
+use serde::Serialize;
+
+pub use crate::domain::lifecycle::NewDelivery;
+pub use crate::domain::{DroneReport, DroneRequest};
+
+use crate::domain::lifecycle::Rejection;
+use crate::domain::{Confirmation, DeliveryRecord, DeliveryStage, Location, RescheduleRequest};
+use crate::ports::StoreError;
+
+/// What `Create` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// Stored for the first time (or revived after a compensation).
+    Created,
+    /// It existed already (a redelivered message); nothing changed.
+    AlreadyExists,
+}
+
+/// Why a delivery command failed: the rules refused it (an answer, the
+/// actor keeps running), or the store did (retry later).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliveryError {
+    /// No such delivery (yet).
+    #[error("delivery not found")]
+    NotFound,
+    /// The command does not apply in this stage.
+    #[error("not possible in stage {}", .0.name())]
+    WrongStage(DeliveryStage),
+    /// The command's data is invalid.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The store refused the change; retry later.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<Rejection> for DeliveryError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::NotFound => Self::NotFound,
+            Rejection::WrongStage(stage) => Self::WrongStage(stage),
+            Rejection::Invalid(why) => Self::Invalid(why),
+        }
+    }
+}
+
+impl From<StoreError> for DeliveryError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// Messages of a delivery actor.
+#[derive(Debug)]
+pub enum DeliveryMsg {
+    /// Create the delivery (idempotent).
+    Create(
+        Box<NewDelivery>,
+        RpcReplyPort<Result<CreateOutcome, DeliveryError>>,
+    ),
+    /// Change route or times.
+    Reschedule(RescheduleRequest, RpcReplyPort<Result<(), DeliveryError>>),
+    /// Cancel (idempotent) and release the drone.
+    Cancel(RpcReplyPort<Result<(), DeliveryError>>),
+    /// Current record.
+    Get(RpcReplyPort<Option<DeliveryRecord>>),
+    /// The recipient confirms receipt of a completed delivery.
+    Confirm(Box<Confirmation>, RpcReplyPort<Result<(), DeliveryError>>),
+    /// Progress from the drone.
+    Drone(DroneReport),
+    /// Retry writing unsaved changes.
+    Flush,
+    /// Idle timer of the given generation expired: stop if still idle.
+    Passivate(u64),
+    /// The fleet gave up finding a drone for this request: cancel with the
+    /// reason and dead-letter the request (compensation).
+    Compensate {
+        /// The request ticket given up on.
+        ticket: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Messages of a drone.
+#[derive(Debug)]
+pub enum DroneMsg {
+    /// Take a job (from the fleet).
+    Assign(DroneRequest),
+    /// Drop the job for this delivery and fly home (from the fleet).
+    Abort {
+        /// The delivery whose job to drop.
+        delivery_id: String,
+    },
+    /// Advance the simulation.
+    Tick,
+    /// Report the current job's progress again (a restarted fleet asks, in
+    /// case a report was lost with an actor that stopped).
+    Resync,
+    /// The delivery stored the drop-off (or no longer wants this drone): the
+    /// drone may forget the job and fly home. Sent by the delivery actor in
+    /// answer to `Delivered`.
+    Released {
+        /// The delivery that let the drone go.
+        delivery_id: String,
+        /// The ticket of the job it let go.
+        ticket: u64,
+    },
+}
+
+/// Messages of the fleet.
+#[derive(Debug)]
+pub enum FleetMsg {
+    /// Find a drone for a delivery (idempotent per delivery id; a newer
+    /// ticket replaces an older request and releases its drone).
+    Request(DroneRequest),
+    /// The delivery no longer needs a drone (cancelled).
+    Withdraw {
+        /// The delivery.
+        delivery_id: String,
+    },
+    /// A drone finished its job.
+    Free {
+        /// The drone.
+        drone_id: String,
+        /// The delivery it finished.
+        delivery_id: String,
+        /// Where it is.
+        position: Location,
+    },
+    /// A drone refused a job (it was busy): queue the request again.
+    Rejected {
+        /// The drone.
+        drone_id: String,
+        /// The refused request.
+        request: DroneRequest,
+    },
+    /// Restart a drone actor (after a failure and its backoff).
+    Respawn(String),
+    /// Counts for operators.
+    Snapshot(RpcReplyPort<FleetSnapshot>),
+    /// Give up on deliveries that waited longer than `--max-drone-wait-secs`.
+    Expire,
+}
+
+/// What the fleet looks like now.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetSnapshot {
+    /// Drones in the fleet.
+    pub drones: usize,
+    /// Drones free.
+    pub free: usize,
+    /// Requests waiting for a drone.
+    pub pending: usize,
+    /// Drone actor restarts since the fleet started.
+    pub restarts: u64,
+}

@@ -1,0 +1,250 @@
+//! What the gateway calls: submit to the queue, read the stores (reads
+//! never wake an actor), confirmations, notify-me requests, dead letters.
+
+use std::sync::Arc;
+
+use ractor::rpc::CallResult;
+
+use super::Engine;
+use crate::domain::{
+    Confirmation, DeliveryRecord, DeliveryStage, DeliveryStatus, DroneState, Package, PackagePatch,
+    TrackingEvent, Upserted,
+};
+use crate::ports::{
+    DeadLetter, IdempotencyStore, NotifyMeRequest, QueueMessage, StoreError, StoreResult,
+    Utilization,
+};
+use crate::protocol::{DeliveryError, DeliveryMsg};
+
+/// Why an engine command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// No such delivery, dead letter or supervisor.
+    #[error("not found")]
+    NotFound,
+    /// Not possible in the delivery's current stage.
+    #[error("not possible in stage {}", .0.name())]
+    WrongStage(DeliveryStage),
+    /// A backend or actor is unavailable; retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for CommandError {
+    fn from(e: StoreError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl Engine {
+    /// Puts a message on the queue; returns once the broker accepted it.
+    pub async fn submit(&self, message: QueueMessage) -> StoreResult<()> {
+        self.ctx.backends.queue.send(message).await
+    }
+
+    /// A delivery record, straight from the store (reads never wake actors).
+    pub async fn delivery(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
+        self.ctx.backends.deliveries.get(id).await
+    }
+
+    /// Status of a delivery: stage and ETAs from its record, position from its
+    /// drone while one is assigned.
+    pub async fn status(&self, id: &str) -> StoreResult<Option<DeliveryStatus>> {
+        let Some(record) = self.ctx.backends.deliveries.get(id).await? else {
+            return Ok(None);
+        };
+        let drone_position = match (&record.delivery.drone_id, record.stage.is_terminal()) {
+            (Some(drone_id), false) => self
+                .ctx
+                .backends
+                .drones
+                .get(drone_id)
+                .await?
+                .map(|d| d.position),
+            _ => None,
+        };
+        let last_event_location = if drone_position.is_none() {
+            self.ctx
+                .backends
+                .deliveries
+                .events(id)
+                .await?
+                .iter()
+                .rev()
+                .find_map(|e| e.location)
+        } else {
+            None
+        };
+        Ok(Some(DeliveryStatus {
+            stage: record.stage,
+            stage_name: record.stage.name().to_owned(),
+            last_known_location: drone_position.or(last_event_location),
+            pickup_eta: record.pickup_eta,
+            delivery_eta: record.delivery_eta,
+            drone_id: record.delivery.drone_id.clone(),
+        }))
+    }
+
+    /// A package.
+    pub async fn package(&self, id: &str) -> StoreResult<Option<Package>> {
+        self.ctx.backends.packages.get(id).await
+    }
+
+    /// Creates or replaces a package.
+    pub async fn upsert_package(&self, package: &Package) -> StoreResult<Upserted> {
+        self.ctx.backends.packages.upsert(package).await
+    }
+
+    /// Partially updates a package.
+    pub async fn patch_package(
+        &self,
+        id: &str,
+        patch: &PackagePatch,
+    ) -> StoreResult<Option<Package>> {
+        self.ctx.backends.packages.patch(id, patch).await
+    }
+
+    /// Tracking events of a delivery, oldest first.
+    pub async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>> {
+        self.ctx.backends.deliveries.events(id).await
+    }
+
+    /// Every drone's stored state (of every engine sharing the drone store),
+    /// straight from the store like the other reads.
+    pub async fn drones(&self) -> StoreResult<Vec<DroneState>> {
+        self.ctx.backends.drones.list().await
+    }
+
+    /// Drone utilisation of an owner in a month (UTC), from the history of
+    /// finished deliveries.
+    pub async fn utilization(
+        &self,
+        owner_id: &str,
+        year: i32,
+        month: u32,
+    ) -> StoreResult<Utilization> {
+        self.ctx
+            .backends
+            .history
+            .utilization(owner_id, year, month)
+            .await
+    }
+
+    /// Records a notify-me request for an existing delivery.
+    pub async fn add_notify_me(
+        &self,
+        id: &str,
+        email_address: Option<String>,
+        sms: Option<String>,
+    ) -> Result<(), CommandError> {
+        if self.ctx.backends.deliveries.get(id).await?.is_none() {
+            return Err(CommandError::NotFound);
+        }
+        let request = NotifyMeRequest {
+            delivery_id: id.to_owned(),
+            email_address,
+            sms,
+            created_at: chrono::Utc::now(),
+        };
+        self.ctx.backends.notify.add(&request).await?;
+        Ok(())
+    }
+
+    /// Stores the recipient's confirmation of a completed delivery (through
+    /// its actor, the delivery's single writer) and notifies subscribers.
+    ///
+    /// A `gateway`-role process runs no delivery actors: it checks the stage
+    /// in the store and sends a `confirm` message that a worker applies
+    /// through the actor.
+    pub async fn confirm(&self, id: &str, confirmation: Confirmation) -> Result<(), CommandError> {
+        let Some(record) = self.ctx.backends.deliveries.get(id).await? else {
+            return Err(CommandError::NotFound);
+        };
+        if !self.ctx.config.role.runs_actors() {
+            if !record
+                .needs_confirmation()
+                .map_err(CommandError::WrongStage)?
+            {
+                return Ok(());
+            }
+            let body = serde_json::to_value(crate::workflow::ConfirmMessage {
+                delivery_id: id.to_owned(),
+                confirmation,
+            })
+            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
+            let message = QueueMessage::new(crate::ports::Operation::Confirm, &body, None);
+            self.ctx.backends.queue.send(message).await?;
+            return Ok(());
+        }
+        let actor = crate::delivery::activate(&self.ctx, id)
+            .await
+            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
+        let confirmation = Box::new(confirmation);
+        match actor
+            .call(
+                |reply| DeliveryMsg::Confirm(confirmation, reply),
+                Some(self.ctx.config.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(Ok(()))) => Ok(()),
+            Ok(CallResult::Success(Err(DeliveryError::NotFound))) => Err(CommandError::NotFound),
+            Ok(CallResult::Success(Err(DeliveryError::WrongStage(stage)))) => {
+                Err(CommandError::WrongStage(stage))
+            }
+            Ok(CallResult::Success(Err(e))) => Err(CommandError::Unavailable(e.to_string())),
+            Ok(_) | Err(_) => Err(CommandError::Unavailable(
+                "the delivery actor did not answer".into(),
+            )),
+        }
+    }
+
+    /// Dead letters, newest first, and how many there are in all.
+    pub async fn dead_letters(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> StoreResult<(Vec<DeadLetter>, u64)> {
+        let page = self.ctx.backends.dead_letters.list(offset, limit).await?;
+        let total = self.ctx.backends.dead_letters.count().await?;
+        Ok((page, total))
+    }
+
+    /// Puts a dead-lettered message back on the queue (same message id, so
+    /// a second failure updates the same dead letter), then removes the dead
+    /// letter. Returns the message sent.
+    pub async fn replay_dead_letter(&self, id: &str) -> Result<QueueMessage, CommandError> {
+        let letter = self
+            .ctx
+            .backends
+            .dead_letters
+            .get(id)
+            .await?
+            .ok_or(CommandError::NotFound)?;
+        let mut message = letter.message.clone();
+        message.enqueued_at = chrono::Utc::now();
+        // Remove first: if the replayed message fails again quickly, its new
+        // dead letter must not be deleted by this replay. If the send fails,
+        // the dead letter is put back.
+        self.ctx.backends.dead_letters.remove(id).await?;
+        if let Err(e) = self.ctx.backends.queue.send(message.clone()).await {
+            if let Err(e2) = self.ctx.backends.dead_letters.put(letter).await {
+                tracing::error!(message_id = %id, error = %e2, "could not restore a dead letter after a failed replay");
+            }
+            return Err(e.into());
+        }
+        metrics::counter!(crate::metrics::DEAD_LETTERS_REPLAYED_TOTAL).increment(1);
+        tracing::info!(message_id = %id, "dead letter replayed");
+        Ok(message)
+    }
+
+    /// The idempotency-key store (`Idempotency-Key` on POST).
+    pub fn idempotency(&self) -> &Arc<dyn IdempotencyStore> {
+        &self.ctx.backends.idempotency
+    }
+
+    /// Messages waiting in the queue.
+    pub async fn queue_depth(&self) -> StoreResult<u64> {
+        self.ctx.backends.queue.depth().await
+    }
+}
