@@ -2,9 +2,10 @@
 //!
 //! [`ServiceBusQueue`] implements [`MessageQueue`] with
 //! `azure_messaging_servicebus` 0.21 (the REST crate: one HTTP request per
-//! operation, SAS token per request). The [`double`] module serves the same
-//! protocol locally, for development and tests, since Azure cannot be
-//! reached from every place the engine is built.
+//! operation, SAS token per request). The `double` module (behind the
+//! `test-support` feature, not part of the binary) serves the same protocol
+//! locally, for tests and benchmarks, since Azure cannot be reached from
+//! every place the engine is built.
 //!
 //! # Wire protocol
 //!
@@ -118,6 +119,7 @@
 //!   `Debug`-formatted (its redaction test is inverted): requests are never
 //!   logged, and [`ServiceBusConfig`]'s `Debug` hides the key.
 
+#[cfg(feature = "test-support")]
 pub mod double;
 mod sas;
 mod transport;
@@ -173,7 +175,7 @@ pub struct ServiceBusConfig {
     pub policy_key: String,
     /// Base URL overriding `https://{namespace}.servicebus.windows.net`
     /// (scheme, host and port only), e.g. `http://127.0.0.1:PORT` for the
-    /// [`double`]. `None` for Azure.
+    /// local double of the REST protocol. `None` for Azure.
     pub endpoint: Option<String>,
 }
 
