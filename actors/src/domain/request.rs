@@ -527,7 +527,7 @@ mod tests {
         let r = DeliveryRequest::from_external(&ri_example(), "d1".into());
         let r = r.map_err(|e| e.to_string());
         assert_eq!(r.as_ref().map(|r| r.package.size), Ok(PackageSize::Small));
-        let r = r.unwrap_or_else(|e| panic!("{e}"));
+        let r = r.unwrap();
         assert_eq!(r.pickup_time.map(|t| t.timestamp()), Some(1_557_345_600));
         assert!(r.expedited);
         let echo = r.to_external_json();
@@ -541,8 +541,7 @@ mod tests {
     #[test]
     fn accepts_the_original_load_test_body() {
         let body = json!({"confirmationRequired":"FingerPrint","deadline":"DeadlyQueueOfZombiatedDemons","deliveryId":"42","dropOffLocation":"0,37.4315730000000,-78.65689399999997","expedited":true,"ownerId":"1","packageInfo":{"packageId":"442","size":"Small","tag":"t","weight":"14"},"pickupLocation":"0,36.778261,-119.41793200000001","pickupTime":"2019-04-05T11:00:00.000Z"});
-        let r =
-            DeliveryRequest::from_external(&body, "new".into()).unwrap_or_else(|e| panic!("{e}"));
+        let r = DeliveryRequest::from_external(&body, "new".into()).unwrap();
         assert_eq!(r.delivery_id, "new");
         assert_eq!(r.package.weight, 14.0);
         assert!(matches!(r.pickup, LocationSpec::Coordinates(_)));
@@ -632,8 +631,7 @@ mod tests {
             "pickupLocation": "0,47.6,-122.3", "pickupTime": "2019-05-08T20:00:00.000Z"
         });
         for _ in 0..2 {
-            let req = DeliveryRequest::from_external(&body, "d-1".into())
-                .unwrap_or_else(|e| panic!("{e}"));
+            let req = DeliveryRequest::from_external(&body, "d-1".into()).unwrap();
             let message: Value = serde_json::from_str(&req.message_body()).unwrap_or_default();
             assert_eq!(message, req.to_message_json());
             let external: Value = serde_json::from_str(&req.external_body()).unwrap_or_default();

@@ -178,7 +178,7 @@ async fn invalid_requests_are_400_problems_naming_the_fields() {
         .body("{\"ownerId\": ")
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_problem(res, 400).await;
 
     let res = app
@@ -188,7 +188,7 @@ async fn invalid_requests_are_400_problems_naming_the_fields() {
         .body(ri_example().to_string())
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_problem(res, 415).await;
 
     let res = app

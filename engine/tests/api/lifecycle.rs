@@ -193,7 +193,7 @@ async fn completed_deliveries_cannot_be_changed() {
         .delete(app.url(&format!("/api/deliveryrequests/{id}")))
         .send()
         .await;
-    assert_problem(res.unwrap_or_else(|e| panic!("{e}")), 409).await;
+    assert_problem(res.unwrap(), 409).await;
     let res = app
         .send_json(
             Method::PATCH,
@@ -210,14 +210,10 @@ async fn a_redelivered_message_has_no_second_effect() {
     let app = spawn_app().await;
     let mut body = ri_example();
     body["deliveryId"] = json!("dup-1");
-    let request = dronedelivery_actors::domain::DeliveryRequest::from_message(&body)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let request = dronedelivery_actors::domain::DeliveryRequest::from_message(&body).unwrap();
     for _ in 0..3 {
         let msg = QueueMessage::new(Operation::Delivery, &request.to_message_json(), None);
-        app.engine
-            .submit(msg)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        app.engine.submit(msg).await.unwrap();
     }
     app.wait_for_stage("dup-1", stage::COMPLETED, LONG).await;
     // Let any duplicate finish too.
@@ -250,17 +246,11 @@ async fn poison_messages_are_dead_lettered_with_a_reason() {
     // Unknown operation: dead-lettered at once.
     let mut msg = QueueMessage::new(Operation::Cancel, &json!("x"), None);
     msg.operation = "explode".into();
-    app.engine
-        .submit(msg.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    app.engine.submit(msg.clone()).await.unwrap();
     // Not JSON.
     let mut garbage = QueueMessage::new(Operation::Delivery, &json!({}), None);
     garbage.body = "{not json".into();
-    app.engine
-        .submit(garbage.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    app.engine.submit(garbage.clone()).await.unwrap();
     // A reschedule of a delivery that never appears: retried, then given up.
     let res = app
         .send_json(

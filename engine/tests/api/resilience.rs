@@ -105,7 +105,7 @@ async fn real_backends() -> dronedelivery_actors::Backends {
     args.lock_duration_secs = 5;
     dronedelivery_engine::backends::connect(&args)
         .await
-        .unwrap_or_else(|e| panic!("real backends: {e:?}"))
+        .expect("real backends")
         .backends
 }
 
@@ -166,11 +166,7 @@ async fn a_crashed_drone_actor_is_restarted_and_resumes_its_flight() {
         faulty.fired.load(Ordering::SeqCst),
         "the fault was never injected"
     );
-    let fleet = app
-        .engine
-        .fleet()
-        .await
-        .unwrap_or_else(|| panic!("no fleet"));
+    let fleet = app.engine.fleet().await.expect("no fleet");
     assert!(fleet.restarts >= 1, "{fleet:?}");
     assert_eq!(fleet.drones, 3, "the drone came back");
     app.stop().await;
@@ -230,10 +226,7 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
         &json!({"deliveryId": "late-1", "deadline": "after the fix"}),
         None,
     );
-    app.engine
-        .submit(reschedule.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    app.engine.submit(reschedule.clone()).await.unwrap();
     let deadline = tokio::time::Instant::now() + LONG;
     let letter = loop {
         let (letters, _) = app.engine.dead_letters(0, 10).await.unwrap_or_default();
@@ -252,7 +245,7 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
     // Fix the cause: the delivery now exists (slow drones keep it reschedulable).
     let mut body = ri_example();
     body["deliveryId"] = json!("late-1");
-    let request = DeliveryRequest::from_message(&body).unwrap_or_else(|e| panic!("{e}"));
+    let request = DeliveryRequest::from_message(&body).unwrap();
     app.engine
         .submit(QueueMessage::new(
             Operation::Delivery,
@@ -260,7 +253,7 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
             None,
         ))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     app.wait_for("late-1", LONG, |s| s["stage"].is_u64()).await;
 
     let replayed = app.engine.replay_dead_letter(&reschedule.message_id).await;
@@ -310,7 +303,7 @@ async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
     for id in &ids {
         let mut body = ri_example();
         body["deliveryId"] = json!(id);
-        let request = DeliveryRequest::from_message(&body).unwrap_or_else(|e| panic!("{e}"));
+        let request = DeliveryRequest::from_message(&body).unwrap();
         app.engine
             .submit(QueueMessage::new(
                 Operation::Delivery,
@@ -318,7 +311,7 @@ async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
                 None,
             ))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
     let instance = app.engine.context().config.instance.clone();
     let live = || {
@@ -361,7 +354,7 @@ async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
         app.engine
             .submit(QueueMessage::new(Operation::Cancel, &json!(id), None))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     for id in &ids {
@@ -464,7 +457,7 @@ async fn a_delivery_no_drone_can_take_is_compensated_and_can_be_replayed() {
         .delete(app.url(&format!("/api/deliveryrequests/{busy}")))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(res.status(), 204);
     app.wait_for_stage(&busy, stage::CANCELLED, LONG).await;
     let replayed = app.engine.replay_dead_letter(&letter_id).await;

@@ -1002,7 +1002,7 @@ mod tests {
     #[test]
     fn decodes_broker_properties_with_large_sequence_numbers() {
         let raw = r#"{"DeliveryCount":3,"EnqueuedSequenceNumber":56294995342131201,"EnqueuedTimeUtc":"Wed, 08 May 2019 20:00:00 GMT","LockToken":"7da9cfd5-40d5-4bb1-8d64-ec5a52e1c547","LockedUntilUtc":"Wed, 08 May 2019 20:05:00 GMT","MessageId":"m1","SequenceNumber":56294995342131201,"State":"Active","TimeToLive":922337203685.47754}"#;
-        let p: ReceivedProperties = serde_json::from_str(raw).unwrap_or_else(|e| panic!("{e}"));
+        let p: ReceivedProperties = serde_json::from_str(raw).unwrap();
         assert_eq!(p.sequence_number, Some(56_294_995_342_131_201));
         assert_eq!(p.delivery_count, Some(3));
         assert_eq!(
@@ -1028,7 +1028,7 @@ mod tests {
             policy_key: "k".into(),
             endpoint: Some("http://127.0.0.1:9".into()),
         })
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let ok = q
             .inner
             .lock_url("http://127.0.0.1:9/deliveries/messages/31/7da9cfd5");

@@ -193,7 +193,7 @@ mod tests {
             &key,
             Duration::from_secs(60),
         )
-        .unwrap_or_else(|e| panic!("sign: {e}"));
+        .expect("sign");
         let now = chrono::Utc::now().timestamp();
         assert_eq!(
             verify(Some(&t), "Listen", &key, "/q/messages/head", now),
@@ -225,7 +225,7 @@ mod tests {
         let url = "https://ns.servicebus.windows.net/q/messages/head?timeout=5";
         let sr = form_urlencode(url);
         let se = chrono::Utc::now().timestamp() + 60;
-        let sig = signature(&sr, se, &key).unwrap_or_else(|e| panic!("sign: {e}"));
+        let sig = signature(&sr, se, &key).expect("sign");
         let header = format!(
             "SharedAccessSignature sr={sr}&sig={}&se={se}&skn=p",
             form_urlencode(&sig)
