@@ -17,8 +17,7 @@ fn ingestion(c: &mut Criterion) {
     let raw = ri_example().to_string();
     c.bench_function("ingest/parse+validate+serialize", |b| {
         b.iter(|| {
-            let value: serde_json::Value =
-                serde_json::from_str(black_box(&raw)).unwrap_or_default();
+            let value: serde_json::Value = serde_json::from_str(black_box(&raw)).unwrap();
             let req = DeliveryRequest::from_external(
                 &value,
                 "00000000-0000-0000-0000-000000000000".into(),
@@ -32,8 +31,7 @@ fn ingestion(c: &mut Criterion) {
     // did before (kept to show the difference).
     c.bench_function("ingest/parse+validate+serialize via Value", |b| {
         b.iter(|| {
-            let value: serde_json::Value =
-                serde_json::from_str(black_box(&raw)).unwrap_or_default();
+            let value: serde_json::Value = serde_json::from_str(black_box(&raw)).unwrap();
             let req = DeliveryRequest::from_external(
                 &value,
                 "00000000-0000-0000-0000-000000000000".into(),
@@ -67,7 +65,7 @@ fn queue(c: &mut Criterion) {
             q.send(QueueMessage::new(Operation::Delivery, &body, None))
                 .await
                 .unwrap();
-            let got = q.receive(1, Duration::ZERO).await.unwrap_or_default();
+            let got = q.receive(1, Duration::ZERO).await.unwrap();
             for m in &got {
                 q.complete(&m.lock).await.unwrap();
             }

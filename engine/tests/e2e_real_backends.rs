@@ -158,8 +158,11 @@ impl Engine {
             .await
             .unwrap();
         assert_eq!(res.status(), 202);
-        let v: Value = res.json().await.unwrap_or_default();
-        v["deliveryId"].as_str().unwrap_or_default().to_owned()
+        let v: Value = res.json().await.expect("a JSON answer");
+        v["deliveryId"]
+            .as_str()
+            .expect("a deliveryId in the answer")
+            .to_owned()
     }
 
     async fn stage(&self, id: &str) -> Option<u64> {
@@ -196,7 +199,7 @@ impl Engine {
             .unwrap()
             .text()
             .await
-            .unwrap_or_default();
+            .expect("the metrics text");
         text.lines()
             .filter(|l| l.starts_with(name) && l.contains(labels))
             .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
@@ -287,7 +290,7 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
     let keys: Vec<String> = r
         .keys(format!("{}:*{id}*", shared.prefix))
         .await
-        .unwrap_or_default();
+        .expect("KEYS");
     assert!(!keys.is_empty(), "no Redis key mentions {id}");
     let mut found_record = false;
     for key in &keys {
@@ -295,10 +298,11 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
             .arg(key)
             .query_async(&mut r)
             .await
-            .unwrap_or_default();
+            .expect("TYPE");
         if kind == "string" {
-            let raw: String = r.get(key).await.unwrap_or_default();
-            let v: Value = serde_json::from_str(&raw).unwrap_or_default();
+            let raw: String = r.get(key).await.expect("GET");
+            let v: Value =
+                serde_json::from_str(&raw).expect("a string key of the delivery holds JSON");
             if v["delivery"]["id"] == id.as_str() {
                 assert_eq!(v["stage"], 4, "{v}");
                 found_record = true;
@@ -312,7 +316,7 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
     let drones: Vec<String> = r
         .keys(format!("{}:drone:*", shared.prefix))
         .await
-        .unwrap_or_default();
+        .expect("KEYS");
     assert_eq!(drones.len(), 10, "ten drones stored: {drones:?}");
 
     // MongoDB: the package and the history entry.
@@ -365,7 +369,7 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
         .unwrap()
         .json()
         .await
-        .unwrap_or_default();
+        .expect("a JSON package");
     assert_eq!(
         got,
         json!({"id": "e2e-pkg", "size": "Small", "weight": null, "tag": "u"})
@@ -405,7 +409,9 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let reason = letter.get_str("reason").unwrap_or_default();
+    let reason = letter
+        .get_str("reason")
+        .expect("the dead letter has a reason");
     assert!(reason.contains("unknown operation"), "{letter}");
     let after = engine.post(&ri_example()).await;
     engine.wait_completed(&after, Duration::from_secs(30)).await;
@@ -512,17 +518,14 @@ async fn a_killed_engines_unacknowledged_messages_are_claimed_and_finished() {
 /// Messages pending (received, unacknowledged) for consumers whose name
 /// contains "victim".
 async fn victim_pending(r: &mut redis::aio::MultiplexedConnection, prefix: &str) -> u64 {
-    let streams: Vec<String> = r
-        .keys(format!("{prefix}:stream:*"))
-        .await
-        .unwrap_or_default();
+    let streams: Vec<String> = r.keys(format!("{prefix}:stream:*")).await.expect("KEYS");
     let mut total = 0;
     for stream in streams {
         let kind: String = redis::cmd("TYPE")
             .arg(&stream)
             .query_async(r)
             .await
-            .unwrap_or_default();
+            .expect("TYPE");
         if kind != "stream" {
             continue;
         }
@@ -733,14 +736,18 @@ async fn poison_messages_on_the_real_queue_are_dead_lettered_without_blocking_ot
             .ok()
             .flatten()
             .unwrap_or_else(|| panic!("{} was not dead-lettered", message.operation));
-        let got = letter.get_str("reason").unwrap_or_default();
+        let got = letter
+            .get_str("reason")
+            .expect("the dead letter has a reason");
         assert!(
             got.contains(reason),
             "{}: reason {got:?} should mention {reason:?}",
             message.operation
         );
         assert_eq!(
-            letter.get_i64("attempts").unwrap_or_default(),
+            letter
+                .get_i64("attempts")
+                .expect("the dead letter counts its attempts"),
             attempts,
             "{}: attempts",
             message.operation

@@ -573,9 +573,11 @@ mod tests {
         body["packageInfo"]["weight"] = json!(-1);
         body["expedited"] = json!([1]);
         let fields: Vec<String> = DeliveryRequest::from_external(&body, "x".into())
-            .err()
-            .map(|e| e.errors.into_iter().map(|e| e.field).collect())
-            .unwrap_or_default();
+            .expect_err("the request is invalid")
+            .errors
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
         assert_eq!(
             fields,
             [
@@ -615,7 +617,7 @@ mod tests {
             "d".into(),
         );
         assert_eq!(r.as_ref().map(|r| r.delivery_id.as_str()), Ok("d"));
-        let msg = r.map(|r| r.to_message_json()).unwrap_or_default();
+        let msg = r.map(|r| r.to_message_json()).unwrap();
         assert_eq!(
             RescheduleRequest::from_message(&msg).map(|r| r.dropoff_location),
             Ok(Some("47.6,-122.3".into()))
@@ -632,9 +634,9 @@ mod tests {
         });
         for _ in 0..2 {
             let req = DeliveryRequest::from_external(&body, "d-1".into()).unwrap();
-            let message: Value = serde_json::from_str(&req.message_body()).unwrap_or_default();
+            let message: Value = serde_json::from_str(&req.message_body()).unwrap();
             assert_eq!(message, req.to_message_json());
-            let external: Value = serde_json::from_str(&req.external_body()).unwrap_or_default();
+            let external: Value = serde_json::from_str(&req.external_body()).unwrap();
             assert_eq!(external, req.to_external_json());
             // Again without a pickup time and with a tag.
             body["pickupTime"] = Value::Null;

@@ -29,7 +29,7 @@ async fn a_delivery_goes_through_every_stage_to_completed() {
         .deliveries
         .events(&id)
         .await
-        .unwrap_or_default();
+        .expect("the delivery's events");
     assert_eq!(
         stages(&events),
         [
@@ -62,7 +62,7 @@ async fn a_delivery_goes_through_every_stage_to_completed() {
             chrono::Datelike::month(&now),
         )
         .await
-        .unwrap_or_default();
+        .expect("the owner's utilization");
     assert!(
         used.traveled_miles > 0.5 && used.assigned_hours > 0.0,
         "{used:?}"
@@ -99,7 +99,7 @@ async fn reschedule_changes_the_route_and_the_delivery_still_completes() {
         )
         .await;
     assert_eq!(res.status(), 200);
-    assert_eq!(res.text().await.unwrap_or_default(), id);
+    assert_eq!(res.text().await.expect("the answer text"), id);
 
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
@@ -108,7 +108,7 @@ async fn reschedule_changes_the_route_and_the_delivery_still_completes() {
             .await
             .json()
             .await
-            .unwrap_or_default();
+            .expect("a JSON delivery");
         if d["pickup"]["latitude"] == 47.61 && d["deadline"] == "tomorrow" {
             break;
         }
@@ -126,7 +126,7 @@ async fn reschedule_changes_the_route_and_the_delivery_still_completes() {
         .deliveries
         .events(&id)
         .await
-        .unwrap_or_default();
+        .expect("the delivery's events");
     assert_eq!(
         stages(&events),
         [
@@ -225,7 +225,7 @@ async fn a_redelivered_message_has_no_second_effect() {
         .deliveries
         .events("dup-1")
         .await
-        .unwrap_or_default();
+        .expect("the delivery's events");
     let created = events
         .iter()
         .filter(|e| e.stage == DeliveryStage::Created)
@@ -270,7 +270,7 @@ async fn poison_messages_are_dead_lettered_with_a_reason() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let letters = dead.list(0, 10).await.unwrap_or_default();
+    let letters = dead.list(0, 10).await.expect("the dead letters");
     let reason_of = |op: &str| {
         letters
             .iter()
@@ -290,7 +290,12 @@ async fn poison_messages_are_dead_lettered_with_a_reason() {
     assert_eq!(app.engine.queue_depth().await.unwrap_or(u64::MAX), 0);
 
     // Dead letters are counted by reason kind, never by free text.
-    let metrics = app.get("/metrics").await.text().await.unwrap_or_default();
+    let metrics = app
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .expect("the metrics text");
     for kind in ["unknown_operation", "not_json", "retries_exhausted"] {
         let label = format!("dronedelivery_dead_letters_total{{reason=\"{kind}\"}}");
         assert!(metrics.contains(&label), "{label} missing:\n{metrics}");

@@ -166,7 +166,10 @@ async fn after_a_flow_every_documented_metric_is_reported_non_zero() {
                 .is_some_and(|r| r.starts_with("compensated"))
         })
         .unwrap_or_else(|| panic!("no compensated delivery among {letters:?}"));
-    let replay_id = compensated["id"].as_str().unwrap_or_default().to_owned();
+    let replay_id = compensated["id"]
+        .as_str()
+        .expect("the dead letter has an id")
+        .to_owned();
     let res = app
         .client
         .post(app.url(&format!("/admin/deadletters/{replay_id}/replay")))
@@ -198,7 +201,7 @@ async fn after_a_flow_every_documented_metric_is_reported_non_zero() {
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     scraper.abort();
 
-    let seen = seen.lock().map(|m| m.clone()).unwrap_or_default();
+    let seen = seen.lock().expect("the scraper did not panic").clone();
     let missing: Vec<&str> = m::ALL
         .iter()
         .copied()
@@ -227,7 +230,7 @@ async fn wait_for_dead_letters(app: &TestApp, at_least: usize) -> Vec<Value> {
             .send()
             .await
             .unwrap();
-        let body: Value = res.json().await.unwrap_or_default();
+        let body: Value = res.json().await.expect("a JSON dead-letter page");
         let items = body["items"].as_array().cloned().unwrap_or_default();
         if items.len() >= at_least {
             return items;
@@ -472,7 +475,7 @@ async fn gateway_and_worker_roles_share_the_work() {
         .await
         .json()
         .await
-        .unwrap_or_default();
+        .expect("a JSON readiness answer");
     assert_eq!(ready["role"], "gateway");
     assert_problem(worker.get(&format!("/api/deliveries/{id}")).await, 404).await;
     assert_problem(

@@ -113,7 +113,7 @@ async fn stages(app: &TestApp, id: &str) -> Vec<DeliveryStage> {
     app.engine
         .events(id)
         .await
-        .unwrap_or_default()
+        .expect("the delivery's events")
         .iter()
         .map(|e| e.stage)
         .collect()
@@ -229,7 +229,11 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
     app.engine.submit(reschedule.clone()).await.unwrap();
     let deadline = tokio::time::Instant::now() + LONG;
     let letter = loop {
-        let (letters, _) = app.engine.dead_letters(0, 10).await.unwrap_or_default();
+        let (letters, _) = app
+            .engine
+            .dead_letters(0, 10)
+            .await
+            .expect("the dead letters");
         if let Some(l) = letters.into_iter().find(|l| l.id == reschedule.message_id) {
             break l;
         }
@@ -272,7 +276,11 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (left, total) = app.engine.dead_letters(0, 10).await.unwrap_or_default();
+    let (left, total) = app
+        .engine
+        .dead_letters(0, 10)
+        .await
+        .expect("the dead letters");
     assert!(
         left.iter().all(|l| l.id != reschedule.message_id) && total == 0,
         "{left:?}"
@@ -405,7 +413,11 @@ async fn a_store_outage_opens_the_breaker_and_nothing_is_dead_lettered() {
         app.wait_for_stage(id, stage::COMPLETED, Duration::from_secs(60))
             .await;
     }
-    let (letters, total) = app.engine.dead_letters(0, 10).await.unwrap_or_default();
+    let (letters, total) = app
+        .engine
+        .dead_letters(0, 10)
+        .await
+        .expect("the dead letters");
     assert_eq!(
         total, 0,
         "a transient outage dead-lettered messages: {letters:?}"
@@ -439,7 +451,11 @@ async fn a_delivery_no_drone_can_take_is_compensated_and_can_be_replayed() {
     let reason = record.and_then(|r| r.cancel_reason).unwrap_or_default();
     assert!(reason.contains("no drone"), "{reason}");
     let letter_id = format!("compensated-{waiting}");
-    let (letters, _) = app.engine.dead_letters(0, 10).await.unwrap_or_default();
+    let (letters, _) = app
+        .engine
+        .dead_letters(0, 10)
+        .await
+        .expect("the dead letters");
     let letter = letters.iter().find(|l| l.id == letter_id);
     assert!(
         letter.is_some_and(|l| l.reason.contains("no drone")),

@@ -272,7 +272,7 @@ async fn notify_me_and_no_confirmation_while_the_drone_flies() {
         .notify
         .list(&id)
         .await
-        .unwrap_or_default();
+        .expect("the notify-me requests");
     assert_eq!(stored.len(), 2);
     assert_eq!(stored[0].email_address.as_deref(), Some("me@example.com"));
 
@@ -388,7 +388,7 @@ async fn created_events(app: &TestApp, id: &str) -> usize {
     app.engine
         .events(id)
         .await
-        .unwrap_or_default()
+        .expect("the delivery's events")
         .iter()
         .filter(|e| e.stage == DeliveryStage::Created)
         .count()
@@ -456,7 +456,10 @@ async fn concurrent_requests_with_one_key_create_one_delivery() {
             assert_eq!(res.status(), 202);
             let body: Value = res.json().await.unwrap();
             (
-                body["deliveryId"].as_str().unwrap_or_default().to_owned(),
+                body["deliveryId"]
+                    .as_str()
+                    .expect("a deliveryId in the answer")
+                    .to_owned(),
                 replayed,
             )
         }));
@@ -548,7 +551,10 @@ async fn a_retry_after_a_failed_submit_is_queued_not_stuck() {
     assert_eq!(res.status(), 202);
     assert_eq!(header(&res, "idempotent-replayed").as_deref(), Some("true"));
     let body: Value = res.json().await.unwrap();
-    let id = body["deliveryId"].as_str().unwrap_or_default().to_owned();
+    let id = body["deliveryId"]
+        .as_str()
+        .expect("a deliveryId in the answer")
+        .to_owned();
 
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
@@ -565,7 +571,7 @@ async fn a_retry_after_a_failed_submit_is_queued_not_stuck() {
     let created = engine
         .events(&id)
         .await
-        .unwrap_or_default()
+        .expect("the delivery's events")
         .iter()
         .filter(|e| e.stage == DeliveryStage::Created)
         .count();

@@ -54,7 +54,7 @@ impl Tally {
                 .expect("LRANGE of a delivery's events");
             let mut stages: HashMap<u64, usize> = HashMap::new();
             for event in &events {
-                let v: Value = serde_json::from_str(event).unwrap_or_default();
+                let v: Value = serde_json::from_str(event).expect("tracking events are JSON");
                 if let Some(stage) = v["stage"].as_u64() {
                     *stages.entry(stage).or_default() += 1;
                 }
