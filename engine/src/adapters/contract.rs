@@ -5,6 +5,8 @@
 //! Each check starts from an **empty** queue whose lock duration is
 //! `lock_duration` (keep it short, about a second, so expiry is observable).
 //! The checks panic with a message on the first violation.
+//!
+//! Test support: compiled only with the engine's `test-support` feature.
 
 // Test support: a check that fails panics, with its location.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
