@@ -11,6 +11,8 @@
 //!   alone and 64 at a time over the shared multiplexed connection (how the
 //!   workflow's concurrent actors use it). Skipped when Redis is unreachable.
 #![allow(missing_docs)]
+// Benchmark code: a failed setup step should panic, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -33,7 +35,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 struct Echo;
@@ -61,9 +63,7 @@ impl Actor for Echo {
 
 fn actor_round_trip(c: &mut Criterion) {
     let rt = runtime();
-    let (actor, _) = rt
-        .block_on(Actor::spawn(None, Echo, ()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (actor, _) = rt.block_on(Actor::spawn(None, Echo, ())).unwrap();
     c.bench_function("actor/call round trip", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(actor.call(|reply| reply, None).await.ok()) })
@@ -75,7 +75,7 @@ fn delivery_message() -> QueueMessage {
     let id = uuid::Uuid::new_v4().to_string();
     let mut body = ri_example();
     body["packageInfo"]["packageId"] = serde_json::json!(format!("p-{id}"));
-    let req = DeliveryRequest::from_external(&body, id).unwrap_or_else(|e| panic!("{e}"));
+    let req = DeliveryRequest::from_external(&body, id).unwrap();
     QueueMessage::new(Operation::Delivery, &req.to_message_json(), None)
 }
 
@@ -89,9 +89,7 @@ fn workflow_step(c: &mut Criterion) {
         passivate_after: Duration::from_secs(3600),
         ..TreeConfig::default()
     };
-    let (engine, _tree) = rt
-        .block_on(Engine::start(config, backends))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (engine, _tree) = rt.block_on(Engine::start(config, backends)).unwrap();
     let ctx = engine.context().clone();
     c.bench_function("workflow/process delivery (memory stores)", |b| {
         b.to_async(&rt).iter_batched(
@@ -165,10 +163,7 @@ fn redis_saves(c: &mut Criterion) {
             |(r, e)| {
                 let store = store.clone();
                 async move {
-                    store
-                        .save(&r, Some(&e))
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"));
+                    store.save(&r, Some(&e)).await.unwrap();
                 }
             },
             BatchSize::SmallInput,
@@ -191,7 +186,7 @@ fn redis_saves(c: &mut Criterion) {
                 async move {
                     let saves = batch.iter().map(|(r, e)| store.save(r, Some(e)));
                     for result in join_all(saves).await {
-                        result.unwrap_or_else(|e| panic!("{e}"));
+                        result.unwrap();
                     }
                 }
             },

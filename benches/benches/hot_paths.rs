@@ -1,5 +1,7 @@
 //! Micro-benchmarks of the hot paths. `cargo bench -p dronedelivery-benches`.
 #![allow(missing_docs)]
+// Benchmark code: a failed setup step should panic, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -15,13 +17,12 @@ fn ingestion(c: &mut Criterion) {
     let raw = ri_example().to_string();
     c.bench_function("ingest/parse+validate+serialize", |b| {
         b.iter(|| {
-            let value: serde_json::Value =
-                serde_json::from_str(black_box(&raw)).unwrap_or_default();
+            let value: serde_json::Value = serde_json::from_str(black_box(&raw)).unwrap();
             let req = DeliveryRequest::from_external(
                 &value,
                 "00000000-0000-0000-0000-000000000000".into(),
             );
-            let req = req.unwrap_or_else(|e| panic!("{e}"));
+            let req = req.unwrap();
             let msg = QueueMessage::with_body(Operation::Delivery, req.message_body(), None);
             black_box((req.external_body(), msg))
         })
@@ -30,13 +31,12 @@ fn ingestion(c: &mut Criterion) {
     // did before (kept to show the difference).
     c.bench_function("ingest/parse+validate+serialize via Value", |b| {
         b.iter(|| {
-            let value: serde_json::Value =
-                serde_json::from_str(black_box(&raw)).unwrap_or_default();
+            let value: serde_json::Value = serde_json::from_str(black_box(&raw)).unwrap();
             let req = DeliveryRequest::from_external(
                 &value,
                 "00000000-0000-0000-0000-000000000000".into(),
             );
-            let req = req.unwrap_or_else(|e| panic!("{e}"));
+            let req = req.unwrap();
             let msg = QueueMessage::new(Operation::Delivery, &req.to_message_json(), None);
             black_box((req.to_external_json(), msg))
         })
@@ -57,17 +57,17 @@ fn queue(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let q = MemoryQueue::new(Duration::from_secs(60), 1_000_000);
     let body = ri_example();
     c.bench_function("queue/in-process send+receive+complete", |b| {
         b.to_async(&rt).iter(|| async {
             q.send(QueueMessage::new(Operation::Delivery, &body, None))
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let got = q.receive(1, Duration::ZERO).await.unwrap_or_default();
+                .unwrap();
+            let got = q.receive(1, Duration::ZERO).await.unwrap();
             for m in &got {
-                q.complete(&m.lock).await.unwrap_or_else(|e| panic!("{e}"));
+                q.complete(&m.lock).await.unwrap();
             }
             black_box(got.len())
         })

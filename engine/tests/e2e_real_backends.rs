@@ -4,6 +4,9 @@
 //! (`scripts/services.sh` starts both). Every test uses its own Redis key
 //! prefix and MongoDB database, so tests run in parallel on one server.
 
+// Test code: a failed precondition should panic, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::tally::Tally;
@@ -42,17 +45,15 @@ impl Shared {
     }
 
     async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(REDIS).unwrap_or_else(|e| panic!("{e}"));
+        let client = redis::Client::open(REDIS).unwrap();
         client
             .get_multiplexed_async_connection()
             .await
-            .unwrap_or_else(|e| panic!("redis: {e}"))
+            .expect("redis")
     }
 
     async fn mongo(&self) -> mongodb::Database {
-        let client = mongodb::Client::with_uri_str(MONGO)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let client = mongodb::Client::with_uri_str(MONGO).await.unwrap();
         client.database(&self.database)
     }
 
@@ -91,9 +92,7 @@ impl Shared {
         if std::env::var_os("TEST_LOG").is_none() {
             cmd.stderr(Stdio::null());
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn dronedelivery: {e}"));
+        let child = cmd.spawn().expect("spawn dronedelivery");
         Engine {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -112,7 +111,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 fn ri_example() -> Value {
@@ -157,10 +156,13 @@ impl Engine {
             .json(body)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert_eq!(res.status(), 202);
-        let v: Value = res.json().await.unwrap_or_default();
-        v["deliveryId"].as_str().unwrap_or_default().to_owned()
+        let v: Value = res.json().await.expect("a JSON answer");
+        v["deliveryId"]
+            .as_str()
+            .expect("a deliveryId in the answer")
+            .to_owned()
     }
 
     async fn stage(&self, id: &str) -> Option<u64> {
@@ -194,10 +196,10 @@ impl Engine {
             .get(format!("{}/metrics", self.base))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .text()
             .await
-            .unwrap_or_default();
+            .expect("the metrics text");
         text.lines()
             .filter(|l| l.starts_with(name) && l.contains(labels))
             .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
@@ -213,14 +215,14 @@ impl Engine {
         let status = Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
-            .unwrap_or_else(|e| panic!("kill: {e}"));
+            .expect("kill");
         assert!(status.success());
     }
 
     /// SIGTERM and wait for a clean exit.
     fn terminate(&mut self) -> std::process::ExitStatus {
         self.signal("TERM");
-        self.child.wait().unwrap_or_else(|e| panic!("{e}"))
+        self.child.wait().unwrap()
     }
 }
 
@@ -288,7 +290,7 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
     let keys: Vec<String> = r
         .keys(format!("{}:*{id}*", shared.prefix))
         .await
-        .unwrap_or_default();
+        .expect("KEYS");
     assert!(!keys.is_empty(), "no Redis key mentions {id}");
     let mut found_record = false;
     for key in &keys {
@@ -296,10 +298,11 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
             .arg(key)
             .query_async(&mut r)
             .await
-            .unwrap_or_default();
+            .expect("TYPE");
         if kind == "string" {
-            let raw: String = r.get(key).await.unwrap_or_default();
-            let v: Value = serde_json::from_str(&raw).unwrap_or_default();
+            let raw: String = r.get(key).await.expect("GET");
+            let v: Value =
+                serde_json::from_str(&raw).expect("a string key of the delivery holds JSON");
             if v["delivery"]["id"] == id.as_str() {
                 assert_eq!(v["stage"], 4, "{v}");
                 found_record = true;
@@ -313,7 +316,7 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
     let drones: Vec<String> = r
         .keys(format!("{}:drone:*", shared.prefix))
         .await
-        .unwrap_or_default();
+        .expect("KEYS");
     assert_eq!(drones.len(), 10, "ten drones stored: {drones:?}");
 
     // MongoDB: the package and the history entry.
@@ -322,14 +325,14 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
         .collection::<mongodb::bson::Document>("packages")
         .find_one(doc! {"_id": "mypackage"})
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let package = package.unwrap_or_else(|| panic!("no package document"));
+        .unwrap();
+    let package = package.expect("no package document");
     assert_eq!(package.get_str("size").ok(), Some("Small"));
     let history = db
         .collection::<mongodb::bson::Document>("deliveryhistory")
         .find_one(doc! {"_id": &id})
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(history.is_some(), "no delivery history for {id}");
 
     // Packages: the original 201/204/404 contract, on MongoDB.
@@ -340,7 +343,7 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
         .json(&json!({"size": "Large", "weight": 2, "tag": "t"}))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(put.status(), 201);
     let put = engine
         .client
@@ -348,7 +351,7 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
         .json(&json!({"size": "Small"}))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(put.status(), 204);
     let patch = engine
         .client
@@ -356,17 +359,17 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
         .json(&json!({"tag": "u"}))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(patch.status(), 204);
     let got: Value = engine
         .client
         .get(url("/api/packages/e2e-pkg"))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .json()
         .await
-        .unwrap_or_default();
+        .expect("a JSON package");
     assert_eq!(
         got,
         json!({"id": "e2e-pkg", "size": "Small", "weight": null, "tag": "u"})
@@ -380,7 +383,7 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
         dronedelivery_engine::adapters::redis::StreamsConfig::new(REDIS, shared.prefix.clone()),
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let mut poison = dronedelivery_actors::ports::QueueMessage::new(
         dronedelivery_actors::ports::Operation::Delivery,
         &json!({"deliveryId": "poison"}),
@@ -389,14 +392,14 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
     poison.operation = "teleport".into();
     dronedelivery_actors::ports::MessageQueue::send(queue.as_ref(), poison.clone())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let letters = db.collection::<mongodb::bson::Document>("deadletters");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let letter = loop {
         let found = letters
             .find_one(doc! {"_id": &poison.message_id})
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         if let Some(found) = found {
             break found;
         }
@@ -406,7 +409,9 @@ async fn the_original_flow_end_to_end_leaves_its_data_in_redis_and_mongodb() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let reason = letter.get_str("reason").unwrap_or_default();
+    let reason = letter
+        .get_str("reason")
+        .expect("the dead letter has a reason");
     assert!(reason.contains("unknown operation"), "{letter}");
     let after = engine.post(&ri_example()).await;
     engine.wait_completed(&after, Duration::from_secs(30)).await;
@@ -513,17 +518,14 @@ async fn a_killed_engines_unacknowledged_messages_are_claimed_and_finished() {
 /// Messages pending (received, unacknowledged) for consumers whose name
 /// contains "victim".
 async fn victim_pending(r: &mut redis::aio::MultiplexedConnection, prefix: &str) -> u64 {
-    let streams: Vec<String> = r
-        .keys(format!("{prefix}:stream:*"))
-        .await
-        .unwrap_or_default();
+    let streams: Vec<String> = r.keys(format!("{prefix}:stream:*")).await.expect("KEYS");
     let mut total = 0;
     for stream in streams {
         let kind: String = redis::cmd("TYPE")
             .arg(&stream)
             .query_async(r)
             .await
-            .unwrap_or_default();
+            .expect("TYPE");
         if kind != "stream" {
             continue;
         }
@@ -624,10 +626,10 @@ async fn kill_9_with_two_thousand_in_flight_then_restart_loses_and_duplicates_no
     }
     let mut ids = Vec::with_capacity(COUNT);
     while let Some(batch) = posts.join_next().await {
-        ids.extend(batch.unwrap_or_else(|e| panic!("{e}")));
+        ids.extend(batch.unwrap());
     }
     assert_eq!(ids.len(), COUNT);
-    let mut first = Arc::try_unwrap(first).unwrap_or_else(|_| panic!("engine still shared"));
+    let mut first = Arc::into_inner(first).expect("engine still shared");
     let done_before = first
         .counter("dronedelivery_deliveries_completed_total", "")
         .await;
@@ -666,7 +668,7 @@ async fn poison_messages_on_the_real_queue_are_dead_lettered_without_blocking_ot
     engine.ready().await;
     let queue = RedisStreamsQueue::connect(StreamsConfig::new(REDIS, shared.prefix.clone()))
         .await
-        .unwrap_or_else(|e| panic!("redis: {e}"));
+        .expect("redis");
 
     let mut ids = Vec::new();
     for i in 0..100 {
@@ -691,10 +693,7 @@ async fn poison_messages_on_the_real_queue_are_dead_lettered_without_blocking_ot
     );
     let poison = [&unknown, &garbage, &invalid, &ghost];
     for message in poison {
-        queue
-            .send(message.clone())
-            .await
-            .unwrap_or_else(|e| panic!("send: {e}"));
+        queue.send(message.clone()).await.expect("send");
     }
     for i in 100..200 {
         ids.push(engine.post(&numbered_request(&format!("poison-{i}"))).await);
@@ -737,14 +736,18 @@ async fn poison_messages_on_the_real_queue_are_dead_lettered_without_blocking_ot
             .ok()
             .flatten()
             .unwrap_or_else(|| panic!("{} was not dead-lettered", message.operation));
-        let got = letter.get_str("reason").unwrap_or_default();
+        let got = letter
+            .get_str("reason")
+            .expect("the dead letter has a reason");
         assert!(
             got.contains(reason),
             "{}: reason {got:?} should mention {reason:?}",
             message.operation
         );
         assert_eq!(
-            letter.get_i64("attempts").unwrap_or_default(),
+            letter
+                .get_i64("attempts")
+                .expect("the dead letter counts its attempts"),
             attempts,
             "{}: attempts",
             message.operation

@@ -21,6 +21,9 @@
 //! Needs `redis-server` on the `PATH` and SecantusDB at
 //! `/opt/secantus/bin/secantusd-rs` (override: `DD_SECANTUS_BIN`).
 
+// Test code: a failed precondition should panic, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -47,7 +50,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 fn unique(tag: &str) -> String {
@@ -88,7 +91,7 @@ fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
         .status()
-        .unwrap_or_else(|e| panic!("kill: {e}"));
+        .expect("kill");
     assert!(status.success(), "kill -{sig} {pid} failed");
 }
 
@@ -105,7 +108,7 @@ impl Server {
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let err = out.try_clone().unwrap();
         let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
@@ -123,7 +126,7 @@ impl Server {
     fn stop(&mut self, sig: &str) {
         if let Some(mut child) = self.child.take() {
             signal(child.id(), sig);
-            let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+            let status = child.wait().unwrap();
             eprintln!("{} stopped with SIG{sig}: {status}", self.what);
         }
     }
@@ -177,14 +180,14 @@ impl Engine {
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn dronedelivery: {e}"));
+            .expect("spawn dronedelivery");
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
-                .unwrap_or_else(|e| panic!("{e}")),
+                .unwrap(),
             log,
         }
     }
@@ -234,7 +237,7 @@ impl Engine {
             .json(body)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("POST: {e}"));
+            .expect("POST");
         let status = res.status().as_u16();
         let content_type = res
             .headers()
@@ -337,11 +340,9 @@ async fn redis_answers(url: &str) -> bool {
 
 /// A MongoDB client that gives up quickly on a server that is down.
 async fn mongo_client(uri: &str) -> mongodb::Client {
-    let mut options = mongodb::options::ClientOptions::parse(uri)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut options = mongodb::options::ClientOptions::parse(uri).await.unwrap();
     options.server_selection_timeout = Some(Duration::from_secs(3));
-    mongodb::Client::with_options(options).unwrap_or_else(|e| panic!("{e}"))
+    mongodb::Client::with_options(options).unwrap()
 }
 
 async fn mongo_answers(uri: &str) -> bool {
@@ -448,7 +449,7 @@ async fn scenario_3_redis_killed_and_restarted_mid_run_loses_nothing() {
     const COUNT: usize = 500;
     let dir = TempDir::new("dd-faults-redis");
     let data = dir.path().join("redis");
-    std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&data).unwrap();
     let port = free_port();
     let redis_url = format!("redis://127.0.0.1:{port}");
     let redis_args: Vec<String> = [
@@ -510,9 +511,9 @@ async fn scenario_3_redis_killed_and_restarted_mid_run_loses_nothing() {
     }
     let mut ids = Vec::with_capacity(COUNT);
     while let Some(batch) = posts.join_next().await {
-        ids.extend(batch.unwrap_or_else(|e| panic!("{e}")));
+        ids.extend(batch.unwrap());
     }
-    let mut engine = Arc::try_unwrap(engine).unwrap_or_else(|_| panic!("engine still shared"));
+    let mut engine = Arc::into_inner(engine).expect("engine still shared");
     let created_before = engine
         .gauge("dronedelivery_deliveries_created_total", "")
         .await
@@ -640,7 +641,7 @@ fn secantus_bin() -> String {
 async fn scenario_4_mongodb_stopped_for_30_s_opens_the_breaker_and_loses_nothing() {
     let dir = TempDir::new("dd-faults-mongo");
     let data = dir.path().join("mongo");
-    std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&data).unwrap();
     let port = free_port();
     let mongo_args: Vec<String> = [
         "--host",
@@ -756,9 +757,9 @@ async fn scenario_4_mongodb_stopped_for_30_s_opens_the_breaker_and_loses_nothing
     tokio::time::sleep(Duration::from_secs(5)).await;
     stop.store(true, Ordering::SeqCst);
     while let Some(done) = posts.join_next().await {
-        done.unwrap_or_else(|e| panic!("{e}"));
+        done.unwrap();
     }
-    let mut engine = Arc::try_unwrap(engine).unwrap_or_else(|_| panic!("engine still shared"));
+    let mut engine = Arc::into_inner(engine).expect("engine still shared");
     engine.ready(Duration::from_secs(120)).await;
     let ids = std::mem::take(
         &mut *ids

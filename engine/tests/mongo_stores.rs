@@ -5,6 +5,9 @@
 //! `dd_test_<uuid>`, and drops it at the end, so tests run in parallel on one
 //! server.
 
+// Test code: a failed precondition should panic, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -37,7 +40,7 @@ impl TestDb {
         let name = format!("dd_test_{}", uuid::Uuid::new_v4().simple());
         let stores = connect(&config(&name))
             .await
-            .unwrap_or_else(|e| panic!("connect to {}: {e}", server_uri()));
+            .expect("connect to the MongoDB-wire server (DD_TEST_MONGODB_URI, default mongodb://127.0.0.1:27017)");
         Self { name, stores }
     }
 
@@ -46,7 +49,7 @@ impl TestDb {
             .database()
             .drop()
             .await
-            .unwrap_or_else(|e| panic!("drop {}: {e}", self.name));
+            .expect("drop the test database");
     }
 }
 
@@ -61,7 +64,7 @@ fn config(database: &str) -> MongoConfig {
 fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, ms: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
         .single()
-        .unwrap_or_else(|| panic!("valid date"))
+        .expect("valid date")
         + Duration::milliseconds(ms)
 }
 
@@ -79,7 +82,7 @@ async fn package_contract() {
     let t = TestDb::new().await;
     let store = &t.stores.packages;
     assert_eq!(store.backend(), "mongodb");
-    store.ping().await.unwrap_or_else(|e| panic!("ping: {e}"));
+    store.ping().await.expect("ping");
 
     let first = package(
         "pkg-1",
@@ -87,35 +90,20 @@ async fn package_contract() {
         Some(2.5),
         Some("fragile"),
     );
-    let created = store
-        .upsert(&first)
-        .await
-        .unwrap_or_else(|e| panic!("upsert: {e}"));
+    let created = store.upsert(&first).await.expect("upsert");
     assert_eq!(created, Upserted::Created);
-    let got = store
-        .get("pkg-1")
-        .await
-        .unwrap_or_else(|e| panic!("get: {e}"));
+    let got = store.get("pkg-1").await.expect("get");
     assert_eq!(got.as_ref(), Some(&first));
 
     // A second PUT replaces every field, absent ones included.
     let second = package("pkg-1", Some(PackageSize::Large), None, Some("heavy"));
-    let updated = store
-        .upsert(&second)
-        .await
-        .unwrap_or_else(|e| panic!("upsert: {e}"));
+    let updated = store.upsert(&second).await.expect("upsert");
     assert_eq!(updated, Upserted::Updated);
-    let got = store
-        .get("pkg-1")
-        .await
-        .unwrap_or_else(|e| panic!("get: {e}"));
+    let got = store.get("pkg-1").await.expect("get");
     assert_eq!(got.as_ref(), Some(&second));
 
     // An identical PUT is still an update (matched, nothing modified).
-    let again = store
-        .upsert(&second)
-        .await
-        .unwrap_or_else(|e| panic!("upsert: {e}"));
+    let again = store.upsert(&second).await.expect("upsert");
     assert_eq!(again, Upserted::Updated);
 
     // PATCH changes only the given fields.
@@ -123,16 +111,10 @@ async fn package_contract() {
         weight: Some(7.25),
         ..PackagePatch::default()
     };
-    let patched = store
-        .patch("pkg-1", &patch)
-        .await
-        .unwrap_or_else(|e| panic!("patch: {e}"));
+    let patched = store.patch("pkg-1", &patch).await.expect("patch");
     let expected = package("pkg-1", Some(PackageSize::Large), Some(7.25), Some("heavy"));
     assert_eq!(patched.as_ref(), Some(&expected));
-    let got = store
-        .get("pkg-1")
-        .await
-        .unwrap_or_else(|e| panic!("get: {e}"));
+    let got = store.get("pkg-1").await.expect("get");
     assert_eq!(got.as_ref(), Some(&expected));
 
     let patch = PackagePatch {
@@ -140,10 +122,7 @@ async fn package_contract() {
         tag: Some("t2".to_owned()),
         ..PackagePatch::default()
     };
-    let patched = store
-        .patch("pkg-1", &patch)
-        .await
-        .unwrap_or_else(|e| panic!("patch: {e}"));
+    let patched = store.patch("pkg-1", &patch).await.expect("patch");
     let expected = package("pkg-1", Some(PackageSize::Medium), Some(7.25), Some("t2"));
     assert_eq!(patched.as_ref(), Some(&expected));
 
@@ -151,7 +130,7 @@ async fn package_contract() {
     let same = store
         .patch("pkg-1", &PackagePatch::default())
         .await
-        .unwrap_or_else(|e| panic!("patch: {e}"));
+        .expect("patch");
     assert_eq!(same.as_ref(), Some(&expected));
 
     // Unknown ids.
@@ -164,32 +143,20 @@ async fn package_contract() {
             },
         )
         .await
-        .unwrap_or_else(|e| panic!("patch: {e}"));
+        .expect("patch");
     assert_eq!(missing, None);
     let missing = store
         .patch("nope", &PackagePatch::default())
         .await
-        .unwrap_or_else(|e| panic!("patch: {e}"));
+        .expect("patch");
     assert_eq!(missing, None);
-    assert_eq!(
-        store
-            .get("nope")
-            .await
-            .unwrap_or_else(|e| panic!("get: {e}")),
-        None
-    );
+    assert_eq!(store.get("nope").await.expect("get"), None);
 
     // PUT with no body creates an empty package.
     let empty = package("pkg-empty", None, None, None);
-    let created = store
-        .upsert(&empty)
-        .await
-        .unwrap_or_else(|e| panic!("upsert: {e}"));
+    let created = store.upsert(&empty).await.expect("upsert");
     assert_eq!(created, Upserted::Created);
-    let got = store
-        .get("pkg-empty")
-        .await
-        .unwrap_or_else(|e| panic!("get: {e}"));
+    let got = store.get("pkg-empty").await.expect("get");
     assert_eq!(got.as_ref(), Some(&empty));
 
     // The stored shape is the original's: {_id, size, weight, tag}.
@@ -199,8 +166,8 @@ async fn package_contract() {
         .collection::<Document>(PACKAGES)
         .find_one(doc! { "_id": "pkg-1" })
         .await
-        .unwrap_or_else(|e| panic!("raw find: {e}"))
-        .unwrap_or_else(|| panic!("raw document missing"));
+        .expect("raw find")
+        .expect("raw document missing");
     assert_eq!(
         raw,
         doc! { "_id": "pkg-1", "size": "Medium", "weight": 7.25, "tag": "t2" }
@@ -223,10 +190,7 @@ async fn concurrent_upserts_of_a_new_id_create_it_once() {
         let outcomes: Vec<Upserted> = join_all(tasks)
             .await
             .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|e| panic!("task: {e}"))
-                    .unwrap_or_else(|e| panic!("upsert: {e}"))
-            })
+            .map(|r| r.expect("task").expect("upsert"))
             .collect();
         let created = outcomes.iter().filter(|o| **o == Upserted::Created).count();
         assert_eq!(created, 1, "round {round}: {outcomes:?}");
@@ -236,7 +200,7 @@ async fn concurrent_upserts_of_a_new_id_create_it_once() {
             .collection::<Document>(PACKAGES)
             .count_documents(doc! { "_id": &id })
             .await
-            .unwrap_or_else(|e| panic!("count: {e}"));
+            .expect("count");
         assert_eq!(count, 1);
     }
     t.drop_db().await;
@@ -271,54 +235,33 @@ async fn dead_letter_put_twice_keeps_one_document_and_first_seen() {
     let t = TestDb::new().await;
     let store = &t.stores.dead_letters;
     assert_eq!(store.backend(), "mongodb");
-    store.ping().await.unwrap_or_else(|e| panic!("ping: {e}"));
+    store.ping().await.expect("ping");
 
     let t0 = at(2024, 3, 1, 10, 0, 123);
     let t1 = at(2024, 3, 1, 10, 5, 456);
     let first = letter("m-1", 3, t0, t0, "invalid body");
-    store
-        .put(first.clone())
-        .await
-        .unwrap_or_else(|e| panic!("put: {e}"));
-    assert_eq!(
-        store
-            .get("m-1")
-            .await
-            .unwrap_or_else(|e| panic!("get: {e}")),
-        Some(first.clone())
-    );
+    store.put(first.clone()).await.expect("put");
+    assert_eq!(store.get("m-1").await.expect("get"), Some(first.clone()));
 
     // Dead-lettered again: same id, later time, more attempts, new reason; a
     // different message body must not overwrite the first one.
     let mut second = letter("m-1", 5, t1, t1, "still invalid");
     second.message.body = "{\"other\":true}".to_owned();
-    store
-        .put(second)
-        .await
-        .unwrap_or_else(|e| panic!("put: {e}"));
+    store.put(second).await.expect("put");
 
-    assert_eq!(
-        store.count().await.unwrap_or_else(|e| panic!("count: {e}")),
-        1
-    );
+    assert_eq!(store.count().await.expect("count"), 1);
     let got = store
         .get("m-1")
         .await
-        .unwrap_or_else(|e| panic!("get: {e}"))
-        .unwrap_or_else(|| panic!("dead letter missing"));
+        .expect("get")
+        .expect("dead letter missing");
     assert_eq!(got.attempts, 5);
     assert_eq!(got.reason, "still invalid");
     assert_eq!(got.last_seen, t1);
     assert_eq!(got.first_seen, t0);
     assert_eq!(got.message, first.message);
 
-    assert_eq!(
-        store
-            .get("m-2")
-            .await
-            .unwrap_or_else(|e| panic!("get: {e}")),
-        None
-    );
+    assert_eq!(store.get("m-2").await.expect("get"), None);
     t.drop_db().await;
 }
 
@@ -326,11 +269,7 @@ async fn dead_letter_put_twice_keeps_one_document_and_first_seen() {
 async fn dead_letters_list_newest_first_with_paging() {
     let t = TestDb::new().await;
     let store = &t.stores.dead_letters;
-    assert!(store
-        .list(0, 10)
-        .await
-        .unwrap_or_else(|e| panic!("list: {e}"))
-        .is_empty());
+    assert!(store.list(0, 10).await.expect("list").is_empty());
 
     // Inserted out of time order: listing follows lastSeen, not insertion.
     for (id, minute) in [("a", 3), ("b", 1), ("c", 4), ("d", 2), ("e", 0)] {
@@ -338,7 +277,7 @@ async fn dead_letters_list_newest_first_with_paging() {
         store
             .put(letter(id, 1, when, when, "r"))
             .await
-            .unwrap_or_else(|e| panic!("put: {e}"));
+            .expect("put");
     }
     // "e" is dead-lettered again, latest of all.
     store
@@ -350,19 +289,11 @@ async fn dead_letters_list_newest_first_with_paging() {
             "r2",
         ))
         .await
-        .unwrap_or_else(|e| panic!("put: {e}"));
-    assert_eq!(
-        store.count().await.unwrap_or_else(|e| panic!("count: {e}")),
-        5
-    );
+        .expect("put");
+    assert_eq!(store.count().await.expect("count"), 5);
 
     let ids = |v: Vec<DeadLetter>| v.into_iter().map(|l| l.id).collect::<Vec<_>>();
-    let page = |offset, limit| async move {
-        store
-            .list(offset, limit)
-            .await
-            .unwrap_or_else(|e| panic!("list: {e}"))
-    };
+    let page = |offset, limit| async move { store.list(offset, limit).await.expect("list") };
     assert_eq!(ids(page(0, 10).await), ["e", "c", "a", "d", "b"]);
     assert_eq!(ids(page(0, 2).await), ["e", "c"]);
     assert_eq!(ids(page(2, 2).await), ["a", "d"]);
@@ -376,7 +307,7 @@ async fn dead_letters_list_newest_first_with_paging() {
         .collection::<Document>(DEAD_LETTERS)
         .list_index_names()
         .await
-        .unwrap_or_else(|e| panic!("list indexes: {e}"));
+        .expect("list indexes");
     assert!(indexes.iter().any(|n| n == "lastSeen_-1"), "{indexes:?}");
     t.drop_db().await;
 }
@@ -405,12 +336,9 @@ async fn history_is_idempotent_and_utilization_sums_one_owner_month() {
     let t = TestDb::new().await;
     let store = &t.stores.history;
     assert_eq!(store.backend(), "mongodb");
-    store.ping().await.unwrap_or_else(|e| panic!("ping: {e}"));
+    store.ping().await.expect("ping");
 
-    let zero = store
-        .utilization("o1", 2024, 2)
-        .await
-        .unwrap_or_else(|e| panic!("utilization: {e}"));
+    let zero = store.utilization("o1", 2024, 2).await.expect("utilization");
     assert_eq!(zero.traveled_miles, 0.0);
     assert_eq!(zero.assigned_hours, 0.0);
 
@@ -424,36 +352,24 @@ async fn history_is_idempotent_and_utilization_sums_one_owner_month() {
         entry("d5", "o2", 100_000.0, 10.0, at(2024, 2, 10, 12, 0, 0)),
     ];
     for e in &entries {
-        store
-            .record(e)
-            .await
-            .unwrap_or_else(|e| panic!("record: {e}"));
+        store.record(e).await.expect("record");
     }
     // Recorded again (a redelivered message): still counted once.
-    store
-        .record(&entries[0])
-        .await
-        .unwrap_or_else(|e| panic!("record: {e}"));
+    store.record(&entries[0]).await.expect("record");
     let count = t
         .stores
         .database()
         .collection::<Document>(HISTORY)
         .count_documents(doc! { "_id": "d1" })
         .await
-        .unwrap_or_else(|e| panic!("count: {e}"));
+        .expect("count");
     assert_eq!(count, 1);
 
-    let u = store
-        .utilization("o1", 2024, 2)
-        .await
-        .unwrap_or_else(|e| panic!("utilization: {e}"));
+    let u = store.utilization("o1", 2024, 2).await.expect("utilization");
     assert!((u.traveled_miles - 3.0).abs() < 1e-9, "{u:?}");
     assert!((u.assigned_hours - 3.5).abs() < 1e-9, "{u:?}");
 
-    let o2 = store
-        .utilization("o2", 2024, 2)
-        .await
-        .unwrap_or_else(|e| panic!("utilization: {e}"));
+    let o2 = store.utilization("o2", 2024, 2).await.expect("utilization");
     assert!((o2.traveled_miles - 100_000.0 / METRES_PER_MILE).abs() < 1e-9);
     assert!((o2.assigned_hours - 10.0).abs() < 1e-9);
 
@@ -467,15 +383,15 @@ async fn history_is_idempotent_and_utilization_sums_one_owner_month() {
             at(2024, 12, 31, 23, 0, 0),
         ))
         .await
-        .unwrap_or_else(|e| panic!("record: {e}"));
+        .expect("record");
     store
         .record(&entry("d7", "o3", 1_609.344, 1.0, at(2025, 1, 1, 0, 0, 0)))
         .await
-        .unwrap_or_else(|e| panic!("record: {e}"));
+        .expect("record");
     let dec = store
         .utilization("o3", 2024, 12)
         .await
-        .unwrap_or_else(|e| panic!("utilization: {e}"));
+        .expect("utilization");
     assert!((dec.traveled_miles - 1.0).abs() < 1e-9 && (dec.assigned_hours - 1.0).abs() < 1e-9);
 
     // Re-recording with changed values replaces (last write wins).
@@ -488,11 +404,11 @@ async fn history_is_idempotent_and_utilization_sums_one_owner_month() {
             at(2024, 12, 31, 23, 0, 0),
         ))
         .await
-        .unwrap_or_else(|e| panic!("record: {e}"));
+        .expect("record");
     let dec = store
         .utilization("o3", 2024, 12)
         .await
-        .unwrap_or_else(|e| panic!("utilization: {e}"));
+        .expect("utilization");
     assert!((dec.traveled_miles - 2.0).abs() < 1e-9 && (dec.assigned_hours - 4.0).abs() < 1e-9);
 
     // Invalid months give zero rather than an error.
@@ -500,7 +416,7 @@ async fn history_is_idempotent_and_utilization_sums_one_owner_month() {
         let u = store
             .utilization("o1", 2024, month)
             .await
-            .unwrap_or_else(|e| panic!("utilization: {e}"));
+            .expect("utilization");
         assert_eq!((u.traveled_miles, u.assigned_hours), (0.0, 0.0));
     }
 
@@ -510,7 +426,7 @@ async fn history_is_idempotent_and_utilization_sums_one_owner_month() {
         .collection::<Document>(HISTORY)
         .list_index_names()
         .await
-        .unwrap_or_else(|e| panic!("list indexes: {e}"));
+        .expect("list indexes");
     assert!(
         indexes.iter().any(|n| n == "ownerId_1_finishedAt_1"),
         "{indexes:?}"
@@ -523,7 +439,7 @@ async fn notify_me_requests_are_listed_per_delivery_oldest_first() {
     let t = TestDb::new().await;
     let store = &t.stores.notify;
     assert_eq!(store.backend(), "mongodb");
-    store.ping().await.unwrap_or_else(|e| panic!("ping: {e}"));
+    store.ping().await.expect("ping");
 
     let request = |delivery: &str, email: Option<&str>, sms: Option<&str>, when| NotifyMeRequest {
         delivery_id: delivery.to_owned(),
@@ -540,29 +456,16 @@ async fn notify_me_requests_are_listed_per_delivery_oldest_first() {
         at(2024, 6, 1, 8, 0, 0),
     );
     for r in [&later, &earlier, &other] {
-        store.add(r).await.unwrap_or_else(|e| panic!("add: {e}"));
+        store.add(r).await.expect("add");
     }
     // The same request twice is two requests (no natural key).
-    store
-        .add(&later)
-        .await
-        .unwrap_or_else(|e| panic!("add: {e}"));
+    store.add(&later).await.expect("add");
 
-    let d1 = store
-        .list("d1")
-        .await
-        .unwrap_or_else(|e| panic!("list: {e}"));
+    let d1 = store.list("d1").await.expect("list");
     assert_eq!(d1, vec![earlier, later.clone(), later]);
-    let d2 = store
-        .list("d2")
-        .await
-        .unwrap_or_else(|e| panic!("list: {e}"));
+    let d2 = store.list("d2").await.expect("list");
     assert_eq!(d2, vec![other]);
-    assert!(store
-        .list("d3")
-        .await
-        .unwrap_or_else(|e| panic!("list: {e}"))
-        .is_empty());
+    assert!(store.list("d3").await.expect("list").is_empty());
 
     let indexes = t
         .stores
@@ -570,7 +473,7 @@ async fn notify_me_requests_are_listed_per_delivery_oldest_first() {
         .collection::<Document>(NOTIFY_ME)
         .list_index_names()
         .await
-        .unwrap_or_else(|e| panic!("list indexes: {e}"));
+        .expect("list indexes");
     assert!(
         indexes.iter().any(|n| n.starts_with("deliveryId_1")),
         "{indexes:?}"
@@ -585,18 +488,12 @@ async fn connect_twice_on_one_database_is_idempotent() {
         .packages
         .upsert(&package("keep", Some(PackageSize::Small), Some(1.0), None))
         .await
-        .unwrap_or_else(|e| panic!("upsert: {e}"));
+        .expect("upsert");
 
     // A second engine on the same database: indexes already exist.
-    let again = connect(&config(&t.name))
-        .await
-        .unwrap_or_else(|e| panic!("second connect: {e}"));
-    again.ping().await.unwrap_or_else(|e| panic!("ping: {e}"));
-    let got = again
-        .packages
-        .get("keep")
-        .await
-        .unwrap_or_else(|e| panic!("get: {e}"));
+    let again = connect(&config(&t.name)).await.expect("second connect");
+    again.ping().await.expect("ping");
+    let got = again.packages.get("keep").await.expect("get");
     assert_eq!(got.map(|p| p.weight), Some(Some(1.0)));
     for collection in [DEAD_LETTERS, HISTORY, NOTIFY_ME] {
         let names = again
@@ -604,7 +501,7 @@ async fn connect_twice_on_one_database_is_idempotent() {
             .collection::<Document>(collection)
             .list_index_names()
             .await
-            .unwrap_or_else(|e| panic!("list indexes: {e}"));
+            .expect("list indexes");
         // `_id_` plus exactly one index of ours.
         assert_eq!(names.len(), 2, "{collection}: {names:?}");
     }
@@ -621,7 +518,7 @@ async fn database_comes_from_the_uri_path_when_not_configured() {
         database: None,
     })
     .await
-    .unwrap_or_else(|e| panic!("connect: {e}"));
+    .expect("connect");
     assert_eq!(stores.database().name(), name);
     let t = TestDb { name, stores };
     t.drop_db().await;
@@ -635,7 +532,7 @@ async fn a_document_that_does_not_decode_is_corrupt() {
         .collection::<Document>(PACKAGES)
         .insert_one(doc! { "_id": "bad", "size": "Enormous", "weight": "heavy" })
         .await
-        .unwrap_or_else(|e| panic!("insert: {e}"));
+        .expect("insert");
     match t.stores.packages.get("bad").await {
         Err(StoreError::Corrupt(_)) => {}
         other => panic!("expected Corrupt, got {other:?}"),

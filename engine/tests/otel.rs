@@ -2,6 +2,8 @@
 //! A local axum endpoint stands in for the collector and records what it
 //! receives.
 #![cfg(feature = "otel")]
+// Test code: a failed precondition should panic, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 
@@ -32,24 +34,24 @@ async fn spans_are_exported_to_the_collector() {
     let app = Router::new()
         .route("/v1/traces", post(collect))
         .with_state(Arc::clone(&received));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let endpoint = format!("http://{address}");
-    let guard = telemetry::init_telemetry(LogFormat::Text, Some(&endpoint))
-        .unwrap_or_else(|e| panic!("telemetry: {e:#}"));
+    let guard = telemetry::init_telemetry(LogFormat::Text, Some(&endpoint)).expect("telemetry");
     tracing::info_span!("otel-export-check", delivery_id = "d-42").in_scope(|| {
         tracing::info!("inside the span");
     });
     // Dropping the guard flushes the batch (a blocking call: off the runtime).
     tokio::task::spawn_blocking(move || drop(guard))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
 
-    let received = received.lock().map(|r| r.clone()).unwrap_or_default();
+    let received = received
+        .lock()
+        .expect("the collector did not panic")
+        .clone();
     assert!(!received.is_empty(), "the collector received nothing");
     let (content_type, body) = &received[0];
     assert_eq!(content_type, "application/x-protobuf");

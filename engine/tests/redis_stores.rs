@@ -3,6 +3,9 @@
 //! prefix, so tests run in parallel on one server, and deletes its keys at
 //! the end.
 
+// Test code: a failed precondition should panic, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::redis_url;
@@ -28,7 +31,7 @@ fn fresh_config() -> RedisConfig {
 async fn stores(cfg: &RedisConfig) -> RedisStores {
     connect(cfg)
         .await
-        .unwrap_or_else(|e| panic!("redis at {} must be running: {e}", cfg.url))
+        .expect("Redis must be running (REDIS_URL, default redis://127.0.0.1:6379)")
 }
 
 async fn raw(cfg: &RedisConfig) -> ::redis::aio::MultiplexedConnection {
@@ -108,10 +111,7 @@ async fn events(store: &dyn DeliveryStore, id: &str) -> Vec<TrackingEvent> {
 }
 
 async fn awaiting(store: &dyn DeliveryStore) -> Vec<String> {
-    store
-        .awaiting_drone()
-        .await
-        .unwrap_or_else(|e| panic!("awaiting_drone: {e}"))
+    store.awaiting_drone().await.expect("awaiting_drone")
 }
 
 #[tokio::test]
@@ -120,7 +120,7 @@ async fn save_get_and_events_round_trip() {
     let s = stores(&cfg).await;
     let d = s.deliveries.as_ref();
     assert_eq!(d.backend(), "redis");
-    d.ping().await.unwrap_or_else(|e| panic!("ping: {e}"));
+    d.ping().await.expect("ping");
     assert_eq!(get(d, "missing").await, None);
     assert!(events(d, "missing").await.is_empty());
 
@@ -327,12 +327,8 @@ async fn drones_put_get_and_list() {
     let s = stores(&cfg).await;
     let store = s.drones.as_ref();
     assert_eq!(store.backend(), "redis");
-    store.ping().await.unwrap_or_else(|e| panic!("ping: {e}"));
-    assert!(store
-        .list()
-        .await
-        .unwrap_or_else(|e| panic!("list: {e}"))
-        .is_empty());
+    store.ping().await.expect("ping");
+    assert!(store.list().await.expect("list").is_empty());
     assert_eq!(store.get("drone-0001").await.ok(), Some(None));
 
     for (id, lat) in [
@@ -349,19 +345,13 @@ async fn drones_put_get_and_list() {
     moved.status = DroneStatus::HeadedToPickup;
     moved.delivery_id = Some("d1".to_owned());
     moved.flown_m = 123.5;
-    store
-        .put(&moved)
-        .await
-        .unwrap_or_else(|e| panic!("put moved: {e}"));
+    store.put(&moved).await.expect("put moved");
 
     assert_eq!(
-        store
-            .get("drone-0002")
-            .await
-            .unwrap_or_else(|e| panic!("get: {e}")),
+        store.get("drone-0002").await.expect("get"),
         Some(moved.clone())
     );
-    let all = store.list().await.unwrap_or_else(|e| panic!("list: {e}"));
+    let all = store.list().await.expect("list");
     let ids: Vec<&str> = all.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, ["drone-0001", "drone-0002", "drone-0003"]);
     assert_eq!(all[1], moved);
@@ -406,13 +396,13 @@ async fn concurrent_idempotent_callers_have_exactly_one_winner() {
             let got = store
                 .put_if_absent("same-key", &value, Duration::from_secs(60))
                 .await
-                .unwrap_or_else(|e| panic!("put_if_absent: {e}"));
+                .expect("put_if_absent");
             (value, got)
         }));
     }
     let mut results = Vec::new();
     for t in tasks {
-        results.push(t.await.unwrap_or_else(|e| panic!("task: {e}")));
+        results.push(t.await.expect("task"));
     }
     let winners: Vec<&String> = results
         .iter()

@@ -4,6 +4,9 @@
 //! test works under its own random key prefix and deletes its keys at the
 //! end.
 
+// Test code: a failed precondition should panic, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::redis_url;
@@ -27,7 +30,7 @@ fn fresh_config(lock: Duration) -> StreamsConfig {
 async fn queue(cfg: &StreamsConfig) -> Arc<RedisStreamsQueue> {
     RedisStreamsQueue::connect(cfg.clone())
         .await
-        .unwrap_or_else(|e| panic!("redis at {} must be running: {e}", cfg.url))
+        .expect("Redis must be running (REDIS_URL, default redis://127.0.0.1:6379)")
 }
 
 async fn raw(cfg: &StreamsConfig) -> ::redis::aio::MultiplexedConnection {
@@ -47,7 +50,7 @@ fn message(n: usize) -> QueueMessage {
 }
 
 async fn send(q: &dyn MessageQueue, m: QueueMessage) {
-    q.send(m).await.unwrap_or_else(|e| panic!("send: {e}"));
+    q.send(m).await.expect("send");
 }
 
 async fn receive_all(q: &dyn MessageQueue, want: usize, within: Duration) -> Vec<ReceivedMessage> {
@@ -57,14 +60,14 @@ async fn receive_all(q: &dyn MessageQueue, want: usize, within: Duration) -> Vec
         let batch = q
             .receive(want - got.len(), Duration::from_millis(200))
             .await
-            .unwrap_or_else(|e| panic!("receive: {e}"));
+            .expect("receive");
         got.extend(batch);
     }
     got
 }
 
 async fn depth(q: &dyn MessageQueue) -> u64 {
-    q.depth().await.unwrap_or_else(|e| panic!("depth: {e}"))
+    q.depth().await.expect("depth")
 }
 
 #[tokio::test]
@@ -111,7 +114,7 @@ async fn messages_of_a_dead_consumer_are_taken_over_after_the_lock_duration() {
     let early = b
         .receive(10, Duration::from_millis(300))
         .await
-        .unwrap_or_else(|e| panic!("receive: {e}"));
+        .expect("receive");
     assert!(early.is_empty(), "b took locked messages early: {early:?}");
 
     // Afterwards it takes all five over, as second deliveries.
@@ -126,9 +129,7 @@ async fn messages_of_a_dead_consumer_are_taken_over_after_the_lock_duration() {
         got.iter().map(|r| r.delivery_count).collect::<Vec<_>>()
     );
     for r in &got {
-        b.complete(&r.lock)
-            .await
-            .unwrap_or_else(|e| panic!("complete: {e}"));
+        b.complete(&r.lock).await.expect("complete");
     }
     // The dead consumer's locks are worthless now.
     for r in &taken {
@@ -142,7 +143,7 @@ async fn messages_of_a_dead_consumer_are_taken_over_after_the_lock_duration() {
     let none = b
         .receive(10, Duration::from_millis(200))
         .await
-        .unwrap_or_else(|e| panic!("receive: {e}"));
+        .expect("receive");
     assert!(none.is_empty());
     cleanup(&cfg_a).await;
 }
@@ -166,7 +167,7 @@ async fn entries_carry_the_queue_message_fields() {
         .arg("+")
         .query_async(&mut c)
         .await
-        .unwrap_or_else(|e| panic!("XRANGE: {e}"));
+        .expect("XRANGE");
     assert_eq!(entries.len(), 2);
     let f = &entries[0].1;
     assert_eq!(f.get("id"), Some(&with_corr.message_id));
@@ -187,9 +188,7 @@ async fn entries_carry_the_queue_message_fields() {
     let messages: Vec<&QueueMessage> = got.iter().map(|r| &r.message).collect();
     assert_eq!(messages, vec![&with_corr, &without_corr]);
     for r in &got {
-        q.complete(&r.lock)
-            .await
-            .unwrap_or_else(|e| panic!("complete: {e}"));
+        q.complete(&r.lock).await.expect("complete");
     }
 
     // An entry written by another producer with the same field names.
@@ -207,7 +206,7 @@ async fn entries_carry_the_queue_message_fields() {
         .arg("2024-05-08T20:00:00Z")
         .query_async::<String>(&mut c)
         .await
-        .unwrap_or_else(|e| panic!("XADD: {e}"));
+        .expect("XADD");
     let got = receive_all(q.as_ref(), 1, Duration::from_secs(5)).await;
     assert_eq!(got.len(), 1);
     let m = &got[0].message;
@@ -218,14 +217,12 @@ async fn entries_carry_the_queue_message_fields() {
     assert_eq!(m.correlation_id, None);
     assert_eq!(m.enqueued_at.to_rfc3339(), "2024-05-08T20:00:00+00:00");
     assert_eq!(got[0].delivery_count, 1);
-    q.complete(&got[0].lock)
-        .await
-        .unwrap_or_else(|e| panic!("complete: {e}"));
+    q.complete(&got[0].lock).await.expect("complete");
     let len: u64 = ::redis::cmd("XLEN")
         .arg(&stream)
         .query_async(&mut c)
         .await
-        .unwrap_or_else(|e| panic!("XLEN: {e}"));
+        .expect("XLEN");
     assert_eq!(len, 0, "settled entries are deleted from the stream");
     cleanup(&cfg).await;
 }
@@ -251,7 +248,7 @@ async fn delayed_redelivery_waits_in_the_delayed_set() {
         }
         q.abandon(&got[0].lock, Duration::from_millis(400))
             .await
-            .unwrap_or_else(|e| panic!("abandon: {e}"));
+            .expect("abandon");
         assert!(
             q.abandon(&got[0].lock, Duration::ZERO).await.is_err(),
             "settled twice"
@@ -260,7 +257,7 @@ async fn delayed_redelivery_waits_in_the_delayed_set() {
             .arg(&delayed)
             .query_async(&mut c)
             .await
-            .unwrap_or_else(|e| panic!("ZCARD: {e}"));
+            .expect("ZCARD");
         assert_eq!(parked, 1);
         assert_eq!(
             depth(q.as_ref()).await,
@@ -269,13 +266,9 @@ async fn delayed_redelivery_waits_in_the_delayed_set() {
         );
         assert_eq!(q.pending().await.ok(), Some(0));
     }
-    let lock = lock.unwrap_or_else(|| panic!("no third delivery"));
-    q.renew(&lock)
-        .await
-        .unwrap_or_else(|e| panic!("renew: {e}"));
-    q.dead_letter(&lock, "test")
-        .await
-        .unwrap_or_else(|e| panic!("dead_letter: {e}"));
+    let lock = lock.expect("no third delivery");
+    q.renew(&lock).await.expect("renew");
+    q.dead_letter(&lock, "test").await.expect("dead_letter");
     assert!(
         q.renew(&lock).await.is_err(),
         "a settled lock cannot be renewed"
@@ -295,7 +288,7 @@ async fn a_lost_consumer_group_is_recreated() {
         .arg(&stream)
         .query_async::<()>(&mut c)
         .await
-        .unwrap_or_else(|e| panic!("DEL: {e}"));
+        .expect("DEL");
     assert_eq!(depth(q.as_ref()).await, 0);
     let sent = message(1);
     send(q.as_ref(), sent.clone()).await;
@@ -303,9 +296,7 @@ async fn a_lost_consumer_group_is_recreated() {
     let got = receive_all(q.as_ref(), 1, Duration::from_secs(5)).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].message, sent);
-    q.complete(&got[0].lock)
-        .await
-        .unwrap_or_else(|e| panic!("complete: {e}"));
+    q.complete(&got[0].lock).await.expect("complete");
     cleanup(&cfg).await;
 }
 
@@ -326,18 +317,13 @@ async fn a_long_wait_returns_as_soon_as_a_message_arrives() {
     );
     let started = tokio::time::Instant::now();
     send(q.as_ref(), message(1)).await;
-    let got = waiter
-        .await
-        .unwrap_or_else(|e| panic!("task: {e}"))
-        .unwrap_or_else(|e| panic!("receive: {e}"));
+    let got = waiter.await.expect("task").expect("receive");
     assert_eq!(got.len(), 1);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "woke after {:?}",
         started.elapsed()
     );
-    q.complete(&got[0].lock)
-        .await
-        .unwrap_or_else(|e| panic!("complete: {e}"));
+    q.complete(&got[0].lock).await.expect("complete");
     cleanup(&cfg).await;
 }

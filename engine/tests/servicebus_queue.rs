@@ -16,6 +16,9 @@
 //!   policy with Send, Listen and Manage rights (depth reads the management
 //!   API).
 
+// Test code: a failed precondition should panic, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +39,7 @@ fn queue_on(addr: std::net::SocketAddr, queue: &str) -> Arc<ServiceBusQueue> {
         policy_key: DOUBLE_POLICY_KEY.to_owned(),
         endpoint: Some(format!("http://{addr}")),
     })
-    .unwrap_or_else(|e| panic!("adapter: {e}"))
+    .expect("adapter")
 }
 
 fn message(n: u32) -> QueueMessage {
@@ -87,7 +90,7 @@ async fn reads_messages_produced_by_the_reference_implementation() {
             .body(*body)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("raw send: {e}"))
+            .expect("raw send")
             .status();
         assert_eq!(status.as_u16(), 201);
     }
@@ -98,7 +101,7 @@ async fn reads_messages_produced_by_the_reference_implementation() {
         let batch = queue
             .receive(3, Duration::from_secs(2))
             .await
-            .unwrap_or_else(|e| panic!("receive: {e}"));
+            .expect("receive");
         assert!(!batch.is_empty(), "three messages were sent");
         got.extend(batch);
     }
@@ -115,10 +118,7 @@ async fn reads_messages_produced_by_the_reference_implementation() {
         assert_eq!(r.delivery_count, 1);
         let age = chrono::Utc::now() - r.message.enqueued_at;
         assert!(age.num_seconds().abs() < 5, "EnqueuedTimeUtc was read");
-        queue
-            .complete(&r.lock)
-            .await
-            .unwrap_or_else(|e| panic!("complete: {e}"));
+        queue.complete(&r.lock).await.expect("complete");
     }
     assert_eq!(queue.depth().await.ok(), Some(0));
 }
@@ -129,16 +129,13 @@ async fn writes_the_service_bus_wire_format() {
     let (addr, double) = spawn_double(Duration::from_secs(30), 10).await;
     let queue = queue_on(addr, "wire");
     let sent = message(1);
-    queue
-        .send(sent.clone())
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    queue.send(sent.clone()).await.expect("send");
     let response = http()
         .post(format!("http://{addr}/wire/messages/head?timeout=0"))
         .header("Authorization", double.authorization("/wire"))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("raw peek-lock: {e}"));
+        .expect("raw peek-lock");
     assert_eq!(response.status().as_u16(), 201);
     let headers = response.headers().clone();
     let header = |name: &str| {
@@ -151,12 +148,12 @@ async fn writes_the_service_bus_wire_format() {
     assert_eq!(header("operation"), "\"delivery\"");
     assert_eq!(header("diagnostic-id"), "\"corr-1\"");
     assert!(header("content-type").starts_with("application/json"));
-    let props: serde_json::Value = serde_json::from_str(&header("brokerproperties"))
-        .unwrap_or_else(|e| panic!("BrokerProperties: {e}"));
+    let props: serde_json::Value =
+        serde_json::from_str(&header("brokerproperties")).expect("BrokerProperties");
     assert_eq!(props["MessageId"], sent.message_id.as_str());
     assert_eq!(props["DeliveryCount"], 1);
     let location = header("location");
-    let lock_token = props["LockToken"].as_str().unwrap_or_default();
+    let lock_token = props["LockToken"].as_str().expect("LockToken is a string");
     assert!(
         location.ends_with(&format!(
             "/wire/messages/{}/{lock_token}",
@@ -164,7 +161,7 @@ async fn writes_the_service_bus_wire_format() {
         )),
         "{location}"
     );
-    let body = response.text().await.unwrap_or_default();
+    let body = response.text().await.expect("the peek-lock body");
     assert_eq!(body, sent.body, "the JSON text unchanged");
     // Complete through the raw lock URL.
     let status = http()
@@ -172,7 +169,7 @@ async fn writes_the_service_bus_wire_format() {
         .header("Authorization", double.authorization("/wire"))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("raw complete: {e}"))
+        .expect("raw complete")
         .status();
     assert_eq!(status.as_u16(), 200);
     let status = http()
@@ -180,7 +177,7 @@ async fn writes_the_service_bus_wire_format() {
         .header("Authorization", double.authorization("/wire"))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("raw complete: {e}"))
+        .expect("raw complete")
         .status();
     assert_eq!(status.as_u16(), 410, "a settled lock is gone");
 }
@@ -221,7 +218,7 @@ async fn a_wrong_key_is_refused() {
         policy_key: "not-the-key".to_owned(),
         ..double.config("secured")
     })
-    .unwrap_or_else(|e| panic!("adapter: {e}"));
+    .expect("adapter");
     let err = wrong.send(message(1)).await.err();
     assert!(
         err.as_ref().is_some_and(|e| e.to_string().contains("401")),
@@ -236,10 +233,7 @@ async fn a_wrong_key_is_refused() {
     assert_eq!(double.counts("secured").active, 0, "nothing was accepted");
     // The right key works on the same queue.
     let right = queue_on(addr, "secured");
-    right
-        .send(message(2))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    right.send(message(2)).await.expect("send");
     assert_eq!(right.depth().await.ok(), Some(1));
 }
 
@@ -248,26 +242,23 @@ async fn the_service_dead_letters_past_max_delivery_count() {
     let (addr, double) = spawn_double(Duration::from_secs(30), 2).await;
     let queue = queue_on(addr, "poison");
     let sent = message(9);
-    queue
-        .send(sent.clone())
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    queue.send(sent.clone()).await.expect("send");
     for attempt in 1..=2 {
         let got = queue
             .receive(1, Duration::from_secs(2))
             .await
-            .unwrap_or_else(|e| panic!("receive: {e}"));
+            .expect("receive");
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].delivery_count, attempt);
         queue
             .abandon(&got[0].lock, Duration::ZERO)
             .await
-            .unwrap_or_else(|e| panic!("abandon: {e}"));
+            .expect("abandon");
     }
     let none = queue
         .receive(1, Duration::from_millis(300))
         .await
-        .unwrap_or_else(|e| panic!("receive: {e}"));
+        .expect("receive");
     assert!(none.is_empty(), "dead-lettered by the service");
     let dead = double.dead_lettered("poison");
     assert_eq!(dead.len(), 1);
@@ -285,28 +276,20 @@ async fn large_sequence_numbers_do_not_strand_messages() {
         first_sequence_number: 3 << 48,
         ..DoubleConfig::new(Duration::from_secs(30), 10)
     };
-    let (addr, _double) = spawn_double_with(cfg)
-        .await
-        .unwrap_or_else(|e| panic!("double: {e}"));
+    let (addr, _double) = spawn_double_with(cfg).await.expect("double");
     let queue = queue_on(addr, "partitioned");
-    queue
-        .send(message(1))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    queue.send(message(1)).await.expect("send");
     let got = queue
         .receive(1, Duration::from_secs(2))
         .await
-        .unwrap_or_else(|e| panic!("receive: {e}"));
+        .expect("receive");
     assert_eq!(got.len(), 1);
     assert!(
         got[0].lock.0.contains(&(3_i64 << 48).to_string()),
         "{:?}",
         got[0].lock
     );
-    queue
-        .complete(&got[0].lock)
-        .await
-        .unwrap_or_else(|e| panic!("complete: {e}"));
+    queue.complete(&got[0].lock).await.expect("complete");
 }
 
 /// The lock token is the lock URL: another adapter instance (another
@@ -316,23 +299,17 @@ async fn a_lock_can_be_settled_by_another_instance() {
     let (addr, _double) = spawn_double(Duration::from_secs(30), 10).await;
     let receiver = queue_on(addr, "shared");
     let other = queue_on(addr, "shared");
-    receiver
-        .send(message(1))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    receiver.send(message(1)).await.expect("send");
     let got = receiver
         .receive(1, Duration::from_secs(2))
         .await
-        .unwrap_or_else(|e| panic!("receive: {e}"));
+        .expect("receive");
     assert_eq!(got.len(), 1);
-    other
-        .renew(&got[0].lock)
-        .await
-        .unwrap_or_else(|e| panic!("renew elsewhere: {e}"));
+    other.renew(&got[0].lock).await.expect("renew elsewhere");
     other
         .complete(&got[0].lock)
         .await
-        .unwrap_or_else(|e| panic!("complete elsewhere: {e}"));
+        .expect("complete elsewhere");
     assert!(
         receiver.complete(&got[0].lock).await.is_err(),
         "already settled"
@@ -352,20 +329,17 @@ async fn a_lock_can_be_settled_by_another_instance() {
 async fn a_delay_longer_than_the_lock_is_honoured() {
     let (addr, double) = spawn_double(Duration::from_secs(1), 10).await;
     let queue = queue_on(addr, "delayed");
-    queue
-        .send(message(1))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    queue.send(message(1)).await.expect("send");
     let first = queue
         .receive(1, Duration::from_secs(2))
         .await
-        .unwrap_or_else(|e| panic!("receive: {e}"));
+        .expect("receive");
     assert_eq!(first.len(), 1);
     let abandoned = Instant::now();
     queue
         .abandon(&first[0].lock, Duration::from_millis(3200))
         .await
-        .unwrap_or_else(|e| panic!("abandon: {e}"));
+        .expect("abandon");
     assert!(
         queue.complete(&first[0].lock).await.is_err(),
         "a handed-back lock no longer settles"
@@ -373,7 +347,7 @@ async fn a_delay_longer_than_the_lock_is_honoured() {
     let early = queue
         .receive(1, Duration::from_millis(2500))
         .await
-        .unwrap_or_else(|e| panic!("receive: {e}"));
+        .expect("receive");
     assert!(
         early.is_empty(),
         "came back after {:?}",
@@ -387,14 +361,11 @@ async fn a_delay_longer_than_the_lock_is_honoured() {
     let later = queue
         .receive(1, Duration::from_secs(5))
         .await
-        .unwrap_or_else(|e| panic!("receive: {e}"));
+        .expect("receive");
     assert_eq!(later.len(), 1);
     assert!(abandoned.elapsed() >= Duration::from_millis(3000));
     assert_eq!(later[0].delivery_count, 2, "one unlock, no expiry");
-    queue
-        .complete(&later[0].lock)
-        .await
-        .unwrap_or_else(|e| panic!("complete: {e}"));
+    queue.complete(&later[0].lock).await.expect("complete");
 }
 
 /// A receive whose caller stops waiting hands its message back at once
@@ -411,17 +382,14 @@ async fn a_dropped_receive_hands_its_message_back() {
     assert!(gave_up.is_err(), "nothing to receive yet");
     // The abandoned long poll is still running; it gets this message and,
     // finding nobody waiting for it, unlocks it.
-    queue
-        .send(message(1))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    queue.send(message(1)).await.expect("send");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let counts = double.counts("dropped");
     assert_eq!((counts.active, counts.locked), (1, 0), "{counts:?}");
     let got = queue
         .receive(1, Duration::from_secs(4))
         .await
-        .unwrap_or_else(|e| panic!("receive: {e}"));
+        .expect("receive");
     assert_eq!(got.len(), 1, "unlocked well before its 60 s lock expired");
     assert_eq!(got[0].delivery_count, 2);
 }
@@ -435,7 +403,7 @@ async fn waits_are_kept() {
         let got = queue
             .receive(5, Duration::from_millis(wait))
             .await
-            .unwrap_or_else(|e| panic!("receive: {e}"));
+            .expect("receive");
         let took = started.elapsed();
         assert!(got.is_empty());
         assert!(
@@ -450,14 +418,8 @@ async fn waits_are_kept() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    queue
-        .send(message(1))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
-    let got = waiter
-        .await
-        .unwrap_or_else(|e| panic!("join: {e}"))
-        .unwrap_or_else(|e| panic!("receive: {e}"));
+    queue.send(message(1)).await.expect("send");
+    let got = waiter.await.expect("join").expect("receive");
     assert_eq!(got.len(), 1);
     assert!(started.elapsed() < Duration::from_secs(2));
 }
@@ -481,8 +443,7 @@ async fn shutdown_ends_pending_long_polls() {
 #[test]
 fn parses_connection_strings() {
     let with_entity = "Endpoint=sb://i-abc123.servicebus.windows.net/;SharedAccessKeyName=WorkflowServiceAccessKey;SharedAccessKey=AbC+dE/f12=;EntityPath=i-abc123";
-    let cfg = ServiceBusConfig::from_connection_string(with_entity, None)
-        .unwrap_or_else(|e| panic!("parse: {e}"));
+    let cfg = ServiceBusConfig::from_connection_string(with_entity, None).expect("parse");
     assert_eq!(cfg.namespace, "i-abc123");
     assert_eq!(cfg.queue, "i-abc123");
     assert_eq!(cfg.policy_name, "WorkflowServiceAccessKey");
@@ -500,8 +461,7 @@ fn parses_connection_strings() {
     );
 
     let without = "endpoint=sb://NS1.servicebus.windows.net;sharedaccesskeyname=Root;sharedaccesskey=k==;TransportType=Amqp";
-    let cfg = ServiceBusConfig::from_connection_string(without, Some("deliveries"))
-        .unwrap_or_else(|e| panic!("parse: {e}"));
+    let cfg = ServiceBusConfig::from_connection_string(without, Some("deliveries")).expect("parse");
     assert_eq!(cfg.namespace, "ns1");
     assert_eq!(cfg.queue, "deliveries");
     assert_eq!(cfg.policy_key, "k==");
@@ -525,9 +485,8 @@ fn parses_connection_strings() {
         "Endpoint=sb://localhost;SharedAccessKeyName=a;SharedAccessKey=topsecret",
         Some("q"),
     )
-    .err()
-    .map(|e| e.to_string())
-    .unwrap_or_default();
+    .expect_err("a host outside servicebus.windows.net is refused")
+    .to_string();
     assert!(
         !err.contains("topsecret"),
         "errors do not carry the key: {err}"
@@ -546,8 +505,8 @@ async fn real_namespace() {
     };
     let queue_name = std::env::var("DD_TEST_SERVICEBUS_QUEUE").ok();
     let cfg = ServiceBusConfig::from_connection_string(&connection_string, queue_name.as_deref())
-        .unwrap_or_else(|e| panic!("DD_TEST_SERVICEBUS_CONNECTION_STRING: {e}"));
-    let queue = ServiceBusQueue::new(cfg).unwrap_or_else(|e| panic!("adapter: {e}"));
+        .expect("DD_TEST_SERVICEBUS_CONNECTION_STRING");
+    let queue = ServiceBusQueue::new(cfg).expect("adapter");
     contract::send_receive_complete(queue.as_ref()).await;
     contract::abandon_redelivers_with_a_higher_count(queue.as_ref()).await;
 }

@@ -527,7 +527,7 @@ mod tests {
         let r = DeliveryRequest::from_external(&ri_example(), "d1".into());
         let r = r.map_err(|e| e.to_string());
         assert_eq!(r.as_ref().map(|r| r.package.size), Ok(PackageSize::Small));
-        let r = r.unwrap_or_else(|e| panic!("{e}"));
+        let r = r.unwrap();
         assert_eq!(r.pickup_time.map(|t| t.timestamp()), Some(1_557_345_600));
         assert!(r.expedited);
         let echo = r.to_external_json();
@@ -541,8 +541,7 @@ mod tests {
     #[test]
     fn accepts_the_original_load_test_body() {
         let body = json!({"confirmationRequired":"FingerPrint","deadline":"DeadlyQueueOfZombiatedDemons","deliveryId":"42","dropOffLocation":"0,37.4315730000000,-78.65689399999997","expedited":true,"ownerId":"1","packageInfo":{"packageId":"442","size":"Small","tag":"t","weight":"14"},"pickupLocation":"0,36.778261,-119.41793200000001","pickupTime":"2019-04-05T11:00:00.000Z"});
-        let r =
-            DeliveryRequest::from_external(&body, "new".into()).unwrap_or_else(|e| panic!("{e}"));
+        let r = DeliveryRequest::from_external(&body, "new".into()).unwrap();
         assert_eq!(r.delivery_id, "new");
         assert_eq!(r.package.weight, 14.0);
         assert!(matches!(r.pickup, LocationSpec::Coordinates(_)));
@@ -574,9 +573,11 @@ mod tests {
         body["packageInfo"]["weight"] = json!(-1);
         body["expedited"] = json!([1]);
         let fields: Vec<String> = DeliveryRequest::from_external(&body, "x".into())
-            .err()
-            .map(|e| e.errors.into_iter().map(|e| e.field).collect())
-            .unwrap_or_default();
+            .expect_err("the request is invalid")
+            .errors
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
         assert_eq!(
             fields,
             [
@@ -616,7 +617,7 @@ mod tests {
             "d".into(),
         );
         assert_eq!(r.as_ref().map(|r| r.delivery_id.as_str()), Ok("d"));
-        let msg = r.map(|r| r.to_message_json()).unwrap_or_default();
+        let msg = r.map(|r| r.to_message_json()).unwrap();
         assert_eq!(
             RescheduleRequest::from_message(&msg).map(|r| r.dropoff_location),
             Ok(Some("47.6,-122.3".into()))
@@ -632,11 +633,10 @@ mod tests {
             "pickupLocation": "0,47.6,-122.3", "pickupTime": "2019-05-08T20:00:00.000Z"
         });
         for _ in 0..2 {
-            let req = DeliveryRequest::from_external(&body, "d-1".into())
-                .unwrap_or_else(|e| panic!("{e}"));
-            let message: Value = serde_json::from_str(&req.message_body()).unwrap_or_default();
+            let req = DeliveryRequest::from_external(&body, "d-1".into()).unwrap();
+            let message: Value = serde_json::from_str(&req.message_body()).unwrap();
             assert_eq!(message, req.to_message_json());
-            let external: Value = serde_json::from_str(&req.external_body()).unwrap_or_default();
+            let external: Value = serde_json::from_str(&req.external_body()).unwrap();
             assert_eq!(external, req.to_external_json());
             // Again without a pickup time and with a tag.
             body["pickupTime"] = Value::Null;

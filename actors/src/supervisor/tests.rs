@@ -81,9 +81,7 @@ async fn tree(strategy: Strategy, n: usize, policy: RestartPolicy) -> Tree {
         children,
         policy,
     };
-    let (supervisor, handle) = Actor::spawn(None, Supervisor, args)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (supervisor, handle) = Actor::spawn(None, Supervisor, args).await.unwrap();
     Tree {
         supervisor,
         handle,
@@ -106,9 +104,7 @@ impl Tree {
     fn crash(&self, i: usize) {
         let child = ActorRef::<CrashyMsg>::where_is(self.names[i].clone())
             .unwrap_or_else(|| panic!("{} is not running", self.names[i]));
-        child
-            .cast(CrashyMsg::Crash)
-            .unwrap_or_else(|e| panic!("{e}"));
+        child.cast(CrashyMsg::Crash).unwrap();
     }
 
     fn starts(&self) -> Vec<usize> {

@@ -5,6 +5,11 @@
 //! Each check starts from an **empty** queue whose lock duration is
 //! `lock_duration` (keep it short, about a second, so expiry is observable).
 //! The checks panic with a message on the first violation.
+//!
+//! Test support: compiled only with the engine's `test-support` feature.
+
+// Test support: a check that fails panics, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,7 +36,7 @@ async fn receive_all(
         let batch = queue
             .receive(want - got.len(), Duration::from_millis(200))
             .await
-            .unwrap_or_else(|e| panic!("receive failed: {e}"));
+            .expect("receive failed");
         got.extend(batch);
     }
     got
@@ -52,10 +57,7 @@ pub async fn run_all(queue: Arc<dyn MessageQueue>, lock_duration: Duration) {
 /// id), with delivery count 1, and is gone once completed.
 pub async fn send_receive_complete(queue: &dyn MessageQueue) {
     let sent = message(1);
-    queue
-        .send(sent.clone())
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    queue.send(sent.clone()).await.expect("send");
     assert_eq!(queue.depth().await.ok(), Some(1), "depth after one send");
     let got = receive_all(queue, 1, Duration::from_secs(5)).await;
     assert_eq!(got.len(), 1, "the sent message must be received");
@@ -73,10 +75,7 @@ pub async fn send_receive_complete(queue: &dyn MessageQueue) {
         Some(0),
         "a locked message is not waiting"
     );
-    queue
-        .complete(&r.lock)
-        .await
-        .unwrap_or_else(|e| panic!("complete: {e}"));
+    queue.complete(&r.lock).await.expect("complete");
     let again = queue
         .receive(1, Duration::from_millis(300))
         .await
@@ -89,39 +88,27 @@ pub async fn send_receive_complete(queue: &dyn MessageQueue) {
 
 /// An abandoned message comes back with delivery count 2.
 pub async fn abandon_redelivers_with_a_higher_count(queue: &dyn MessageQueue) {
-    queue
-        .send(message(2))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    queue.send(message(2)).await.expect("send");
     let first = receive_all(queue, 1, Duration::from_secs(5)).await;
     assert_eq!(first.len(), 1);
     queue
         .abandon(&first[0].lock, Duration::ZERO)
         .await
-        .unwrap_or_else(|e| panic!("abandon: {e}"));
+        .expect("abandon");
     let second = receive_all(queue, 1, Duration::from_secs(5)).await;
     assert_eq!(second.len(), 1, "an abandoned message must be redelivered");
     assert_eq!(second[0].message.message_id, first[0].message.message_id);
     assert_eq!(second[0].delivery_count, 2);
-    queue
-        .complete(&second[0].lock)
-        .await
-        .unwrap_or_else(|e| panic!("complete: {e}"));
+    queue.complete(&second[0].lock).await.expect("complete");
 }
 
 /// An abandon with a delay keeps the message invisible for about that long.
 pub async fn abandon_with_delay_hides_the_message(queue: &dyn MessageQueue) {
-    queue
-        .send(message(3))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    queue.send(message(3)).await.expect("send");
     let first = receive_all(queue, 1, Duration::from_secs(5)).await;
     assert_eq!(first.len(), 1);
     let delay = Duration::from_millis(1500);
-    queue
-        .abandon(&first[0].lock, delay)
-        .await
-        .unwrap_or_else(|e| panic!("abandon: {e}"));
+    queue.abandon(&first[0].lock, delay).await.expect("abandon");
     let early = queue
         .receive(1, Duration::from_millis(300))
         .await
@@ -129,19 +116,13 @@ pub async fn abandon_with_delay_hides_the_message(queue: &dyn MessageQueue) {
     assert!(early.is_empty(), "the message came back before its delay");
     let later = receive_all(queue, 1, Duration::from_secs(10)).await;
     assert_eq!(later.len(), 1, "the delayed message must come back");
-    queue
-        .complete(&later[0].lock)
-        .await
-        .unwrap_or_else(|e| panic!("complete: {e}"));
+    queue.complete(&later[0].lock).await.expect("complete");
 }
 
 /// A message whose lock expires is delivered again, and the old lock can no
 /// longer settle it.
 pub async fn expired_locks_redeliver(queue: &dyn MessageQueue, lock_duration: Duration) {
-    queue
-        .send(message(4))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    queue.send(message(4)).await.expect("send");
     let first = receive_all(queue, 1, Duration::from_secs(5)).await;
     assert_eq!(first.len(), 1);
     let second = receive_all(queue, 1, lock_duration * 4 + Duration::from_secs(5)).await;
@@ -156,28 +137,19 @@ pub async fn expired_locks_redeliver(queue: &dyn MessageQueue, lock_duration: Du
         queue.complete(&first[0].lock).await.is_err(),
         "a lock that expired and was taken over must not settle the message"
     );
-    queue
-        .complete(&second[0].lock)
-        .await
-        .unwrap_or_else(|e| panic!("complete: {e}"));
+    queue.complete(&second[0].lock).await.expect("complete");
 }
 
 /// Renewing a lock keeps the message from being redelivered past its
 /// original lock duration.
 pub async fn renew_keeps_the_lock(queue: &dyn MessageQueue, lock_duration: Duration) {
-    queue
-        .send(message(5))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    queue.send(message(5)).await.expect("send");
     let first = receive_all(queue, 1, Duration::from_secs(5)).await;
     assert_eq!(first.len(), 1);
     let step = lock_duration / 2;
     for _ in 0..4 {
         tokio::time::sleep(step).await;
-        queue
-            .renew(&first[0].lock)
-            .await
-            .unwrap_or_else(|e| panic!("renew: {e}"));
+        queue.renew(&first[0].lock).await.expect("renew");
     }
     let stolen = queue
         .receive(1, Duration::from_millis(100))
@@ -187,24 +159,18 @@ pub async fn renew_keeps_the_lock(queue: &dyn MessageQueue, lock_duration: Durat
         stolen.is_empty(),
         "a renewed lock must not expire: {stolen:?}"
     );
-    queue
-        .complete(&first[0].lock)
-        .await
-        .unwrap_or_else(|e| panic!("complete: {e}"));
+    queue.complete(&first[0].lock).await.expect("complete");
 }
 
 /// A dead-lettered message leaves the queue for good.
 pub async fn dead_letter_removes(queue: &dyn MessageQueue) {
-    queue
-        .send(message(6))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    queue.send(message(6)).await.expect("send");
     let first = receive_all(queue, 1, Duration::from_secs(5)).await;
     assert_eq!(first.len(), 1);
     queue
         .dead_letter(&first[0].lock, "contract test")
         .await
-        .unwrap_or_else(|e| panic!("dead_letter: {e}"));
+        .expect("dead_letter");
     let again = queue
         .receive(1, Duration::from_millis(300))
         .await
@@ -221,10 +187,7 @@ pub async fn dead_letter_removes(queue: &dyn MessageQueue) {
 pub async fn competing_receivers_get_disjoint_messages(queue: Arc<dyn MessageQueue>) {
     const N: usize = 40;
     for n in 0..N {
-        queue
-            .send(message(100 + n))
-            .await
-            .unwrap_or_else(|e| panic!("send: {e}"));
+        queue.send(message(100 + n)).await.expect("send");
     }
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -240,9 +203,7 @@ pub async fn competing_receivers_get_disjoint_messages(queue: Arc<dyn MessageQue
                     break;
                 }
                 for r in batch {
-                    q.complete(&r.lock)
-                        .await
-                        .unwrap_or_else(|e| panic!("complete: {e}"));
+                    q.complete(&r.lock).await.expect("complete");
                     mine.push(r.message.message_id);
                 }
             }

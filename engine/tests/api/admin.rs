@@ -16,7 +16,7 @@ const TOKEN: &str = "s3cret";
 
 async fn spawn_admin_app() -> TestApp {
     spawn_app_with(|a| {
-        a.admin_token = Some(TOKEN.parse().unwrap_or_else(|e| panic!("{e:?}")));
+        a.admin_token = Some(TOKEN.parse().unwrap());
     })
     .await
 }
@@ -37,7 +37,7 @@ async fn admin(
 
 async fn json_of(res: reqwest::Response, status: u16) -> Value {
     assert_eq!(res.status(), status, "{}", res.url());
-    res.json().await.unwrap_or_else(|e| panic!("{e}"))
+    res.json().await.unwrap()
 }
 
 #[tokio::test]
@@ -91,7 +91,7 @@ async fn the_admin_api_needs_the_bearer_token() {
         .basic_auth("admin", Some(TOKEN))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_problem(res, 401).await;
     // Wrong token: 403, no challenge.
     for wrong in ["s3cre", "s3cret!", "S3CRET", "x"] {
@@ -226,10 +226,7 @@ async fn dead_letters_are_listed_and_replayed() {
     let app = spawn_admin_app().await;
     let mut poison = QueueMessage::new(Operation::Delivery, &json!({"deliveryId": "p1"}), None);
     poison.operation = "explode".into();
-    app.engine
-        .submit(poison.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    app.engine.submit(poison.clone()).await.unwrap();
 
     let letter = wait_for_dead_letter(&app, &poison.message_id).await;
     assert!(
@@ -309,8 +306,8 @@ async fn cli(app: &TestApp, args: &[&str]) -> (Option<i32>, String) {
         .env_remove("DD_ADMIN_URL");
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("could not run the binary: {e}"));
+        .unwrap()
+        .expect("could not run the binary");
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

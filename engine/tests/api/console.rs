@@ -54,7 +54,7 @@ async fn get_page(app: &TestApp, path: &str) -> String {
         "{path}"
     );
     assert_console_headers(&res, path);
-    res.text().await.unwrap_or_default()
+    res.text().await.expect("the page text")
 }
 
 #[tokio::test]
@@ -94,7 +94,7 @@ async fn assets_have_their_content_type_and_revalidate() {
         assert_eq!(res.status(), 200, "{path}");
         assert_eq!(header(&res, "content-type"), asset.content_type, "{path}");
         let etag = assert_console_headers(&res, &path);
-        let body = res.bytes().await.unwrap_or_default();
+        let body = res.bytes().await.expect("the asset body");
         assert_eq!(&body[..], asset.body, "{path}");
 
         // A matching If-None-Match: 304, no body, same validator.
@@ -104,10 +104,10 @@ async fn assets_have_their_content_type_and_revalidate() {
             .header("if-none-match", &etag)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert_eq!(res.status(), 304, "{path}");
         assert_eq!(header(&res, "etag"), etag);
-        assert_eq!(res.bytes().await.unwrap_or_default().len(), 0);
+        assert_eq!(res.bytes().await.expect("the 304 body").len(), 0);
         // A stale one: the file again.
         let res = app
             .client
@@ -115,7 +115,7 @@ async fn assets_have_their_content_type_and_revalidate() {
             .header("if-none-match", "W/\"0000000000000000\"")
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert_eq!(res.status(), 200, "{path}");
     }
     for ext in ["css", "js", "svg"] {
@@ -164,7 +164,7 @@ async fn unknown_assets_and_wrong_methods_are_problems() {
             .request(method.clone(), app.url("/console"))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert_problem(res, 405).await;
     }
     app.stop().await;
@@ -186,7 +186,7 @@ async fn only_processes_serving_the_api_serve_the_console() {
         .await
         .json()
         .await
-        .unwrap_or_default();
+        .expect("a JSON drone list");
     assert_eq!(list["drones"].as_array().map(Vec::len), Some(10));
     worker.stop().await;
     gateway.stop().await;
@@ -200,7 +200,7 @@ async fn the_drone_list_shows_the_fleet_at_work() {
         .await
         .json()
         .await
-        .unwrap_or_default();
+        .expect("a JSON drone list");
     let drones = list["drones"].as_array().cloned().unwrap_or_default();
     assert_eq!(drones.len(), 10, "{list}");
     let ids: Vec<&str> = drones.iter().filter_map(|d| d["id"].as_str()).collect();
@@ -221,7 +221,10 @@ async fn the_drone_list_shows_the_fleet_at_work() {
     // A delivery: its drone shows it, then goes home and parks again.
     let id = app.post_delivery(&ri_example()).await;
     let status = app.wait_for_stage(&id, stage::COMPLETED, LONG).await;
-    let drone = status["droneId"].as_str().unwrap_or_default().to_owned();
+    let drone = status["droneId"]
+        .as_str()
+        .expect("a completed delivery names its drone")
+        .to_owned();
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
         let list: Value = app
@@ -229,7 +232,7 @@ async fn the_drone_list_shows_the_fleet_at_work() {
             .await
             .json()
             .await
-            .unwrap_or_default();
+            .expect("a JSON drone list");
         let d = list["drones"]
             .as_array()
             .and_then(|ds| ds.iter().find(|d| d["id"] == drone.as_str()).cloned())

@@ -19,7 +19,7 @@ async fn post_answers_202_with_echo_id_and_location() {
         .get("location")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body: Value = res.json().await.unwrap_or_default();
+    let body: Value = res.json().await.expect("a JSON answer");
     let id = body["deliveryId"].as_str().unwrap_or_default().to_owned();
     assert!(
         uuid::Uuid::parse_str(&id).is_ok(),
@@ -47,7 +47,7 @@ async fn reads_follow_the_original_shapes_and_prefixes() {
         .await
         .json()
         .await
-        .unwrap_or_default();
+        .expect("a JSON delivery");
     assert_eq!(delivery["id"], id.as_str());
     assert_eq!(delivery["owner"]["userId"], "myowner");
     assert!(delivery["owner"]["accountId"].is_string());
@@ -78,7 +78,7 @@ async fn reads_follow_the_original_shapes_and_prefixes() {
     ] {
         let res = app.get(&path).await;
         assert_eq!(res.status(), 200, "{path}");
-        let other: Value = res.json().await.unwrap_or_default();
+        let other: Value = res.json().await.expect("a JSON delivery");
         assert_eq!(other, delivery, "{path}");
     }
 
@@ -87,10 +87,10 @@ async fn reads_follow_the_original_shapes_and_prefixes() {
         .await
         .json()
         .await
-        .unwrap_or_default();
+        .expect("a JSON owner");
     assert_eq!(owner, delivery["owner"]);
 
-    let status = app.status(&id).await.unwrap_or_default();
+    let status = app.status(&id).await.expect("the delivery has a status");
     assert_eq!(status["stage"], stage::COMPLETED);
     assert_eq!(status["stageName"], "Completed");
     assert!(
@@ -108,7 +108,7 @@ async fn reads_follow_the_original_shapes_and_prefixes() {
         .await
         .json()
         .await
-        .unwrap_or_default();
+        .expect("a JSON package");
     assert_eq!(
         package,
         json!({"id": "mypackage", "size": "Small", "weight": 10.0, "tag": "mytag"})
@@ -129,7 +129,7 @@ async fn accepts_the_original_load_test_body_with_coordinates() {
         .await
         .json()
         .await
-        .unwrap_or_default();
+        .expect("a JSON delivery");
     assert_eq!(delivery["pickup"]["latitude"], 47.55);
     assert_eq!(delivery["dropoff"]["longitude"], -122.33);
     assert_eq!(delivery["confirmationRequired"], 0);
@@ -178,7 +178,7 @@ async fn invalid_requests_are_400_problems_naming_the_fields() {
         .body("{\"ownerId\": ")
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_problem(res, 400).await;
 
     let res = app
@@ -188,7 +188,7 @@ async fn invalid_requests_are_400_problems_naming_the_fields() {
         .body(ri_example().to_string())
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_problem(res, 415).await;
 
     let res = app

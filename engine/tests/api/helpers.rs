@@ -42,7 +42,7 @@ pub async fn spawn_app_on(
         );
     }
     let mut args = ServeArgs::defaults();
-    args.listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+    args.listen = "127.0.0.1:0".parse().unwrap();
     args.sim_speed = 2_000.0;
     args.tick_ms = 20;
     args.fleet_size = 10;
@@ -52,7 +52,7 @@ pub async fn spawn_app_on(
         Some(b) => Application::build_with(&args, b).await,
         None => Application::build(&args).await,
     };
-    let app = app.unwrap_or_else(|e| panic!("app did not start: {e:?}"));
+    let app = app.expect("app did not start");
     let address = format!("http://{}", app.address());
     let engine = app.engine().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -115,7 +115,7 @@ impl TestApp {
             .send_json(reqwest::Method::POST, "/api/deliveryrequests", body)
             .await;
         assert_eq!(res.status(), 202, "POST /api/deliveryrequests");
-        let body: Value = res.json().await.unwrap_or_else(|e| panic!("{e}"));
+        let body: Value = res.json().await.unwrap();
         body["deliveryId"]
             .as_str()
             .unwrap_or_else(|| panic!("no deliveryId in {body}"))
@@ -126,7 +126,7 @@ impl TestApp {
     pub async fn status(&self, id: &str) -> Option<Value> {
         let res = self.get(&format!("/api/deliveries/{id}/status")).await;
         match res.status().as_u16() {
-            200 => Some(res.json().await.unwrap_or_else(|e| panic!("{e}"))),
+            200 => Some(res.json().await.unwrap()),
             404 => None,
             other => panic!("status of {id}: HTTP {other}"),
         }
@@ -164,8 +164,8 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
-            let result = server.await.unwrap_or_else(|e| panic!("server task: {e}"));
-            result.unwrap_or_else(|e| panic!("server: {e:?}"));
+            let result = server.await.expect("server task");
+            result.expect("server");
         }
     }
 }
@@ -208,7 +208,7 @@ pub async fn assert_problem(res: reqwest::Response, status: u16) -> Value {
         ct.starts_with("application/problem+json"),
         "content-type was {ct:?}"
     );
-    let body: Value = res.json().await.unwrap_or_else(|e| panic!("{e}"));
+    let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], status);
     assert!(body["title"].is_string(), "{body}");
     body

@@ -147,7 +147,7 @@ async fn send(app: &TestApp, method: &str, path: &str, body: Vec<u8>) -> u16 {
 
 #[test]
 fn generated_requests_on_every_route_never_get_a_5xx() {
-    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
     let app = rt.block_on(spawn_app_with(|a| {
         a.admin_token = "hostile-test-token".parse().ok();
     }));

@@ -29,7 +29,7 @@ async fn a_delivery_goes_through_every_stage_to_completed() {
         .deliveries
         .events(&id)
         .await
-        .unwrap_or_default();
+        .expect("the delivery's events");
     assert_eq!(
         stages(&events),
         [
@@ -62,7 +62,7 @@ async fn a_delivery_goes_through_every_stage_to_completed() {
             chrono::Datelike::month(&now),
         )
         .await
-        .unwrap_or_default();
+        .expect("the owner's utilization");
     assert!(
         used.traveled_miles > 0.5 && used.assigned_hours > 0.0,
         "{used:?}"
@@ -99,7 +99,7 @@ async fn reschedule_changes_the_route_and_the_delivery_still_completes() {
         )
         .await;
     assert_eq!(res.status(), 200);
-    assert_eq!(res.text().await.unwrap_or_default(), id);
+    assert_eq!(res.text().await.expect("the answer text"), id);
 
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
@@ -108,7 +108,7 @@ async fn reschedule_changes_the_route_and_the_delivery_still_completes() {
             .await
             .json()
             .await
-            .unwrap_or_default();
+            .expect("a JSON delivery");
         if d["pickup"]["latitude"] == 47.61 && d["deadline"] == "tomorrow" {
             break;
         }
@@ -126,7 +126,7 @@ async fn reschedule_changes_the_route_and_the_delivery_still_completes() {
         .deliveries
         .events(&id)
         .await
-        .unwrap_or_default();
+        .expect("the delivery's events");
     assert_eq!(
         stages(&events),
         [
@@ -193,7 +193,7 @@ async fn completed_deliveries_cannot_be_changed() {
         .delete(app.url(&format!("/api/deliveryrequests/{id}")))
         .send()
         .await;
-    assert_problem(res.unwrap_or_else(|e| panic!("{e}")), 409).await;
+    assert_problem(res.unwrap(), 409).await;
     let res = app
         .send_json(
             Method::PATCH,
@@ -210,14 +210,10 @@ async fn a_redelivered_message_has_no_second_effect() {
     let app = spawn_app().await;
     let mut body = ri_example();
     body["deliveryId"] = json!("dup-1");
-    let request = dronedelivery_actors::domain::DeliveryRequest::from_message(&body)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let request = dronedelivery_actors::domain::DeliveryRequest::from_message(&body).unwrap();
     for _ in 0..3 {
         let msg = QueueMessage::new(Operation::Delivery, &request.to_message_json(), None);
-        app.engine
-            .submit(msg)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        app.engine.submit(msg).await.unwrap();
     }
     app.wait_for_stage("dup-1", stage::COMPLETED, LONG).await;
     // Let any duplicate finish too.
@@ -229,7 +225,7 @@ async fn a_redelivered_message_has_no_second_effect() {
         .deliveries
         .events("dup-1")
         .await
-        .unwrap_or_default();
+        .expect("the delivery's events");
     let created = events
         .iter()
         .filter(|e| e.stage == DeliveryStage::Created)
@@ -250,17 +246,11 @@ async fn poison_messages_are_dead_lettered_with_a_reason() {
     // Unknown operation: dead-lettered at once.
     let mut msg = QueueMessage::new(Operation::Cancel, &json!("x"), None);
     msg.operation = "explode".into();
-    app.engine
-        .submit(msg.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    app.engine.submit(msg.clone()).await.unwrap();
     // Not JSON.
     let mut garbage = QueueMessage::new(Operation::Delivery, &json!({}), None);
     garbage.body = "{not json".into();
-    app.engine
-        .submit(garbage.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    app.engine.submit(garbage.clone()).await.unwrap();
     // A reschedule of a delivery that never appears: retried, then given up.
     let res = app
         .send_json(
@@ -280,7 +270,7 @@ async fn poison_messages_are_dead_lettered_with_a_reason() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let letters = dead.list(0, 10).await.unwrap_or_default();
+    let letters = dead.list(0, 10).await.expect("the dead letters");
     let reason_of = |op: &str| {
         letters
             .iter()
@@ -300,7 +290,12 @@ async fn poison_messages_are_dead_lettered_with_a_reason() {
     assert_eq!(app.engine.queue_depth().await.unwrap_or(u64::MAX), 0);
 
     // Dead letters are counted by reason kind, never by free text.
-    let metrics = app.get("/metrics").await.text().await.unwrap_or_default();
+    let metrics = app
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .expect("the metrics text");
     for kind in ["unknown_operation", "not_json", "retries_exhausted"] {
         let label = format!("dronedelivery_dead_letters_total{{reason=\"{kind}\"}}");
         assert!(metrics.contains(&label), "{label} missing:\n{metrics}");

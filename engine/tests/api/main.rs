@@ -1,6 +1,9 @@
 //! Integration tests: the real application (actor tree + HTTP gateway) on a
 //! random port, driven over HTTP like a client would.
 
+// Test code: a failed precondition should panic, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod admin;
 mod console;
 mod deliveries;

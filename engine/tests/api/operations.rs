@@ -156,7 +156,7 @@ async fn after_a_flow_every_documented_metric_is_reported_non_zero() {
             None,
         ))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let letters = wait_for_dead_letters(&app, 2).await;
     let compensated = letters
         .iter()
@@ -166,14 +166,17 @@ async fn after_a_flow_every_documented_metric_is_reported_non_zero() {
                 .is_some_and(|r| r.starts_with("compensated"))
         })
         .unwrap_or_else(|| panic!("no compensated delivery among {letters:?}"));
-    let replay_id = compensated["id"].as_str().unwrap_or_default().to_owned();
+    let replay_id = compensated["id"]
+        .as_str()
+        .expect("the dead letter has an id")
+        .to_owned();
     let res = app
         .client
         .post(app.url(&format!("/admin/deadletters/{replay_id}/replay")))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(res.status().is_success(), "replay: {}", res.status());
 
     // An operator restart of the consumers.
@@ -183,7 +186,7 @@ async fn after_a_flow_every_documented_metric_is_reported_non_zero() {
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(res.status().is_success(), "restart: {}", res.status());
 
     // Everything ends; idle actors passivate.
@@ -198,7 +201,7 @@ async fn after_a_flow_every_documented_metric_is_reported_non_zero() {
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     scraper.abort();
 
-    let seen = seen.lock().map(|m| m.clone()).unwrap_or_default();
+    let seen = seen.lock().expect("the scraper did not panic").clone();
     let missing: Vec<&str> = m::ALL
         .iter()
         .copied()
@@ -226,8 +229,8 @@ async fn wait_for_dead_letters(app: &TestApp, at_least: usize) -> Vec<Value> {
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let body: Value = res.json().await.unwrap_or_default();
+            .unwrap();
+        let body: Value = res.json().await.expect("a JSON dead-letter page");
         let items = body["items"].as_array().cloned().unwrap_or_default();
         if items.len() >= at_least {
             return items;
@@ -260,16 +263,11 @@ async fn a_two_megabyte_body_is_refused_with_413() {
     // Chunked, with no length announced: refused once the limit is crossed.
     let payload = big.to_string();
     let address = app.address.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&address)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
     let head = format!(
         "POST /api/deliveryrequests HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    stream.write_all(head.as_bytes()).await.unwrap();
     for chunk in payload.as_bytes().chunks(64 * 1024) {
         let frame = format!("{:x}\r\n", chunk.len());
         // The server may answer and close before taking the whole body.
@@ -388,13 +386,13 @@ async fn cors_is_off_by_default_and_on_for_configured_origins() {
             .header("access-control-request-method", "POST")
             .send()
     };
-    let res = preflight(&app).await.unwrap_or_else(|e| panic!("{e}"));
+    let res = preflight(&app).await.unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
     app.stop().await;
 
     let app =
         spawn_app_with(|a| a.cors_allowed_origins = vec!["https://console.example".into()]).await;
-    let res = preflight(&app).await.unwrap_or_else(|e| panic!("{e}"));
+    let res = preflight(&app).await.unwrap();
     assert!(res.status().is_success(), "{}", res.status());
     assert_eq!(
         header(&res, "access-control-allow-origin"),
@@ -406,7 +404,7 @@ async fn cors_is_off_by_default_and_on_for_configured_origins() {
         .header("origin", "https://evil.example")
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
     app.stop().await;
 }
@@ -420,7 +418,7 @@ async fn responses_are_compressed_when_the_client_accepts_gzip() {
         .header("accept-encoding", "gzip")
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(header(&res, "content-encoding"), "gzip");
     let res = app.get("/metrics").await;
     assert_eq!(header(&res, "content-encoding"), "");
@@ -477,7 +475,7 @@ async fn gateway_and_worker_roles_share_the_work() {
         .await
         .json()
         .await
-        .unwrap_or_default();
+        .expect("a JSON readiness answer");
     assert_eq!(ready["role"], "gateway");
     assert_problem(worker.get(&format!("/api/deliveries/{id}")).await, 404).await;
     assert_problem(
@@ -495,7 +493,7 @@ async fn gateway_and_worker_roles_share_the_work() {
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(res.status(), 200);
     worker.stop().await;
     gateway.stop().await;

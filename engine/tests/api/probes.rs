@@ -19,7 +19,7 @@ async fn metrics_count_requests_and_deliveries() {
         .await;
     let res = app.get("/metrics").await;
     assert_eq!(res.status(), 200);
-    let text = res.text().await.unwrap_or_default();
+    let text = res.text().await.expect("the metrics text");
     for name in [
         "dronedelivery_http_requests_total",
         "dronedelivery_deliveries_accepted_total",

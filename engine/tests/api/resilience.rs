@@ -105,7 +105,7 @@ async fn real_backends() -> dronedelivery_actors::Backends {
     args.lock_duration_secs = 5;
     dronedelivery_engine::backends::connect(&args)
         .await
-        .unwrap_or_else(|e| panic!("real backends: {e:?}"))
+        .expect("real backends")
         .backends
 }
 
@@ -113,7 +113,7 @@ async fn stages(app: &TestApp, id: &str) -> Vec<DeliveryStage> {
     app.engine
         .events(id)
         .await
-        .unwrap_or_default()
+        .expect("the delivery's events")
         .iter()
         .map(|e| e.stage)
         .collect()
@@ -166,11 +166,7 @@ async fn a_crashed_drone_actor_is_restarted_and_resumes_its_flight() {
         faulty.fired.load(Ordering::SeqCst),
         "the fault was never injected"
     );
-    let fleet = app
-        .engine
-        .fleet()
-        .await
-        .unwrap_or_else(|| panic!("no fleet"));
+    let fleet = app.engine.fleet().await.expect("no fleet");
     assert!(fleet.restarts >= 1, "{fleet:?}");
     assert_eq!(fleet.drones, 3, "the drone came back");
     app.stop().await;
@@ -233,13 +229,14 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
         &json!({"deliveryId": "late-1", "deadline": "after the fix"}),
         None,
     );
-    app.engine
-        .submit(reschedule.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    app.engine.submit(reschedule.clone()).await.unwrap();
     let deadline = tokio::time::Instant::now() + LONG;
     let letter = loop {
-        let (letters, _) = app.engine.dead_letters(0, 10).await.unwrap_or_default();
+        let (letters, _) = app
+            .engine
+            .dead_letters(0, 10)
+            .await
+            .expect("the dead letters");
         if let Some(l) = letters.into_iter().find(|l| l.id == reschedule.message_id) {
             break l;
         }
@@ -255,7 +252,7 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
     // Fix the cause: the delivery now exists (slow drones keep it reschedulable).
     let mut body = ri_example();
     body["deliveryId"] = json!("late-1");
-    let request = DeliveryRequest::from_message(&body).unwrap_or_else(|e| panic!("{e}"));
+    let request = DeliveryRequest::from_message(&body).unwrap();
     app.engine
         .submit(QueueMessage::new(
             Operation::Delivery,
@@ -263,7 +260,7 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
             None,
         ))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     app.wait_for("late-1", LONG, |s| s["stage"].is_u64()).await;
 
     let replayed = app.engine.replay_dead_letter(&reschedule.message_id).await;
@@ -282,7 +279,11 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (left, total) = app.engine.dead_letters(0, 10).await.unwrap_or_default();
+    let (left, total) = app
+        .engine
+        .dead_letters(0, 10)
+        .await
+        .expect("the dead letters");
     assert!(
         left.iter().all(|l| l.id != reschedule.message_id) && total == 0,
         "{left:?}"
@@ -313,7 +314,7 @@ async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
     for id in &ids {
         let mut body = ri_example();
         body["deliveryId"] = json!(id);
-        let request = DeliveryRequest::from_message(&body).unwrap_or_else(|e| panic!("{e}"));
+        let request = DeliveryRequest::from_message(&body).unwrap();
         app.engine
             .submit(QueueMessage::new(
                 Operation::Delivery,
@@ -321,7 +322,7 @@ async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
                 None,
             ))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
     let instance = app.engine.context().config.instance.clone();
     let live = || {
@@ -364,7 +365,7 @@ async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
         app.engine
             .submit(QueueMessage::new(Operation::Cancel, &json!(id), None))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     for id in &ids {
@@ -415,7 +416,11 @@ async fn a_store_outage_opens_the_breaker_and_nothing_is_dead_lettered() {
         app.wait_for_stage(id, stage::COMPLETED, Duration::from_secs(60))
             .await;
     }
-    let (letters, total) = app.engine.dead_letters(0, 10).await.unwrap_or_default();
+    let (letters, total) = app
+        .engine
+        .dead_letters(0, 10)
+        .await
+        .expect("the dead letters");
     assert_eq!(
         total, 0,
         "a transient outage dead-lettered messages: {letters:?}"
@@ -452,7 +457,11 @@ async fn a_delivery_no_drone_can_take_is_compensated_and_can_be_replayed() {
         .unwrap_or_default();
     assert!(reason.contains("no drone"), "{reason}");
     let letter_id = format!("compensated-{waiting}");
-    let (letters, _) = app.engine.dead_letters(0, 10).await.unwrap_or_default();
+    let (letters, _) = app
+        .engine
+        .dead_letters(0, 10)
+        .await
+        .expect("the dead letters");
     let letter = letters.iter().find(|l| l.id == letter_id);
     assert!(
         letter.is_some_and(|l| l.reason.contains("no drone")),
@@ -470,7 +479,7 @@ async fn a_delivery_no_drone_can_take_is_compensated_and_can_be_replayed() {
         .delete(app.url(&format!("/api/deliveryrequests/{busy}")))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(res.status(), 204);
     app.wait_for_stage(&busy, stage::CANCELLED, LONG).await;
     let replayed = app.engine.replay_dead_letter(&letter_id).await;

@@ -52,7 +52,7 @@ fn address(app: &TestApp) -> String {
 async fn open(address: &str) -> TcpStream {
     TcpStream::connect(address)
         .await
-        .unwrap_or_else(|e| panic!("connect {address}: {e}"))
+        .expect("connect to the test server")
 }
 
 /// A client without a connection pool: the tests close idle connections
@@ -62,7 +62,7 @@ fn fresh_client() -> reqwest::Client {
         .pool_max_idle_per_host(0)
         .timeout(GENEROUS)
         .build()
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 /// Sends `drip` on `stream` one byte every `every`, never closing its side,
@@ -115,10 +115,7 @@ fn hold(
 async fn ended(held: Vec<tokio::task::JoinHandle<Ended>>) -> Vec<Ended> {
     let mut out = Vec::with_capacity(held.len());
     for h in held {
-        out.push(
-            h.await
-                .unwrap_or_else(|e| panic!("held connection task: {e}")),
-        );
+        out.push(h.await.expect("held connection task"));
     }
     out
 }
@@ -130,20 +127,20 @@ async fn normal_traffic(app: &TestApp, client: &reqwest::Client) -> usize {
         .get(app.url("/healthz"))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("GET /healthz: {e}"));
+        .expect("GET /healthz");
     assert_eq!(res.status(), 200, "GET /healthz");
     let res = client
         .post(app.url("/api/deliveryrequests"))
         .json(&ri_example())
         .send()
         .await
-        .unwrap_or_else(|e| panic!("POST /api/deliveryrequests: {e}"));
+        .expect("POST /api/deliveryrequests");
     assert_eq!(res.status(), 202, "POST /api/deliveryrequests");
     let res = client
         .get(app.url("/readyz"))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("GET /readyz: {e}"));
+        .expect("GET /readyz");
     assert_eq!(res.status(), 200, "GET /readyz");
     3
 }
@@ -176,7 +173,7 @@ async fn slow_and_idle_connections_are_closed_and_do_not_starve_other_clients() 
     keep_alive
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: dronedelivery\r\n\r\n")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let idle = hold(
         keep_alive,
         std::iter::empty::<u8>(),
@@ -213,7 +210,7 @@ async fn slow_and_idle_connections_are_closed_and_do_not_starve_other_clients() 
             e.text()
         );
     }
-    let idle = idle.await.unwrap_or_else(|e| panic!("{e}"));
+    let idle = idle.await.unwrap();
     assert!(
         idle.closed,
         "an idle keep-alive connection was not closed: {}",
@@ -260,7 +257,7 @@ async fn beyond_max_connections_a_client_waits_for_a_free_slot() {
     waiting
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: dronedelivery\r\nConnection: close\r\n\r\n")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let mut first = [0_u8; 1];
     let early = tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut first)).await;
     assert!(
@@ -271,8 +268,8 @@ async fn beyond_max_connections_a_client_waits_for_a_free_slot() {
     let mut answer = Vec::new();
     tokio::time::timeout(GENEROUS, waiting.read_to_end(&mut answer))
         .await
-        .unwrap_or_else(|_| panic!("the waiting connection was never served"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("the waiting connection was never served")
+        .unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let ends = ended(silent).await;
@@ -292,15 +289,12 @@ async fn a_body_that_stops_arriving_is_answered_408_and_the_server_stays_ready()
     let app = spawn_app_with(|a| a.http_body_timeout_secs = 1).await;
     let address = address(&app);
     let mut stream = open(&address).await;
-    stream
-        .write_all(POST_HEAD)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    stream.write_all(POST_HEAD).await.unwrap();
     // A few bytes of the body, then nothing.
     let drip = br#"{"ownerId": "slow"#.iter().copied();
     let end = hold(stream, drip, Duration::from_millis(100), GENEROUS)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(end.closed, "the connection was not closed: {}", end.text());
     let text = end.text();
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
@@ -327,15 +321,12 @@ async fn a_body_that_keeps_trickling_is_cut_at_the_request_timeout() {
     let app = spawn_app_with(|_| {}).await;
     let address = address(&app);
     let mut stream = open(&address).await;
-    stream
-        .write_all(POST_HEAD)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    stream.write_all(POST_HEAD).await.unwrap();
     let drip = br#"{"ownerId": ""#.iter().copied().chain(std::iter::repeat(b'a'));
     let bound = REQUEST_TIMEOUT + GENEROUS;
     let end = hold(stream, drip, Duration::from_millis(500), bound)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(
         end.closed,
         "a trickling body was still being read after {bound:?}"

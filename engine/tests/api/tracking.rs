@@ -84,7 +84,7 @@ async fn open_stream(app: &TestApp, id: &str, last_event_id: Option<&str>) -> re
     if let Some(last) = last_event_id {
         req = req.header("last-event-id", last);
     }
-    req.send().await.unwrap_or_else(|e| panic!("{e}"))
+    req.send().await.unwrap()
 }
 
 fn stage_names(events: &[SseEvent]) -> Vec<String> {
@@ -194,7 +194,7 @@ async fn utilization_sums_the_owners_finished_deliveries() {
     let used = loop {
         let res = app.get(&path).await;
         if res.status() == 200 {
-            break res.json::<Value>().await.unwrap_or_else(|e| panic!("{e}"));
+            break res.json::<Value>().await.unwrap();
         }
         assert_eq!(res.status(), 404);
         assert!(
@@ -272,7 +272,7 @@ async fn notify_me_and_no_confirmation_while_the_drone_flies() {
         .notify
         .list(&id)
         .await
-        .unwrap_or_default();
+        .expect("the notify-me requests");
     assert_eq!(stored.len(), 2);
     assert_eq!(stored[0].email_address.as_deref(), Some("me@example.com"));
 
@@ -343,11 +343,9 @@ async fn a_completed_delivery_can_be_confirmed() {
         .engine
         .delivery(&id)
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("delivery {id} vanished"));
-    let stored = record
-        .confirmation
-        .unwrap_or_else(|| panic!("confirmation not stored"));
+        .unwrap()
+        .expect("the delivery is still stored");
+    let stored = record.confirmation.expect("confirmation not stored");
     assert_eq!(stored.confirmation_blob, "cGljdHVyZQ==");
     assert_eq!(stored.geo_coordinates.latitude, 47.61);
 
@@ -375,7 +373,7 @@ async fn post_with_key(app: &TestApp, key: &str, body: &Value) -> reqwest::Respo
         .json(body)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 fn header(res: &reqwest::Response, name: &str) -> Option<String> {
@@ -390,7 +388,7 @@ async fn created_events(app: &TestApp, id: &str) -> usize {
     app.engine
         .events(id)
         .await
-        .unwrap_or_default()
+        .expect("the delivery's events")
         .iter()
         .filter(|e| e.stage == DeliveryStage::Created)
         .count()
@@ -403,7 +401,7 @@ async fn a_repeated_idempotency_key_replays_the_first_answer() {
     assert_eq!(first.status(), 202);
     assert_eq!(header(&first, "idempotent-replayed"), None);
     let location = header(&first, "location");
-    let first: Value = first.json().await.unwrap_or_else(|e| panic!("{e}"));
+    let first: Value = first.json().await.unwrap();
     let id = first["deliveryId"].as_str().unwrap_or_default().to_owned();
     assert_eq!(location, Some(format!("/api/deliveries/{id}")));
 
@@ -421,7 +419,7 @@ async fn a_repeated_idempotency_key_replays_the_first_answer() {
         Some("true")
     );
     assert_eq!(header(&second, "location"), location);
-    let second: Value = second.json().await.unwrap_or_else(|e| panic!("{e}"));
+    let second: Value = second.json().await.unwrap();
     assert_eq!(second, first);
 
     // Same key, another request: 422.
@@ -456,16 +454,19 @@ async fn concurrent_requests_with_one_key_create_one_delivery() {
             let res = post_with_key(&app, "burst-1", &ri_example()).await;
             let replayed = header(&res, "idempotent-replayed").is_some();
             assert_eq!(res.status(), 202);
-            let body: Value = res.json().await.unwrap_or_else(|e| panic!("{e}"));
+            let body: Value = res.json().await.unwrap();
             (
-                body["deliveryId"].as_str().unwrap_or_default().to_owned(),
+                body["deliveryId"]
+                    .as_str()
+                    .expect("a deliveryId in the answer")
+                    .to_owned(),
                 replayed,
             )
         }));
     }
     let mut answers = Vec::new();
     for t in tasks {
-        answers.push(t.await.unwrap_or_else(|e| panic!("{e}")));
+        answers.push(t.await.unwrap());
     }
     let id = answers[0].0.clone();
     assert!(answers.iter().all(|(i, _)| *i == id), "{answers:?}");
@@ -541,20 +542,23 @@ async fn a_retry_after_a_failed_submit_is_queued_not_stuck() {
     };
 
     queue.fail_next.store(1, Ordering::SeqCst);
-    let res = post().await.unwrap_or_else(|e| panic!("{e}"));
+    let res = post().await.unwrap();
     assert_eq!(res.status(), 503);
     assert_eq!(engine.queue_depth().await.unwrap_or(u64::MAX), 0);
 
     // The retry finds the key but no delivery: it queues the request again.
-    let res = post().await.unwrap_or_else(|e| panic!("{e}"));
+    let res = post().await.unwrap();
     assert_eq!(res.status(), 202);
     assert_eq!(header(&res, "idempotent-replayed").as_deref(), Some("true"));
-    let body: Value = res.json().await.unwrap_or_else(|e| panic!("{e}"));
-    let id = body["deliveryId"].as_str().unwrap_or_default().to_owned();
+    let body: Value = res.json().await.unwrap();
+    let id = body["deliveryId"]
+        .as_str()
+        .expect("a deliveryId in the answer")
+        .to_owned();
 
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
-        let record = engine.delivery(&id).await.unwrap_or_else(|e| panic!("{e}"));
+        let record = engine.delivery(&id).await.unwrap();
         if record.is_some_and(|r| r.stage == DeliveryStage::Completed) {
             break;
         }
@@ -567,7 +571,7 @@ async fn a_retry_after_a_failed_submit_is_queued_not_stuck() {
     let created = engine
         .events(&id)
         .await
-        .unwrap_or_default()
+        .expect("the delivery's events")
         .iter()
         .filter(|e| e.stage == DeliveryStage::Created)
         .count();

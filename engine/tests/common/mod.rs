@@ -14,10 +14,10 @@ pub fn redis_url() -> String {
 /// A plain connection for inspecting what the adapters wrote.
 pub async fn raw(url: &str) -> ::redis::aio::MultiplexedConnection {
     ::redis::Client::open(url)
-        .unwrap_or_else(|e| panic!("redis url: {e}"))
+        .expect("redis url")
         .get_multiplexed_async_connection()
         .await
-        .unwrap_or_else(|e| panic!("redis connection: {e}"))
+        .expect("redis connection")
 }
 
 /// Deletes every key under `prefix` (SCAN + DEL).
@@ -34,13 +34,13 @@ pub async fn cleanup(url: &str, prefix: &str) {
             .arg(1000)
             .query_async(&mut c)
             .await
-            .unwrap_or_else(|e| panic!("SCAN: {e}"));
+            .expect("SCAN");
         if !keys.is_empty() {
             ::redis::cmd("DEL")
                 .arg(&keys)
                 .query_async::<()>(&mut c)
                 .await
-                .unwrap_or_else(|e| panic!("DEL: {e}"));
+                .expect("DEL");
         }
         if next == 0 {
             break;

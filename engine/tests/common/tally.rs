@@ -51,10 +51,10 @@ impl Tally {
             let events: Vec<String> = r
                 .lrange(&key, 0, -1)
                 .await
-                .unwrap_or_else(|e| panic!("LRANGE {key}: {e}"));
+                .expect("LRANGE of a delivery's events");
             let mut stages: HashMap<u64, usize> = HashMap::new();
             for event in &events {
-                let v: Value = serde_json::from_str(event).unwrap_or_default();
+                let v: Value = serde_json::from_str(event).expect("tracking events are JSON");
                 if let Some(stage) = v["stage"].as_u64() {
                     *stages.entry(stage).or_default() += 1;
                 }
@@ -75,12 +75,12 @@ impl Tally {
             .collection::<Document>(dronedelivery_engine::adapters::mongo::DEAD_LETTERS)
             .count_documents(doc! {})
             .await
-            .unwrap_or_else(|e| panic!("count dead letters: {e}"));
+            .expect("count dead letters");
         tally.packages = db
             .collection::<Document>(dronedelivery_engine::adapters::mongo::PACKAGES)
             .count_documents(doc! { "_id": { "$regex": format!("^{package_prefix}") } })
             .await
-            .unwrap_or_else(|e| panic!("count packages: {e}"));
+            .expect("count packages");
         tally
     }
 

@@ -339,10 +339,8 @@ mod tests {
     use hyper::Method;
 
     async fn hello_server() -> Arc<Target> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let app = axum::Router::new()
             .route("/", axum::routing::get(|| async { "Hello, World!" }))
             .route(
@@ -350,13 +348,13 @@ mod tests {
                 axum::routing::get(|| async { (hyper::StatusCode::NOT_FOUND, "no") }),
             );
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Target::parse(&format!("http://{addr}")).unwrap_or_else(|e| panic!("{e}"))
+        Target::parse(&format!("http://{addr}")).unwrap()
     }
 
     fn fixed(target: &Arc<Target>, path: &str) -> Arc<dyn Source> {
         Arc::new(Fixed {
             method: Method::GET,
-            uri: target.uri(path).unwrap_or_else(|e| panic!("{e}")),
+            uri: target.uri(path).unwrap(),
             body: None,
         })
     }
@@ -370,18 +368,16 @@ mod tests {
             timeout: Duration::from_secs(5),
             grace: Duration::ZERO,
         };
-        let r = run(&target, fixed(&target, "/"), plan)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let total = r.total().unwrap_or_else(|e| panic!("{e}"));
+        let r = run(&target, fixed(&target, "/"), plan).await.unwrap();
+        let total = r.total().unwrap();
         assert!(total.sent > 10, "{total:?}");
         assert_eq!(total.ok, total.sent);
         assert_eq!(total.latency.len(), total.sent);
 
         let r = run(&target, fixed(&target, "/missing"), plan)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let total = r.total().unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
+        let total = r.total().unwrap();
         assert_eq!(total.ok, 0);
         assert_eq!(total.non_2xx.get(&404), Some(&total.sent));
     }
@@ -398,10 +394,8 @@ mod tests {
             timeout: Duration::from_secs(5),
             grace: Duration::from_secs(5),
         };
-        let r = run(&target, fixed(&target, "/"), plan)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let total = r.total().unwrap_or_else(|e| panic!("{e}"));
+        let r = run(&target, fixed(&target, "/"), plan).await.unwrap();
+        let total = r.total().unwrap();
         // 400/s for 0.5 s: exactly 200 requests are due, all sent.
         assert_eq!(total.sent, 200);
         assert_eq!(total.ok, 200);
@@ -419,9 +413,8 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let target =
-            Target::parse(&format!("http://127.0.0.1:{port}")).unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
+        let target = Target::parse(&format!("http://127.0.0.1:{port}")).unwrap();
         let plan = Plan {
             shape: Shape::Closed { concurrency: 1 },
             duration: Some(Duration::from_millis(100)),

@@ -238,15 +238,13 @@ mod tests {
     use crate::drive::Worker;
 
     fn target() -> Arc<Target> {
-        Target::parse("http://127.0.0.1:1").unwrap_or_else(|e| panic!("{e}"))
+        Target::parse("http://127.0.0.1:1").unwrap()
     }
 
     #[test]
     fn delivery_bodies_are_valid_and_unique() {
-        let a: serde_json::Value =
-            serde_json::from_slice(&delivery_body("t", 1)).unwrap_or_else(|e| panic!("{e}"));
-        let b: serde_json::Value =
-            serde_json::from_slice(&delivery_body("t", 2)).unwrap_or_else(|e| panic!("{e}"));
+        let a: serde_json::Value = serde_json::from_slice(&delivery_body("t", 1)).unwrap();
+        let b: serde_json::Value = serde_json::from_slice(&delivery_body("t", 2)).unwrap();
         assert_eq!(a["packageInfo"]["packageId"], "t-1");
         assert_ne!(a["packageInfo"]["packageId"], b["packageInfo"]["packageId"]);
         assert_ne!(a["pickupLocation"], b["pickupLocation"]);
@@ -256,7 +254,7 @@ mod tests {
 
     #[test]
     fn ingest_with_a_limit_ends() {
-        let source = Ingest::new(&target(), "t", 3, Some(3)).unwrap_or_else(|e| panic!("{e}"));
+        let source = Ingest::new(&target(), "t", 3, Some(3)).unwrap();
         let mut w = Worker::for_test(0);
         let n = std::iter::from_fn(|| source.next(&mut w)).count();
         assert_eq!(n, 3);
@@ -264,13 +262,12 @@ mod tests {
 
     #[test]
     fn packages_put_then_get_the_same_id() {
-        let source =
-            Packages::new(&target(), Flavor::Engine, "p", 100).unwrap_or_else(|e| panic!("{e}"));
+        let source = Packages::new(&target(), Flavor::Engine, "p", 100).unwrap();
         let mut w = Worker::for_test(3);
         for _ in 0..10 {
-            let put = source.next(&mut w).unwrap_or_else(|| panic!("none"));
+            let put = source.next(&mut w).unwrap();
             w.count += 1;
-            let get = source.next(&mut w).unwrap_or_else(|| panic!("none"));
+            let get = source.next(&mut w).unwrap();
             w.count += 1;
             assert_eq!((put.class, put.method), (0, Method::PUT));
             assert_eq!((get.class, get.method), (1, Method::GET));

@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn month_range_spans_one_calendar_month() {
-        let (start, end) = month_range(2024, 12).unwrap_or_else(|| panic!("valid month"));
+        let (start, end) = month_range(2024, 12).expect("valid month");
         assert_eq!(
             start.try_to_rfc3339_string().ok().as_deref(),
             Some("2024-12-01T00:00:00Z")
@@ -154,7 +154,7 @@ mod tests {
             end.try_to_rfc3339_string().ok().as_deref(),
             Some("2025-01-01T00:00:00Z")
         );
-        let (start, end) = month_range(2024, 2).unwrap_or_else(|| panic!("valid month"));
+        let (start, end) = month_range(2024, 2).expect("valid month");
         assert_eq!(
             start.try_to_rfc3339_string().ok().as_deref(),
             Some("2024-02-01T00:00:00Z")

@@ -197,9 +197,7 @@ mod tests {
             let listener = TcpListener::bind(("127.0.0.1", port))
                 .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
             let port = listener.local_addr().map_or(port, |a| a.port());
-            listener
-                .set_nonblocking(true)
-                .unwrap_or_else(|e| panic!("{e}"));
+            listener.set_nonblocking(true).unwrap();
             let stop = Arc::new(AtomicBool::new(false));
             let conns = Arc::new(Mutex::new(Vec::new()));
             let (flag, held) = (Arc::clone(&stop), Arc::clone(&conns));

@@ -1,6 +1,7 @@
-//! A local double of the Azure Service Bus REST API, for local development
-//! and tests (Azure itself is not always reachable, and Microsoft's
-//! emulator only speaks AMQP).
+//! A local double of the Azure Service Bus REST API, for tests (Azure
+//! itself is not always reachable, and Microsoft's emulator only speaks
+//! AMQP). Test support: compiled only with the engine's `test-support`
+//! feature, never part of the `dronedelivery` binary.
 //!
 //! [`spawn_double`] serves, on `127.0.0.1`, the REST endpoints the
 //! [`ServiceBusQueue`](super::ServiceBusQueue) adapter uses, for any queue

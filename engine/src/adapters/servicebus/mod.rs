@@ -2,9 +2,10 @@
 //!
 //! [`ServiceBusQueue`] implements [`MessageQueue`] with
 //! `azure_messaging_servicebus` 0.21 (the REST crate: one HTTP request per
-//! operation, SAS token per request). The [`double`] module serves the same
-//! protocol locally, for development and tests, since Azure cannot be
-//! reached from every place the engine is built.
+//! operation, SAS token per request). The `double` module (behind the
+//! `test-support` feature, not part of the binary) serves the same protocol
+//! locally, for tests and benchmarks, since Azure cannot be reached from
+//! every place the engine is built.
 //!
 //! # Wire protocol
 //!
@@ -118,6 +119,7 @@
 //!   `Debug`-formatted (its redaction test is inverted): requests are never
 //!   logged, and [`ServiceBusConfig`]'s `Debug` hides the key.
 
+#[cfg(feature = "test-support")]
 pub mod double;
 mod sas;
 mod transport;
@@ -173,7 +175,7 @@ pub struct ServiceBusConfig {
     pub policy_key: String,
     /// Base URL overriding `https://{namespace}.servicebus.windows.net`
     /// (scheme, host and port only), e.g. `http://127.0.0.1:PORT` for the
-    /// [`double`]. `None` for Azure.
+    /// local double of the REST protocol. `None` for Azure.
     pub endpoint: Option<String>,
 }
 
@@ -1000,7 +1002,7 @@ mod tests {
     #[test]
     fn decodes_broker_properties_with_large_sequence_numbers() {
         let raw = r#"{"DeliveryCount":3,"EnqueuedSequenceNumber":56294995342131201,"EnqueuedTimeUtc":"Wed, 08 May 2019 20:00:00 GMT","LockToken":"7da9cfd5-40d5-4bb1-8d64-ec5a52e1c547","LockedUntilUtc":"Wed, 08 May 2019 20:05:00 GMT","MessageId":"m1","SequenceNumber":56294995342131201,"State":"Active","TimeToLive":922337203685.47754}"#;
-        let p: ReceivedProperties = serde_json::from_str(raw).unwrap_or_else(|e| panic!("{e}"));
+        let p: ReceivedProperties = serde_json::from_str(raw).unwrap();
         assert_eq!(p.sequence_number, Some(56_294_995_342_131_201));
         assert_eq!(p.delivery_count, Some(3));
         assert_eq!(
@@ -1026,7 +1028,7 @@ mod tests {
             policy_key: "k".into(),
             endpoint: Some("http://127.0.0.1:9".into()),
         })
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let ok = q
             .inner
             .lock_url("http://127.0.0.1:9/deliveries/messages/31/7da9cfd5");

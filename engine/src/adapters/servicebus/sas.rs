@@ -1,5 +1,6 @@
 //! Shared Access Signature tokens: signing (the adapter's own requests) and
-//! verification (the double).
+//! verification (the double: compiled with the `test-support` feature and
+//! in unit tests only).
 //!
 //! A token is `SharedAccessSignature sr={sr}&sig={sig}&se={se}&skn={policy}`
 //! where `sr` is the form-url-encoded resource URI, `se` the expiry in Unix
@@ -39,6 +40,7 @@ pub(crate) fn form_urlencode(s: &str) -> String {
 }
 
 /// Decodes `%XX` escapes and `+`; `None` on a malformed escape or non-UTF-8.
+#[cfg(any(test, feature = "test-support"))]
 pub(crate) fn form_urldecode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -90,6 +92,7 @@ pub(crate) fn token(
 /// resource covers `request_path` (compared by path, so that a token signed
 /// for `https://ns.servicebus.windows.net/q` is accepted by a double that
 /// the request was redirected to). Returns why it is refused.
+#[cfg(any(test, feature = "test-support"))]
 pub(crate) fn verify(
     authorization: Option<&str>,
     policy_name: &str,
@@ -151,6 +154,7 @@ pub(crate) fn verify(
 
 /// The path of a resource URI (`https://host/a/b?x` → `/a/b`), without a
 /// trailing slash; the whole namespace (`""`) when it has none.
+#[cfg(any(test, feature = "test-support"))]
 fn resource_path(uri: &str) -> String {
     let after_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
     let path = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
@@ -158,6 +162,7 @@ fn resource_path(uri: &str) -> String {
     path.trim_end_matches('/').to_owned()
 }
 
+#[cfg(any(test, feature = "test-support"))]
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -188,7 +193,7 @@ mod tests {
             &key,
             Duration::from_secs(60),
         )
-        .unwrap_or_else(|e| panic!("sign: {e}"));
+        .expect("sign");
         let now = chrono::Utc::now().timestamp();
         assert_eq!(
             verify(Some(&t), "Listen", &key, "/q/messages/head", now),
@@ -220,7 +225,7 @@ mod tests {
         let url = "https://ns.servicebus.windows.net/q/messages/head?timeout=5";
         let sr = form_urlencode(url);
         let se = chrono::Utc::now().timestamp() + 60;
-        let sig = signature(&sr, se, &key).unwrap_or_else(|e| panic!("sign: {e}"));
+        let sig = signature(&sr, se, &key).expect("sign");
         let header = format!(
             "SharedAccessSignature sr={sr}&sig={}&se={se}&skn=p",
             form_urlencode(&sig)
