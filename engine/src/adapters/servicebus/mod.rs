@@ -119,10 +119,12 @@
 //!   `Debug`-formatted (its redaction test is inverted): requests are never
 //!   logged, and [`ServiceBusConfig`]'s `Debug` hides the key.
 
+mod config;
 #[cfg(feature = "test-support")]
 pub mod double;
 mod sas;
 mod transport;
+mod wire;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -133,19 +135,24 @@ use std::time::Duration;
 use async_trait::async_trait;
 use azure_core::auth::Secret;
 use azure_core::error::{Error as AzureError, ErrorKind};
-use azure_core::headers::{self, HeaderName, Headers};
+use azure_core::headers::{self, Headers};
 use azure_core::{HttpClient, Method, Request, Url};
 use azure_messaging_servicebus::service_bus::{
     PeekLockResponse, QueueClient, SendMessageOptions, SettableBrokerProperties,
 };
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use dronedelivery_actors::ports::{
     LockToken, MessageQueue, QueueMessage, ReceivedMessage, StoreError, StoreResult,
 };
-use serde::Deserialize;
 use tokio::time::Instant;
 
+use self::config::invalid;
+pub use self::config::ServiceBusConfig;
 use self::transport::{Transport, RAW_BROKER_PROPERTIES};
+use self::wire::{
+    describe, failed, header, lock_duration, parse_active_message_count, parse_http_date,
+    property_value, quoted, status_of, ReceivedProperties,
+};
 
 /// Application property carrying the queue operation.
 const OPERATION: &str = "operation";
@@ -158,173 +165,6 @@ const TOKEN_TTL: Duration = Duration::from_secs(3600);
 const SHORT_POLL: Duration = Duration::from_millis(100);
 /// How long after its expected expiry a held lock is forgotten.
 const SWEEP_GRACE: Duration = Duration::from_secs(60);
-/// Lock duration assumed when a peek-lock answer does not tell (the
-/// service's minimum; erring short only means renewing more often).
-const DEFAULT_LOCK_DURATION: Duration = Duration::from_secs(5);
-
-/// Where and how to reach a Service Bus queue.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ServiceBusConfig {
-    /// Namespace name: `NS` of `NS.servicebus.windows.net`.
-    pub namespace: String,
-    /// Queue name.
-    pub queue: String,
-    /// Shared access policy (rule) name, e.g. `RootManageSharedAccessKey`.
-    pub policy_name: String,
-    /// Shared access policy key. Never logged.
-    pub policy_key: String,
-    /// Base URL overriding `https://{namespace}.servicebus.windows.net`
-    /// (scheme, host and port only), e.g. `http://127.0.0.1:PORT` for the
-    /// local double of the REST protocol. `None` for Azure.
-    pub endpoint: Option<String>,
-}
-
-impl fmt::Debug for ServiceBusConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServiceBusConfig")
-            .field("namespace", &self.namespace)
-            .field("queue", &self.queue)
-            .field("policy_name", &self.policy_name)
-            .field("policy_key", &"<redacted>")
-            .field("endpoint", &self.endpoint)
-            .finish()
-    }
-}
-
-fn invalid(what: impl fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("invalid Service Bus settings: {what}"))
-}
-
-impl ServiceBusConfig {
-    /// Parses a portal connection string,
-    /// `Endpoint=sb://NS.servicebus.windows.net/;SharedAccessKeyName=..;SharedAccessKey=..;EntityPath=queue`.
-    /// Keys are case-insensitive; unknown keys (`TransportType`, ...) are
-    /// ignored. The queue is `EntityPath` or else `queue`; when both are
-    /// given they must name the same queue.
-    ///
-    /// # Errors
-    /// A missing part, a host other than `*.servicebus.windows.net`, a
-    /// pre-signed `SharedAccessSignature=` string, or no queue. The key is
-    /// never part of the message.
-    pub fn from_connection_string(s: &str, queue: Option<&str>) -> Result<Self, StoreError> {
-        let mut endpoint = None;
-        let mut key_name = None;
-        let mut key = None;
-        let mut entity = None;
-        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let Some((k, v)) = part.split_once('=') else {
-                return Err(invalid(
-                    "connection string parts must be Key=Value pairs separated by ';'",
-                ));
-            };
-            let v = v.trim();
-            match k.trim().to_ascii_lowercase().as_str() {
-                "endpoint" => endpoint = Some(v),
-                "sharedaccesskeyname" => key_name = Some(v),
-                "sharedaccesskey" => key = Some(v),
-                "entitypath" => entity = Some(v).filter(|e| !e.is_empty()),
-                "sharedaccesssignature" => {
-                    return Err(invalid(
-                        "pre-signed SharedAccessSignature connection strings are not supported; \
-                         use one with SharedAccessKeyName and SharedAccessKey",
-                    ))
-                }
-                _ => {}
-            }
-        }
-        let endpoint = endpoint.ok_or_else(|| invalid("the connection string has no Endpoint"))?;
-        let policy_name = key_name
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| invalid("the connection string has no SharedAccessKeyName"))?;
-        let policy_key = key
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| invalid("the connection string has no SharedAccessKey"))?;
-        let host = endpoint
-            .split_once("://")
-            .map_or(endpoint, |(_, rest)| rest)
-            .split(['/', ':'])
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let namespace = host
-            .strip_suffix(".servicebus.windows.net")
-            .filter(|ns| !ns.is_empty() && !ns.contains('.'))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "Endpoint host '{host}' is not NAMESPACE.servicebus.windows.net \
-                     (for a local double, set the endpoint override instead)"
-                ))
-            })?;
-        let queue = match (entity, queue.filter(|q| !q.is_empty())) {
-            (Some(e), Some(q)) if !e.eq_ignore_ascii_case(q) => {
-                return Err(invalid(format!(
-                    "the connection string is for queue '{e}' but queue '{q}' was asked for"
-                )))
-            }
-            (Some(e), _) => e,
-            (None, Some(q)) => q,
-            (None, None) => {
-                return Err(invalid(
-                    "the connection string has no EntityPath and no queue name was given",
-                ))
-            }
-        };
-        Ok(Self {
-            namespace: namespace.to_owned(),
-            queue: queue.to_owned(),
-            policy_name: policy_name.to_owned(),
-            policy_key: policy_key.to_owned(),
-            endpoint: None,
-        })
-    }
-
-    fn validate(&self) -> Result<Option<Url>, StoreError> {
-        let ns_ok = !self.namespace.is_empty()
-            && self
-                .namespace
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if !ns_ok {
-            return Err(invalid(format!(
-                "namespace '{}' must be a host name label (letters, digits, '-')",
-                self.namespace
-            )));
-        }
-        let queue_ok = !self.queue.is_empty()
-            && !self.queue.starts_with('/')
-            && !self.queue.ends_with('/')
-            && self
-                .queue
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '~'));
-        if !queue_ok {
-            return Err(invalid(format!(
-                "queue name '{}' may only hold letters, digits and - _ . / ~",
-                self.queue
-            )));
-        }
-        if self.policy_name.is_empty() || self.policy_key.is_empty() {
-            return Err(invalid(
-                "the shared access policy name and key are required",
-            ));
-        }
-        let Some(endpoint) = &self.endpoint else {
-            return Ok(None);
-        };
-        let url =
-            Url::parse(endpoint).map_err(|e| invalid(format!("endpoint '{endpoint}': {e}")))?;
-        let origin_only = matches!(url.scheme(), "http" | "https")
-            && url.host_str().is_some()
-            && url.path() == "/"
-            && url.query().is_none();
-        if !origin_only {
-            return Err(invalid(format!(
-                "endpoint '{endpoint}' must be http(s)://host[:port] with no path"
-            )));
-        }
-        Ok(Some(url))
-    }
-}
 
 /// The settle operations on a lock URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,129 +219,6 @@ impl Held {
         *self.expires.lock().unwrap_or_else(|p| p.into_inner()) =
             Instant::now() + self.lock_duration;
     }
-}
-
-/// `BrokerProperties` of a received message, decoded leniently: every field
-/// optional, sequence numbers `i64` (the crate's `i32` overflows on
-/// partitioned entities), unknown fields ignored.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct ReceivedProperties {
-    delivery_count: Option<u32>,
-    sequence_number: Option<i64>,
-    enqueued_time_utc: Option<String>,
-    lock_token: Option<String>,
-    locked_until_utc: Option<String>,
-    message_id: Option<String>,
-    correlation_id: Option<String>,
-}
-
-fn parse_http_date(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc2822(s.trim())
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
-}
-
-/// A custom property value: JSON-quoted strings are unquoted, anything else
-/// is taken as it is.
-fn property_value(raw: &str) -> String {
-    let raw = raw.trim();
-    if raw.len() >= 2 && raw.starts_with('"') && raw.ends_with('"') {
-        serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw[1..raw.len() - 1].to_owned())
-    } else {
-        raw.to_owned()
-    }
-}
-
-/// A JSON-quoted property value, non-ASCII escaped as `\uXXXX` so that it
-/// is a valid HTTP header value.
-fn quoted(value: &str) -> String {
-    let json = serde_json::Value::from(value).to_string();
-    let mut out = String::with_capacity(json.len());
-    for c in json.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{unit:04x}"));
-            }
-        }
-    }
-    out
-}
-
-fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
-    headers.get_optional_str(&HeaderName::from(name.to_ascii_lowercase()))
-}
-
-fn status_of(e: &AzureError) -> Option<u16> {
-    match e.kind() {
-        ErrorKind::HttpResponse { status, .. } => Some(u16::from(*status)),
-        _ => None,
-    }
-}
-
-fn describe(e: &AzureError) -> String {
-    match status_of(e) {
-        Some(s @ (401 | 403)) => format!(
-            "HTTP {s}: not authorized (check the shared access policy name, key and rights)"
-        ),
-        Some(s @ (404 | 410)) => {
-            format!("HTTP {s}: the message lock is lost (expired, settled or taken over)")
-        }
-        Some(s) => format!("HTTP {s}"),
-        None => {
-            // azure_core's message alone ("failed to execute `reqwest`
-            // request") hides the cause: append the source chain.
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
-        }
-    }
-}
-
-fn failed(what: &str, e: &AzureError) -> StoreError {
-    StoreError::Unavailable(format!("Service Bus {what} failed: {}", describe(e)))
-}
-
-/// Lock duration from a peek-lock answer: `LockedUntilUtc` minus the
-/// service's `Date` (both from the service's clock, so skew does not
-/// matter; one-second resolution), clamped to a sane range.
-fn lock_duration(locked_until: Option<&str>, date: Option<&str>) -> Duration {
-    let Some(until) = locked_until.and_then(parse_http_date) else {
-        return DEFAULT_LOCK_DURATION;
-    };
-    let now = date.and_then(parse_http_date).unwrap_or_else(Utc::now);
-    (until - now)
-        .to_std()
-        .unwrap_or(DEFAULT_LOCK_DURATION)
-        .clamp(Duration::from_secs(1), Duration::from_secs(600))
-}
-
-/// Reads `ActiveMessageCount` out of a management entity description
-/// without an XML parser: the text of the first element whose local name is
-/// `ActiveMessageCount` (namespace prefix ignored).
-fn parse_active_message_count(xml: &str) -> Option<u64> {
-    let mut rest = xml;
-    while let Some(open) = rest.find('<') {
-        rest = &rest[open + 1..];
-        let end = rest.find('>')?;
-        let tag = &rest[..end];
-        rest = &rest[end + 1..];
-        let name = tag.split_whitespace().next().unwrap_or_default();
-        let local = name.rsplit(':').next().unwrap_or(name);
-        if !name.starts_with('/') && !tag.ends_with('/') && local == "ActiveMessageCount" {
-            let text = &rest[..rest.find('<')?];
-            return text.trim().parse().ok();
-        }
-    }
-    None
 }
 
 /// The Service Bus queue. Cheap to share: hold it in an `Arc`.

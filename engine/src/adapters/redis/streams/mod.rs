@@ -87,7 +87,6 @@
 //!   consumers that have had nothing pending for an hour (atomically: one
 //!   with pending entries is never removed).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -100,6 +99,11 @@ use dronedelivery_actors::ports::{
 };
 use tokio::time::Instant;
 
+mod reply;
+mod scripts;
+
+use self::reply::{entry_time, parse_poll_reply, parse_read_reply, RawEntry};
+use self::scripts::Scripts;
 use super::{client, connection_manager, millis, unavailable, Keys, CONNECTION_TIMEOUT};
 
 /// The longest single `XREADGROUP … BLOCK`; `receive` polls again after it.
@@ -119,169 +123,6 @@ const F_BODY: &str = "body";
 const F_CORRELATION_ID: &str = "correlation_id";
 const F_ENQUEUED_AT: &str = "enqueued_at";
 const F_DELIVERY_COUNT: &str = "delivery_count";
-
-/// Lua prelude of the settling scripts: returns 0 unless entry `ARGV[3]` is
-/// pending for consumer `ARGV[2]` of group `ARGV[1]` with delivery counter
-/// `ARGV[4]`.
-const LOCK_CHECK: &str = r#"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if not p[1] or p[1][2] ~= ARGV[2] or tonumber(p[1][4]) ~= tonumber(ARGV[4]) then
-  return 0
-end
-"#;
-
-/// `complete` and `dead_letter`: KEYS stream; ARGV group, consumer, entry, counter.
-const SETTLE: &str = r#"
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[1], ARGV[3])
-return 1
-"#;
-
-/// `renew`: KEYS stream; ARGV group, consumer, entry, counter.
-const RENEW: &str = r#"
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-return 1
-"#;
-
-/// `abandon`: KEYS stream, delayed set; ARGV group, consumer, entry, counter,
-/// delay ms, max len (0: none). Returns 1, or 2 when the entry itself had
-/// already been trimmed away (then it is only acked).
-const ABANDON: &str = r#"
-local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[1], ARGV[3])
-if not e[1] or not e[1][2] then
-  return 2
-end
-local fields = e[1][2]
-local prior = 0
-local copy = {}
-for i = 1, #fields, 2 do
-  if fields[i] == 'delivery_count' then
-    prior = tonumber(fields[i + 1]) or 0
-  else
-    table.insert(copy, fields[i])
-    table.insert(copy, fields[i + 1])
-  end
-end
-table.insert(copy, 'delivery_count')
-table.insert(copy, string.format('%d', prior + tonumber(ARGV[4])))
-local delay = tonumber(ARGV[5])
-if delay > 0 then
-  local t = redis.call('TIME')
-  local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + delay
-  redis.call('ZADD', KEYS[2], string.format('%d', due), cjson.encode({e = ARGV[3], f = copy}))
-elseif tonumber(ARGV[6]) > 0 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', unpack(copy))
-else
-  redis.call('XADD', KEYS[1], '*', unpack(copy))
-end
-return 1
-"#;
-
-/// One poll of `receive`: KEYS stream, delayed set; ARGV group, consumer,
-/// min idle ms, count, max len (0: none), promote batch, `XAUTOCLAIM` start
-/// cursor. Returns `{next cursor, {{entry id, {field, value, ...}, times
-/// delivered}, ...}}`.
-const RECEIVE: &str = r#"
-local stream, delayed = KEYS[1], KEYS[2]
-local group, consumer = ARGV[1], ARGV[2]
-local count = tonumber(ARGV[4])
-local maxlen = tonumber(ARGV[5])
-
--- 1. Delayed messages that are due go back to the stream.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', string.format('%d', now), 'LIMIT', 0, ARGV[6])
-for _, member in ipairs(due) do
-  local ok, m = pcall(cjson.decode, member)
-  if ok and type(m) == 'table' and type(m.f) == 'table' and #m.f > 0 then
-    if maxlen > 0 then
-      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[5], '*', unpack(m.f))
-    else
-      redis.call('XADD', stream, '*', unpack(m.f))
-    end
-  end
-  redis.call('ZREM', delayed, member)
-end
-
--- 2. Entries whose lock expired (idle too long), from any consumer.
--- The scan resumes where the previous poll stopped, so that over a few
--- polls it covers the whole PEL however many entries are in flight.
-local out = {}
-local cursor = ARGV[7]
-for _ = 1, 10 do
-  local r = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[3], cursor, 'COUNT', count - #out)
-  cursor = r[1]
-  for _, e in ipairs(r[2]) do
-    if e[2] then
-      local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
-      local n = 1
-      if p[1] then n = tonumber(p[1][4]) end
-      table.insert(out, {e[1], e[2], n})
-    else
-      -- Redis 6.2 reports entries deleted meanwhile with nil fields.
-      redis.call('XACK', stream, group, e[1])
-    end
-  end
-  if #out >= count or cursor == '0-0' then break end
-end
-if #out > 0 then return {cursor, out} end
-
--- 3. New entries, without blocking.
-local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
-if r and r[1] then
-  for _, e in ipairs(r[1][2]) do
-    table.insert(out, {e[1], e[2], 1})
-  end
-end
-return {cursor, out}
-"#;
-
-/// `depth` and `pending`: KEYS stream, delayed set; ARGV group.
-/// Returns `{group found (0/1), lag (-1: unknown), xlen, pending, delayed}`.
-const DEPTH: &str = r#"
-local delayed = redis.call('ZCARD', KEYS[2])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, -1, 0, 0, delayed}
-end
-local xlen = redis.call('XLEN', KEYS[1])
-local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-for _, g in ipairs(groups) do
-  local name, pending, lag
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1]
-    elseif g[i] == 'pending' then pending = g[i + 1]
-    elseif g[i] == 'lag' then lag = g[i + 1] end
-  end
-  if name == ARGV[1] then
-    if type(lag) ~= 'number' then lag = -1 end
-    return {1, lag, xlen, pending or 0, delayed}
-  end
-end
-return {0, -1, xlen, 0, delayed}
-"#;
-
-/// Removes consumers with nothing pending, idle longer than `ARGV[2]` ms,
-/// other than `ARGV[3]`. KEYS stream; ARGV group, idle ms, own consumer.
-const PRUNE: &str = r#"
-local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
-if not ok then return 0 end
-local removed = 0
-for _, c in ipairs(consumers) do
-  local name, pending, idle
-  for i = 1, #c, 2 do
-    if c[i] == 'name' then name = c[i + 1]
-    elseif c[i] == 'pending' then pending = c[i + 1]
-    elseif c[i] == 'idle' then idle = c[i + 1] end
-  end
-  if name and name ~= ARGV[3] and pending == 0 and idle and idle > tonumber(ARGV[2]) then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
-    removed = removed + 1
-  end
-end
-return removed
-"#;
 
 /// Where the queue lives and how it behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,35 +171,6 @@ impl StreamsConfig {
         let random = uuid::Uuid::new_v4().simple().to_string();
         format!("{host}-{}-{}", std::process::id(), &random[..8])
     }
-}
-
-struct Scripts {
-    receive: Script,
-    settle: Script,
-    abandon: Script,
-    renew: Script,
-    depth: Script,
-    prune: Script,
-}
-
-impl Scripts {
-    fn new() -> Self {
-        Self {
-            receive: Script::new(RECEIVE),
-            settle: Script::new(&format!("{LOCK_CHECK}{SETTLE}")),
-            abandon: Script::new(&format!("{LOCK_CHECK}{ABANDON}")),
-            renew: Script::new(&format!("{LOCK_CHECK}{RENEW}")),
-            depth: Script::new(DEPTH),
-            prune: Script::new(PRUNE),
-        }
-    }
-}
-
-/// An entry as read: id, fields, the PEL's delivery counter.
-struct RawEntry {
-    id: String,
-    fields: HashMap<String, String>,
-    times_delivered: u64,
 }
 
 /// A `(waiting, pending)` snapshot.
@@ -785,127 +597,6 @@ fn parse_lock(lock: &LockToken) -> StoreResult<(&str, u64)> {
         .and_then(|(entry, n)| Some((entry, n.parse().ok()?)))
         .filter(|(entry, _)| !entry.is_empty())
         .ok_or_else(|| StoreError::Unavailable(format!("invalid lock token {:?}", lock.0)))
-}
-
-/// The time part of an entry id (`<ms>-<seq>`).
-fn entry_time(id: &str) -> Option<DateTime<Utc>> {
-    let ms = id.split_once('-')?.0.parse::<i64>().ok()?;
-    DateTime::from_timestamp_millis(ms)
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        Value::Int(n) => Some(n.to_string()),
-        Value::Okay => Some("OK".to_owned()),
-        _ => None,
-    }
-}
-
-fn bad_reply(what: &str, v: &Value) -> StoreError {
-    StoreError::Unavailable(format!("redis: unexpected {what} reply: {v:?}"))
-}
-
-/// A flat `[field, value, …]` array (or a map) as a field map.
-fn field_map(v: &Value) -> HashMap<String, String> {
-    let mut map = HashMap::new();
-    match v {
-        Value::Array(items) => {
-            for pair in items.chunks_exact(2) {
-                if let (Some(k), Some(val)) = (text(&pair[0]), text(&pair[1])) {
-                    map.insert(k, val);
-                }
-            }
-        }
-        Value::Map(pairs) => {
-            for (k, val) in pairs {
-                if let (Some(k), Some(val)) = (text(k), text(val)) {
-                    map.insert(k, val);
-                }
-            }
-        }
-        _ => {}
-    }
-    map
-}
-
-/// The receive script's `{cursor, {{id, fields, n}, …}}`.
-fn parse_poll_reply(v: Value) -> StoreResult<(String, Vec<RawEntry>)> {
-    let Value::Array(mut parts) = v else {
-        return Err(bad_reply("receive script", &v));
-    };
-    let entries = match parts.pop() {
-        Some(Value::Array(items)) => items,
-        Some(Value::Nil) | None => Vec::new(),
-        Some(other) => return Err(bad_reply("receive script", &other)),
-    };
-    let cursor = parts
-        .first()
-        .and_then(text)
-        .unwrap_or_else(|| "0-0".to_owned());
-    Ok((cursor, parse_script_entries(&entries)?))
-}
-
-/// The receive script's entries, `{{id, fields, n}, …}`.
-fn parse_script_entries(items: &[Value]) -> StoreResult<Vec<RawEntry>> {
-    items
-        .iter()
-        .map(|item| match item {
-            Value::Array(parts) if parts.len() == 3 => {
-                let id = text(&parts[0]).ok_or_else(|| bad_reply("entry id", item))?;
-                let times_delivered = match &parts[2] {
-                    Value::Int(n) => u64::try_from(*n).unwrap_or(1).max(1),
-                    other => text(other).and_then(|t| t.parse().ok()).unwrap_or(1),
-                };
-                Ok(RawEntry {
-                    id,
-                    fields: field_map(&parts[1]),
-                    times_delivered,
-                })
-            }
-            other => Err(bad_reply("receive script entry", other)),
-        })
-        .collect()
-}
-
-/// `XREADGROUP`'s reply (nil on timeout): `[[stream, [[id, [f, v, …]], …]]]`
-/// (RESP2) or `{stream: [[id, [f, v, …]], …]}` (RESP3). First read: the
-/// delivery counter is 1.
-fn parse_read_reply(v: Value) -> StoreResult<Vec<RawEntry>> {
-    let streams: Vec<Value> = match v {
-        Value::Nil => return Ok(Vec::new()),
-        Value::Array(streams) => streams
-            .into_iter()
-            .filter_map(|s| match s {
-                Value::Array(mut kv) if kv.len() == 2 => kv.pop(),
-                _ => None,
-            })
-            .collect(),
-        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
-        other => return Err(bad_reply("XREADGROUP", &other)),
-    };
-    let mut out = Vec::new();
-    for entries in streams {
-        let Value::Array(entries) = entries else {
-            continue;
-        };
-        for entry in entries {
-            let Value::Array(parts) = &entry else {
-                return Err(bad_reply("XREADGROUP entry", &entry));
-            };
-            let (Some(id), Some(fields)) = (parts.first().and_then(text), parts.get(1)) else {
-                return Err(bad_reply("XREADGROUP entry", &entry));
-            };
-            out.push(RawEntry {
-                id,
-                fields: field_map(fields),
-                times_delivered: 1,
-            });
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,0 +1,135 @@
+//! Decoding Redis replies (RESP2 and RESP3 shapes) into stream entries.
+
+use std::collections::HashMap;
+
+use ::redis::Value;
+use chrono::{DateTime, Utc};
+use dronedelivery_actors::ports::{StoreError, StoreResult};
+
+/// An entry as read: id, fields, the PEL's delivery counter.
+pub(super) struct RawEntry {
+    pub(super) id: String,
+    pub(super) fields: HashMap<String, String>,
+    pub(super) times_delivered: u64,
+}
+
+/// The time part of an entry id (`<ms>-<seq>`).
+pub(super) fn entry_time(id: &str) -> Option<DateTime<Utc>> {
+    let ms = id.split_once('-')?.0.parse::<i64>().ok()?;
+    DateTime::from_timestamp_millis(ms)
+}
+
+pub(super) fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        Value::Okay => Some("OK".to_owned()),
+        _ => None,
+    }
+}
+
+pub(super) fn bad_reply(what: &str, v: &Value) -> StoreError {
+    StoreError::Unavailable(format!("redis: unexpected {what} reply: {v:?}"))
+}
+
+/// A flat `[field, value, …]` array (or a map) as a field map.
+pub(super) fn field_map(v: &Value) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    match v {
+        Value::Array(items) => {
+            for pair in items.chunks_exact(2) {
+                if let (Some(k), Some(val)) = (text(&pair[0]), text(&pair[1])) {
+                    map.insert(k, val);
+                }
+            }
+        }
+        Value::Map(pairs) => {
+            for (k, val) in pairs {
+                if let (Some(k), Some(val)) = (text(k), text(val)) {
+                    map.insert(k, val);
+                }
+            }
+        }
+        _ => {}
+    }
+    map
+}
+
+/// The receive script's `{cursor, {{id, fields, n}, …}}`.
+pub(super) fn parse_poll_reply(v: Value) -> StoreResult<(String, Vec<RawEntry>)> {
+    let Value::Array(mut parts) = v else {
+        return Err(bad_reply("receive script", &v));
+    };
+    let entries = match parts.pop() {
+        Some(Value::Array(items)) => items,
+        Some(Value::Nil) | None => Vec::new(),
+        Some(other) => return Err(bad_reply("receive script", &other)),
+    };
+    let cursor = parts
+        .first()
+        .and_then(text)
+        .unwrap_or_else(|| "0-0".to_owned());
+    Ok((cursor, parse_script_entries(&entries)?))
+}
+
+/// The receive script's entries, `{{id, fields, n}, …}`.
+pub(super) fn parse_script_entries(items: &[Value]) -> StoreResult<Vec<RawEntry>> {
+    items
+        .iter()
+        .map(|item| match item {
+            Value::Array(parts) if parts.len() == 3 => {
+                let id = text(&parts[0]).ok_or_else(|| bad_reply("entry id", item))?;
+                let times_delivered = match &parts[2] {
+                    Value::Int(n) => u64::try_from(*n).unwrap_or(1).max(1),
+                    other => text(other).and_then(|t| t.parse().ok()).unwrap_or(1),
+                };
+                Ok(RawEntry {
+                    id,
+                    fields: field_map(&parts[1]),
+                    times_delivered,
+                })
+            }
+            other => Err(bad_reply("receive script entry", other)),
+        })
+        .collect()
+}
+
+/// `XREADGROUP`'s reply (nil on timeout): `[[stream, [[id, [f, v, …]], …]]]`
+/// (RESP2) or `{stream: [[id, [f, v, …]], …]}` (RESP3). First read: the
+/// delivery counter is 1.
+pub(super) fn parse_read_reply(v: Value) -> StoreResult<Vec<RawEntry>> {
+    let streams: Vec<Value> = match v {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|s| match s {
+                Value::Array(mut kv) if kv.len() == 2 => kv.pop(),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+        other => return Err(bad_reply("XREADGROUP", &other)),
+    };
+    let mut out = Vec::new();
+    for entries in streams {
+        let Value::Array(entries) = entries else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(parts) = &entry else {
+                return Err(bad_reply("XREADGROUP entry", &entry));
+            };
+            let (Some(id), Some(fields)) = (parts.first().and_then(text), parts.get(1)) else {
+                return Err(bad_reply("XREADGROUP entry", &entry));
+            };
+            out.push(RawEntry {
+                id,
+                fields: field_map(fields),
+                times_delivered: 1,
+            });
+        }
+    }
+    Ok(out)
+}
