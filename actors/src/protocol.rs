@@ -16,7 +16,7 @@ pub use crate::domain::lifecycle::NewDelivery;
 pub use crate::domain::{DroneReport, DroneRequest};
 
 use crate::domain::lifecycle::Rejection;
-use crate::domain::{Confirmation, DeliveryRecord, DeliveryStage, Location, RescheduleRequest};
+use crate::domain::{Confirmation, DeliveryRecord, Location, RescheduleRequest};
 use crate::ports::StoreError;
 
 /// What `Create` did.
@@ -32,34 +32,12 @@ pub enum CreateOutcome {
 /// actor keeps running), or the store did (retry later).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DeliveryError {
-    /// No such delivery (yet).
-    #[error("delivery not found")]
-    NotFound,
-    /// The command does not apply in this stage.
-    #[error("not possible in stage {}", .0.name())]
-    WrongStage(DeliveryStage),
-    /// The command's data is invalid.
-    #[error("invalid: {0}")]
-    Invalid(String),
+    /// Refused by the rules: unknown delivery, wrong stage, invalid data.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
     /// The store refused the change; retry later.
     #[error(transparent)]
-    Store(StoreError),
-}
-
-impl From<Rejection> for DeliveryError {
-    fn from(r: Rejection) -> Self {
-        match r {
-            Rejection::NotFound => Self::NotFound,
-            Rejection::WrongStage(stage) => Self::WrongStage(stage),
-            Rejection::Invalid(why) => Self::Invalid(why),
-        }
-    }
-}
-
-impl From<StoreError> for DeliveryError {
-    fn from(e: StoreError) -> Self {
-        Self::Store(e)
-    }
+    Store(#[from] StoreError),
 }
 
 /// Messages of a delivery actor.

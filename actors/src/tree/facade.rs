@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ractor::rpc::CallResult;
 
 use super::Engine;
+use crate::domain::lifecycle::Rejection;
 use crate::domain::{
     Confirmation, DeliveryRecord, DeliveryStage, DeliveryStatus, DroneState, Package, PackagePatch,
     TrackingEvent, Upserted,
@@ -188,8 +189,10 @@ impl Engine {
             .await
         {
             Ok(CallResult::Success(Ok(()))) => Ok(()),
-            Ok(CallResult::Success(Err(DeliveryError::NotFound))) => Err(CommandError::NotFound),
-            Ok(CallResult::Success(Err(DeliveryError::WrongStage(stage)))) => {
+            Ok(CallResult::Success(Err(DeliveryError::Rejected(Rejection::NotFound)))) => {
+                Err(CommandError::NotFound)
+            }
+            Ok(CallResult::Success(Err(DeliveryError::Rejected(Rejection::WrongStage(stage))))) => {
                 Err(CommandError::WrongStage(stage))
             }
             Ok(CallResult::Success(Err(e))) => Err(CommandError::Unavailable(e.to_string())),

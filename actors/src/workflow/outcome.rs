@@ -6,6 +6,7 @@
 //! however many attempts that takes because a backend is down: an outage
 //! must not turn accepted requests into dead letters.
 
+use crate::domain::lifecycle::Rejection;
 use crate::domain::DeliveryStage;
 use crate::metrics::DeadLetterKind;
 use crate::protocol::DeliveryError;
@@ -114,12 +115,14 @@ pub fn refused(e: DeliveryError) -> Outcome {
     match e {
         // The create may still be on its way (another consumer, another
         // process): retry, and dead-letter only after the last attempt.
-        DeliveryError::NotFound => Outcome::Retry("delivery not found".into()),
+        DeliveryError::Rejected(Rejection::NotFound) => Outcome::Retry("delivery not found".into()),
         DeliveryError::Store(e) => Outcome::Unavailable(format!("delivery store: {e}")),
-        DeliveryError::WrongStage(stage) => {
+        DeliveryError::Rejected(Rejection::WrongStage(stage)) => {
             Outcome::DeadLetter(DeadLetterReason::WrongStage(stage))
         }
-        DeliveryError::Invalid(why) => Outcome::DeadLetter(DeadLetterReason::Invalid(why)),
+        DeliveryError::Rejected(Rejection::Invalid(why)) => {
+            Outcome::DeadLetter(DeadLetterReason::Invalid(why))
+        }
     }
 }
 
@@ -159,7 +162,7 @@ mod tests {
     fn delivery_refusals() {
         let table = [
             (
-                DeliveryError::NotFound,
+                DeliveryError::Rejected(Rejection::NotFound),
                 Outcome::Retry("delivery not found".into()),
             ),
             (
@@ -171,11 +174,11 @@ mod tests {
                 Outcome::Unavailable("delivery store: corrupt document: x".into()),
             ),
             (
-                DeliveryError::WrongStage(DeliveryStage::HeadedToDropoff),
+                DeliveryError::Rejected(Rejection::WrongStage(DeliveryStage::HeadedToDropoff)),
                 Outcome::DeadLetter(DeadLetterReason::WrongStage(DeliveryStage::HeadedToDropoff)),
             ),
             (
-                DeliveryError::Invalid("unknown location".into()),
+                DeliveryError::Rejected(Rejection::Invalid("unknown location".into())),
                 Outcome::DeadLetter(DeadLetterReason::Invalid("unknown location".into())),
             ),
         ];
