@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod drone;
 pub mod geo;
 pub mod lifecycle;
+pub mod ownership;
 pub mod package;
 pub mod request;
 
