@@ -14,6 +14,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+#[cfg(doc)]
+use crate::domain::ownership::LeaseRules;
+use crate::domain::ownership::{Lease, LeaseAnswer, LeaseOp, PartitionId};
 use crate::domain::{DeliveryRecord, DroneState, Package, PackagePatch, TrackingEvent, Upserted};
 
 /// A backend failure. Everything here is retryable unless it says otherwise:
@@ -332,6 +335,32 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         value: &str,
         ttl: Duration,
     ) -> StoreResult<Option<String>>;
+}
+
+/// Partition leases and cluster membership: where the engines agree on who
+/// owns which partition (see [`crate::domain::ownership`] for the rules).
+/// Every expiry is measured on the store's clock, never on an engine's.
+#[async_trait]
+pub trait OwnershipStore: Send + Sync + 'static {
+    /// Backend name.
+    fn backend(&self) -> &'static str;
+    /// Registers or refreshes `engine` as live for `ttl`; returns the live
+    /// engines, sorted.
+    async fn heartbeat(&self, engine: &str, ttl: Duration) -> StoreResult<Vec<String>>;
+    /// Removes `engine` from the live engines (a graceful stop).
+    async fn leave(&self, engine: &str) -> StoreResult<()>;
+    /// Applies a lease operation to `partition` for `engine` (a grant or
+    /// renewal lasts `ttl`), atomically, as [`LeaseRules::decide`] says.
+    async fn lease(
+        &self,
+        partition: PartitionId,
+        engine: &str,
+        op: LeaseOp,
+        ttl: Duration,
+    ) -> StoreResult<LeaseAnswer>;
+    /// Every partition's stored lease (index = partition) and the store's
+    /// clock, ms, read at one instant.
+    async fn leases(&self, partitions: u32) -> StoreResult<(Vec<Option<Lease>>, u64)>;
 }
 
 /// The set of adapters one engine runs on.

@@ -14,6 +14,9 @@
 //! | `{p}:idem:{key}` | string | first answer for an idempotency key (with `PX` TTL) |
 //! | `{p}:stream:{stream}` | stream | queue messages (consumer group: the queue's group) |
 //! | `{p}:stream:{stream}:delayed` | sorted set | abandoned-with-delay messages, score = due time (epoch ms) |
+//! | `{p}:engines` | sorted set | live engines, score = when their membership lapses (server clock, ms) |
+//! | `{p}:lease:{n}` | hash | `owner`, `epoch`, `expires` of partition `n`'s lease |
+//! | `{p}:lease-epoch` | string | counter every lease grant takes its epoch from |
 //!
 //! Ids are embedded verbatim. Delivery ids are UUIDs minted by the gateway
 //! and drone ids look like `drone-0042`, so they cannot contain the
@@ -78,6 +81,21 @@ impl Keys {
         format!("{}:stream:{stream}", self.prefix)
     }
 
+    /// `{p}:engines`: live engines, scored by when their membership lapses.
+    pub fn engines(&self) -> String {
+        format!("{}:engines", self.prefix)
+    }
+
+    /// `{p}:lease:{n}`: the lease of partition `n` (hash: owner, epoch, expires).
+    pub fn lease(&self, partition: u32) -> String {
+        format!("{}:lease:{partition}", self.prefix)
+    }
+
+    /// `{p}:lease-epoch`: the counter lease grants take their epochs from.
+    pub fn lease_epoch(&self) -> String {
+        format!("{}:lease-epoch", self.prefix)
+    }
+
     /// `{p}:stream:{stream}:delayed`: messages abandoned with a delay, by due time.
     pub fn stream_delayed(&self, stream: &str) -> String {
         format!("{}:stream:{stream}:delayed", self.prefix)
@@ -100,6 +118,9 @@ mod tests {
         assert_eq!(k.drones(), "dd:drones");
         assert_eq!(k.idempotency("abc"), "dd:idem:abc");
         assert_eq!(k.stream("deliveries"), "dd:stream:deliveries");
+        assert_eq!(k.engines(), "dd:engines");
+        assert_eq!(k.lease(3), "dd:lease:3");
+        assert_eq!(k.lease_epoch(), "dd:lease-epoch");
         assert_eq!(
             k.stream_delayed("deliveries"),
             "dd:stream:deliveries:delayed"

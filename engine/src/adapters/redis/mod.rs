@@ -57,6 +57,7 @@
 //! common hash tag).
 
 pub mod keys;
+mod ownership;
 mod stores;
 pub mod streams;
 
@@ -66,6 +67,7 @@ use std::time::Duration;
 use dronedelivery_actors::ports::StoreError;
 
 pub use keys::Keys;
+pub use ownership::RedisOwnershipStore;
 pub use stores::{RedisDeliveryStore, RedisDroneStore, RedisIdempotencyStore};
 pub use streams::{RedisStreamsQueue, StreamsConfig};
 
@@ -113,6 +115,8 @@ pub struct RedisStores {
     pub drones: Arc<RedisDroneStore>,
     /// Idempotency keys.
     pub idempotency: Arc<RedisIdempotencyStore>,
+    /// Partition leases and cluster membership.
+    pub ownership: Arc<RedisOwnershipStore>,
 }
 
 impl std::fmt::Debug for RedisStores {
@@ -134,7 +138,8 @@ pub async fn connect(cfg: &RedisConfig) -> Result<RedisStores, StoreError> {
             cfg.retention,
         )),
         drones: Arc::new(RedisDroneStore::new(conn.clone(), keys.clone())),
-        idempotency: Arc::new(RedisIdempotencyStore::new(conn, keys)),
+        idempotency: Arc::new(RedisIdempotencyStore::new(conn.clone(), keys.clone())),
+        ownership: Arc::new(RedisOwnershipStore::new(conn, keys)),
     })
 }
 
