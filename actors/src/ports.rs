@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(doc)]
 use crate::domain::ownership::LeaseRules;
-use crate::domain::ownership::{Lease, LeaseAnswer, LeaseOp, PartitionId};
+use crate::domain::ownership::{Fence, Lease, LeaseAnswer, LeaseOp, PartitionId};
 use crate::domain::{DeliveryRecord, DroneState, Package, PackagePatch, TrackingEvent, Upserted};
 
 /// A backend failure. Everything here is retryable unless it says otherwise:
@@ -181,6 +181,29 @@ pub trait MessageQueue: Send + Sync + 'static {
     }
 }
 
+/// What a delivery save did. A refused save is an answer, not an error:
+/// the writer's copy is out of date and it must reload before writing again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// Written.
+    Written,
+    /// Written again: its event was the last one stored already (a retried
+    /// save whose answer was lost), so the event log keeps one copy.
+    Repeated,
+    /// Refused: a newer version of the record is stored.
+    Stale,
+    /// Refused: the writer's lease epoch is not the partition's current one
+    /// (another engine owns the partition now).
+    Fenced,
+}
+
+impl Saved {
+    /// Whether the record is stored as written.
+    pub fn is_stored(self) -> bool {
+        matches!(self, Self::Written | Self::Repeated)
+    }
+}
+
 /// Delivery documents and their tracking events.
 #[async_trait]
 pub trait DeliveryStore: Send + Sync + 'static {
@@ -188,9 +211,16 @@ pub trait DeliveryStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// Reads a delivery.
     async fn get(&self, id: &str) -> StoreResult<Option<DeliveryRecord>>;
-    /// Writes a delivery and, in the same step, the tracking event of its stage change.
-    async fn save(&self, record: &DeliveryRecord, event: Option<&TrackingEvent>)
-        -> StoreResult<()>;
+    /// Writes a delivery and, in the same step, the tracking event of its
+    /// stage change, unless a newer version is stored or, with a `fence`,
+    /// the writer's lease epoch is not the partition's current one (the
+    /// store checks both in the same atomic step as the write).
+    async fn save(
+        &self,
+        record: &DeliveryRecord,
+        event: Option<&TrackingEvent>,
+        fence: Option<Fence>,
+    ) -> StoreResult<Saved>;
     /// Tracking events of a delivery, oldest first.
     async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>>;
     /// Ids of deliveries waiting for a drone (stage Created or Rescheduled),

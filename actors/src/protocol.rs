@@ -38,6 +38,11 @@ pub enum DeliveryError {
     /// The store refused the change; retry later.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store refused the write because another writer changed the
+    /// delivery (a newer version, or another engine's lease): the command is
+    /// retried on the delivery's current state.
+    #[error("the delivery changed elsewhere")]
+    Superseded,
 }
 
 /// Messages of a delivery actor.

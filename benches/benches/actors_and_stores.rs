@@ -163,7 +163,7 @@ fn redis_saves(c: &mut Criterion) {
             |(r, e)| {
                 let store = store.clone();
                 async move {
-                    store.save(&r, Some(&e)).await.unwrap();
+                    store.save(&r, Some(&e), None).await.unwrap();
                 }
             },
             BatchSize::SmallInput,
@@ -184,7 +184,7 @@ fn redis_saves(c: &mut Criterion) {
             |batch| {
                 let store = store.clone();
                 async move {
-                    let saves = batch.iter().map(|(r, e)| store.save(r, Some(e)));
+                    let saves = batch.iter().map(|(r, e)| store.save(r, Some(e), None));
                     for result in join_all(saves).await {
                         result.unwrap();
                     }

@@ -18,7 +18,7 @@ use dronedelivery_actors::domain::{
     ConfirmationRequired, Delivery, DeliveryRecord, DeliveryStage, DroneState, DroneStatus,
     Location, TrackingEvent, UserAccount,
 };
-use dronedelivery_actors::ports::{DeliveryStore, DroneStore, IdempotencyStore};
+use dronedelivery_actors::ports::{DeliveryStore, DroneStore, IdempotencyStore, Saved};
 use dronedelivery_engine::adapters::redis::{connect, Keys, RedisConfig, RedisStores};
 
 fn fresh_config() -> RedisConfig {
@@ -89,11 +89,11 @@ fn created_event(r: &DeliveryRecord) -> TrackingEvent {
     }
 }
 
-async fn save(store: &dyn DeliveryStore, r: &DeliveryRecord, e: Option<&TrackingEvent>) {
+async fn save(store: &dyn DeliveryStore, r: &DeliveryRecord, e: Option<&TrackingEvent>) -> Saved {
     store
-        .save(r, e)
+        .save(r, e, None)
         .await
-        .unwrap_or_else(|err| panic!("save {} v{}: {err}", r.delivery.id, r.version));
+        .unwrap_or_else(|err| panic!("save {} v{}: {err}", r.delivery.id, r.version))
 }
 
 async fn get(store: &dyn DeliveryStore, id: &str) -> Option<DeliveryRecord> {
@@ -161,10 +161,11 @@ async fn an_older_version_never_overwrites_a_newer_one() {
     let _ = v3.advance(DeliveryStage::HeadedToPickup, None);
     let e3 = v3.advance(DeliveryStage::HeadedToDropoff, None);
     assert_eq!(v3.version, 3);
-    save(d, &v3, Some(&e3)).await;
+    assert_eq!(save(d, &v3, Some(&e3)).await, Saved::Written);
 
-    // A stale write (late retry of version 1) is ignored, event included.
-    save(d, &v1, Some(&created_event(&v1))).await;
+    // A stale write (late retry of version 1) is refused, event included,
+    // and the writer is told.
+    assert_eq!(save(d, &v1, Some(&created_event(&v1))).await, Saved::Stale);
     assert_eq!(get(d, "d1").await.as_ref(), Some(&v3));
     assert_eq!(events(d, "d1").await, vec![e3.clone()]);
     assert!(
@@ -177,7 +178,7 @@ async fn an_older_version_never_overwrites_a_newer_one() {
         location: Some(Location::new(3.0, 4.0)),
         ..e3.clone()
     };
-    save(d, &v3, Some(&extra)).await;
+    assert_eq!(save(d, &v3, Some(&extra)).await, Saved::Written);
     assert_eq!(events(d, "d1").await, vec![e3, extra]);
     cleanup(&cfg).await;
 }

@@ -32,9 +32,10 @@ pub use activation::{activate, tell, ActivationError};
 use crate::backoff::Backoff;
 use crate::context::Context;
 use crate::domain::lifecycle::{self, Change, Command, Decision, Effect, Rules, Verdict};
+use crate::domain::ownership::Fence;
 use crate::domain::{CancelReason, DeliveryRecord, DeliveryStage, HistoryEntry, TrackingEvent};
 use crate::metrics::{self as m, LiveActor};
-use crate::ports::{DeadLetter, Operation, QueueMessage, StoreError};
+use crate::ports::{DeadLetter, Operation, QueueMessage, Saved, StoreError};
 use crate::protocol::{CreateOutcome, DeliveryError, DeliveryMsg, DroneMsg, FleetMsg};
 
 /// Retries of a store write the actor keeps in memory: 100 ms doubling up
@@ -61,6 +62,14 @@ pub struct DeliveryState {
     /// outcome it reported is stored. See the drone module on why.
     release: Option<(String, u64)>,
     flush_attempt: u32,
+    /// The fence of the delivery's partition, sent with every write; `None`
+    /// while one engine owns every partition (the store then checks only
+    /// versions).
+    fence: Option<Fence>,
+    /// The store refused a write as stale or fenced: another writer has
+    /// changed the delivery, so this actor's copy is out of date. It stops
+    /// after the message; the next message activates it from the store.
+    superseded: bool,
     /// Bumped on every message; a passivation timer only fires for the
     /// generation it was armed in, i.e. after a full idle period.
     generation: u64,
@@ -102,6 +111,8 @@ impl Actor for DeliveryActor {
             dirty: false,
             release: None,
             flush_attempt: 0,
+            fence: None,
+            superseded: false,
             generation: 0,
             idle_timer: None,
             _live: LiveActor::new("delivery"),
@@ -172,6 +183,10 @@ impl Actor for DeliveryActor {
                 DeliveryMsg::Passivate(generation)
             }),
         );
+        if state.superseded {
+            myself.stop(Some("superseded".into()));
+            return Ok(());
+        }
         if state.dirty {
             if let Err(e) = state.flush().await {
                 let delay = FLUSH_BACKOFF.delay(state.flush_attempt);
@@ -179,6 +194,10 @@ impl Actor for DeliveryActor {
                 myself.send_after(delay, || DeliveryMsg::Flush);
                 return Ok(());
             }
+        }
+        if state.superseded {
+            myself.stop(Some("superseded".into()));
+            return Ok(());
         }
         state.release_drone();
         if state.record.as_ref().is_some_and(|r| r.stage.is_terminal()) && !state.dirty {
@@ -234,7 +253,7 @@ impl DeliveryState {
     /// Writes a decided change: the compensation's dead letter and the
     /// history entry first (once a reader sees the final stage, both exist;
     /// writing them again is idempotent), then the record with its events.
-    async fn store(&mut self, change: Change) -> Result<(), StoreError> {
+    async fn store(&mut self, change: Change) -> Result<(), DeliveryError> {
         if let Some(reason) = &change.dead_letter {
             self.dead_letter_request(&change.record, reason).await?;
         }
@@ -242,15 +261,34 @@ impl DeliveryState {
             self.ctx.backends.history.record(entry).await?;
         }
         let deliveries = &self.ctx.backends.deliveries;
-        if change.events.is_empty() {
-            deliveries.save(&change.record, None).await?;
-        }
-        for event in &change.events {
-            deliveries.save(&change.record, Some(event)).await?;
+        let events: Vec<Option<&TrackingEvent>> = if change.events.is_empty() {
+            vec![None]
+        } else {
+            change.events.iter().map(Some).collect()
+        };
+        for event in events {
+            let saved = deliveries.save(&change.record, event, self.fence).await?;
+            if !saved.is_stored() {
+                self.supersede(saved);
+                return Err(DeliveryError::Superseded);
+            }
         }
         observe(self.record.as_ref(), &change);
         self.record = Some(change.record);
         Ok(())
+    }
+
+    /// The store refused a write: another writer changed the delivery. The
+    /// actor drops what it holds in memory and stops (see `superseded`); a
+    /// drone waiting to be released repeats its report to the next
+    /// activation, which applies it to the current record.
+    fn supersede(&mut self, saved: Saved) {
+        tracing::warn!(delivery_id = %self.id, ?saved, "delivery changed elsewhere; reloading on the next message");
+        self.superseded = true;
+        self.unsaved.clear();
+        self.history = None;
+        self.release = None;
+        self.dirty = false;
     }
 
     /// Sends what a decision asks for once its change is stored.
@@ -332,24 +370,33 @@ impl DeliveryState {
     /// Writes the record and the unsaved events, oldest first (one stage
     /// change per write keeps the store's record and event log consistent).
     async fn flush(&mut self) -> Result<(), StoreError> {
-        let Some(record) = &self.record else {
+        if self.record.is_none() {
             self.dirty = false;
             return Ok(());
-        };
+        }
         if let Some(entry) = &self.history {
             self.ctx.backends.history.record(entry).await?;
             self.history = None;
         }
-        if self.unsaved.is_empty() {
-            self.ctx.backends.deliveries.save(record, None).await?;
-        } else {
-            while let Some(event) = self.unsaved.first() {
-                self.ctx
-                    .backends
-                    .deliveries
-                    .save(record, Some(event))
-                    .await?;
-                self.unsaved.remove(0);
+        // One save per unsaved event (or one without an event), oldest
+        // first; each event leaves the list only once stored.
+        while let (Some(record), event) = (&self.record, self.unsaved.first()) {
+            let saved = self
+                .ctx
+                .backends
+                .deliveries
+                .save(record, event, self.fence)
+                .await?;
+            if !saved.is_stored() {
+                self.supersede(saved);
+                return Ok(());
+            }
+            if self.unsaved.is_empty() {
+                break;
+            }
+            self.unsaved.remove(0);
+            if self.unsaved.is_empty() {
+                break;
             }
         }
         self.dirty = false;

@@ -117,6 +117,9 @@ pub fn refused(e: DeliveryError) -> Outcome {
         // process): retry, and dead-letter only after the last attempt.
         DeliveryError::Rejected(Rejection::NotFound) => Outcome::Retry("delivery not found".into()),
         DeliveryError::Store(e) => Outcome::Unavailable(format!("delivery store: {e}")),
+        // Another writer got there first: apply the command again on the
+        // delivery as it is now.
+        DeliveryError::Superseded => Outcome::Retry("the delivery changed elsewhere".into()),
         DeliveryError::Rejected(Rejection::WrongStage(stage)) => {
             Outcome::DeadLetter(DeadLetterReason::WrongStage(stage))
         }
@@ -168,6 +171,10 @@ mod tests {
             (
                 DeliveryError::Store(StoreError::Unavailable("down".into())),
                 Outcome::Unavailable("delivery store: backend unavailable: down".into()),
+            ),
+            (
+                DeliveryError::Superseded,
+                Outcome::Retry("the delivery changed elsewhere".into()),
             ),
             (
                 DeliveryError::Store(StoreError::Corrupt("x".into())),

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::domain::{DeliveryRecord, TrackingEvent};
-use dronedelivery_actors::ports::{DeliveryStore, StoreResult};
+use dronedelivery_actors::ports::{DeliveryStore, Saved, StoreResult};
 use dronedelivery_actors::Engine;
 use dronedelivery_engine::{Application, ServeArgs};
 use serde_json::{json, Value};
@@ -275,9 +276,10 @@ impl DeliveryStore for SwitchableDeliveries {
         &self,
         record: &DeliveryRecord,
         event: Option<&TrackingEvent>,
-    ) -> StoreResult<()> {
+        fence: Option<Fence>,
+    ) -> StoreResult<Saved> {
         self.check().await?;
-        self.inner.save(record, event).await
+        self.inner.save(record, event, fence).await
     }
     async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>> {
         self.check().await?;

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::domain::{
     DeliveryRecord, DeliveryRequest, DeliveryStage, DroneState, DroneStatus, TrackingEvent,
 };
 use dronedelivery_actors::ports::{
-    DeliveryStore, DroneStore, Operation, QueueMessage, StoreResult,
+    DeliveryStore, DroneStore, Operation, QueueMessage, Saved, StoreResult,
 };
 use serde_json::json;
 
@@ -42,12 +43,13 @@ impl DeliveryStore for PanicOnceDeliveries {
         &self,
         record: &DeliveryRecord,
         event: Option<&TrackingEvent>,
-    ) -> StoreResult<()> {
+        fence: Option<Fence>,
+    ) -> StoreResult<Saved> {
         if record.stage == DeliveryStage::HeadedToPickup && !self.fired.swap(true, Ordering::SeqCst)
         {
             panic!("injected fault: delivery store crashed the delivery actor");
         }
-        self.inner.save(record, event).await
+        self.inner.save(record, event, fence).await
     }
     async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>> {
         self.inner.events(id).await

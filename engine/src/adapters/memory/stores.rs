@@ -6,12 +6,14 @@ use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
+use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::domain::{
     DeliveryRecord, DroneState, Package, PackagePatch, TrackingEvent, Upserted,
 };
 use dronedelivery_actors::ports::{
     DeadLetter, DeadLetterStore, DeliveryStore, DroneStore, HistoryEntry, HistoryStore,
-    IdempotencyStore, NotifyMeRequest, NotifyMeStore, PackageStore, StoreResult, Utilization,
+    IdempotencyStore, NotifyMeRequest, NotifyMeStore, PackageStore, Saved, StoreResult,
+    Utilization,
 };
 
 /// Poison-tolerant lock helpers: every write is a single map operation, so a
@@ -47,11 +49,18 @@ impl DeliveryStore for MemoryDeliveryStore {
         Ok(self.records.read_map().get(id).cloned())
     }
 
+    /// In one process one engine owns everything: a fence is not checked.
     async fn save(
         &self,
         record: &DeliveryRecord,
         event: Option<&TrackingEvent>,
-    ) -> StoreResult<()> {
+        _fence: Option<Fence>,
+    ) -> StoreResult<Saved> {
+        let id = &record.delivery.id;
+        let mut records = self.records.write_map();
+        if records.get(id).is_some_and(|r| r.version > record.version) {
+            return Ok(Saved::Stale);
+        }
         if let Some(e) = event {
             self.events
                 .write_map()
@@ -59,10 +68,8 @@ impl DeliveryStore for MemoryDeliveryStore {
                 .or_default()
                 .push(e.clone());
         }
-        self.records
-            .write_map()
-            .insert(record.delivery.id.clone(), record.clone());
-        Ok(())
+        records.insert(id.clone(), record.clone());
+        Ok(Saved::Written)
     }
 
     async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>> {

@@ -5,9 +5,10 @@ use std::time::Duration;
 use ::redis::aio::ConnectionManager;
 use ::redis::Script;
 use async_trait::async_trait;
+use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::domain::{DeliveryRecord, DroneState, TrackingEvent};
 use dronedelivery_actors::ports::{
-    DeliveryStore, DroneStore, IdempotencyStore, StoreError, StoreResult,
+    DeliveryStore, DroneStore, IdempotencyStore, Saved, StoreError, StoreResult,
 };
 use serde::de::DeserializeOwned;
 
@@ -25,12 +26,24 @@ use super::{corrupt, millis, unavailable, Keys};
 /// and replying, or the connection dropped): the record is written again,
 /// the event log keeps one copy.
 ///
-/// KEYS: record, events list, awaiting set.
+/// With a fence, nothing is written unless the partition's lease carries
+/// the writer's epoch (see `domain::ownership`): checked here, in the same
+/// script as the write, so a stale owner cannot slip a write in between.
+///
+/// KEYS: record, events list, awaiting set, the partition's lease (only
+/// read with a fence).
 /// ARGV: version, record JSON, event JSON (`""`: none), delivery id,
-/// `"1"` if awaiting a drone, `"1"` if terminal, retention in ms.
+/// `"1"` if awaiting a drone, `"1"` if terminal, retention in ms, fence
+/// epoch (`""`: none).
 /// Returns 1 when written, 0 when ignored as stale, 2 when written without
-/// appending the repeated event.
+/// appending the repeated event, -1 when fenced.
 const SAVE_DELIVERY: &str = r#"
+if ARGV[8] ~= '' then
+  local epoch = redis.call('HGET', KEYS[4], 'epoch')
+  if not epoch or tonumber(epoch) ~= tonumber(ARGV[8]) then
+    return -1
+  end
+end
 local version = tonumber(ARGV[1])
 local stored
 local current = redis.call('GET', KEYS[1])
@@ -161,7 +174,8 @@ impl DeliveryStore for RedisDeliveryStore {
         &self,
         record: &DeliveryRecord,
         event: Option<&TrackingEvent>,
-    ) -> StoreResult<()> {
+        fence: Option<Fence>,
+    ) -> StoreResult<Saved> {
         let id = &record.delivery.id;
         let record_json = encode("delivery record", record)?;
         let event_json = match event {
@@ -175,6 +189,7 @@ impl DeliveryStore for RedisDeliveryStore {
             .key(self.keys.delivery(id))
             .key(self.keys.delivery_events(id))
             .key(self.keys.deliveries_awaiting())
+            .key(self.keys.lease(fence.map_or(0, |f| f.partition)))
             .arg(record.version)
             .arg(record_json)
             .arg(event_json)
@@ -182,23 +197,26 @@ impl DeliveryStore for RedisDeliveryStore {
             .arg(flag(record.stage.awaits_drone()))
             .arg(flag(record.stage.is_terminal()))
             .arg(millis(self.retention))
+            .arg(fence.map_or(String::new(), |f| f.epoch.to_string()))
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
         match written {
-            0 => tracing::debug!(
-                delivery_id = %id,
-                version = record.version,
-                "stale delivery save ignored: a newer version is stored"
-            ),
-            2 => tracing::debug!(
-                delivery_id = %id,
-                version = record.version,
-                "repeated save: its tracking event is stored already"
-            ),
-            _ => {}
+            1 => Ok(Saved::Written),
+            2 => {
+                tracing::debug!(
+                    delivery_id = %id,
+                    version = record.version,
+                    "repeated save: its tracking event is stored already"
+                );
+                Ok(Saved::Repeated)
+            }
+            0 => Ok(Saved::Stale),
+            -1 => Ok(Saved::Fenced),
+            other => Err(StoreError::Unavailable(format!(
+                "redis: unexpected save reply {other}"
+            ))),
         }
-        Ok(())
     }
 
     async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>> {
