@@ -18,6 +18,7 @@ root=$(pwd)
 # mutation name -> nextest filter of the scenario that must catch it
 declare -A scenario=(
   [ack-before-store]='binary(e2e_real_backends) & test(kill_9)'
+  [no-fence]='binary(fencing)'
 )
 
 names=("$@")
