@@ -42,14 +42,17 @@ use axum::http::header::HeaderName;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use dronedelivery_actors::domain::{DeliveryStatus, Location, TrackingEvent};
+use chrono::{DateTime, Utc};
+use dronedelivery_actors::domain::{DeliveryStage, DeliveryStatus, Location, TrackingEvent};
 use dronedelivery_actors::Engine;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::time::Instant;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, InternalError, Problem, ServiceUnavailable};
 use crate::state::AppState;
 
 /// How often an open stream reads the delivery's status and events.
@@ -63,10 +66,55 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(60 * 60);
 /// in two steps).
 const TERMINAL_GRACE_POLLS: u32 = 8;
 
-/// Routes of the tracking stream.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/deliveries/{id}/events", get(events))
+/// Route of the tracking stream, with its documentation and the schemas of
+/// its events.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(EventSchemas::openapi()).routes(routes!(events))
 }
+
+/// `event: stage` of the tracking stream: one stage change, oldest first.
+/// Its SSE `id` is the event's 1-based position in the delivery's history.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StageEvent<'a> {
+    /// The stored event.
+    #[serde(flatten)]
+    pub event: &'a TrackingEvent,
+    /// The stage's name.
+    #[schema(example = "HeadedToPickup")]
+    pub stage_name: &'static str,
+}
+
+/// `event: position` of the tracking stream: sent whenever the delivery's
+/// last known location changes.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PositionEvent<'a> {
+    /// The assigned drone.
+    #[schema(required = true)]
+    pub drone_id: Option<&'a str>,
+    /// Where the drone is.
+    pub location: Location,
+    /// Stage code.
+    pub stage: DeliveryStage,
+    /// Stage name.
+    pub stage_name: &'a str,
+    /// When the drone is expected at the pickup.
+    #[serde(rename = "pickupETA")]
+    #[schema(required = true)]
+    pub pickup_eta: Option<DateTime<Utc>>,
+    /// When the package is expected at the dropoff.
+    #[serde(rename = "deliveryETA")]
+    #[schema(required = true)]
+    pub delivery_eta: Option<DateTime<Utc>>,
+}
+
+/// The schemas of the stream's event data, which the operation names in its
+/// description (an OpenAPI 3.1 response cannot give a schema per SSE event),
+/// registered as components for clients to validate `data` against.
+#[derive(OpenApi)]
+#[openapi(components(schemas(StageEvent, PositionEvent)))]
+struct EventSchemas;
 
 /// One thing to send.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,22 +138,23 @@ impl Item {
 }
 
 fn stage_item(index: usize, event: &TrackingEvent) -> Item {
-    let mut data = serde_json::to_value(event).unwrap_or(Value::Null);
-    if let Some(obj) = data.as_object_mut() {
-        obj.insert("stageName".into(), json!(event.stage.name()));
-    }
-    Item::Stage(index, data)
+    let data = StageEvent {
+        event,
+        stage_name: event.stage.name(),
+    };
+    Item::Stage(index, serde_json::to_value(data).unwrap_or(Value::Null))
 }
 
-fn position_item(status: &DeliveryStatus) -> Item {
-    Item::Position(json!({
-        "droneId": status.drone_id,
-        "location": status.last_known_location,
-        "stage": status.stage,
-        "stageName": status.stage_name,
-        "pickupETA": status.pickup_eta,
-        "deliveryETA": status.delivery_eta,
-    }))
+fn position_item(status: &DeliveryStatus, location: Location) -> Item {
+    let data = PositionEvent {
+        drone_id: status.drone_id.as_deref(),
+        location,
+        stage: status.stage,
+        stage_name: &status.stage_name,
+        pickup_eta: status.pickup_eta,
+        delivery_eta: status.delivery_eta,
+    };
+    Item::Position(serde_json::to_value(data).unwrap_or(Value::Null))
 }
 
 /// What a stream has sent and still has to send: the pure part of a
@@ -134,11 +183,11 @@ impl Progress {
             self.terminal_polls += 1;
             let seen_end = events.last().is_some_and(|e| e.stage.is_terminal());
             self.finished = seen_end || self.terminal_polls >= TERMINAL_GRACE_POLLS;
-        } else if status.last_known_location.is_some()
-            && status.last_known_location != self.last_location
-        {
-            self.last_location = status.last_known_location;
-            self.queue.push_back(position_item(status));
+        } else if let Some(location) = status.last_known_location {
+            if self.last_location != Some(location) {
+                self.last_location = Some(location);
+                self.queue.push_back(position_item(status, location));
+            }
         }
     }
 }
@@ -223,9 +272,9 @@ Reconnecting after the end with a `Last-Event-ID` that saw every event gets 204.
             body = String, content_type = "text/event-stream"),
         (status = 204, description = "The delivery has ended and every event was already received: stop reconnecting"),
         (status = 404, description = "No such delivery",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn events(

@@ -6,17 +6,18 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use dronedelivery_actors::domain::{FieldError, ValidationError};
 use dronedelivery_actors::ports::Utilization;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, InternalError, Problem, ServiceUnavailable};
 use crate::state::AppState;
 
-/// Routes of the utilisation API.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/dronedeliveries/utilization", get(utilization))
+/// Route of the utilisation API, with its documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(utilization))
 }
 
 /// The validated query.
@@ -115,11 +116,11 @@ deliveries that ended in that calendar month (UTC). Parameter names are case-ins
     responses(
         (status = 200, description = "The utilisation", body = Utilization),
         (status = 400, description = "A missing or invalid parameter (each listed in `errors`)",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
+            body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No utilisation for that owner and month (both sums are zero)",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn utilization(
