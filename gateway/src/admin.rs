@@ -198,10 +198,11 @@ async fn restart_supervisor(
     }
 }
 
-/// Reads an optional non-negative integer query parameter.
+/// Reads an optional non-negative integer query parameter. Given empty
+/// (`limit=`), it is not a number, as the document says.
 fn number(query: &HashMap<String, String>, name: &str) -> Result<Option<usize>, ApiError> {
     match query.get(name).map(|v| v.trim()) {
-        None | Some("") => Ok(None),
+        None => Ok(None),
         Some(v) => v.parse::<usize>().map(Some).map_err(|_| {
             ApiError::Validation(dronedelivery_actors::domain::ValidationError::field(
                 name,
@@ -211,7 +212,7 @@ fn number(query: &HashMap<String, String>, name: &str) -> Result<Option<usize>, 
     }
 }
 
-/// `GET /admin/deadletters?offset=&limit=`: a page of dead letters, newest
+/// `GET /admin/deadletters?offset=…&limit=…`: a page of dead letters, newest
 /// first, `{"items", "total", "offset", "limit"}`. `limit` defaults to
 /// [`DEFAULT_PAGE`] and must be in `1..=`[`MAX_PAGE`].
 #[utoipa::path(
@@ -223,7 +224,7 @@ fn number(query: &HashMap<String, String>, name: &str) -> Result<Option<usize>, 
     description = "A page of the messages that could not be processed, newest first.",
     security(("bearerAuth" = [])),
     params(
-        ("offset" = Option<u64>, Query, description = "Items to skip (default 0)"),
+        ("offset" = Option<u64>, Query, description = "Items to skip (default 0, at most 2^63 - 1)"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "Page size (default 20, at most 100)")
     ),
     responses(
@@ -243,6 +244,15 @@ async fn dead_letters(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<DeadLetterPage>, ApiError> {
     let offset = number(&query, "offset")?.unwrap_or(0);
+    if u64::try_from(offset).map_or(true, |o| o > i64::MAX as u64) {
+        // The document says int64, as clients and fuzzers read `u64`.
+        return Err(ApiError::Validation(
+            dronedelivery_actors::domain::ValidationError::field(
+                "offset",
+                format!("must be at most {}", i64::MAX),
+            ),
+        ));
+    }
     let limit = number(&query, "limit")?.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::Validation(

@@ -18,7 +18,10 @@ use dronedelivery_actors::domain::{
 };
 use dronedelivery_actors::metrics::DELIVERIES_ACCEPTED_TOTAL;
 use dronedelivery_actors::ports::{Operation, QueueMessage};
-use utoipa::ToSchema;
+use serde_json::Value;
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -28,7 +31,10 @@ use crate::error::{
 };
 use crate::extract::JsonBody;
 use crate::idempotency::{self, StoredAnswer, KEY_TTL};
-use crate::lenient::{confirmation_name, lenient_time, lenient_weight};
+use crate::lenient::{
+    at_least_one_of, check_pickup_time, confirmation_name, ignored, integral_float_as_integer,
+    null, LenientBoolean, LenientText, LenientTime, LenientWeight, NonBlankText,
+};
 use crate::state::{correlation_id, encode_segment, AppState};
 
 /// Routes of the ingestion API, with their documentation.
@@ -56,7 +62,7 @@ once the broker accepted the message. The delivery is created asynchronously: po
 the `Location`. With an `Idempotency-Key` the id is derived from the key, and a repeat \
 with the same key and request gets the first answer again (`Idempotent-Replayed: true`).",
     params(
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 200,
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 200, pattern = "^[!-~]+$",
             description = "Makes retries safe: 1 to 200 visible ASCII characters, sent once. Kept 24 h; never reuse one for another delivery.")
     ),
     request_body(content = ExternalDelivery, content_type = "application/json"),
@@ -81,10 +87,12 @@ with the same key and request gets the first answer again (`Idempotent-Replayed:
 async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    JsonBody(mut body): JsonBody,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key(&headers)?;
+    integral_float_as_integer(&mut body, "pickupTime");
     let mut request = DeliveryRequest::from_external(&body, String::new())?;
+    check_pickup_time(request.pickup_time)?;
     let Some(key) = key else {
         request.delivery_id = uuid::Uuid::new_v4().to_string();
         queue_delivery(&state, &request, &headers).await?;
@@ -211,9 +219,11 @@ async fn reschedule(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    JsonBody(mut body): JsonBody,
 ) -> Result<String, ApiError> {
+    integral_float_as_integer(&mut body, "pickupTime");
     let request = RescheduleRequest::from_external(&body, id.clone())?;
+    check_pickup_time(request.pickup_time)?;
     if let Some(record) = state.engine.delivery(&id).await? {
         if record.stage.is_terminal() || record.stage == DeliveryStage::HeadedToDropoff {
             return Err(ApiError::Conflict(format!(
@@ -293,35 +303,33 @@ async fn cancel(
 
 /// `POST /api/deliveryrequests`: a delivery request (the original's
 /// `ExternalDelivery`). Read leniently: numbers and booleans are accepted
-/// where text is expected, and unknown members are ignored.
+/// where text is expected, `null` is taken for a member left out, and
+/// unknown members are ignored.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalDelivery {
     /// Ignored: the gateway mints the id (or derives it from the
     /// `Idempotency-Key`).
-    #[schema(nullable = false)]
-    pub delivery_id: Option<String>,
+    #[schema(schema_with = minted_delivery_id)]
+    pub delivery_id: Option<Value>,
     /// The owner (the account billed).
-    #[schema(min_length = 1)]
-    pub owner_id: String,
-    /// Where to pick the package up: `"lat,lon"`, `"altitude,lat,lon"` or
-    /// any other text (mapped to a fixed point in the service area).
-    #[schema(min_length = 1, example = "47.6062,-122.3321")]
-    pub pickup_location: String,
+    pub owner_id: NonBlankText,
+    /// Where to pick the package up: `"lat,lon"`, `"altitude,lat,lon"` (in
+    /// range: latitude -90 to 90, longitude -180 to 180) or any other text
+    /// (mapped to a fixed point in the service area).
+    #[schema(example = "47.6062,-122.3321")]
+    pub pickup_location: NonBlankText,
     /// Where to drop it off, in the same forms. `dropoffLocation` is
     /// accepted too.
     #[serde(rename = "dropOffLocation")]
-    #[schema(min_length = 1, example = "drop off")]
-    pub drop_off_location: String,
+    #[schema(example = "drop off")]
+    pub drop_off_location: NonBlankText,
     /// Requested pickup time.
-    #[schema(schema_with = lenient_time)]
-    pub pickup_time: Option<String>,
+    pub pickup_time: Option<LenientTime>,
     /// Free-text deadline, kept as given.
-    #[schema(nullable = false)]
-    pub deadline: Option<String>,
+    pub deadline: Option<LenientText>,
     /// Expedited delivery (default false).
-    #[schema(nullable = false)]
-    pub expedited: Option<bool>,
+    pub expedited: Option<LenientBoolean>,
     /// How the recipient confirms.
     #[schema(schema_with = confirmation_name)]
     pub confirmation_required: String,
@@ -329,21 +337,22 @@ pub struct ExternalDelivery {
     pub package_info: ExternalPackageInfo,
 }
 
+fn minted_delivery_id() -> Schema {
+    ignored("Ignored: the gateway mints the id (or derives it from the `Idempotency-Key`).")
+}
+
 /// The package of a delivery request.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalPackageInfo {
     /// Client-chosen package id.
-    #[schema(min_length = 1)]
-    pub package_id: String,
+    pub package_id: NonBlankText,
     /// Size class, case-insensitive on input.
     pub size: PackageSize,
     /// Weight (default 0).
-    #[schema(schema_with = lenient_weight)]
-    pub weight: Option<f64>,
+    pub weight: Option<LenientWeight>,
     /// Free tag.
-    #[schema(nullable = false)]
-    pub tag: Option<String>,
+    pub tag: Option<LenientText>,
 }
 
 /// The 202 answer to a delivery request: the request as validated, with the
@@ -376,24 +385,49 @@ pub struct AcceptedDelivery {
 
 /// `PATCH /api/deliveryrequests/{id}`: what to change (the original's
 /// `ExternalRescheduledDelivery`). At least one of `pickupLocation`,
-/// `dropOffLocation`, `deadline` or `pickupTime` must be given.
+/// `dropOffLocation`, `deadline` or `pickupTime` must be given (not
+/// `null`, which is taken for a member left out).
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ExternalRescheduledDelivery {
+pub struct RescheduleChanges {
     /// Ignored: the path id is used.
-    #[schema(nullable = false)]
-    pub delivery_id: Option<String>,
+    #[schema(schema_with = path_delivery_id)]
+    pub delivery_id: Option<Value>,
     /// New pickup, in the forms of a delivery request.
-    #[schema(nullable = false)]
-    pub pickup_location: Option<String>,
+    pub pickup_location: Option<NonBlankText>,
     /// New dropoff (`dropoffLocation` is accepted too).
     #[serde(rename = "dropOffLocation")]
-    #[schema(nullable = false)]
-    pub drop_off_location: Option<String>,
-    /// New deadline.
-    #[schema(nullable = false)]
-    pub deadline: Option<String>,
+    pub drop_off_location: Option<NonBlankText>,
+    /// New deadline (may be empty).
+    pub deadline: Option<LenientText>,
     /// New pickup time.
-    #[schema(schema_with = lenient_time)]
-    pub pickup_time: Option<String>,
+    pub pickup_time: Option<LenientTime>,
+}
+
+fn path_delivery_id() -> Schema {
+    ignored("Ignored: the path id is used.")
+}
+
+/// The documented body of `PATCH /api/deliveryrequests/{id}`: the members
+/// of [`RescheduleChanges`], at least one of the four changes present.
+#[derive(Debug)]
+pub struct ExternalRescheduledDelivery;
+
+impl PartialSchema for ExternalRescheduledDelivery {
+    fn schema() -> RefOr<Schema> {
+        let changes = [
+            "pickupLocation",
+            "dropOffLocation",
+            "deadline",
+            "pickupTime",
+        ];
+        let not_given: Vec<(&str, Value)> = changes.iter().map(|c| (*c, null())).collect();
+        at_least_one_of(RescheduleChanges::schema(), &not_given)
+    }
+}
+
+impl ToSchema for ExternalRescheduledDelivery {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        RescheduleChanges::schemas(schemas);
+    }
 }

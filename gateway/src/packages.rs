@@ -23,7 +23,7 @@ use crate::error::{
     ApiError, InternalError, PayloadTooLarge, Problem, ServiceUnavailable, UnsupportedMediaType,
 };
 use crate::extract::OptionalJsonBody;
-use crate::lenient::lenient_weight;
+use crate::lenient::{LenientText, LenientWeight};
 use crate::state::{encode_segment, AppState};
 
 /// Routes of the package API, with their documentation.
@@ -285,10 +285,9 @@ pub struct PackageFields {
     /// Size class, case-insensitive on input.
     pub size: Option<PackageSize>,
     /// Weight.
-    #[schema(schema_with = lenient_weight)]
-    pub weight: Option<f64>,
+    pub weight: Option<LenientWeight>,
     /// Free tag (numbers and booleans are converted to text).
-    pub tag: Option<String>,
+    pub tag: Option<LenientText>,
 }
 
 #[cfg(test)]

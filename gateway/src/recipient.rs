@@ -19,9 +19,9 @@ use dronedelivery_actors::domain::{
 };
 use dronedelivery_actors::CommandError;
 use serde_json::{Map, Value};
-use utoipa::openapi::schema::{OneOfBuilder, Schema};
-use utoipa::openapi::Ref;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -29,7 +29,9 @@ use crate::error::{
     ApiError, InternalError, PayloadTooLarge, Problem, ServiceUnavailable, UnsupportedMediaType,
 };
 use crate::extract::JsonBody;
-use crate::lenient::confirmation_name;
+use crate::lenient::{
+    at_least_one_of, confirmation_name, non_blank_pattern, null_or_blank, WHITESPACE_CLASS,
+};
 use crate::state::AppState;
 
 /// Longest e-mail address accepted (RFC 5321 path limit).
@@ -254,7 +256,15 @@ fn in_range(v: &Value, max: f64) -> Result<f64, String> {
 fn confirmation_type(v: &Value) -> Result<ConfirmationRequired, String> {
     const EXPECTED: &str = "must be 0 to 3 or one of FingerPrint, Picture, Voice, None";
     match v {
-        Value::Number(n) => n.as_u64().and_then(ConfirmationRequired::from_int),
+        // `1.0` is the integer 1 to JSON Schema, so to the document.
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..=3.0).contains(f))
+                    .map(|f| f as u64)
+            })
+            .and_then(ConfirmationRequired::from_int),
         Value::String(s) => ConfirmationRequired::parse(s).or_else(|| {
             s.trim()
                 .parse::<u64>()
@@ -395,17 +405,51 @@ fn confirmation_type_input() -> Schema {
 }
 
 /// `POST /api/deliveries/{id}/notifymerequests`: where to notify the
-/// recipient. At least one of the two is required. Member names are
-/// case-insensitive.
+/// recipient. At least one of the two is required (a blank or `null` one
+/// counts as absent). Member names are case-insensitive.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct NotifyMeRequest {
-    /// E-mail address (`name@domain`).
-    #[schema(nullable = false, max_length = 254, format = Email)]
+pub struct NotifyMeChannels {
+    /// E-mail address.
+    #[schema(schema_with = email_address)]
     pub email_address: Option<String>,
-    /// Phone number for text messages.
-    #[schema(nullable = false, max_length = 64)]
+    /// Phone number for text messages (surrounding whitespace is trimmed).
+    #[schema(max_length = 64)]
     pub sms: Option<String>,
+}
+
+/// `emailAddress`: blank, or `name@domain` without whitespace, as
+/// [`plausible_email`] checks it.
+fn email_address() -> Schema {
+    let ws = WHITESPACE_CLASS;
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .max_length(Some(MAX_EMAIL))
+        .pattern(Some(format!("^(?:[{ws}]*|[^{ws}]+@[^@{ws}]+)$")))
+        .description(Some(
+            "E-mail address (`name@domain`, no whitespace; not checked further).",
+        ))
+        .into()
+}
+
+/// The documented body of `POST /api/deliveries/{id}/notifymerequests`: the
+/// members of [`NotifyMeChannels`], at least one of them not blank.
+#[derive(Debug)]
+pub struct NotifyMeRequest;
+
+impl PartialSchema for NotifyMeRequest {
+    fn schema() -> RefOr<Schema> {
+        at_least_one_of(
+            NotifyMeChannels::schema(),
+            &[("emailAddress", null_or_blank()), ("sms", null_or_blank())],
+        )
+    }
+}
+
+impl ToSchema for NotifyMeRequest {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        NotifyMeChannels::schemas(schemas);
+    }
 }
 
 /// `POST /api/deliveries/{id}/confirmations`: the recipient confirms
@@ -414,7 +458,7 @@ pub struct NotifyMeRequest {
 #[serde(rename_all = "camelCase")]
 pub struct ConfirmationRequest {
     /// When the recipient confirmed, as text.
-    pub date_time: ConfirmationTime,
+    pub date_time: ConfirmationDateTime,
     /// Where.
     pub geo_coordinates: GeoCoordinates,
     /// How.
@@ -424,12 +468,30 @@ pub struct ConfirmationRequest {
     pub confirmation_blob: String,
 }
 
+/// When a confirmation was made, in the original's shape
+/// (`{"dateTimeValue": "..."}`), kept as the client wrote it (trimmed).
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfirmationDateTime {
+    /// The date-time text.
+    #[schema(schema_with = date_time_value)]
+    pub date_time_value: String,
+}
+
+/// `dateTimeValue`: any text that is not blank.
+fn date_time_value() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(non_blank_pattern()))
+        .description(Some("The date-time text (not blank)."))
+        .into()
+}
+
 /// A point given by the recipient.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GeoCoordinates {
-    /// Metres above ground (default 0).
-    #[schema(nullable = false)]
+    /// Metres above ground (default 0, also for `null`).
     pub altitude: Option<f64>,
     /// Degrees north.
     #[schema(minimum = -90.0, maximum = 90.0)]
@@ -508,6 +570,17 @@ mod tests {
                     && c.geo_coordinates.altitude == 0.0),
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn an_integral_float_is_a_confirmation_type_code() {
+        assert_eq!(
+            confirmation_type(&json!(1.0)),
+            Ok(ConfirmationRequired::Picture)
+        );
+        assert!(confirmation_type(&json!(1.5)).is_err());
+        assert!(confirmation_type(&json!(4.0)).is_err());
+        assert!(confirmation_type(&json!(-0.0)).is_ok());
     }
 
     #[test]

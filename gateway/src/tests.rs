@@ -342,3 +342,53 @@ fn accepted_delivery_schema_matches_the_echo() {
         keys(&schemas["PackageInfo"]["properties"])
     );
 }
+
+/// Patterns written as literals in `#[utoipa::path]` attributes are the ones
+/// [`crate::lenient`] builds.
+#[test]
+fn literal_patterns_match_the_lenient_ones() {
+    let doc = json();
+    let owner = &doc["paths"]["/api/dronedeliveries/utilization"]["get"]["parameters"][0];
+    assert_eq!(owner["name"], "ownerId");
+    assert_eq!(
+        owner["schema"]["pattern"],
+        crate::lenient::non_blank_pattern()
+    );
+}
+
+/// The tracking stream's response schema describes each event as an
+/// `EventSource` reads it (`{event, id, data}`), `data` naming the schema of
+/// its JSON, rather than the stream as one string.
+#[test]
+fn the_event_stream_schema_describes_each_event() {
+    let doc = json();
+    let content = &doc["paths"]["/api/deliveries/{id}/events"]["get"]["responses"]["200"]
+        ["content"]["text/event-stream"];
+    assert_eq!(
+        content["schema"]["$ref"],
+        "#/components/schemas/TrackingStreamEvent"
+    );
+    let kinds = &doc["components"]["schemas"]["TrackingStreamEvent"]["oneOf"];
+    for (i, (event, data)) in [("stage", "StageEvent"), ("position", "PositionEvent")]
+        .into_iter()
+        .enumerate()
+    {
+        let kind = &kinds[i];
+        assert_eq!(
+            kind["properties"]["event"]["enum"],
+            serde_json::json!([event])
+        );
+        let data_schema = &kind["properties"]["data"];
+        assert_eq!(data_schema["type"], "string");
+        assert_eq!(data_schema["contentMediaType"], "application/json");
+        assert_eq!(
+            data_schema["contentSchema"]["$ref"],
+            format!("#/components/schemas/{data}")
+        );
+        assert!(doc["components"]["schemas"][data].is_object(), "{data}");
+    }
+    assert_eq!(
+        kinds[0]["required"],
+        serde_json::json!(["event", "data", "id"])
+    );
+}

@@ -46,9 +46,12 @@ use chrono::{DateTime, Utc};
 use dronedelivery_actors::domain::{DeliveryStage, DeliveryStatus, Location, TrackingEvent};
 use dronedelivery_actors::Engine;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::time::Instant;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{OpenApi, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -109,9 +112,83 @@ pub struct PositionEvent<'a> {
     pub delivery_eta: Option<DateTime<Utc>>,
 }
 
-/// The schemas of the stream's event data, which the operation names in its
-/// description (an OpenAPI 3.1 response cannot give a schema per SSE event),
-/// registered as components for clients to validate `data` against.
+/// One event of the stream, as the `schema` of a `text/event-stream`
+/// response describes it: each event, read as `{event, id, data}` (what an
+/// `EventSource` gives a listener), is a `stage` or a `position` event whose
+/// `data` is the JSON of a [`StageEvent`] or a [`PositionEvent`]. OpenAPI
+/// 3.2 calls this the media type's `itemSchema`; before 3.2, tools read
+/// `schema` that way for event streams. `contentSchema` names the data's
+/// schema (JSON Schema 2020-12; an annotation, so validators do not parse
+/// `data`).
+#[derive(Debug)]
+pub struct TrackingStreamEvent;
+
+impl TrackingStreamEvent {
+    /// The schema of one kind of event.
+    fn kind(event: &str, data: &str, description: &str, id_required: bool) -> ObjectBuilder {
+        let json_data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/json")
+            .description(Some(format!("A `{data}` as JSON")))
+            .extensions(Some(Extensions::from_iter([(
+                "contentSchema",
+                json!({ "$ref": format!("#/components/schemas/{data}") }),
+            )])));
+        let id = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[1-9][0-9]*$"))
+            .description(Some(if id_required {
+                "The event's 1-based position in the delivery's stage history (send it back as `Last-Event-ID`)"
+            } else {
+                "Not sent with it: an `EventSource` reports the id of the last stage event before it"
+            }));
+        let builder = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(description))
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([event])),
+            )
+            .required("event")
+            .property("id", id)
+            .property("data", json_data)
+            .required("data");
+        if id_required {
+            builder.required("id")
+        } else {
+            builder
+        }
+    }
+}
+
+impl PartialSchema for TrackingStreamEvent {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(Self::kind(
+                "stage",
+                "StageEvent",
+                "A stage change, oldest first",
+                true,
+            ))
+            .item(Self::kind(
+                "position",
+                "PositionEvent",
+                "The drone moved (the delivery's last known location changed)",
+                false,
+            ))
+            .description(Some(
+                "One event of the tracking stream (comments, sent as keep-alives, are not events)",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for TrackingStreamEvent {}
+
+/// The schemas of the stream's event data, which [`TrackingStreamEvent`]
+/// names by reference, registered as components.
 #[derive(OpenApi)]
 #[openapi(components(schemas(StageEvent, PositionEvent)))]
 struct EventSchemas;
@@ -268,8 +345,8 @@ Reconnecting after the end with a `Last-Event-ID` that saw every event gets 204.
         ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Stage events already received (the last SSE `id` seen)")
     ),
     responses(
-        (status = 200, description = "The event stream; `data` of `stage` events is a `StageEvent`, of `position` events a `PositionEvent` (JSON)",
-            body = String, content_type = "text/event-stream"),
+        (status = 200, description = "The event stream. Its schema is that of each event (`TrackingStreamEvent`): the `data` of `stage` events is a `StageEvent`, of `position` events a `PositionEvent` (JSON)",
+            body = TrackingStreamEvent, content_type = "text/event-stream"),
         (status = 204, description = "The delivery has ended and every event was already received: stop reconnecting"),
         (status = 404, description = "No such delivery",
             body = Problem, content_type = "application/problem+json"),

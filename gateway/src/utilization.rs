@@ -109,7 +109,9 @@ fn parse(query: &HashMap<String, String>) -> Result<UtilizationQuery, Validation
     description = "Miles flown and hours drones were assigned, summed over the owner's \
 deliveries that ended in that calendar month (UTC). Parameter names are case-insensitive.",
     params(
-        ("ownerId" = String, Query, min_length = 1, description = "The owner"),
+        ("ownerId" = String, Query, min_length = 1,
+            pattern = "[^\\t-\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]",
+            description = "The owner (not blank)"),
         ("year" = i32, Query, minimum = 1, description = "Year"),
         ("month" = u32, Query, minimum = 1, maximum = 12, description = "Month, 1 to 12")
     ),
