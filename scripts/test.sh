@@ -2,8 +2,10 @@
 # Sets up what the tests need (toolchain pieces, Redis, a MongoDB-wire
 # server) and runs the whole check: formatting, lints and every test (unit,
 # integration against the real servers) with cargo-nextest, then the
-# optional `otel` feature (trace export to a local collector) and the web
-# console in headless Chromium (scripts/console-test.sh).
+# OpenAPI document against the running engine (schemathesis,
+# scripts/schemathesis.sh), the optional `otel` feature (trace export to a
+# local collector) and the web console in headless Chromium
+# (scripts/console-test.sh).
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh -E 'test(lifecycle)'   # extra arguments go to nextest
@@ -21,6 +23,8 @@ echo "==> Helm chart"
 scripts/chart-check.sh
 echo "==> cargo nextest"
 cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
+echo "==> the OpenAPI document against the running engine (scripts/schemathesis.sh)"
+scripts/schemathesis.sh
 echo "==> optional OpenTelemetry export (--features otel)"
 cargo clippy -p dronedelivery-engine --features otel --all-targets --locked -- -D warnings
 cargo nextest run -p dronedelivery-engine --features otel --test otel --locked

@@ -61,11 +61,11 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 
 /// The `Content-Security-Policy` of every console response.
@@ -146,14 +146,14 @@ static PREPARED_PAGES: LazyLock<Vec<Prepared>> =
 static PREPARED_ASSETS: LazyLock<Vec<Prepared>> =
     LazyLock::new(|| ASSETS.iter().map(Prepared::new).collect());
 
-/// Routes of the console.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/console", get(landing))
-        .route("/console/track/{id}", get(track))
-        .route("/console/fleet", get(fleet))
-        .route("/console/ops", get(ops))
-        .route("/console/assets/{file}", get(asset))
+/// Routes of the console, with their documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(landing))
+        .routes(routes!(track))
+        .routes(routes!(fleet))
+        .routes(routes!(ops))
+        .routes(routes!(asset))
 }
 
 /// Whether `If-None-Match` names `etag` (weak comparison, RFC 9110 13.1.2).
@@ -293,7 +293,7 @@ async fn ops(headers: HeaderMap) -> Response {
         )),
         (status = 304, description = "Not modified since the `ETag` sent in `If-None-Match`"),
         (status = 404, description = "No such asset",
-            body = crate::openapi::Problem, content_type = "application/problem+json")
+            body = Problem, content_type = "application/problem+json")
     )
 )]
 async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -8,20 +8,21 @@
 //! event stream in [`crate::tracking`].
 
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use dronedelivery_actors::domain::{Delivery, DeliveryRecord, DeliveryStatus, UserAccount};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, InternalError, Problem, ServiceUnavailable};
 use crate::state::AppState;
 
-/// Routes of the delivery read API.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/deliveries/{id}", get(delivery))
-        .route("/api/deliveries/public/{id}", get(public_delivery))
-        .route("/api/deliveries/{id}/owner", get(owner))
-        .route("/api/deliveries/{id}/status", get(status))
+/// Routes of the delivery read API, with their documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(delivery))
+        .routes(routes!(public_delivery))
+        .routes(routes!(owner))
+        .routes(routes!(status))
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -50,9 +51,9 @@ with enums as integers.",
     responses(
         (status = 200, description = "The delivery", body = Delivery),
         (status = 404, description = "No such delivery (yet: a delivery appears once its queued request is processed)",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn delivery(
@@ -76,9 +77,9 @@ public ingress rewrote calls to.",
     responses(
         (status = 200, description = "The delivery", body = Delivery),
         (status = 404, description = "No such delivery",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn public_delivery(
@@ -99,9 +100,9 @@ async fn public_delivery(
     responses(
         (status = 200, description = "The owner's user and account", body = UserAccount),
         (status = 404, description = "No such delivery",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn owner(
@@ -125,9 +126,9 @@ assigned).",
     responses(
         (status = 200, description = "The status", body = DeliveryStatus),
         (status = 404, description = "No such delivery",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn status(

@@ -13,25 +13,33 @@ use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{patch, post};
-use axum::Router;
-use dronedelivery_actors::domain::{DeliveryRequest, RescheduleRequest};
+use dronedelivery_actors::domain::{DeliveryRequest, PackageInfo, PackageSize, RescheduleRequest};
 use dronedelivery_actors::metrics::DELIVERIES_ACCEPTED_TOTAL;
 use dronedelivery_actors::ports::{Operation, QueueMessage};
+use serde_json::Value;
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{
+    ApiError, InternalError, PayloadTooLarge, Problem, ServiceUnavailable, TooManyRequests,
+    UnsupportedMediaType,
+};
 use crate::extract::JsonBody;
 use crate::idempotency::{self, StoredAnswer, KEY_TTL};
+use crate::lenient::{
+    at_least_one_of, check_pickup_time, confirmation_name, ignored, integral_float_as_integer,
+    null, LenientBoolean, LenientText, LenientTime, LenientWeight, NonBlankText,
+};
 use crate::state::{correlation_id, encode_segment, AppState};
 
-/// Routes of the ingestion API.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/deliveryrequests", post(create))
-        .route(
-            "/api/deliveryrequests/{id}",
-            patch(reschedule).delete(cancel),
-        )
+/// Routes of the ingestion API, with their documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(reschedule, cancel))
 }
 
 /// `POST /api/deliveryrequests`: validates an `ExternalDelivery`, mints its
@@ -52,35 +60,37 @@ once the broker accepted the message. The delivery is created asynchronously: po
 the `Location`. With an `Idempotency-Key` the id is derived from the key, and a repeat \
 with the same key and request gets the first answer again (`Idempotent-Replayed: true`).",
     params(
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 200,
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 200, pattern = "^[!-~]+$",
             description = "Makes retries safe: 1 to 200 visible ASCII characters, sent once. Kept 24 h; never reuse one for another delivery.")
     ),
-    request_body(content = crate::openapi::ExternalDelivery, content_type = "application/json"),
+    request_body(content = ExternalDelivery, content_type = "application/json"),
     responses(
         (status = 202, description = "Queued; the body echoes the request with the new `deliveryId`",
-            body = crate::openapi::AcceptedDelivery,
+            body = AcceptedDelivery,
             headers(
                 ("Location" = String, description = "`/api/deliveries/{deliveryId}`, where the delivery appears once created"),
                 ("Idempotent-Replayed" = bool, description = "`true` on an answer replayed for a repeated `Idempotency-Key`")
             )),
         (status = 400, description = "Invalid request (every invalid field listed in `errors`), malformed JSON, or an invalid `Idempotency-Key`",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "The `Idempotency-Key` was already used with a different request",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, response = crate::openapi::TooManyRequests),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    JsonBody(mut body): JsonBody,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key(&headers)?;
+    integral_float_as_integer(&mut body, "pickupTime");
     let mut request = DeliveryRequest::from_external(&body, String::new())?;
+    check_pickup_time(request.pickup_time)?;
     let Some(key) = key else {
         request.delivery_id = uuid::Uuid::new_v4().to_string();
         queue_delivery(&state, &request, &headers).await?;
@@ -189,27 +199,29 @@ plain text once the broker accepted the message. A delivery whose package is on 
 or that has ended is refused (409). An id not known yet is still queued: the delivery \
 may have been requested a moment ago.",
     params(("id" = String, Path, description = "Delivery id")),
-    request_body(content = crate::openapi::ExternalRescheduledDelivery, content_type = "application/json"),
+    request_body(content = ExternalRescheduledDelivery, content_type = "application/json"),
     responses(
         (status = 200, description = "Queued; the body is the delivery id", body = String, content_type = "text/plain"),
         (status = 400, description = "Invalid fields (listed in `errors`), nothing to change, or malformed JSON",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
+            body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The delivery is headed to its dropoff, completed or cancelled",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 429, response = crate::openapi::TooManyRequests),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn reschedule(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    JsonBody(mut body): JsonBody,
 ) -> Result<String, ApiError> {
+    integral_float_as_integer(&mut body, "pickupTime");
     let request = RescheduleRequest::from_external(&body, id.clone())?;
+    check_pickup_time(request.pickup_time)?;
     if let Some(record) = state.engine.delivery(&id).await? {
         // The same rule the delivery's actor applies when the message arrives.
         if let Err(stage) = record.check_reschedule() {
@@ -251,10 +263,10 @@ is still queued.",
     responses(
         (status = 204, description = "Queued (or already cancelled)"),
         (status = 409, description = "The delivery is completed",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, response = crate::openapi::TooManyRequests),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn cancel(
@@ -281,4 +293,142 @@ async fn cancel(
     state.engine.submit(message).await?;
     tracing::info!(delivery_id = %id, "cancellation queued");
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------
+// Request and response bodies, as documented. Schema only: the body is read
+// leniently from a `serde_json::Value` by the domain's `from_external`, and
+// the 202 echo is built by `DeliveryRequest::external_body`; these types
+// describe that wire format.
+// ---------------------------------------------------------------------------
+
+/// `POST /api/deliveryrequests`: a delivery request (the original's
+/// `ExternalDelivery`). Read leniently: numbers and booleans are accepted
+/// where text is expected, `null` is taken for a member left out, and
+/// unknown members are ignored.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalDelivery {
+    /// Ignored: the gateway mints the id (or derives it from the
+    /// `Idempotency-Key`).
+    #[schema(schema_with = minted_delivery_id)]
+    pub delivery_id: Option<Value>,
+    /// The owner (the account billed).
+    pub owner_id: NonBlankText,
+    /// Where to pick the package up: `"lat,lon"`, `"altitude,lat,lon"` (in
+    /// range: latitude -90 to 90, longitude -180 to 180) or any other text
+    /// (mapped to a fixed point in the service area).
+    #[schema(example = "47.6062,-122.3321")]
+    pub pickup_location: NonBlankText,
+    /// Where to drop it off, in the same forms. `dropoffLocation` is
+    /// accepted too.
+    #[serde(rename = "dropOffLocation")]
+    #[schema(example = "drop off")]
+    pub drop_off_location: NonBlankText,
+    /// Requested pickup time.
+    pub pickup_time: Option<LenientTime>,
+    /// Free-text deadline, kept as given.
+    pub deadline: Option<LenientText>,
+    /// Expedited delivery (default false).
+    pub expedited: Option<LenientBoolean>,
+    /// How the recipient confirms.
+    #[schema(schema_with = confirmation_name)]
+    pub confirmation_required: String,
+    /// The package.
+    pub package_info: ExternalPackageInfo,
+}
+
+fn minted_delivery_id() -> Schema {
+    ignored("Ignored: the gateway mints the id (or derives it from the `Idempotency-Key`).")
+}
+
+/// The package of a delivery request.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalPackageInfo {
+    /// Client-chosen package id.
+    pub package_id: NonBlankText,
+    /// Size class, case-insensitive on input.
+    pub size: PackageSize,
+    /// Weight (default 0).
+    pub weight: Option<LenientWeight>,
+    /// Free tag.
+    pub tag: Option<LenientText>,
+}
+
+/// The 202 answer to a delivery request: the request as validated, with the
+/// delivery's id.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptedDelivery {
+    /// The new delivery's id; poll `GET /api/deliveries/{deliveryId}`.
+    pub delivery_id: String,
+    /// The owner.
+    pub owner_id: String,
+    /// Pickup, as given.
+    pub pickup_location: String,
+    /// Dropoff, as given.
+    #[serde(rename = "dropOffLocation")]
+    pub drop_off_location: String,
+    /// Requested pickup time (RFC 3339, UTC, milliseconds), or null.
+    #[schema(required = true, format = DateTime)]
+    pub pickup_time: Option<String>,
+    /// Deadline, as given (empty when none).
+    pub deadline: String,
+    /// Expedited flag.
+    pub expedited: bool,
+    /// How the recipient confirms.
+    #[schema(schema_with = confirmation_name)]
+    pub confirmation_required: String,
+    /// The package.
+    pub package_info: PackageInfo,
+}
+
+/// `PATCH /api/deliveryrequests/{id}`: what to change (the original's
+/// `ExternalRescheduledDelivery`). At least one of `pickupLocation`,
+/// `dropOffLocation`, `deadline` or `pickupTime` must be given (not
+/// `null`, which is taken for a member left out).
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RescheduleChanges {
+    /// Ignored: the path id is used.
+    #[schema(schema_with = path_delivery_id)]
+    pub delivery_id: Option<Value>,
+    /// New pickup, in the forms of a delivery request.
+    pub pickup_location: Option<NonBlankText>,
+    /// New dropoff (`dropoffLocation` is accepted too).
+    #[serde(rename = "dropOffLocation")]
+    pub drop_off_location: Option<NonBlankText>,
+    /// New deadline (may be empty).
+    pub deadline: Option<LenientText>,
+    /// New pickup time.
+    pub pickup_time: Option<LenientTime>,
+}
+
+fn path_delivery_id() -> Schema {
+    ignored("Ignored: the path id is used.")
+}
+
+/// The documented body of `PATCH /api/deliveryrequests/{id}`: the members
+/// of [`RescheduleChanges`], at least one of the four changes present.
+#[derive(Debug)]
+pub struct ExternalRescheduledDelivery;
+
+impl PartialSchema for ExternalRescheduledDelivery {
+    fn schema() -> RefOr<Schema> {
+        let changes = [
+            "pickupLocation",
+            "dropOffLocation",
+            "deadline",
+            "pickupTime",
+        ];
+        let not_given: Vec<(&str, Value)> = changes.iter().map(|c| (*c, null())).collect();
+        at_least_one_of(RescheduleChanges::schema(), &not_given)
+    }
+}
+
+impl ToSchema for ExternalRescheduledDelivery {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        RescheduleChanges::schemas(schemas);
+    }
 }

@@ -18,14 +18,15 @@
 //! so the figure is an indication, not a state of charge.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use dronedelivery_actors::domain::{DroneState, DroneStatus, Location, ServiceArea};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, InternalError, ServiceUnavailable};
 use crate::state::AppState;
 
 /// Distance a drone flies on a full battery in the battery estimate, in
@@ -33,9 +34,9 @@ use crate::state::AppState;
 /// service area).
 pub const NOMINAL_RANGE_M: f64 = 60_000.0;
 
-/// Routes of the drone list.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/drones", get(drones))
+/// Route of the drone list, with its documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(drones))
 }
 
 /// One drone as dashboards see it.
@@ -118,8 +119,8 @@ every simulation tick.\n\n\
 decreasing linearly with the metres flown on the current job against a nominal range of 60 km.",
     responses(
         (status = 200, description = "The drones", body = DroneList),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn drones(State(state): State<AppState>) -> Result<Json<DroneList>, ApiError> {

@@ -4,6 +4,12 @@
 //! Handlers return `Result<_, ApiError>` and use `?` on engine calls, so the
 //! mapping from a domain or backend failure to an HTTP status lives here and
 //! nowhere else.
+//!
+//! The error shape's OpenAPI description lives here too: [`Problem`] (the
+//! schema of every error body) and the error responses shared by many
+//! operations ([`ServiceUnavailable`], [`TooManyRequests`],
+//! [`PayloadTooLarge`], …), which the handlers' `#[utoipa::path]`
+//! annotations reference and [`ErrorComponents`] registers in the document.
 
 use axum::http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
@@ -12,6 +18,9 @@ use dronedelivery_actors::domain::{FieldError, ValidationError};
 use dronedelivery_actors::ports::StoreError;
 use dronedelivery_actors::CommandError;
 use serde_json::json;
+use utoipa::{OpenApi, ToResponse, ToSchema};
+
+use crate::limits::BODY_LIMIT;
 
 /// Media type of every error body (RFC 9457 §3).
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -52,7 +61,7 @@ pub enum ApiError {
     /// 415: the route takes JSON and the `Content-Type` says otherwise.
     #[error("unsupported media type")]
     UnsupportedMediaType,
-    /// 413: the body exceeds [`crate::middleware::BODY_LIMIT`].
+    /// 413: the body exceeds [`BODY_LIMIT`].
     #[error("payload too large")]
     PayloadTooLarge,
     /// 404 with a detail naming what was not found.
@@ -135,7 +144,7 @@ impl ApiError {
             }
             Self::PayloadTooLarge => format!(
                 "the request body exceeds the {} KiB limit",
-                crate::middleware::BODY_LIMIT / 1024
+                BODY_LIMIT / 1024
             ),
             Self::MethodNotAllowed => "the resource exists but does not support this method".into(),
             Self::TooManyRequests { retry_after_secs } => format!(
@@ -235,6 +244,103 @@ pub fn problem(status: StatusCode, detail: &str, errors: Option<&[FieldError]>) 
         .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
 }
+
+// ---------------------------------------------------------------------------
+// The error shape and the shared error responses, as OpenAPI components.
+// ---------------------------------------------------------------------------
+
+/// An RFC 9457 problem document: the body of every error response, sent as
+/// `application/problem+json`.
+#[derive(ToSchema)]
+pub struct Problem {
+    /// Identifies the problem type. Always `about:blank`: the status says
+    /// what kind of problem it is.
+    #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
+    pub problem_type: String,
+    /// The status's reason phrase.
+    #[schema(example = "Bad Request")]
+    pub title: String,
+    /// The HTTP status code.
+    #[schema(example = 400)]
+    pub status: u16,
+    /// What went wrong, for a human.
+    #[schema(example = "ownerId: is required")]
+    pub detail: String,
+    /// Identifies this occurrence of the problem (RFC 9457). Not sent
+    /// currently; clients should accept it.
+    #[schema(nullable = false)]
+    pub instance: Option<String>,
+    /// On a 400 for invalid input: every invalid or missing field, so that
+    /// all can be fixed in one round trip. Absent otherwise.
+    #[schema(nullable = false)]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// The request body exceeds the 64 KiB limit.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct PayloadTooLarge(pub Problem);
+
+/// The body is not JSON (`Content-Type` must be `application/json` or a
+/// `+json` type).
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct UnsupportedMediaType(pub Problem);
+
+/// The client is over its ingestion rate limit; retry after the delay given.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "Seconds until the client's next request would be accepted"))
+)]
+pub struct TooManyRequests(pub Problem);
+
+/// A backend (queue or store) is unavailable, or the engine is not ready;
+/// retry after the delay given.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "Seconds to wait before retrying (1)"))
+)]
+pub struct ServiceUnavailable(pub Problem);
+
+/// An internal error (a bug or a stored document that cannot be read); the
+/// cause is logged, not sent.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct InternalError(pub Problem);
+
+/// No `Authorization: Bearer <token>` header, or a malformed one.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"dronedelivery-admin\"`"))
+)]
+pub struct Unauthorized(pub Problem);
+
+/// The bearer token is not the configured one.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct Forbidden(pub Problem);
+
+/// The OpenAPI components of this module: [`Problem`] and the shared error
+/// responses, which operations reference as `response = …` (a `$ref` to
+/// `#/components/responses/…`) and so must be registered once.
+#[derive(OpenApi)]
+#[openapi(components(
+    schemas(Problem),
+    responses(
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        TooManyRequests,
+        ServiceUnavailable,
+        InternalError,
+        Unauthorized,
+        Forbidden
+    )
+))]
+pub struct ErrorComponents;
 
 #[cfg(test)]
 mod tests {

@@ -92,7 +92,9 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let headers = req.headers().clone();
         let bytes = read_body(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // Only no bytes at all is no body: whitespace is not an empty body but
+        // malformed JSON (the document allows a JSON value or nothing).
+        if bytes.is_empty() {
             return Ok(Self(None));
         }
         require_json(&headers)?;
@@ -133,6 +135,35 @@ mod tests {
             matches!(rejection, Some(ApiError::BadRequest(_))),
             "{rejection:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_optional_body_is_nothing_or_json() {
+        let read = |ct: Option<&str>, body: &'static str| {
+            let mut req = Request::builder();
+            if let Some(ct) = ct {
+                req = req.header(CONTENT_TYPE, ct);
+            }
+            let req = req.body(Body::from(body)).unwrap_or_default();
+            OptionalJsonBody::from_request(req, &())
+        };
+        assert!(matches!(read(None, "").await, Ok(OptionalJsonBody(None))));
+        assert!(matches!(
+            read(Some("application/json"), "").await,
+            Ok(OptionalJsonBody(None))
+        ));
+        assert!(matches!(
+            read(Some("application/json"), "{}").await,
+            Ok(OptionalJsonBody(Some(_)))
+        ));
+        assert!(matches!(
+            read(Some("application/json"), "\r\n").await,
+            Err(ApiError::BadJson(_))
+        ));
+        assert!(matches!(
+            read(None, " ").await,
+            Err(ApiError::UnsupportedMediaType)
+        ));
     }
 
     #[test]

@@ -5,19 +5,30 @@
 //! by one axum application over an [`dronedelivery_actors::Engine`] handle.
 //!
 //! ## Design
-//! - **One `router()` per resource.** [`deliveryrequests`] (ingestion: POST,
-//!   PATCH, DELETE, all queued; `Idempotency-Key` handled by
-//!   [`idempotency`]), [`deliveries`] (reads), [`tracking`] (live SSE stream
-//!   of a delivery), [`recipient`] (notify-me requests and confirmations),
-//!   [`utilization`] (drone utilisation per owner and month), [`packages`]
-//!   (upsert, patch, read), [`drones`] (the fleet's drones), [`probes`]
-//!   (`/healthz`, `/readyz`, `/metrics`), [`admin`] (operator API under
-//!   `/admin`, bearer token), [`openapi`] (`/openapi.json`) and [`console`]
-//!   (the web console under `/console`, static pages over this API) each
-//!   expose `router() -> Router<AppState>`; [`app`]
-//!   merges them, provides the state and adds the middleware. A resource's
-//!   routes, handlers, contract notes and OpenAPI annotations
-//!   (`#[utoipa::path]`) live together.
+//! - **One `router()` per resource, documented as it is registered.**
+//!   [`deliveryrequests`] (ingestion: POST, PATCH, DELETE, all queued;
+//!   `Idempotency-Key` handled by [`idempotency`]), [`deliveries`] (reads),
+//!   [`tracking`] (live SSE stream of a delivery), [`recipient`] (notify-me
+//!   requests and confirmations), [`utilization`] (drone utilisation per
+//!   owner and month), [`packages`] (upsert, patch, read), [`drones`] (the
+//!   fleet's drones), [`probes`] (`/healthz`, `/readyz`, `/metrics`),
+//!   [`admin`] (operator API under `/admin`, bearer token), [`openapi`]
+//!   (`/openapi.json`) and [`console`] (the web console under `/console`,
+//!   static pages over this API) each expose
+//!   `router() -> OpenApiRouter<AppState>` (`utoipa-axum`), registering
+//!   their handlers with `routes!(handler, …)`: the method and path come
+//!   from the handler's `#[utoipa::path]` annotation, which also becomes the
+//!   operation in the OpenAPI document. A resource's routes, handlers,
+//!   contract notes, annotations and request/response schema types live
+//!   together; [`error`] holds the problem schema and the shared error
+//!   responses, [`lenient`] the schemas of leniently read values.
+//! - **One registration, three uses.** [`routes`] merges the routers onto
+//!   the document's own parts ([`openapi::base`]); [`finish`] splits the
+//!   result into the axum [`Router`] and the OpenAPI document, serves the
+//!   document at `/openapi.json`, and gives its paths to the path
+//!   normaliser ([`middleware::Templates`]). Metrics are labelled by the
+//!   route the router matched, so route names, documentation and
+//!   normalisation all come from the same `routes!` calls.
 //! - **Handlers are thin.** Validation is the domain's
 //!   ([`dronedelivery_actors::domain::DeliveryRequest::from_external`] and
 //!   friends); handlers parse the body, call the engine and map the outcome.
@@ -33,10 +44,11 @@
 //! - **Path normalisation.** The original was reached both as
 //!   `/v0.1.0/api/...` (public ingress) and `/api/...` (in cluster), and its
 //!   .NET routes matched static segments case-insensitively
-//!   (`/api/Deliveries/{id}`). [`middleware::normalize_path`] strips the
-//!   prefix and lower-cases the static segments of known templates, never
-//!   ids. It rewrites the URI before routing, so it wraps the router rather
-//!   than being one of its layers.
+//!   (`/api/Deliveries/{id}`). [`middleware::Templates::normalize`] strips the
+//!   prefix and lower-cases the static segments of the documented templates
+//!   under `/api`, `/admin` and `/console`, never ids. It rewrites the URI
+//!   before routing, so it wraps the router rather than being one of its
+//!   layers.
 //! - **Observability.** Each request gets an `x-request-id` (kept if sent,
 //!   echoed on the response, used as the queue message's correlation id), a
 //!   `tracing` span, and the metrics
@@ -62,6 +74,8 @@ pub mod drones;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod lenient;
+pub mod limits;
 pub mod middleware;
 pub mod openapi;
 pub mod packages;
@@ -72,15 +86,27 @@ pub mod state;
 pub mod tracking;
 pub mod utilization;
 
-use axum::Router;
+use axum::{Extension, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
 pub use state::AppState;
 
-/// Every resource's routes, merged, still needing their [`AppState`]. For
-/// callers that want to add routes of their own before [`finish`]ing.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+/// An empty router holding the document's own parts and the shared error
+/// components, onto which resource routers are merged.
+fn base() -> OpenApiRouter<AppState> {
+    let mut doc = openapi::base();
+    doc.merge(error::ErrorComponents::openapi());
+    OpenApiRouter::with_openapi(doc)
+}
+
+/// Every resource's routes, merged, with the OpenAPI document they make up,
+/// still needing their [`AppState`]. For callers that want to add routes of
+/// their own before [`finish`]ing (registered with `routes!` to have them
+/// documented and normalised too).
+pub fn routes() -> OpenApiRouter<AppState> {
+    base()
         .merge(deliveryrequests::router())
         .merge(deliveries::router())
         .merge(tracking::router())
@@ -96,19 +122,32 @@ pub fn routes() -> Router<AppState> {
 
 /// The routes a `worker`-role process serves: probes, metrics and the
 /// admin API. The public API is a gateway's job; a worker answers it 404.
-pub fn worker_routes() -> Router<AppState> {
-    Router::new().merge(probes::router()).merge(admin::router())
+pub fn worker_routes() -> OpenApiRouter<AppState> {
+    base().merge(probes::router()).merge(admin::router())
 }
 
-/// Provides the state to `router` and adds the ingestion rate limit,
-/// fallbacks, layers and path normalisation (see [`middleware::wrap_with`]).
-pub fn finish(router: Router<AppState>, state: AppState) -> Router {
+/// The OpenAPI document of the full application, as `GET /openapi.json`
+/// serves it.
+pub fn document() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// Provides the state to `router` and adds the ingestion rate limit, the
+/// document served at `/openapi.json`, fallbacks, layers and path
+/// normalisation over the documented templates (see
+/// [`middleware::wrap_with`]).
+pub fn finish(router: OpenApiRouter<AppState>, state: AppState) -> Router {
+    let (router, doc) = router.split_for_parts();
+    let templates = middleware::Templates::new(doc.paths.paths.keys().map(String::as_str));
     let cors = state.cors_origins.clone();
     let limited = router.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
+        state.rate_limiter.clone(),
         ratelimit::enforce,
     ));
-    middleware::wrap_with(limited.with_state(state), &cors)
+    let served = limited
+        .with_state(state)
+        .layer(Extension(openapi::DocumentJson::new(&doc)));
+    middleware::wrap_with(served, templates, &cors)
 }
 
 /// The application a process of `role` serves: [`app`] for `all` and
@@ -135,10 +174,4 @@ pub fn app(state: AppState) -> Router {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn routes_do_not_conflict() {
-        // axum panics on overlapping or malformed routes when they are added.
-        let _ = super::routes();
-    }
-}
+mod tests;

@@ -1,9 +1,12 @@
 //! Cross-cutting HTTP concerns: path normalisation, request ids, tracing,
 //! metrics, body limit, timeout, and turning every bare error into a problem
 //! document. [`wrap`] assembles them around a router; the order is explained
-//! there.
+//! there. The path templates the normaliser knows are not listed here: they
+//! are the documented routes' own ([`Templates`]), passed in by
+//! [`crate::finish`].
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::to_bytes;
@@ -30,55 +33,142 @@ use tracing::Span;
 use crate::error::{problem, ApiError, PROBLEM_JSON};
 use crate::state::REQUEST_ID_HEADER;
 
-/// Largest request body accepted (64 KiB): a delivery request is well under
-/// 1 KiB, so anything bigger is a mistake or an attack.
-pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// Longest a request may take before it is answered 408. Handlers only wait
-/// for a queue send or a store read, so this is a backstop against a hung
-/// backend, not a budget.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::limits::{BODY_LIMIT, REQUEST_TIMEOUT};
 
 /// Version prefix of the original's public ingress (`/v0.1.0/api/...`).
 /// Stripped so that clients of either the ingress or the services work.
 pub const VERSION_PREFIX: &str = "/v0.1.0";
 
-/// The routes' path templates, one entry per segment; `None` is a parameter.
-/// Static segments are matched case-insensitively, as ASP.NET Core routing
-/// did in the original Delivery service (`/api/Deliveries/{id}`), and
-/// rewritten to lower case so the (case-sensitive) axum router matches them.
-/// Parameters are never touched. Order matters where two templates overlap:
-/// `public/{id}` wins over `{id}/owner`, as the router's static-first rule does.
-/// Keep in sync with the resource routers.
-pub(crate) const TEMPLATES: &[&[Option<&str>]] = &[
-    &[Some("api"), Some("deliveryrequests")],
-    &[Some("api"), Some("deliveryrequests"), None],
-    &[Some("api"), Some("deliveries"), None],
-    &[Some("api"), Some("deliveries"), Some("public"), None],
-    &[Some("api"), Some("deliveries"), None, Some("owner")],
-    &[Some("api"), Some("deliveries"), None, Some("status")],
-    &[Some("api"), Some("deliveries"), None, Some("events")],
-    &[
-        Some("api"),
-        Some("deliveries"),
-        None,
-        Some("notifymerequests"),
-    ],
-    &[Some("api"), Some("deliveries"), None, Some("confirmations")],
-    &[Some("api"), Some("dronedeliveries"), Some("utilization")],
-    &[Some("api"), Some("packages")],
-    &[Some("api"), Some("packages"), None],
-    &[Some("api"), Some("drones")],
-    &[Some("admin"), Some("supervisors")],
-    &[Some("admin"), Some("supervisors"), None, Some("restart")],
-    &[Some("admin"), Some("deadletters")],
-    &[Some("admin"), Some("deadletters"), None, Some("replay")],
-    &[Some("console")],
-    &[Some("console"), Some("track"), None],
-    &[Some("console"), Some("fleet")],
-    &[Some("console"), Some("ops")],
-    &[Some("console"), Some("assets"), None],
-];
+/// First segments of the paths whose static segments match
+/// case-insensitively: the API, the operator API and the console, as
+/// ASP.NET Core routing matched the original Delivery service's
+/// (`/api/Deliveries/{id}`). The probes, `/metrics` and `/openapi.json`
+/// match exactly, as they always did.
+pub const CASE_INSENSITIVE_ROOTS: [&str; 3] = ["api", "admin", "console"];
+
+/// The path templates [`Templates::normalize`] knows, one entry per segment
+/// (`None` is a parameter), most specific first.
+///
+/// Built from the templates of the documented routes (the OpenAPI
+/// document's paths, which `utoipa-axum` registers together with the
+/// routes, see [`crate::finish`]), so the router, the document and the
+/// normaliser cannot disagree. Only templates under
+/// [`CASE_INSENSITIVE_ROOTS`] are kept.
+///
+/// Static segments are matched case-insensitively and rewritten to the
+/// template's (lower) case so the case-sensitive axum router matches them;
+/// parameters are never touched. Where two templates fit one path, the one
+/// with a static segment at the first position where they differ wins
+/// (`public/{id}` over `{id}/owner`), as the router's static-first rule does.
+#[derive(Debug, Clone, Default)]
+pub struct Templates(Arc<[Vec<Option<String>>]>);
+
+impl Templates {
+    /// The templates among `paths` (`/api/deliveries/{id}`) that start with
+    /// one of [`CASE_INSENSITIVE_ROOTS`].
+    pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut templates: Vec<Vec<Option<String>>> = paths
+            .into_iter()
+            .filter_map(|path| path.strip_prefix('/'))
+            .map(|path| {
+                path.split('/')
+                    .map(|seg| (!seg.starts_with('{')).then(|| seg.to_owned()))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|t| {
+                t.first()
+                    .and_then(Option::as_deref)
+                    .is_some_and(|root| CASE_INSENSITIVE_ROOTS.contains(&root))
+            })
+            .collect();
+        // Static before parameter at the first differing position; a stable
+        // sort keeps the given order otherwise.
+        templates.sort_by(|a, b| {
+            let params =
+                |t: &Vec<Option<String>>| t.iter().map(Option::is_none).collect::<Vec<_>>();
+            params(a).cmp(&params(b))
+        });
+        Self(templates.into())
+    }
+
+    /// The templates, each as a path (`/api/deliveries/{}`), most specific
+    /// first.
+    pub fn paths(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|t| {
+                t.iter()
+                    .map(|seg| format!("/{}", seg.as_deref().unwrap_or("{}")))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Normalises a request path the way the original deployment accepted
+    /// it: strips a leading `/v0.1.0`, then, if the path fits one of the
+    /// templates (ignoring a single trailing slash, which ASP.NET and Koa
+    /// also ignored), lower-cases its static segments. Ids are left exactly
+    /// as sent. Paths that fit no template are only stripped of the prefix,
+    /// so they still reach the 404 fallback (or the probes) unchanged.
+    ///
+    /// `/v0.1.0/api/Deliveries/AbC/Status` becomes
+    /// `/api/deliveries/AbC/status`.
+    pub fn normalize<'p>(&self, path: &'p str) -> Cow<'p, str> {
+        let stripped = strip_version_prefix(path);
+        let Some(body) = stripped.strip_prefix('/') else {
+            return Cow::Borrowed(path);
+        };
+        let body = body.strip_suffix('/').unwrap_or(body);
+        let segments: Vec<&str> = body.split('/').collect();
+        let template = self.0.iter().find(|t| {
+            t.len() == segments.len()
+                && t.iter().zip(&segments).all(|(word, seg)| match word {
+                    Some(word) => seg.eq_ignore_ascii_case(word),
+                    None => !seg.is_empty(),
+                })
+        });
+        match template {
+            Some(template) => {
+                let mut out = String::with_capacity(stripped.len());
+                for (word, seg) in template.iter().zip(&segments) {
+                    out.push('/');
+                    out.push_str(word.as_deref().unwrap_or(seg));
+                }
+                if out == path {
+                    Cow::Borrowed(path)
+                } else {
+                    Cow::Owned(out)
+                }
+            }
+            None => Cow::Borrowed(stripped),
+        }
+    }
+
+    fn normalize_uri(&self, uri: &Uri) -> Option<Uri> {
+        let path = self.normalize(uri.path());
+        if path == uri.path() {
+            return None;
+        }
+        let path = path.into_owned();
+        let path_and_query = match uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).ok()?);
+        Uri::from_parts(parts).ok()
+    }
+
+    /// Rewrites the request URI with [`Templates::normalize`], keeping the
+    /// query. Must run before routing, so it wraps the router (see
+    /// [`wrap`]); axum keeps the URI as sent in [`OriginalUri`] for logs.
+    pub fn normalize_request(&self, mut req: Request) -> Request {
+        if let Some(uri) = self.normalize_uri(req.uri()) {
+            *req.uri_mut() = uri;
+        }
+        req
+    }
+}
 
 fn strip_version_prefix(path: &str) -> &str {
     match path.get(..VERSION_PREFIX.len()) {
@@ -94,70 +184,6 @@ fn strip_version_prefix(path: &str) -> &str {
         }
         _ => path,
     }
-}
-
-/// Normalises a request path the way the original deployment accepted it:
-/// strips a leading `/v0.1.0`, then, if the path fits one of the API's
-/// templates (ignoring a single trailing slash, which ASP.NET and Koa also
-/// ignored), lower-cases its static segments. Ids are left exactly as sent.
-/// Paths that fit no template are only stripped of the prefix, so they still
-/// reach the 404 fallback (or the probes) unchanged.
-///
-/// `/v0.1.0/api/Deliveries/AbC/Status` becomes `/api/deliveries/AbC/status`.
-pub fn normalize_path(path: &str) -> Cow<'_, str> {
-    let stripped = strip_version_prefix(path);
-    let Some(body) = stripped.strip_prefix('/') else {
-        return Cow::Borrowed(path);
-    };
-    let body = body.strip_suffix('/').unwrap_or(body);
-    let segments: Vec<&str> = body.split('/').collect();
-    let template = TEMPLATES.iter().find(|t| {
-        t.len() == segments.len()
-            && t.iter().zip(&segments).all(|(word, seg)| match word {
-                Some(word) => seg.eq_ignore_ascii_case(word),
-                None => !seg.is_empty(),
-            })
-    });
-    match template {
-        Some(template) => {
-            let mut out = String::with_capacity(stripped.len());
-            for (word, seg) in template.iter().zip(&segments) {
-                out.push('/');
-                out.push_str(word.unwrap_or(seg));
-            }
-            if out == path {
-                Cow::Borrowed(path)
-            } else {
-                Cow::Owned(out)
-            }
-        }
-        None => Cow::Borrowed(stripped),
-    }
-}
-
-fn normalize_uri(uri: &Uri) -> Option<Uri> {
-    let path = normalize_path(uri.path());
-    if path == uri.path() {
-        return None;
-    }
-    let path = path.into_owned();
-    let path_and_query = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).ok()?);
-    Uri::from_parts(parts).ok()
-}
-
-/// Rewrites the request URI with [`normalize_path`], keeping the query. Must
-/// run before routing, so it wraps the router (see [`wrap`]); axum keeps the
-/// URI as sent in [`OriginalUri`] for logs.
-pub fn normalize_request(mut req: Request) -> Request {
-    if let Some(uri) = normalize_uri(req.uri()) {
-        *req.uri_mut() = uri;
-    }
-    req
 }
 
 /// Method label with bounded cardinality: arbitrary methods are "other".
@@ -278,7 +304,8 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Adds the fallbacks and layers to a router whose state is already provided,
-/// and puts path normalisation in front of it.
+/// and puts path normalisation with `templates` (the router's documented
+/// path templates, see [`Templates`]) in front of it.
 ///
 /// Layers go on the inner router with [`Router::layer`] so that they run
 /// after routing and can read [`MatchedPath`] (metrics and span labels);
@@ -299,8 +326,8 @@ async fn method_not_allowed() -> ApiError {
 /// `tower::ServiceExt::map_request` and installed as the fallback service of
 /// an empty outer `Router`, which makes the result an ordinary [`Router`]
 /// (servable directly, `into_make_service()`, `oneshot` in tests).
-pub fn wrap(router: Router) -> Router {
-    wrap_with(router, &[])
+pub fn wrap(router: Router, templates: Templates) -> Router {
+    wrap_with(router, templates, &[])
 }
 
 /// [`wrap`], plus CORS for `cors_origins` when there are any. Two more
@@ -308,7 +335,7 @@ pub fn wrap(router: Router) -> Router {
 /// requests itself, so they are neither counted nor limited) and gzip
 /// compression of responses when the client accepts it (never of event
 /// streams, which must flush each event).
-pub fn wrap_with(router: Router, cors_origins: &[HeaderValue]) -> Router {
+pub fn wrap_with(router: Router, templates: Templates, cors_origins: &[HeaderValue]) -> Router {
     let cors = (!cors_origins.is_empty()).then(|| {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(cors_origins.iter().cloned()))
@@ -350,7 +377,7 @@ pub fn wrap_with(router: Router, cors_origins: &[HeaderValue]) -> Router {
         .fallback(not_found)
         .layer(layers);
     let normalized =
-        tower::ServiceExt::map_request(inner, normalize_request as fn(Request) -> Request);
+        tower::ServiceExt::map_request(inner, move |req| templates.normalize_request(req));
     Router::new().fallback_service(normalized)
 }
 
@@ -362,6 +389,20 @@ mod tests {
     use axum::http::header::ALLOW;
     use axum::routing::{get, post};
     use serde_json::Value;
+
+    /// The application's templates, from its documented routes.
+    fn templates() -> Templates {
+        let doc = crate::document();
+        Templates::new(doc.paths.paths.keys().map(String::as_str))
+    }
+
+    fn normalize_path(path: &str) -> String {
+        templates().normalize(path).into_owned()
+    }
+
+    fn normalize_uri(uri: &Uri) -> Option<Uri> {
+        templates().normalize_uri(uri)
+    }
 
     #[test]
     fn normalises_static_segments_only() {
@@ -469,6 +510,7 @@ mod tests {
                         tokio::time::sleep(REQUEST_TIMEOUT * 2).await;
                     }),
                 ),
+            templates(),
         )
     }
 

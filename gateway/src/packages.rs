@@ -10,22 +10,27 @@ use axum::extract::{Path, State};
 use axum::http::header::LOCATION;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::Json;
 use dronedelivery_actors::domain::{
     FieldError, Package, PackagePatch, PackageSize, Upserted, ValidationError,
 };
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{
+    ApiError, InternalError, PayloadTooLarge, Problem, ServiceUnavailable, UnsupportedMediaType,
+};
 use crate::extract::OptionalJsonBody;
+use crate::lenient::{LenientText, LenientWeight};
 use crate::state::{encode_segment, AppState};
 
-/// Routes of the package API.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/packages", put(upsert_new))
-        .route("/api/packages/{id}", get(package).put(upsert).patch(patch))
+/// Routes of the package API, with their documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upsert_new))
+        .routes(routes!(package, upsert, patch))
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -136,9 +141,9 @@ pub fn parse_package_fields(body: Option<&Value>) -> Result<PackagePatch, Valida
     responses(
         (status = 200, description = "The package", body = Package),
         (status = 404, description = "No such package",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn package(
@@ -164,17 +169,17 @@ async fn package(
     description = "Creates the package (201) or replaces it (204); fields missing from the \
 body become null. The body may be empty (no `Content-Type` needed then).",
     params(("id" = String, Path, description = "Package id")),
-    request_body(content = Option<crate::openapi::PackageFields>, content_type = "application/json"),
+    request_body(content = Option<PackageFields>, content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = Package,
             headers(("Location" = String, description = "`/api/packages/{id}`"))),
         (status = 204, description = "Replaced"),
         (status = 400, description = "Invalid fields (listed in `errors`) or malformed JSON",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn upsert(
@@ -194,16 +199,16 @@ async fn upsert(
     summary = "Create a package under a new id",
     description = "Creates a package under a freshly minted id (24 hex digits, like a Mongo \
 ObjectId). The body may be empty.",
-    request_body(content = Option<crate::openapi::PackageFields>, content_type = "application/json"),
+    request_body(content = Option<PackageFields>, content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = Package,
             headers(("Location" = String, description = "`/api/packages/{id}`"))),
         (status = 400, description = "Invalid fields (listed in `errors`) or malformed JSON",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn upsert_new(
@@ -244,17 +249,17 @@ async fn store(state: &AppState, id: String, body: Option<&Value>) -> Result<Res
     summary = "Change some fields of a package",
     description = "Changes only the fields given (absent and null ones are kept).",
     params(("id" = String, Path, description = "Package id")),
-    request_body(content = Option<crate::openapi::PackageFields>, content_type = "application/json"),
+    request_body(content = Option<PackageFields>, content_type = "application/json"),
     responses(
         (status = 204, description = "Changed"),
         (status = 400, description = "Invalid fields (listed in `errors`) or malformed JSON",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
+            body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such package",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn patch(
@@ -267,6 +272,22 @@ async fn patch(
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(not_found(&id)),
     }
+}
+
+// The documented body of `PUT` and `PATCH`. Schema only: the body is read
+// leniently from a `serde_json::Value` by `parse_package_fields`, which this
+// describes.
+/// `PUT /api/packages[/{id}]` and `PATCH /api/packages/{id}`: the package's
+/// fields; absent and null ones are not set. Other members (a `packageId`)
+/// are ignored: the path id wins.
+#[derive(ToSchema)]
+pub struct PackageFields {
+    /// Size class, case-insensitive on input.
+    pub size: Option<PackageSize>,
+    /// Weight.
+    pub weight: Option<LenientWeight>,
+    /// Free tag (numbers and booleans are converted to text).
+    pub tag: Option<LenientText>,
 }
 
 #[cfg(test)]

@@ -4,22 +4,45 @@
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{json, Value};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ServiceUnavailable};
 use crate::state::AppState;
 
 /// Content type of the Prometheus text exposition format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
 
-/// Routes of the probes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+/// Routes of the probes, with their documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+}
+
+/// `GET /healthz`: `{"status": "OK"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `OK`.
+    #[schema(example = "OK")]
+    pub status: String,
+}
+
+/// `GET /readyz`: `{"status": "ready", "role": …}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// Always `ready` (not ready is a 503 problem).
+    #[schema(example = "ready")]
+    pub status: String,
+    /// What this process runs: `all`, `gateway` (HTTP API only) or `worker`
+    /// (queue consumers and actors; its HTTP port serves only probes,
+    /// metrics and the admin API).
+    #[schema(example = "all")]
+    pub role: String,
 }
 
 /// Liveness: answering at all is the signal, so it never checks backends (a
@@ -32,10 +55,12 @@ pub fn router() -> Router<AppState> {
     tag = "probes",
     summary = "Liveness",
     description = "Answers as long as the process serves HTTP; never checks backends.",
-    responses((status = 200, description = "Alive: `{\"status\": \"OK\"}`", body = crate::openapi::Liveness))
+    responses((status = 200, description = "Alive: `{\"status\": \"OK\"}`", body = Liveness))
 )]
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "OK"}))
+async fn healthz() -> Json<Liveness> {
+    Json(Liveness {
+        status: "OK".into(),
+    })
 }
 
 /// Readiness: the actor tree is running and every backend answers; otherwise
@@ -48,11 +73,11 @@ async fn healthz() -> Json<Value> {
     summary = "Readiness",
     description = "Ready when the actor tree runs and every backend answers.",
     responses(
-        (status = 200, description = "Ready", body = crate::openapi::Readiness),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     let ready = state.engine.readiness().await;
     metrics::gauge!(dronedelivery_actors::metrics::READY).set(if ready.is_ok() {
         1.0
@@ -60,9 +85,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
         0.0
     });
     match ready {
-        Ok(()) => Ok(Json(
-            json!({"status": "ready", "role": state.engine.role().name()}),
-        )),
+        Ok(()) => Ok(Json(Readiness {
+            status: "ready".into(),
+            role: state.engine.role().name().into(),
+        })),
         Err(reason) => {
             tracing::warn!(%reason, "not ready");
             Err(ApiError::Unavailable(reason))

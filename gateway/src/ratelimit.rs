@@ -21,6 +21,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -31,7 +32,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Route prefix of the limited (ingestion) routes, after path normalisation.
 pub const LIMITED_PREFIX: &str = "/api/deliveryrequests";
@@ -114,10 +114,15 @@ pub fn is_limited(method: &Method, route: &str) -> bool {
         && route.starts_with(LIMITED_PREFIX)
 }
 
-/// Middleware (installed as a route layer, so the matched route is known):
-/// answers 429 when the client is over its quota.
-pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(limiter) = state.rate_limiter.as_deref() else {
+/// Middleware (installed as a route layer, so the matched route is known,
+/// with [`AppState::rate_limiter`](crate::AppState::rate_limiter) as its
+/// state): answers 429 when the client is over its quota.
+pub async fn enforce(
+    State(limiter): State<Option<Arc<RateLimiter>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(limiter) = limiter.as_deref() else {
         return next.run(req).await;
     };
     let limited = req

@@ -12,8 +12,6 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::Router;
 use chrono::Utc;
 use dronedelivery_actors::domain::{
     Confirmation, ConfirmationRequired, ConfirmationTime, DeliveryStage, FieldError, Location,
@@ -21,9 +19,19 @@ use dronedelivery_actors::domain::{
 };
 use dronedelivery_actors::CommandError;
 use serde_json::{Map, Value};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{
+    ApiError, InternalError, PayloadTooLarge, Problem, ServiceUnavailable, UnsupportedMediaType,
+};
 use crate::extract::JsonBody;
+use crate::lenient::{
+    at_least_one_of, confirmation_name, non_blank_pattern, null_or_blank, WHITESPACE_CLASS,
+};
 use crate::state::AppState;
 
 /// Longest e-mail address accepted (RFC 5321 path limit).
@@ -32,11 +40,11 @@ const MAX_EMAIL: usize = 254;
 /// Longest SMS number accepted (generous: E.164 is 15 digits, plus formatting).
 const MAX_SMS: usize = 64;
 
-/// Routes of the recipient API.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/deliveries/{id}/notifymerequests", post(notify_me))
-        .route("/api/deliveries/{id}/confirmations", post(confirm))
+/// Routes of the recipient API, with their documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(notify_me))
+        .routes(routes!(confirm))
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -200,17 +208,17 @@ fn parse_notify_me(body: &Value) -> Result<NotifyMe, ValidationError> {
     tag = "recipient",
     summary = "Ask to be notified about a delivery",
     params(("id" = String, Path, description = "Delivery id")),
-    request_body(content = crate::openapi::NotifyMeRequest, content_type = "application/json"),
+    request_body(content = NotifyMeRequest, content_type = "application/json"),
     responses(
         (status = 204, description = "Recorded"),
         (status = 400, description = "Neither `emailAddress` nor `sms`, an invalid one (listed in `errors`), or malformed JSON",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
+            body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such delivery",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn notify_me(
@@ -248,7 +256,15 @@ fn in_range(v: &Value, max: f64) -> Result<f64, String> {
 fn confirmation_type(v: &Value) -> Result<ConfirmationRequired, String> {
     const EXPECTED: &str = "must be 0 to 3 or one of FingerPrint, Picture, Voice, None";
     match v {
-        Value::Number(n) => n.as_u64().and_then(ConfirmationRequired::from_int),
+        // `1.0` is the integer 1 to JSON Schema, so to the document.
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..=3.0).contains(f))
+                    .map(|f| f as u64)
+            })
+            .and_then(ConfirmationRequired::from_int),
         Value::String(s) => ConfirmationRequired::parse(s).or_else(|| {
             s.trim()
                 .parse::<u64>()
@@ -334,19 +350,19 @@ fn parse_confirmation(body: &Value) -> Result<Confirmation, ValidationError> {
     description = "Stores the recipient's confirmation with the delivery and notifies the \
 notify-me subscribers. A repeated confirmation is accepted; the first one is kept.",
     params(("id" = String, Path, description = "Delivery id")),
-    request_body(content = crate::openapi::ConfirmationRequest, content_type = "application/json"),
+    request_body(content = ConfirmationRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Confirmed (empty body)"),
         (status = 400, description = "Invalid or missing fields (listed in `errors`), or malformed JSON",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
+            body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such delivery",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
+            body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The delivery is not completed yet, or was cancelled",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn confirm(
@@ -370,6 +386,119 @@ async fn confirm(
         ))),
         Err(e) => Err(e.into()),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Request bodies, as documented. Schema only: the handlers read them
+// leniently from a `serde_json::Value` (see the module docs); these types
+// describe what that reader accepts.
+// ---------------------------------------------------------------------------
+
+/// `confirmationType` of a confirmation: the integer code or the name.
+fn confirmation_type_input() -> Schema {
+    OneOfBuilder::new()
+        .item(Ref::from_schema_name(
+            <ConfirmationRequired as ToSchema>::name(),
+        ))
+        .item(confirmation_name())
+        .into()
+}
+
+/// `POST /api/deliveries/{id}/notifymerequests`: where to notify the
+/// recipient. At least one of the two is required (a blank or `null` one
+/// counts as absent). Member names are case-insensitive.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyMeChannels {
+    /// E-mail address.
+    #[schema(schema_with = email_address)]
+    pub email_address: Option<String>,
+    /// Phone number for text messages (surrounding whitespace is trimmed).
+    #[schema(max_length = 64)]
+    pub sms: Option<String>,
+}
+
+/// `emailAddress`: blank, or `name@domain` without whitespace, as
+/// [`plausible_email`] checks it.
+fn email_address() -> Schema {
+    let ws = WHITESPACE_CLASS;
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .max_length(Some(MAX_EMAIL))
+        .pattern(Some(format!("^(?:[{ws}]*|[^{ws}]+@[^@{ws}]+)$")))
+        .description(Some(
+            "E-mail address (`name@domain`, no whitespace; not checked further).",
+        ))
+        .into()
+}
+
+/// The documented body of `POST /api/deliveries/{id}/notifymerequests`: the
+/// members of [`NotifyMeChannels`], at least one of them not blank.
+#[derive(Debug)]
+pub struct NotifyMeRequest;
+
+impl PartialSchema for NotifyMeRequest {
+    fn schema() -> RefOr<Schema> {
+        at_least_one_of(
+            NotifyMeChannels::schema(),
+            &[("emailAddress", null_or_blank()), ("sms", null_or_blank())],
+        )
+    }
+}
+
+impl ToSchema for NotifyMeRequest {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        NotifyMeChannels::schemas(schemas);
+    }
+}
+
+/// `POST /api/deliveries/{id}/confirmations`: the recipient confirms
+/// receipt. Member names are case-insensitive.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfirmationRequest {
+    /// When the recipient confirmed, as text.
+    pub date_time: ConfirmationDateTime,
+    /// Where.
+    pub geo_coordinates: GeoCoordinates,
+    /// How.
+    #[schema(schema_with = confirmation_type_input)]
+    pub confirmation_type: u8,
+    /// The evidence (a picture, a fingerprint hash, …), opaque.
+    pub confirmation_blob: String,
+}
+
+/// When a confirmation was made, in the original's shape
+/// (`{"dateTimeValue": "..."}`), kept as the client wrote it (trimmed).
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfirmationDateTime {
+    /// The date-time text.
+    #[schema(schema_with = date_time_value)]
+    pub date_time_value: String,
+}
+
+/// `dateTimeValue`: any text that is not blank.
+fn date_time_value() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(non_blank_pattern()))
+        .description(Some("The date-time text (not blank)."))
+        .into()
+}
+
+/// A point given by the recipient.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GeoCoordinates {
+    /// Metres above ground (default 0, also for `null`).
+    pub altitude: Option<f64>,
+    /// Degrees north.
+    #[schema(minimum = -90.0, maximum = 90.0)]
+    pub latitude: f64,
+    /// Degrees east.
+    #[schema(minimum = -180.0, maximum = 180.0)]
+    pub longitude: f64,
 }
 
 #[cfg(test)]
@@ -441,6 +570,17 @@ mod tests {
                     && c.geo_coordinates.altitude == 0.0),
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn an_integral_float_is_a_confirmation_type_code() {
+        assert_eq!(
+            confirmation_type(&json!(1.0)),
+            Ok(ConfirmationRequired::Picture)
+        );
+        assert!(confirmation_type(&json!(1.5)).is_err());
+        assert!(confirmation_type(&json!(4.0)).is_err());
+        assert!(confirmation_type(&json!(-0.0)).is_ok());
     }
 
     #[test]

@@ -42,14 +42,20 @@ use axum::http::header::HeaderName;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use dronedelivery_actors::domain::{DeliveryStatus, Location, TrackingEvent};
+use chrono::{DateTime, Utc};
+use dronedelivery_actors::domain::{DeliveryStage, DeliveryStatus, Location, TrackingEvent};
 use dronedelivery_actors::Engine;
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{OpenApi, PartialSchema, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, InternalError, Problem, ServiceUnavailable};
 use crate::state::AppState;
 
 /// How often an open stream reads the delivery's status and events.
@@ -63,10 +69,129 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(60 * 60);
 /// in two steps).
 const TERMINAL_GRACE_POLLS: u32 = 8;
 
-/// Routes of the tracking stream.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/deliveries/{id}/events", get(events))
+/// Route of the tracking stream, with its documentation and the schemas of
+/// its events.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(EventSchemas::openapi()).routes(routes!(events))
 }
+
+/// `event: stage` of the tracking stream: one stage change, oldest first.
+/// Its SSE `id` is the event's 1-based position in the delivery's history.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StageEvent<'a> {
+    /// The stored event.
+    #[serde(flatten)]
+    pub event: &'a TrackingEvent,
+    /// The stage's name.
+    #[schema(example = "HeadedToPickup")]
+    pub stage_name: &'static str,
+}
+
+/// `event: position` of the tracking stream: sent whenever the delivery's
+/// last known location changes.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PositionEvent<'a> {
+    /// The assigned drone.
+    #[schema(required = true)]
+    pub drone_id: Option<&'a str>,
+    /// Where the drone is.
+    pub location: Location,
+    /// Stage code.
+    pub stage: DeliveryStage,
+    /// Stage name.
+    pub stage_name: &'a str,
+    /// When the drone is expected at the pickup.
+    #[serde(rename = "pickupETA")]
+    #[schema(required = true)]
+    pub pickup_eta: Option<DateTime<Utc>>,
+    /// When the package is expected at the dropoff.
+    #[serde(rename = "deliveryETA")]
+    #[schema(required = true)]
+    pub delivery_eta: Option<DateTime<Utc>>,
+}
+
+/// One event of the stream, as the `schema` of a `text/event-stream`
+/// response describes it: each event, read as `{event, id, data}` (what an
+/// `EventSource` gives a listener), is a `stage` or a `position` event whose
+/// `data` is the JSON of a [`StageEvent`] or a [`PositionEvent`]. OpenAPI
+/// 3.2 calls this the media type's `itemSchema`; before 3.2, tools read
+/// `schema` that way for event streams. `contentSchema` names the data's
+/// schema (JSON Schema 2020-12; an annotation, so validators do not parse
+/// `data`).
+#[derive(Debug)]
+pub struct TrackingStreamEvent;
+
+impl TrackingStreamEvent {
+    /// The schema of one kind of event.
+    fn kind(event: &str, data: &str, description: &str, id_required: bool) -> ObjectBuilder {
+        let json_data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/json")
+            .description(Some(format!("A `{data}` as JSON")))
+            .extensions(Some(Extensions::from_iter([(
+                "contentSchema",
+                json!({ "$ref": format!("#/components/schemas/{data}") }),
+            )])));
+        let id = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[1-9][0-9]*$"))
+            .description(Some(if id_required {
+                "The event's 1-based position in the delivery's stage history (send it back as `Last-Event-ID`)"
+            } else {
+                "Not sent with it: an `EventSource` reports the id of the last stage event before it"
+            }));
+        let builder = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(description))
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([event])),
+            )
+            .required("event")
+            .property("id", id)
+            .property("data", json_data)
+            .required("data");
+        if id_required {
+            builder.required("id")
+        } else {
+            builder
+        }
+    }
+}
+
+impl PartialSchema for TrackingStreamEvent {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(Self::kind(
+                "stage",
+                "StageEvent",
+                "A stage change, oldest first",
+                true,
+            ))
+            .item(Self::kind(
+                "position",
+                "PositionEvent",
+                "The drone moved (the delivery's last known location changed)",
+                false,
+            ))
+            .description(Some(
+                "One event of the tracking stream (comments, sent as keep-alives, are not events)",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for TrackingStreamEvent {}
+
+/// The schemas of the stream's event data, which [`TrackingStreamEvent`]
+/// names by reference, registered as components.
+#[derive(OpenApi)]
+#[openapi(components(schemas(StageEvent, PositionEvent)))]
+struct EventSchemas;
 
 /// One thing to send.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,22 +215,23 @@ impl Item {
 }
 
 fn stage_item(index: usize, event: &TrackingEvent) -> Item {
-    let mut data = serde_json::to_value(event).unwrap_or(Value::Null);
-    if let Some(obj) = data.as_object_mut() {
-        obj.insert("stageName".into(), json!(event.stage.name()));
-    }
-    Item::Stage(index, data)
+    let data = StageEvent {
+        event,
+        stage_name: event.stage.name(),
+    };
+    Item::Stage(index, serde_json::to_value(data).unwrap_or(Value::Null))
 }
 
-fn position_item(status: &DeliveryStatus) -> Item {
-    Item::Position(json!({
-        "droneId": status.drone_id,
-        "location": status.last_known_location,
-        "stage": status.stage,
-        "stageName": status.stage_name,
-        "pickupETA": status.pickup_eta,
-        "deliveryETA": status.delivery_eta,
-    }))
+fn position_item(status: &DeliveryStatus, location: Location) -> Item {
+    let data = PositionEvent {
+        drone_id: status.drone_id.as_deref(),
+        location,
+        stage: status.stage,
+        stage_name: &status.stage_name,
+        pickup_eta: status.pickup_eta,
+        delivery_eta: status.delivery_eta,
+    };
+    Item::Position(serde_json::to_value(data).unwrap_or(Value::Null))
 }
 
 /// What a stream has sent and still has to send: the pure part of a
@@ -134,11 +260,11 @@ impl Progress {
             self.terminal_polls += 1;
             let seen_end = events.last().is_some_and(|e| e.stage.is_terminal());
             self.finished = seen_end || self.terminal_polls >= TERMINAL_GRACE_POLLS;
-        } else if status.last_known_location.is_some()
-            && status.last_known_location != self.last_location
-        {
-            self.last_location = status.last_known_location;
-            self.queue.push_back(position_item(status));
+        } else if let Some(location) = status.last_known_location {
+            if self.last_location != Some(location) {
+                self.last_location = Some(location);
+                self.queue.push_back(position_item(status, location));
+            }
         }
     }
 }
@@ -219,13 +345,13 @@ Reconnecting after the end with a `Last-Event-ID` that saw every event gets 204.
         ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Stage events already received (the last SSE `id` seen)")
     ),
     responses(
-        (status = 200, description = "The event stream; `data` of `stage` events is a `StageEvent`, of `position` events a `PositionEvent` (JSON)",
-            body = String, content_type = "text/event-stream"),
+        (status = 200, description = "The event stream. Its schema is that of each event (`TrackingStreamEvent`): the `data` of `stage` events is a `StageEvent`, of `position` events a `PositionEvent` (JSON)",
+            body = TrackingStreamEvent, content_type = "text/event-stream"),
         (status = 204, description = "The delivery has ended and every event was already received: stop reconnecting"),
         (status = 404, description = "No such delivery",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn events(

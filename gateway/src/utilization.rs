@@ -6,17 +6,18 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use dronedelivery_actors::domain::{FieldError, ValidationError};
 use dronedelivery_actors::ports::Utilization;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, InternalError, Problem, ServiceUnavailable};
 use crate::state::AppState;
 
-/// Routes of the utilisation API.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/dronedeliveries/utilization", get(utilization))
+/// Route of the utilisation API, with its documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(utilization))
 }
 
 /// The validated query.
@@ -108,18 +109,20 @@ fn parse(query: &HashMap<String, String>) -> Result<UtilizationQuery, Validation
     description = "Miles flown and hours drones were assigned, summed over the owner's \
 deliveries that ended in that calendar month (UTC). Parameter names are case-insensitive.",
     params(
-        ("ownerId" = String, Query, min_length = 1, description = "The owner"),
+        ("ownerId" = String, Query, min_length = 1,
+            pattern = "[^\\t-\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]",
+            description = "The owner (not blank)"),
         ("year" = i32, Query, minimum = 1, description = "Year"),
         ("month" = u32, Query, minimum = 1, maximum = 12, description = "Month, 1 to 12")
     ),
     responses(
         (status = 200, description = "The utilisation", body = Utilization),
         (status = 400, description = "A missing or invalid parameter (each listed in `errors`)",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
+            body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No utilisation for that owner and month (both sums are zero)",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 500, response = crate::openapi::InternalError),
-        (status = 503, response = crate::openapi::ServiceUnavailable)
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
     )
 )]
 async fn utilization(
