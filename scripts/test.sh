@@ -19,6 +19,9 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> module graph (no import cycles in actors/src, actors/src/domain, gateway/src)"
+scripts/module-graph.py actors/src actors/src/domain gateway/src > /dev/null ||
+  scripts/module-graph.py actors/src actors/src/domain gateway/src
 echo "==> Helm chart"
 scripts/chart-check.sh
 echo "==> cargo nextest"

@@ -169,7 +169,7 @@ async fn supervisors(State(state): State<AppState>) -> Json<SupervisorList> {
     security(("bearerAuth" = [])),
     params(("name" = String, Path, description = "`root`, `fleet`, `deliveries`, `consumers` or `workflow` (case-insensitive)")),
     responses(
-        (status = 200, description = "Restarted", body = SupervisorInfoSchema),
+        (status = 200, description = "Restarted", body = SupervisorInfo),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, description = "No supervisor of that name, or no admin token is configured (the admin API is disabled)",
@@ -323,34 +323,7 @@ async fn replay_dead_letter(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SupervisorList {
     /// `root`, `fleet`, `deliveries`, `consumers`, `workflow`.
-    #[schema(value_type = Vec<SupervisorInfoSchema>)]
     pub supervisors: Vec<SupervisorInfo>,
-}
-
-// Schema only, named `SupervisorInfo` in the document: the real type is
-// defined with the supervision tree (`actors/src/tree.rs`), not with the
-// domain types that derive their schemas behind the actors crate's
-// `openapi` feature.
-/// One supervisor as operators see it. Mirrors
-/// [`dronedelivery_actors::SupervisorInfo`], which carries no schema derive;
-/// the engine's integration tests check real answers against this schema.
-#[derive(ToSchema)]
-#[schema(as = SupervisorInfo)]
-#[serde(rename_all = "camelCase")]
-pub struct SupervisorInfoSchema {
-    /// `root`, `fleet`, `deliveries`, `consumers` or `workflow`.
-    pub name: String,
-    /// `one_for_one`, `one_for_all` or `rest_for_one`.
-    pub strategy: String,
-    /// `running`, `restarting` or `stopped`.
-    pub status: String,
-    /// Live children.
-    pub children: u64,
-    /// Restarts of it and its children since start.
-    pub restarts: u64,
-    /// The last failure seen, if any.
-    #[schema(required = true)]
-    pub last_failure: Option<String>,
 }
 
 /// `GET /admin/deadletters`: a page of dead letters, newest first.

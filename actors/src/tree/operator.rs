@@ -10,6 +10,7 @@ use crate::supervisor::{ChildStatus, RunState, Strategy, SupervisorMsg, Supervis
 
 /// One supervisor as operators see it (`GET /admin/supervisors`).
 #[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SupervisorInfo {
     /// `root`, `fleet`, `deliveries`, `consumers` or `workflow`.
@@ -23,6 +24,7 @@ pub struct SupervisorInfo {
     /// Restarts of it and its children since start.
     pub restarts: u64,
     /// The last failure seen, if any.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_failure: Option<String>,
 }
 
