@@ -43,6 +43,10 @@ use crate::protocol::{CreateOutcome, DeliveryError, DeliveryMsg, DroneMsg, Fleet
 const FLUSH_BACKOFF: Backoff =
     Backoff::new(Duration::from_millis(100), Duration::from_millis(6_400));
 
+/// Retries of a compensation that could not be stored: 1 s doubling up to
+/// 30 s, until the delivery takes it.
+const COMPENSATE_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+
 /// The actor (stateless behaviour; state lives in [`DeliveryState`]).
 pub struct DeliveryActor;
 
@@ -155,11 +159,25 @@ impl Actor for DeliveryActor {
                     reason: reason.clone(),
                 };
                 if let Err(e) = state.command(command).await {
-                    // Each write is idempotent: the whole step is retried.
+                    // Each write is idempotent: the whole step is retried,
+                    // through the registry, since a superseded actor stops
+                    // and the retry must reach the next activation.
                     tracing::warn!(delivery_id = %state.id, error = %e, "compensation failed; retrying");
-                    myself.send_after(Duration::from_secs(1), move || DeliveryMsg::Compensate {
-                        ticket,
-                        reason,
+                    let (ctx, id) = (Arc::clone(&state.ctx), state.id.clone());
+                    tokio::spawn(async move {
+                        for attempt in 0.. {
+                            tokio::time::sleep(COMPENSATE_RETRY.delay(attempt)).await;
+                            let msg = DeliveryMsg::Compensate {
+                                ticket,
+                                reason: reason.clone(),
+                            };
+                            match tell(&ctx, &id, msg).await {
+                                Ok(()) => break,
+                                Err(e) => {
+                                    tracing::warn!(delivery_id = %id, error = %e, "could not reach the delivery to retry its compensation")
+                                }
+                            }
+                        }
                     });
                 }
             }
