@@ -119,6 +119,45 @@ pub struct TreeConfig {
     /// A delivery waiting longer than this for a free drone is compensated:
     /// cancelled with the reason and dead-lettered. `None`: wait forever.
     pub max_drone_wait: Option<Duration>,
+    /// Partition ownership across engines.
+    pub ownership: OwnershipSettings,
+}
+
+/// How engines share partitions (see [`crate::domain::ownership`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnershipSettings {
+    /// This process's id among the engines: unique per process, never
+    /// reused, so a restarted engine never inherits its predecessor's
+    /// leases and epochs (it takes them over once they lapse).
+    pub engine_id: String,
+    /// Partitions the ids are spread over. Every engine of one deployment
+    /// must use the same count.
+    pub partitions: u32,
+    /// How long a lease lasts without renewal: the failover time after a
+    /// crash, against the risk of a takeover during a long pause.
+    pub lease: Duration,
+    /// How often an engine renews its membership and leases and rebalances;
+    /// well under `lease`.
+    pub heartbeat: Duration,
+}
+
+impl OwnershipSettings {
+    /// A fresh, unique engine id: `{host}-{pid}-{random}`.
+    pub fn new_engine_id(host: &str) -> String {
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}-{}", std::process::id(), &random[..8])
+    }
+}
+
+impl Default for OwnershipSettings {
+    fn default() -> Self {
+        Self {
+            engine_id: Self::new_engine_id("engine"),
+            partitions: 16,
+            lease: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(2),
+        }
+    }
 }
 
 impl Default for TreeConfig {
@@ -139,6 +178,7 @@ impl Default for TreeConfig {
             shutdown_grace: Duration::from_secs(20),
             passivate_after: Duration::from_secs(15),
             max_drone_wait: None,
+            ownership: OwnershipSettings::default(),
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct Context {
     pub in_flight: InFlight,
     /// Circuit breakers of the stores the workflow writes to.
     pub breakers: crate::breaker::Breakers,
+    /// The partitions this engine holds (kept by the `ownership` actor).
+    pub owned: crate::ownership::Owned,
 }
 
 /// The set of unsettled locks (see [`Context::in_flight`]).
@@ -78,6 +80,7 @@ impl Context {
             backends,
             in_flight: InFlight::default(),
             breakers: crate::breaker::Breakers::new(5, std::time::Duration::from_secs(5)),
+            owned: crate::ownership::Owned::default(),
         })
     }
 

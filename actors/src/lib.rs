@@ -58,12 +58,13 @@ pub mod domain;
 pub mod drone;
 pub mod fleet;
 pub mod metrics;
+pub mod ownership;
 pub mod ports;
 pub mod protocol;
 pub mod supervisor;
 pub mod tree;
 pub mod workflow;
 
-pub use config::{Role, SimSettings, TreeConfig};
+pub use config::{OwnershipSettings, Role, SimSettings, TreeConfig};
 pub use ports::Backends;
 pub use tree::{CommandError, Engine, SupervisorInfo};

@@ -52,6 +52,13 @@ pub const ACTOR_RESTARTS_TOTAL: &str = "dronedelivery_actor_restarts_total";
 pub const FLEET_PENDING: &str = "dronedelivery_fleet_pending_requests";
 /// Drones currently free.
 pub const FLEET_FREE_DRONES: &str = "dronedelivery_fleet_free_drones";
+/// Partitions this engine holds the lease of.
+pub const OWNED_PARTITIONS: &str = "dronedelivery_owned_partitions";
+/// Live engines, as this engine last saw them.
+pub const CLUSTER_ENGINES: &str = "dronedelivery_cluster_engines";
+/// Partition leases acquired, released (hand-over) and lost (taken over
+/// after a lapse), by `change`.
+pub const PARTITION_CHANGES_TOTAL: &str = "dronedelivery_partition_changes_total";
 
 /// Buckets of the HTTP latency histogram, in seconds.
 pub const HTTP_BUCKETS: &[f64] = &[
@@ -95,6 +102,9 @@ pub const ALL: &[&str] = &[
     ACTOR_RESTARTS_TOTAL,
     FLEET_PENDING,
     FLEET_FREE_DRONES,
+    OWNED_PARTITIONS,
+    CLUSTER_ENGINES,
+    PARTITION_CHANGES_TOTAL,
 ];
 
 /// The bounded `reason` label of [`DEAD_LETTERS_TOTAL`] (the full reason is

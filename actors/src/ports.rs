@@ -379,6 +379,8 @@ pub trait OwnershipStore: Send + Sync + 'static {
     async fn heartbeat(&self, engine: &str, ttl: Duration) -> StoreResult<Vec<String>>;
     /// Removes `engine` from the live engines (a graceful stop).
     async fn leave(&self, engine: &str) -> StoreResult<()>;
+    /// The live engines, sorted, without registering the caller.
+    async fn engines(&self) -> StoreResult<Vec<String>>;
     /// Applies a lease operation to `partition` for `engine` (a grant or
     /// renewal lasts `ttl`), atomically, as [`LeaseRules::decide`] says.
     async fn lease(
@@ -412,13 +414,15 @@ pub struct Backends {
     pub notify: Arc<dyn NotifyMeStore>,
     /// Idempotency keys.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Partition leases and cluster membership.
+    pub ownership: Arc<dyn OwnershipStore>,
 }
 
 impl Backends {
     /// One line naming each backend, for the start-up log.
     pub fn describe(&self) -> String {
         format!(
-            "queue={} deliveries={} drones={} packages={} deadletters={} history={} notify={} idempotency={}",
+            "queue={} deliveries={} drones={} packages={} deadletters={} history={} notify={} idempotency={} ownership={}",
             self.queue.backend(),
             self.deliveries.backend(),
             self.drones.backend(),
@@ -426,7 +430,8 @@ impl Backends {
             self.dead_letters.backend(),
             self.history.backend(),
             self.notify.backend(),
-            self.idempotency.backend()
+            self.idempotency.backend(),
+            self.ownership.backend()
         )
     }
 

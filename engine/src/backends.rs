@@ -48,6 +48,7 @@ pub async fn connect(args: &ServeArgs) -> anyhow::Result<Connected> {
             b.deliveries = stores.deliveries;
             b.drones = stores.drones;
             b.idempotency = stores.idempotency;
+            b.ownership = stores.ownership;
         }
         None => persistent = false,
     }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use dronedelivery_actors::domain::ServiceArea;
-use dronedelivery_actors::{Role, SimSettings, TreeConfig};
+use dronedelivery_actors::{OwnershipSettings, Role, SimSettings, TreeConfig};
 use dronedelivery_gateway::ratelimit::RateLimitSettings;
 
 use crate::server::HttpLimits;
@@ -346,6 +346,17 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_MAX_DRONE_WAIT_SECS", default_value_t = 0)]
     pub max_drone_wait_secs: u64,
 
+    /// Partitions deliveries and drones are spread over; engines hold them
+    /// by lease. Every engine of one deployment must use the same count.
+    #[arg(long, env = "DD_PARTITIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
+
+    /// Seconds a partition lease lasts without renewal (engines renew every
+    /// fifth of it): the failover time after a crash, against the risk of a
+    /// takeover during a long pause (which fencing makes harmless).
+    #[arg(long, env = "DD_LEASE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub lease_secs: u64,
+
     /// This engine's fleet partition: it schedules only drones
     /// `{fleet-id}-drone-NNNN`. Engines sharing one Redis need distinct,
     /// stable ids (e.g. the StatefulSet pod name).
@@ -413,6 +424,14 @@ impl ServeArgs {
             passivate_after: Duration::from_secs(self.passivate_after_secs),
             max_drone_wait: (self.max_drone_wait_secs > 0)
                 .then(|| Duration::from_secs(self.max_drone_wait_secs)),
+            ownership: OwnershipSettings {
+                engine_id: OwnershipSettings::new_engine_id(
+                    &std::env::var("HOSTNAME").unwrap_or_else(|_| "engine".into()),
+                ),
+                partitions: self.partitions,
+                lease: Duration::from_secs(self.lease_secs),
+                heartbeat: Duration::from_secs(self.lease_secs) / 5,
+            },
         }
     }
 }

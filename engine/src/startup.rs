@@ -63,6 +63,9 @@ impl Application {
     /// Same as [`Application::build`] with explicit backends.
     pub async fn build_with(args: &ServeArgs, backends: Backends) -> anyhow::Result<Self> {
         let instance = format!("dd-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        // The recorder first: what the tree records while it starts (the
+        // partitions it acquires) is counted too.
+        let prometheus = telemetry::prometheus();
         let (engine, tree) = Engine::start(args.tree_config(instance), backends)
             .await
             .context("could not start the actor tree")?;
@@ -72,7 +75,6 @@ impl Application {
         let address = listener
             .local_addr()
             .context("listener has no local address")?;
-        let prometheus = telemetry::prometheus();
         let cors_origins = args
             .cors_allowed_origins
             .iter()

@@ -178,6 +178,18 @@ fn describe() {
     describe_counter!(m::ACTOR_RESTARTS_TOTAL, "Actor restarts by supervisor");
     describe_gauge!(m::FLEET_PENDING, "Deliveries waiting for a free drone");
     describe_gauge!(m::FLEET_FREE_DRONES, "Drones free to take a job");
+    describe_gauge!(
+        m::OWNED_PARTITIONS,
+        "Partitions this engine holds the lease of"
+    );
+    describe_gauge!(
+        m::CLUSTER_ENGINES,
+        "Live engines, as this engine last saw them"
+    );
+    describe_counter!(
+        m::PARTITION_CHANGES_TOTAL,
+        "Partition leases acquired, released (hand-over) and lost (taken over), by change"
+    );
     describe_histogram!(
         m::STAGE_DURATION_SECONDS,
         Unit::Seconds,

@@ -36,6 +36,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, MethodRouter};
 use axum::Json;
+use dronedelivery_actors::ownership::ClusterView;
 use dronedelivery_actors::ports::DeadLetter;
 use dronedelivery_actors::{CommandError, SupervisorInfo};
 use serde::Serialize;
@@ -58,6 +59,7 @@ pub const MAX_PAGE: usize = 100;
 /// [`authorize`].
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(cluster).map(guarded))
         .routes(routes!(supervisors).map(guarded))
         .routes(routes!(restart_supervisor).map(guarded))
         .routes(routes!(dead_letters).map(guarded))
@@ -130,6 +132,31 @@ pub fn authorize(
 /// Any other `/admin` path, once authenticated.
 async fn unknown(OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::NotFound(format!("no resource at {}", uri.path()))
+}
+
+/// `GET /admin/cluster`: the live engines and who holds which partition,
+/// read from the store, so any engine gives the same answer.
+#[utoipa::path(
+    get,
+    path = "/admin/cluster",
+    operation_id = "getCluster",
+    tag = "admin",
+    summary = "The engines and their partitions",
+    description = "The live engines (those whose heartbeat has not lapsed) and every \
+partition's lease: owner, fencing epoch and whether it is live. Read from the store, so \
+every engine gives the same answer.",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The cluster", body = ClusterView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No admin token is configured (the admin API is disabled)",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = ServiceUnavailable)
+    )
+)]
+async fn cluster(State(state): State<AppState>) -> Result<Json<ClusterView>, ApiError> {
+    Ok(Json(state.engine.cluster().await?))
 }
 
 /// `GET /admin/supervisors`: `{"supervisors": [SupervisorInfo…]}`, parents

@@ -266,6 +266,13 @@ impl ModelStore {
         }
     }
 
+    /// Makes room for at least `partitions` partitions.
+    pub fn grow(&mut self, partitions: u32) {
+        if self.leases.len() < partitions as usize {
+            self.leases.resize(partitions as usize, None);
+        }
+    }
+
     /// Every partition's stored lease.
     pub fn leases(&self) -> &[Option<Lease>] {
         &self.leases

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! root (one_for_one)
+//! ├── ownership    membership and partition leases (heartbeat, rebalance)
 //! ├── fleet        scheduler + supervisor of drone/{id} actors
 //! ├── deliveries   dynamic supervisor of delivery/{id} actors
 //! └── consumers    queue pump + workflow factory (competing consumers)
@@ -29,6 +30,7 @@ pub use operator::SupervisorInfo;
 use crate::config::TreeConfig;
 use crate::context::Context;
 use crate::fleet::FleetActor;
+use crate::ownership::OwnershipActor;
 use crate::ports::Backends;
 use crate::supervisor::{
     ChildSpec, DeliveriesSupervisor, RestartPolicy, StartFn, Strategy, Supervisor, SupervisorArgs,
@@ -63,6 +65,17 @@ impl Engine {
         let policy = RestartPolicy {
             stop_timeout: ctx.config.shutdown_grace,
             ..RestartPolicy::default()
+        };
+        let ownership = {
+            let ctx = Arc::clone(&ctx);
+            start_fn(move |sup| {
+                let ctx = Arc::clone(&ctx);
+                async move {
+                    let name = ctx.name("ownership");
+                    let (r, _) = Actor::spawn_linked(Some(name), OwnershipActor, ctx, sup).await?;
+                    Ok(r.get_cell())
+                }
+            })
         };
         let fleet = {
             let ctx = Arc::clone(&ctx);
@@ -134,6 +147,11 @@ impl Engine {
         };
         let children = if ctx.config.role.runs_actors() {
             vec![
+                ChildSpec {
+                    name: "ownership".into(),
+                    start: ownership,
+                    stop: None,
+                },
                 ChildSpec {
                     name: "fleet".into(),
                     start: fleet,

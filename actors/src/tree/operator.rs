@@ -5,6 +5,8 @@ use ractor::rpc::CallResult;
 use ractor::{ActorRef, ActorStatus};
 
 use super::{CommandError, Engine};
+use crate::ownership::{ClusterView, LeaseView};
+use crate::ports::StoreResult;
 use crate::protocol::{FleetMsg, FleetSnapshot};
 use crate::supervisor::{ChildStatus, RunState, Strategy, SupervisorMsg, SupervisorStatus};
 
@@ -212,6 +214,29 @@ impl Engine {
             Ok(CallResult::Success(s)) => Some(s),
             _ => None,
         }
+    }
+
+    /// The cluster as this engine sees it, from the store: the live
+    /// engines and every partition's lease.
+    pub async fn cluster(&self) -> StoreResult<ClusterView> {
+        let settings = &self.ctx.config.ownership;
+        let store = &self.ctx.backends.ownership;
+        let (leases, now) = store.leases(settings.partitions).await?;
+        Ok(ClusterView {
+            engine_id: settings.engine_id.clone(),
+            engines: store.engines().await?,
+            leases: leases
+                .into_iter()
+                .map(|l| {
+                    l.map(|l| LeaseView {
+                        live: l.is_live(now),
+                        owner: l.owner,
+                        epoch: l.epoch,
+                    })
+                })
+                .collect(),
+            last_change: self.ctx.owned.last_change(),
+        })
     }
 
     /// The fleet's counts, when it is running.

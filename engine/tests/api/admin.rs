@@ -152,6 +152,34 @@ async fn lists_the_supervision_tree() {
 }
 
 #[tokio::test]
+async fn a_single_engine_holds_every_partition() {
+    let app = spawn_admin_app().await;
+    let body = json_of(
+        admin(&app, Method::GET, "/admin/cluster", Some(TOKEN)).await,
+        200,
+    )
+    .await;
+    let me = body["engineId"].as_str().expect("engineId").to_owned();
+    assert_eq!(body["engines"], json!([me]), "{body}");
+    let leases = body["leases"].as_array().expect("leases");
+    assert_eq!(leases.len(), 16, "the default partition count: {body}");
+    let mut epochs: Vec<u64> = Vec::new();
+    for lease in leases {
+        assert_eq!(lease["owner"], me.as_str(), "{lease}");
+        assert_eq!(lease["live"], true, "{lease}");
+        epochs.push(lease["epoch"].as_u64().expect("epoch"));
+    }
+    epochs.sort_unstable();
+    epochs.dedup();
+    assert_eq!(epochs.len(), 16, "every grant has its own epoch");
+    assert!(body["lastChange"].is_string(), "{body}");
+    // Without the token, the cluster is as hidden as the rest of /admin.
+    let res = admin(&app, Method::GET, "/admin/cluster", None).await;
+    assert_eq!(res.status(), 401);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn restarting_the_fleet_keeps_deliveries_flowing() {
     let app = spawn_admin_app().await;
     let info = json_of(

@@ -2,6 +2,7 @@
 //! `dronedelivery serve` shows the whole flow with no services. Nothing is
 //! persisted.
 
+mod ownership;
 mod queue;
 mod stores;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use dronedelivery_actors::Backends;
 
+pub use ownership::MemoryOwnershipStore;
 pub use queue::MemoryQueue;
 pub use stores::{
     MemoryDeadLetterStore, MemoryDeliveryStore, MemoryDroneStore, MemoryHistoryStore,
@@ -28,5 +30,6 @@ pub fn backends(lock_duration: Duration, capacity: usize) -> Backends {
         history: Arc::new(MemoryHistoryStore::default()),
         notify: Arc::new(MemoryNotifyMeStore::default()),
         idempotency: Arc::new(MemoryIdempotencyStore::default()),
+        ownership: Arc::new(MemoryOwnershipStore::default()),
     }
 }

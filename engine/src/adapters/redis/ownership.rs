@@ -35,6 +35,11 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 "#;
 
+/// KEYS: engines. Returns the live engines.
+const ENGINES: &str = r#"
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+"#;
+
 /// KEYS: lease, epoch counter. ARGV: op (`acquire`, `renew`, `release`),
 /// engine, epoch (renew, release), ttl ms.
 /// Returns `{answer, owner, epoch, expires}`; answer 1 held, 2 taken by
@@ -90,6 +95,7 @@ pub struct RedisOwnershipStore {
     conn: ConnectionManager,
     keys: Keys,
     heartbeat: Script,
+    engines: Script,
     lease: Script,
     leases: Script,
 }
@@ -109,6 +115,7 @@ impl RedisOwnershipStore {
             conn,
             keys,
             heartbeat: Script::new(&format!("{NOW}{HEARTBEAT}")),
+            engines: Script::new(&format!("{NOW}{ENGINES}")),
             lease: Script::new(&format!("{NOW}{LEASE}")),
             leases: Script::new(&format!("{NOW}{LEASES}")),
         }
@@ -174,6 +181,18 @@ impl OwnershipStore for RedisOwnershipStore {
             .await
             .map(drop)
             .map_err(unavailable)
+    }
+
+    async fn engines(&self) -> StoreResult<Vec<String>> {
+        let mut c = self.conn.clone();
+        let mut live: Vec<String> = self
+            .engines
+            .key(self.keys.engines())
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        live.sort();
+        Ok(live)
     }
 
     async fn lease(
