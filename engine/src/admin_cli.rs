@@ -29,6 +29,7 @@ async fn call(args: &AdminArgs) -> Result<(reqwest::StatusCode, String), reqwest
     let base = args.url.trim_end_matches('/');
     let client = reqwest::Client::new();
     let request = match &args.action {
+        AdminAction::Cluster => client.get(format!("{base}/admin/cluster")),
         AdminAction::Supervisors => client.get(format!("{base}/admin/supervisors")),
         AdminAction::Restart { name } => {
             client.post(format!("{base}/admin/supervisors/{}/restart", encode(name)))

@@ -60,6 +60,8 @@ pub struct AdminArgs {
 /// Operator actions.
 #[derive(Debug, Clone, Subcommand)]
 pub enum AdminAction {
+    /// Show the live engines and who holds which partition.
+    Cluster,
     /// Show the supervision tree.
     Supervisors,
     /// Restart a supervisor's subtree gracefully.

@@ -348,6 +348,14 @@ async fn the_cli_calls_the_admin_api() {
     let (code, stdout) = cli(&app, &["--token", TOKEN, "supervisors"]).await;
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("fleet"), "{stdout}");
+    let (code, stdout) = cli(&app, &["--token", TOKEN, "cluster"]).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    let view: Value = serde_json::from_str(&stdout).expect("the cluster as JSON");
+    assert_eq!(
+        view["leases"].as_array().map(Vec::len),
+        Some(16),
+        "{stdout}"
+    );
     let (code, stdout) = cli(&app, &["--token", TOKEN, "deadletters", "--limit", "5"]).await;
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("\"total\""), "{stdout}");
