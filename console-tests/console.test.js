@@ -354,6 +354,16 @@ describe("web console", { timeout: 300_000 }, () => {
     await page.waitForSelector("#admin:not([hidden])");
     assert.equal(await page.evaluate(() => sessionStorage.getItem("dronedelivery.adminToken")), TOKEN);
     assert.equal(await page.evaluate(() => localStorage.length), 0);
+    // The cluster: this engine alone, holding every partition.
+    await page.waitForSelector("#engines tbody tr");
+    const engines = await page.$$eval("#engines tbody tr", (trs) =>
+      trs.map((tr) => [...tr.cells].map((c) => c.textContent.trim())),
+    );
+    assert.equal(engines.length, 1);
+    assert.equal(engines[0][1], "16");
+    assert.equal(engines[0][2], "0–15");
+    assert.match(await page.textContent("#engines tbody th"), /this engine/);
+    assert.match(await page.textContent("#cluster-summary"), /1 engine, 16 partitions/);
     const names = await page.$$eval("#tree li", (lis) => lis.map((li) => li.dataset.supervisor));
     assert.deepEqual(names, ["root", "fleet", "deliveries", "consumers", "workflow"]);
     const restarts = () => page.textContent('li[data-supervisor="fleet"] > .node dd[data-field="restarts"]').then(Number);

@@ -1,6 +1,7 @@
 // Operations page, over the admin API (`/admin`, bearer token): the
-// supervision tree with a restart button per supervisor (confirmed in a
-// dialog first), and dead letters with replay. The token is typed in and
+// cluster (live engines and the partitions each holds), the supervision
+// tree with a restart button per supervisor (confirmed in a dialog first),
+// and dead letters with replay. The token is typed in and
 // kept in `sessionStorage`: this tab only, gone when it closes.
 
 import { api, count, el, poll, problemText, setText, trackUrl } from "./common.js";
@@ -11,7 +12,7 @@ const PAGE = 10;
 /** Where each supervisor hangs in the tree (the engine lists parents first). */
 const PARENTS = { fleet: "root", deliveries: "root", consumers: "root", workflow: "consumers" };
 const SUPERVISES = {
-  root: "fleet, deliveries and consumers",
+  root: "ownership, fleet, deliveries and consumers",
   fleet: "the scheduler's drone actors",
   deliveries: "one actor per live delivery",
   consumers: "the queue pump and the workflow pool",
@@ -23,6 +24,7 @@ let stopPolling = null;
 let offset = 0;
 let total = 0;
 let treeShape = "";
+let clusterShape = "";
 let letterShape = "";
 const nodes = new Map();
 
@@ -105,18 +107,23 @@ async function start() {
   $("forget").hidden = false;
   $("admin").hidden = false;
   renderTree(res.body.supervisors);
+  const cluster = await admin("/admin/cluster");
+  if (cluster.ok) renderCluster(cluster.body);
   stopPolling?.();
   stopPolling = poll(refresh, 3000);
 }
 
 async function refresh() {
   if (!token) return;
-  const [tree, letters] = await Promise.all([
+  const [tree, letters, cluster] = await Promise.all([
     admin("/admin/supervisors"),
     admin(`/admin/deadletters?offset=${offset}&limit=${PAGE}`),
+    admin("/admin/cluster"),
   ]);
   if (tree.ok) renderTree(tree.body.supervisors);
   else if (authProblem(tree)) return;
+  if (cluster.ok) renderCluster(cluster.body);
+  else if (!authProblem(cluster)) say(`The cluster view is unavailable: ${problemText(cluster)}`, "error");
   if (letters.ok) renderLetters(letters.body);
   else if (!authProblem(letters)) say(`Dead letters are unavailable: ${problemText(letters)}`, "error");
 }
@@ -136,6 +143,49 @@ function confirmAction(title, text, ok) {
     dialog.showModal();
     $("confirm-cancel").focus();
   });
+}
+
+// --------------------------------------------------------------- cluster
+
+/** Partition numbers as ranges: [0,1,2,5] → "0–2, 5". */
+function ranges(numbers) {
+  const out = [];
+  for (const n of numbers) {
+    const last = out[out.length - 1];
+    if (last && last[1] === n - 1) last[1] = n;
+    else out.push([n, n]);
+  }
+  return out.map(([a, b]) => (a === b ? `${a}` : `${a}–${b}`)).join(", ");
+}
+
+function renderCluster(view) {
+  const held = new Map(view.engines.map((e) => [e, []]));
+  let free = 0;
+  view.leases.forEach((lease, partition) => {
+    if (lease?.live && held.has(lease.owner)) held.get(lease.owner).push(partition);
+    else free += 1;
+  });
+  const summary = `(${count(view.engines.length)} ${view.engines.length === 1 ? "engine" : "engines"}, ${count(view.leases.length)} partitions${free ? `, ${count(free)} without a live holder` : ""})`;
+  const shape = `${summary}|${[...held].map(([e, ps]) => `${e}:${ps.join(".")}`).join(",")}`;
+  if (shape === clusterShape) return;
+  clusterShape = shape;
+  setText($("cluster-summary"), summary);
+  $("engines").tBodies[0].replaceChildren(
+    ...[...held].map(([engine, partitions]) =>
+      el(
+        "tr",
+        { "data-engine": engine },
+        el(
+          "th",
+          { scope: "row" },
+          el("span", { class: "mono id", text: engine }),
+          engine === view.engineId ? el("span", { class: "note", text: " (this engine)" }) : null,
+        ),
+        el("td", { class: "num", text: count(partitions.length) }),
+        el("td", { class: "mono", text: ranges(partitions) || "none" }),
+      ),
+    ),
+  );
 }
 
 // ------------------------------------------------------------------ tree
