@@ -10,11 +10,14 @@
 //! ([`crate::protocol`]); activating a delivery actor that is not running is
 //! the delivery module's job ([`crate::delivery::activate`]).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
+use chrono::{DateTime, Utc};
 use ractor::ActorRef;
 
 use crate::config::TreeConfig;
+use crate::domain::ownership::{Fence, PartitionId};
 use crate::ports::{Backends, LockToken};
 use crate::protocol::{DroneMsg, FleetMsg};
 
@@ -32,7 +35,7 @@ pub struct Context {
     /// Circuit breakers of the stores the workflow writes to.
     pub breakers: crate::breaker::Breakers,
     /// The partitions this engine holds (kept by the `ownership` actor).
-    pub owned: crate::ownership::Owned,
+    pub owned: Owned,
 }
 
 /// The set of unsettled locks (see [`Context::in_flight`]).
@@ -72,6 +75,55 @@ impl InFlight {
     }
 }
 
+/// The partitions this engine holds, with their epochs, and when that last
+/// changed.
+#[derive(Debug, Default)]
+pub struct Owned(RwLock<OwnedState>);
+
+#[derive(Debug, Default)]
+struct OwnedState {
+    held: BTreeMap<PartitionId, u64>,
+    last_change: Option<DateTime<Utc>>,
+}
+
+impl Owned {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, OwnedState> {
+        // Written whole in one step: a poisoned lock still holds a
+        // consistent state.
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes what the `ownership` actor holds now.
+    pub(crate) fn replace(
+        &self,
+        held: &BTreeMap<PartitionId, u64>,
+        last_change: Option<DateTime<Utc>>,
+    ) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = OwnedState {
+            held: held.clone(),
+            last_change,
+        };
+    }
+
+    /// The fence of `partition`, if this engine holds it.
+    pub fn fence(&self, partition: PartitionId) -> Option<Fence> {
+        self.read()
+            .held
+            .get(&partition)
+            .map(|&epoch| Fence { partition, epoch })
+    }
+
+    /// Every partition held, with its epoch.
+    pub fn held(&self) -> Vec<(PartitionId, u64)> {
+        self.read().held.iter().map(|(p, e)| (*p, *e)).collect()
+    }
+
+    /// When this engine last acquired, released or lost a partition.
+    pub fn last_change(&self) -> Option<DateTime<Utc>> {
+        self.read().last_change
+    }
+}
+
 impl Context {
     /// A new shared context.
     pub fn new(config: TreeConfig, backends: Backends) -> Arc<Self> {
@@ -80,7 +132,7 @@ impl Context {
             backends,
             in_flight: InFlight::default(),
             breakers: crate::breaker::Breakers::new(5, std::time::Duration::from_secs(5)),
-            owned: crate::ownership::Owned::default(),
+            owned: Owned::default(),
         })
     }
 

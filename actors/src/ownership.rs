@@ -5,67 +5,23 @@
 //! everything at once, so the others take over within a heartbeat instead
 //! of a lease's lifetime.
 //!
-//! What it holds is published in [`Owned`] (shared through the
-//! [`Context`]), where the actors find the fence of a partition. A store
+//! What it holds is published in [`crate::context::Owned`] (shared
+//! through the [`Context`]), where the actors find the fence of a partition. A store
 //! that cannot be reached changes nothing: the engine keeps what it holds
 //! (its writes stay fenced by the store, which is the arbiter), and the next
 //! heartbeat tries again.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::Serialize;
 
 use crate::context::Context;
-use crate::domain::ownership::{plan, Fence, LeaseAnswer, LeaseOp, PartitionId};
+use crate::domain::ownership::{plan, LeaseAnswer, LeaseOp, PartitionId};
 use crate::metrics as m;
 use crate::ports::StoreResult;
-
-/// The partitions this engine holds, with their epochs, and when that last
-/// changed.
-#[derive(Debug, Default)]
-pub struct Owned(RwLock<OwnedState>);
-
-#[derive(Debug, Default)]
-struct OwnedState {
-    held: BTreeMap<PartitionId, u64>,
-    last_change: Option<DateTime<Utc>>,
-}
-
-impl Owned {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, OwnedState> {
-        // Written whole in one step: a poisoned lock still holds a
-        // consistent state.
-        self.0.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn replace(&self, held: &BTreeMap<PartitionId, u64>, last_change: Option<DateTime<Utc>>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = OwnedState {
-            held: held.clone(),
-            last_change,
-        };
-    }
-
-    /// The fence of `partition`, if this engine holds it.
-    pub fn fence(&self, partition: PartitionId) -> Option<Fence> {
-        self.read()
-            .held
-            .get(&partition)
-            .map(|&epoch| Fence { partition, epoch })
-    }
-
-    /// Every partition held, with its epoch.
-    pub fn held(&self) -> Vec<(PartitionId, u64)> {
-        self.read().held.iter().map(|(p, e)| (*p, *e)).collect()
-    }
-
-    /// When this engine last acquired, released or lost a partition.
-    pub fn last_change(&self) -> Option<DateTime<Utc>> {
-        self.read().last_change
-    }
-}
 
 /// The cluster as one engine sees it (`GET /admin/cluster`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
