@@ -23,6 +23,11 @@
 //!    to the delivery actor, which stores each stage:
 //!    `Created → HeadedToPickup → HeadedToDropoff → Completed`.
 //!
+//! ## Several engines
+//! Deliveries and drones are spread over partitions held by lease; every
+//! write can carry its partition's fencing epoch, which the store checks in
+//! the same atomic step as the write ([`domain::ownership`]).
+//!
 //! ## Supervision
 //! ractor gives supervision *events* but no strategy; [`supervisor`] adds
 //! one-for-one restarts with backoff and an intensity limit. Actors address
@@ -45,6 +50,8 @@
 //!   module per actor (or pool), each depending on `protocol` and
 //!   `context`, never on another actor's internals (the fleet supervises
 //!   drone actors, so it starts them).
+//! - [`ownership`]: the actor that holds this engine's partition leases
+//!   (the rules are [`domain::ownership`]; see `docs/ownership.md`).
 //! - [`ports`]: the backend traits; [`tree`]: building and stopping the
 //!   tree, the operators' view of it, and the [`Engine`] facade.
 //! - [`backoff`], [`breaker`], [`metrics`], [`config`]: shared plumbing.
