@@ -172,6 +172,26 @@ pub(crate) fn corrupt(key: &str, e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(format!("{key}: {e}"))
 }
 
+/// A reply value as text: bulk, simple and verbatim strings, integers, `OK`
+/// (`None` for nil and nested replies).
+pub(crate) fn text(v: &::redis::Value) -> Option<String> {
+    use ::redis::Value;
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        Value::Okay => Some("OK".to_owned()),
+        _ => None,
+    }
+}
+
+/// A reply of an unexpected shape as a store error: retryable (a script
+/// and its caller out of step during a rolling upgrade, say).
+pub(crate) fn bad_reply(what: &str, v: &::redis::Value) -> StoreError {
+    StoreError::Unavailable(format!("redis: unexpected {what} reply: {v:?}"))
+}
+
 /// Milliseconds of a duration for `PX`/`PEXPIRE`/`BLOCK`, at least 1.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)

@@ -18,9 +18,9 @@ use ::redis::aio::ConnectionManager;
 use ::redis::{Script, Value};
 use async_trait::async_trait;
 use dronedelivery_actors::domain::ownership::{Lease, LeaseAnswer, LeaseOp, PartitionId};
-use dronedelivery_actors::ports::{OwnershipStore, StoreError, StoreResult};
+use dronedelivery_actors::ports::{OwnershipStore, StoreResult};
 
-use super::{millis, unavailable, Keys};
+use super::{bad_reply, millis, text, unavailable, Keys};
 
 /// The server's clock in ms, shared by the scripts.
 const NOW: &str = r#"
@@ -122,33 +122,16 @@ impl RedisOwnershipStore {
     }
 }
 
-fn bad_reply(what: &str, v: &Value) -> StoreError {
-    StoreError::Unavailable(format!("redis: unexpected {what} reply: {v:?}"))
-}
-
-fn int(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        Value::SimpleString(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn string(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
+fn number(v: &Value) -> Option<u64> {
+    text(v)?.parse().ok()
 }
 
 /// `{owner, epoch, expires}` as a lease; `None` when the fields are absent.
 fn lease_of(parts: &[Value]) -> Option<Lease> {
     Some(Lease {
-        owner: string(parts.first()?)?,
-        epoch: int(parts.get(1)?)?,
-        expires_at_ms: int(parts.get(2)?)?,
+        owner: text(parts.first()?)?,
+        epoch: number(parts.get(1)?)?,
+        expires_at_ms: number(parts.get(2)?)?,
     })
 }
 
@@ -223,7 +206,7 @@ impl OwnershipStore for RedisOwnershipStore {
             return Err(bad_reply("lease", &reply));
         };
         let lease = || lease_of(&parts[1..]).ok_or_else(|| bad_reply("lease", &reply));
-        match parts.first().and_then(int) {
+        match parts.first().and_then(number) {
             Some(1) => Ok(LeaseAnswer::Held(lease()?)),
             Some(2) => Ok(LeaseAnswer::Taken(lease()?)),
             Some(3) => Ok(LeaseAnswer::Lost),
@@ -244,7 +227,7 @@ impl OwnershipStore for RedisOwnershipStore {
         };
         let now = parts
             .first()
-            .and_then(int)
+            .and_then(number)
             .ok_or_else(|| bad_reply("leases", &reply))?;
         let leases = parts[1..]
             .iter()

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use ::redis::Value;
 use chrono::{DateTime, Utc};
-use dronedelivery_actors::ports::{StoreError, StoreResult};
+use dronedelivery_actors::ports::StoreResult;
+
+use crate::adapters::redis::{bad_reply, text};
 
 /// An entry as read: id, fields, the PEL's delivery counter.
 pub(super) struct RawEntry {
@@ -17,21 +19,6 @@ pub(super) struct RawEntry {
 pub(super) fn entry_time(id: &str) -> Option<DateTime<Utc>> {
     let ms = id.split_once('-')?.0.parse::<i64>().ok()?;
     DateTime::from_timestamp_millis(ms)
-}
-
-pub(super) fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        Value::Int(n) => Some(n.to_string()),
-        Value::Okay => Some("OK".to_owned()),
-        _ => None,
-    }
-}
-
-pub(super) fn bad_reply(what: &str, v: &Value) -> StoreError {
-    StoreError::Unavailable(format!("redis: unexpected {what} reply: {v:?}"))
 }
 
 /// A flat `[field, value, …]` array (or a map) as a field map.
