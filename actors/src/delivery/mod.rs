@@ -201,10 +201,6 @@ impl Actor for DeliveryActor {
                 DeliveryMsg::Passivate(generation)
             }),
         );
-        if state.superseded {
-            myself.stop(Some("superseded".into()));
-            return Ok(());
-        }
         if state.dirty {
             if let Err(e) = state.flush().await {
                 let delay = FLUSH_BACKOFF.delay(state.flush_attempt);
@@ -279,12 +275,7 @@ impl DeliveryState {
             self.ctx.backends.history.record(entry).await?;
         }
         let deliveries = &self.ctx.backends.deliveries;
-        let events: Vec<Option<&TrackingEvent>> = if change.events.is_empty() {
-            vec![None]
-        } else {
-            change.events.iter().map(Some).collect()
-        };
-        for event in events {
+        for event in saves(&change.events) {
             let saved = deliveries.save(&change.record, event, self.fence).await?;
             if !saved.is_stored() {
                 self.supersede(saved);
@@ -388,34 +379,31 @@ impl DeliveryState {
     /// Writes the record and the unsaved events, oldest first (one stage
     /// change per write keeps the store's record and event log consistent).
     async fn flush(&mut self) -> Result<(), StoreError> {
-        if self.record.is_none() {
+        let Some(record) = &self.record else {
             self.dirty = false;
             return Ok(());
-        }
+        };
         if let Some(entry) = &self.history {
             self.ctx.backends.history.record(entry).await?;
             self.history = None;
         }
         // One save per unsaved event (or one without an event), oldest
         // first; each event leaves the list only once stored.
-        while let (Some(record), event) = (&self.record, self.unsaved.first()) {
-            let saved = self
-                .ctx
-                .backends
-                .deliveries
-                .save(record, event, self.fence)
-                .await?;
+        let deliveries = &self.ctx.backends.deliveries;
+        if self.unsaved.is_empty() {
+            let saved = deliveries.save(record, None, self.fence).await?;
             if !saved.is_stored() {
                 self.supersede(saved);
                 return Ok(());
             }
-            if self.unsaved.is_empty() {
-                break;
+        }
+        while let Some(event) = self.unsaved.first() {
+            let saved = deliveries.save(record, Some(event), self.fence).await?;
+            if !saved.is_stored() {
+                self.supersede(saved);
+                return Ok(());
             }
             self.unsaved.remove(0);
-            if self.unsaved.is_empty() {
-                break;
-            }
         }
         self.dirty = false;
         self.flush_attempt = 0;
@@ -476,6 +464,14 @@ impl DeliveryState {
             }
         }
     }
+}
+
+/// The saves of a record with its stage events: one per event, oldest
+/// first (one stage change per write keeps the record and the event log
+/// consistent), or one without an event.
+fn saves(events: &[TrackingEvent]) -> impl Iterator<Item = Option<&TrackingEvent>> {
+    let none = events.is_empty().then_some(None);
+    events.iter().map(Some).chain(none)
 }
 
 /// Records the metrics of a change: how long the delivery spent in each
