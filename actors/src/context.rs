@@ -113,6 +113,15 @@ impl Owned {
             .map(|&epoch| Fence { partition, epoch })
     }
 
+    /// The fences of every partition held.
+    pub fn fences(&self) -> Vec<Fence> {
+        self.read()
+            .held
+            .iter()
+            .map(|(&partition, &epoch)| Fence { partition, epoch })
+            .collect()
+    }
+
     /// Every partition held, with its epoch.
     pub fn held(&self) -> Vec<(PartitionId, u64)> {
         self.read().held.iter().map(|(p, e)| (*p, *e)).collect()

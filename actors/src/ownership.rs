@@ -22,6 +22,7 @@ use crate::context::Context;
 use crate::domain::ownership::{plan, LeaseAnswer, LeaseOp, PartitionId};
 use crate::metrics as m;
 use crate::ports::StoreResult;
+use crate::protocol::FleetMsg;
 
 /// The cluster as one engine sees it (`GET /admin/cluster`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -122,12 +123,31 @@ impl Actor for OwnershipActor {
 }
 
 impl OwnershipState {
-    /// One heartbeat; failures are logged and retried on the next.
+    /// One heartbeat; failures are logged and retried on the next. The
+    /// fleet hears of partitions gained or lost once they are published.
     async fn tick(&mut self) {
+        let before: Vec<PartitionId> = self.held.keys().copied().collect();
         if let Err(e) = self.rebalance().await {
             tracing::warn!(error = %e, held = self.held.len(), "ownership heartbeat failed; keeping the partitions held");
         }
         self.publish();
+        let gained: Vec<PartitionId> = self
+            .held
+            .keys()
+            .filter(|p| !before.contains(p))
+            .copied()
+            .collect();
+        let lost: Vec<PartitionId> = before
+            .into_iter()
+            .filter(|p| !self.held.contains_key(p))
+            .collect();
+        if gained.is_empty() && lost.is_empty() {
+            return;
+        }
+        // A fleet not running now reads the held partitions when it starts.
+        if let Some(fleet) = self.ctx.fleet() {
+            let _ = fleet.cast(FleetMsg::Partitions { gained, lost });
+        }
     }
 
     async fn rebalance(&mut self) -> StoreResult<()> {

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 #[cfg(doc)]
 use crate::domain::ownership::LeaseRules;
 use crate::domain::ownership::{Fence, Lease, LeaseAnswer, LeaseOp, PartitionId};
-use crate::domain::{DeliveryRecord, DroneState, Package, PackagePatch, TrackingEvent, Upserted};
+use crate::domain::{
+    DeliveryRecord, DroneRequest, DroneState, Package, PackagePatch, TrackingEvent, Upserted,
+};
 
 /// A backend failure. Everything here is retryable unless it says otherwise:
 /// the workflow abandons the message and lets the queue redeliver it.
@@ -150,6 +152,9 @@ pub struct ReceivedMessage {
     pub lock: LockToken,
     /// 1 on first delivery, incremented on each redelivery.
     pub delivery_count: u32,
+    /// The partition whose stream it was read from; `None` for a queue
+    /// that is not partitioned ([`MessageQueue::partitioned`]).
+    pub partition: Option<PartitionId>,
 }
 
 /// A competing-consumer queue with peek-lock semantics (Service Bus style):
@@ -159,10 +164,30 @@ pub struct ReceivedMessage {
 pub trait MessageQueue: Send + Sync + 'static {
     /// Human-readable backend name for logs (`in-process`, `redis-streams`, ...).
     fn backend(&self) -> &'static str;
-    /// Sends a message. Returns only once the broker has accepted it.
+    /// Whether the queue keeps the messages of each partition apart (one
+    /// stream per partition, chosen by [`QueueMessage::routing_key`]), so
+    /// that an engine receives only the messages of the partitions it
+    /// holds. A queue that is not partitioned hands any message to any
+    /// engine.
+    fn partitioned(&self) -> bool {
+        false
+    }
+    /// Sends a message (to its partition's stream on a partitioned queue).
+    /// Returns only once the broker has accepted it.
     async fn send(&self, message: QueueMessage) -> StoreResult<()>;
     /// Receives up to `max` messages, waiting up to `wait` for the first one.
-    async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>>;
+    /// A partitioned queue reads only the partitions in `from`, each with
+    /// the lease epoch this engine holds it under: an epoch the queue has
+    /// not seen for that partition means the partition has just been
+    /// gained, and its messages still locked by a previous holder are taken
+    /// over at once instead of after their locks expire. A queue that is
+    /// not partitioned ignores `from`.
+    async fn receive(
+        &self,
+        from: &[Fence],
+        max: usize,
+        wait: Duration,
+    ) -> StoreResult<Vec<ReceivedMessage>>;
     /// Deletes a processed message.
     async fn complete(&self, lock: &LockToken) -> StoreResult<()>;
     /// Gives a message back for redelivery after `delay`.
@@ -230,17 +255,65 @@ pub trait DeliveryStore: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// Drone state.
+/// What a claim for a drone found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claimed {
+    /// The drone now serving the job, stored with it: the drone that
+    /// already served the delivery (its job updated when the ticket is
+    /// newer), or the nearest free drone, taken out of the pool.
+    Drone(Box<DroneState>),
+    /// No drone is free.
+    NoneFree,
+    /// The delivery's drone of an older request (a reschedule) is still
+    /// serving it: the claim waits until that drone is released.
+    Busy(String),
+    /// Refused: the claimer's lease epoch is not the partition's current
+    /// one (another engine serves the delivery now).
+    Fenced,
+}
+
+/// Drones, and the pool of free drones every engine's fleet claims from.
+///
+/// The store is the arbiter of assignment: a claim takes the nearest free
+/// drone out of the pool and records which delivery it serves in one
+/// atomic step, so a drone serves one delivery at a time and a delivery has
+/// one drone, whichever engines claim at once. A claimed drone's writes
+/// carry its claim number and its delivery's fence: once it has been
+/// released (and perhaps claimed again) or its delivery's partition has
+/// moved to another engine, a late write is refused.
 #[async_trait]
 pub trait DroneStore: Send + Sync + 'static {
     /// Backend name.
     fn backend(&self) -> &'static str;
     /// Reads a drone.
     async fn get(&self, id: &str) -> StoreResult<Option<DroneState>>;
-    /// Writes a drone.
-    async fn put(&self, drone: &DroneState) -> StoreResult<()>;
+    /// Adds the drones not stored yet, free, to the pool (idempotent, so
+    /// every engine may seed its share at start); returns how many were
+    /// added. A stored free drone missing from the pool (stored by an
+    /// earlier version) is put back in it.
+    async fn seed(&self, drones: &[DroneState]) -> StoreResult<usize>;
+    /// Claims a drone for `job` (see [`Claimed`]), atomically, if `fence`
+    /// (the delivery's partition) is current; the claimed drone is stored
+    /// with the job (`HeadedToPickup`, a new claim number) as of `now`.
+    async fn claim(
+        &self,
+        job: &DroneRequest,
+        fence: Option<Fence>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Claimed>;
+    /// Writes a claimed drone's progress, if `drone.claim` is still its
+    /// claim and `fence` is current; false when refused. A free drone
+    /// flying home (after [`Self::release`], with the job's claim number)
+    /// moves in the pool with it until another claim takes it.
+    async fn put(&self, drone: &DroneState, fence: Option<Fence>) -> StoreResult<bool>;
+    /// Ends a claimed drone's job: stores `drone` (free, flying home from
+    /// where it is) and puts it back in the pool, under the same conditions
+    /// as [`Self::put`]; false when refused.
+    async fn release(&self, drone: &DroneState, fence: Option<Fence>) -> StoreResult<bool>;
     /// All drones.
     async fn list(&self) -> StoreResult<Vec<DroneState>>;
+    /// Drones in all, and free in the pool.
+    async fn counts(&self) -> StoreResult<(u64, u64)>;
     /// Liveness of the backend.
     async fn ping(&self) -> StoreResult<()>;
 }

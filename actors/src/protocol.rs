@@ -16,7 +16,8 @@ pub use crate::domain::lifecycle::NewDelivery;
 pub use crate::domain::{DroneReport, DroneRequest};
 
 use crate::domain::lifecycle::Rejection;
-use crate::domain::{Confirmation, DeliveryRecord, Location, RescheduleRequest};
+use crate::domain::ownership::PartitionId;
+use crate::domain::{Confirmation, DeliveryRecord, DroneState, Location, RescheduleRequest};
 use crate::ports::StoreError;
 
 /// What `Create` did.
@@ -80,9 +81,11 @@ pub enum DeliveryMsg {
 /// Messages of a drone.
 #[derive(Debug)]
 pub enum DroneMsg {
-    /// Take a job (from the fleet).
-    Assign(DroneRequest),
-    /// Drop the job for this delivery and fly home (from the fleet).
+    /// The drone was claimed (again) while its actor runs here: the stored
+    /// state with the claim (from the fleet).
+    Assign(Box<DroneState>),
+    /// Drop the job for this delivery; the drone goes back to the pool
+    /// (from the fleet).
     Abort {
         /// The delivery whose job to drop.
         delivery_id: String,
@@ -114,7 +117,7 @@ pub enum FleetMsg {
         /// The delivery.
         delivery_id: String,
     },
-    /// A drone finished its job.
+    /// A drone's job ended and it is back in the pool.
     Free {
         /// The drone.
         drone_id: String,
@@ -123,17 +126,21 @@ pub enum FleetMsg {
         /// Where it is.
         position: Location,
     },
-    /// A drone refused a job (it was busy): queue the request again.
-    Rejected {
-        /// The drone.
-        drone_id: String,
-        /// The refused request.
-        request: DroneRequest,
-    },
     /// Restart a drone actor (after a failure and its backoff).
     Respawn(String),
+    /// Claim drones for the waiting requests (again: a claim found none
+    /// free, and engines release drones to the pool they share).
+    Dispatch,
     /// Counts for operators.
     Snapshot(RpcReplyPort<FleetSnapshot>),
+    /// This engine gained or lost partitions: the fleet serves the waiting
+    /// deliveries of the partitions it holds, and only those.
+    Partitions {
+        /// Partitions gained: their waiting deliveries are read from the store.
+        gained: Vec<PartitionId>,
+        /// Partitions lost: their waiting requests are dropped here.
+        lost: Vec<PartitionId>,
+    },
     /// Give up on deliveries that waited longer than `--max-drone-wait-secs`.
     Expire,
 }
@@ -142,10 +149,12 @@ pub enum FleetMsg {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct FleetSnapshot {
-    /// Drones in the fleet.
+    /// Drones in the pool every engine shares (as last read).
     pub drones: usize,
-    /// Drones free.
+    /// Drones free in the pool (as last read).
     pub free: usize,
+    /// Drones flying a job for this engine's deliveries.
+    pub flying: usize,
     /// Requests waiting for a drone.
     pub pending: usize,
     /// Drone actor restarts since the fleet started.

@@ -65,7 +65,7 @@ fn queue(c: &mut Criterion) {
             q.send(QueueMessage::new(Operation::Delivery, &body, None))
                 .await
                 .unwrap();
-            let got = q.receive(1, Duration::ZERO).await.unwrap();
+            let got = q.receive(&[], 1, Duration::ZERO).await.unwrap();
             for m in &got {
                 q.complete(&m.lock).await.unwrap();
             }

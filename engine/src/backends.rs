@@ -83,6 +83,9 @@ pub async fn connect(args: &ServeArgs) -> anyhow::Result<Connected> {
             cfg.stream.clone_from(&args.stream);
             cfg.group.clone_from(&args.consumer_group);
             cfg.lock_duration = Duration::from_secs(args.lock_duration_secs);
+            // One stream per partition, so that an engine receives only the
+            // messages of the partitions it holds.
+            cfg.partitions = args.partitions;
             // Operators see consumer names in XINFO/XPENDING: make them say
             // which engine (host, fleet partition, process) holds a message.
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());

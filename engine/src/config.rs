@@ -359,9 +359,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_LEASE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub lease_secs: u64,
 
-    /// This engine's fleet partition: it schedules only drones
-    /// `{fleet-id}-drone-NNNN`. Engines sharing one Redis need distinct,
-    /// stable ids (e.g. the StatefulSet pod name).
+    /// Names the drones this engine seeds into the pool every engine
+    /// shares (`{fleet-id}-drone-NNNN`, `--fleet-size` of them). Seeding is
+    /// idempotent: engines with the same id (the default, empty) share one
+    /// fleet of `--fleet-size` drones; a distinct id adds its own drones to
+    /// the pool, where they stay when the engine is gone.
     #[arg(long, env = "DD_FLEET_ID", default_value = "")]
     pub fleet_id: String,
 }

@@ -100,6 +100,34 @@ impl Shared {
         }
     }
 
+    /// Waits until the 16 partitions are spread over `engines` holders.
+    async fn wait_balanced(&self, r: &mut redis::aio::MultiplexedConnection, engines: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut owners = std::collections::BTreeMap::<String, u32>::new();
+            for p in 0..16 {
+                let owner: Option<String> = redis::cmd("HGET")
+                    .arg(format!("{}:lease:{p}", self.prefix))
+                    .arg("owner")
+                    .query_async(r)
+                    .await
+                    .expect("HGET");
+                if let Some(owner) = owner {
+                    *owners.entry(owner).or_default() += 1;
+                }
+            }
+            let total: u32 = owners.values().sum();
+            if owners.len() == engines && total == 16 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "partitions never balanced over {engines} engines: {owners:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Deletes this test's keys and database.
     async fn cleanup(&self) {
         common::cleanup(REDIS, &self.prefix).await;
@@ -432,6 +460,8 @@ async fn two_engines_on_one_stream_split_the_work_without_duplicates() {
     let mut b = shared.spawn("b", &[]);
     a.ready().await;
     b.ready().await;
+    // The engines split the partitions, hence the messages.
+    shared.wait_balanced(&mut shared.redis().await, 2).await;
     let mut ids = Vec::new();
     for i in 0..120 {
         let via = if i % 2 == 0 { &a } else { &b };
@@ -473,17 +503,20 @@ async fn two_engines_on_one_stream_split_the_work_without_duplicates() {
 #[tokio::test]
 async fn a_killed_engines_unacknowledged_messages_are_claimed_and_finished() {
     let shared = Shared::new();
-    // Short locks so the survivor claims quickly.
-    let mut victim = shared.spawn("victim", &["--lock-duration-secs", "2"]);
-    let mut survivor = shared.spawn("survivor", &["--lock-duration-secs", "2"]);
+    // Short leases so the survivor takes the victim's partitions over
+    // quickly (their messages in flight move with them).
+    let fast = ["--lock-duration-secs", "2", "--lease-secs", "2"];
+    let mut victim = shared.spawn("victim", &fast);
     victim.ready().await;
+    let mut survivor = shared.spawn("survivor", &fast);
     survivor.ready().await;
+    let mut r = shared.redis().await;
+    shared.wait_balanced(&mut r, 2).await;
 
     // Freeze the victim: a read it had blocked in Redis still takes
     // messages from the stream, which then sit unacknowledged in its pending
     // list, exactly as when a process dies after receiving. Whether its read
     // was blocked at that instant is timing, so repeat until it holds some.
-    let mut r = shared.redis().await;
     let mut ids = Vec::new();
     let mut held = false;
     for attempt in 0..5 {

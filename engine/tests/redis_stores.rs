@@ -14,11 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use dronedelivery_actors::domain::ownership::{partition_of, Fence, LeaseAnswer, LeaseOp};
 use dronedelivery_actors::domain::{
-    ConfirmationRequired, Delivery, DeliveryRecord, DeliveryStage, DroneState, DroneStatus,
+    ConfirmationRequired, Delivery, DeliveryRecord, DeliveryStage, DroneRequest, DroneState,
     Location, TrackingEvent, UserAccount,
 };
-use dronedelivery_actors::ports::{DeliveryStore, DroneStore, IdempotencyStore, Saved};
+use dronedelivery_actors::ports::{
+    Claimed, DeliveryStore, DroneStore, IdempotencyStore, OwnershipStore, Saved,
+};
+use dronedelivery_engine::adapters::pool_contract;
 use dronedelivery_engine::adapters::redis::{connect, Keys, RedisConfig, RedisStores};
 
 fn fresh_config() -> RedisConfig {
@@ -318,44 +322,112 @@ async fn a_terminal_delivery_expires_after_the_retention_period() {
     cleanup(&cfg).await;
 }
 
-fn drone(id: &str, lat: f64) -> DroneState {
-    DroneState::parked(id.to_owned(), Location::new(lat, 0.0))
+#[tokio::test]
+async fn the_drone_pool_passes_the_contract() {
+    let cfg = fresh_config();
+    let s = stores(&cfg).await;
+    assert_eq!(s.drones.backend(), "redis");
+    s.drones.ping().await.expect("ping");
+    pool_contract::run_all(s.drones.clone()).await;
+    cleanup(&cfg).await;
 }
 
 #[tokio::test]
-async fn drones_put_get_and_list() {
+async fn a_drone_is_claimed_and_flown_only_under_its_delivery_s_current_lease() {
     let cfg = fresh_config();
     let s = stores(&cfg).await;
-    let store = s.drones.as_ref();
-    assert_eq!(store.backend(), "redis");
-    store.ping().await.expect("ping");
-    assert!(store.list().await.expect("list").is_empty());
-    assert_eq!(store.get("drone-0001").await.ok(), Some(None));
-
-    for (id, lat) in [
-        ("drone-0003", 3.0),
-        ("drone-0001", 1.0),
-        ("drone-0002", 2.0),
-    ] {
-        store
-            .put(&drone(id, lat))
-            .await
-            .unwrap_or_else(|e| panic!("put {id}: {e}"));
-    }
-    let mut moved = drone("drone-0002", 2.0);
-    moved.status = DroneStatus::HeadedToPickup;
-    moved.delivery_id = Some("d1".to_owned());
-    moved.flown_m = 123.5;
-    store.put(&moved).await.expect("put moved");
-
+    let (drones, leases) = (s.drones.as_ref(), s.ownership.as_ref());
+    let ttl = Duration::from_secs(30);
+    let depot = Location::new(47.6, -122.3);
+    drones
+        .seed(&[DroneState::parked("drone-0001".into(), depot)])
+        .await
+        .expect("seed");
+    let job = DroneRequest {
+        delivery_id: "d-1".into(),
+        ticket: 1,
+        pickup: Location::new(47.61, -122.3),
+        dropoff: Location::new(47.62, -122.3),
+    };
+    let partition = partition_of(&job.delivery_id, 16);
+    let LeaseAnswer::Held(old) = leases
+        .lease(partition, "old", LeaseOp::Acquire, ttl)
+        .await
+        .expect("lease")
+    else {
+        panic!("a free partition is granted");
+    };
+    let old = Fence {
+        partition,
+        epoch: old.epoch,
+    };
+    let Claimed::Drone(drone) = drones
+        .claim(&job, Some(old), Utc::now())
+        .await
+        .expect("claim")
+    else {
+        panic!("the free drone is claimed");
+    };
+    assert!(drones.put(&drone, Some(old)).await.expect("put"));
+    // The partition moves to another engine: the old holder's claims and
+    // writes are refused, the new holder's go through.
+    leases
+        .lease(partition, "old", LeaseOp::Release(old.epoch), ttl)
+        .await
+        .expect("release");
+    let LeaseAnswer::Held(new) = leases
+        .lease(partition, "new", LeaseOp::Acquire, ttl)
+        .await
+        .expect("lease")
+    else {
+        panic!("a released partition is granted");
+    };
+    let new = Fence {
+        partition,
+        epoch: new.epoch,
+    };
     assert_eq!(
-        store.get("drone-0002").await.expect("get"),
-        Some(moved.clone())
+        drones
+            .claim(&job, Some(old), Utc::now())
+            .await
+            .expect("claim"),
+        Claimed::Fenced
     );
-    let all = store.list().await.expect("list");
-    let ids: Vec<&str> = all.iter().map(|d| d.id.as_str()).collect();
-    assert_eq!(ids, ["drone-0001", "drone-0002", "drone-0003"]);
-    assert_eq!(all[1], moved);
+    let mut late = (*drone).clone();
+    late.position = Location::new(0.0, 0.0);
+    assert!(
+        !drones.put(&late, Some(old)).await.expect("put"),
+        "a stale holder moved the drone"
+    );
+    assert!(
+        !drones
+            .release(&late.released(Utc::now()), Some(old))
+            .await
+            .expect("release"),
+        "a stale holder released the drone"
+    );
+    assert_eq!(
+        drones.get("drone-0001").await.expect("get"),
+        Some((*drone).clone())
+    );
+    // The new holder adopts the same job: a repeated claim finds it.
+    let Claimed::Drone(adopted) = drones
+        .claim(&job, Some(new), Utc::now())
+        .await
+        .expect("claim")
+    else {
+        panic!("the delivery's drone is found again");
+    };
+    assert_eq!(
+        (adopted.id.as_str(), adopted.claim),
+        ("drone-0001", drone.claim)
+    );
+    assert!(drones.put(&adopted, Some(new)).await.expect("put"));
+    assert!(drones
+        .release(&adopted.released(Utc::now()), Some(new))
+        .await
+        .expect("release"));
+    assert_eq!(drones.counts().await.expect("counts"), (1, 1));
     cleanup(&cfg).await;
 }
 

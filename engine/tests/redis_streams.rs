@@ -14,9 +14,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dronedelivery_actors::domain::ownership::{partition_of, Fence};
 use dronedelivery_actors::ports::{MessageQueue, Operation, QueueMessage, ReceivedMessage};
 use dronedelivery_engine::adapters::contract;
 use dronedelivery_engine::adapters::redis::{Keys, RedisStreamsQueue, StreamsConfig};
+
+/// The one partition of a queue with the default configuration.
+const ALL: &[Fence] = &[Fence {
+    partition: 0,
+    epoch: 1,
+}];
 
 fn fresh_config(lock: Duration) -> StreamsConfig {
     let mut cfg = StreamsConfig::new(
@@ -58,7 +65,7 @@ async fn receive_all(q: &dyn MessageQueue, want: usize, within: Duration) -> Vec
     let mut got = Vec::new();
     while got.len() < want && tokio::time::Instant::now() < deadline {
         let batch = q
-            .receive(want - got.len(), Duration::from_millis(200))
+            .receive(ALL, want - got.len(), Duration::from_millis(200))
             .await
             .expect("receive");
         got.extend(batch);
@@ -91,6 +98,15 @@ async fn messages_of_a_dead_consumer_are_taken_over_after_the_lock_duration() {
     };
     let a = queue(&cfg_a).await;
     let b = queue(&cfg_b).await;
+    // Both read the partition under the same epoch before anything is
+    // pending, so `b` does not take it over as newly gained.
+    for q in [&a, &b] {
+        assert!(q
+            .receive(ALL, 1, Duration::ZERO)
+            .await
+            .expect("receive")
+            .is_empty());
+    }
     let mut sent = HashSet::new();
     for n in 0..5 {
         let m = message(n);
@@ -112,7 +128,7 @@ async fn messages_of_a_dead_consumer_are_taken_over_after_the_lock_duration() {
 
     // Within the lock duration `b` gets nothing.
     let early = b
-        .receive(10, Duration::from_millis(300))
+        .receive(ALL, 10, Duration::from_millis(300))
         .await
         .expect("receive");
     assert!(early.is_empty(), "b took locked messages early: {early:?}");
@@ -141,7 +157,7 @@ async fn messages_of_a_dead_consumer_are_taken_over_after_the_lock_duration() {
     assert_eq!(depth(a.as_ref()).await, 0);
     assert_eq!(a.pending().await.ok(), Some(0));
     let none = b
-        .receive(10, Duration::from_millis(200))
+        .receive(ALL, 10, Duration::from_millis(200))
         .await
         .expect("receive");
     assert!(none.is_empty());
@@ -305,7 +321,7 @@ async fn a_long_wait_returns_as_soon_as_a_message_arrives() {
     let cfg = fresh_config(Duration::from_secs(30));
     let q = queue(&cfg).await;
     let q2 = Arc::clone(&q);
-    let waiter = tokio::spawn(async move { q2.receive(1, Duration::from_secs(10)).await });
+    let waiter = tokio::spawn(async move { q2.receive(ALL, 1, Duration::from_secs(10)).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The blocked read has its own connection: other commands go through.
     let asked = tokio::time::Instant::now();
@@ -325,5 +341,101 @@ async fn a_long_wait_returns_as_soon_as_a_message_arrives() {
         started.elapsed()
     );
     q.complete(&got[0].lock).await.expect("complete");
+    cleanup(&cfg).await;
+}
+
+/// The fences of `partitions` under `epoch`.
+fn fences(partitions: &[u32], epoch: u64) -> Vec<Fence> {
+    partitions
+        .iter()
+        .map(|&partition| Fence { partition, epoch })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_partition_is_its_own_stream_and_moves_with_its_lease() {
+    let mut cfg = fresh_config(Duration::from_secs(60));
+    cfg.partitions = 4;
+    cfg.consumer = "first".to_owned();
+    let first = queue(&cfg).await;
+    let second = queue(&StreamsConfig {
+        consumer: "second".to_owned(),
+        ..cfg.clone()
+    })
+    .await;
+    let mut by_partition: HashMap<u32, HashSet<String>> = HashMap::new();
+    for n in 0..40 {
+        let m = message(n);
+        let p = partition_of(&m.routing_key(), 4);
+        by_partition
+            .entry(p)
+            .or_default()
+            .insert(m.message_id.clone());
+        send(first.as_ref(), m).await;
+    }
+    assert_eq!(by_partition.len(), 4, "40 ids spread over every partition");
+    // Each message sits in its partition's stream.
+    let mut c = raw(&cfg).await;
+    for (p, ids) in &by_partition {
+        let key = first.stream_key(*p).expect("a partition of the queue");
+        let len: usize = ::redis::cmd("XLEN")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .expect("XLEN");
+        assert_eq!(len, ids.len(), "stream of partition {p}");
+    }
+    assert_eq!(depth(first.as_ref()).await, 40);
+
+    // `first` holds partitions 0 and 1 and receives only their messages.
+    let held = fences(&[0, 1], 1);
+    let mut got: Vec<ReceivedMessage> = Vec::new();
+    let want = by_partition[&0].len() + by_partition[&1].len();
+    for _ in 0..20 {
+        if got.len() >= want {
+            break;
+        }
+        let batch = first
+            .receive(&held, 100, Duration::from_millis(100))
+            .await
+            .expect("receive");
+        got.extend(batch);
+    }
+    assert_eq!(got.len(), want);
+    for r in &got {
+        let p = r
+            .partition
+            .expect("a partitioned queue names the partition");
+        assert!(p < 2, "read a message of partition {p}");
+        assert!(by_partition[&p].contains(&r.message.message_id));
+    }
+    assert_eq!(first.pending().await.ok(), Some(want as u64));
+
+    // `second` takes partition 1 over under a newer epoch: the messages
+    // `first` holds unsettled there move at once, long before their locks
+    // expire, and `first` can no longer settle them.
+    let moved = second
+        .receive(&fences(&[1], 2), 100, Duration::from_millis(500))
+        .await
+        .expect("receive");
+    let ids: HashSet<String> = moved.iter().map(|r| r.message.message_id.clone()).collect();
+    assert_eq!(ids, by_partition[&1]);
+    assert!(moved.iter().all(|r| r.delivery_count == 2));
+    for r in got.iter().filter(|r| r.partition == Some(1)) {
+        assert!(
+            first.complete(&r.lock).await.is_err(),
+            "a stale holder settled a message"
+        );
+    }
+    for r in got.iter().filter(|r| r.partition == Some(0)) {
+        first.complete(&r.lock).await.expect("complete");
+    }
+    for r in &moved {
+        second.complete(&r.lock).await.expect("complete");
+    }
+    // Partitions 2 and 3 are untouched until someone reads them.
+    let rest = by_partition[&2].len() + by_partition[&3].len();
+    assert_eq!(depth(first.as_ref()).await, rest as u64);
+    assert_eq!(first.pending().await.ok(), Some(0));
     cleanup(&cfg).await;
 }

@@ -99,7 +99,7 @@ async fn reads_messages_produced_by_the_reference_implementation() {
     let mut got = Vec::new();
     while got.len() < 3 {
         let batch = queue
-            .receive(3, Duration::from_secs(2))
+            .receive(&[], 3, Duration::from_secs(2))
             .await
             .expect("receive");
         assert!(!batch.is_empty(), "three messages were sent");
@@ -224,7 +224,10 @@ async fn a_wrong_key_is_refused() {
         err.as_ref().is_some_and(|e| e.to_string().contains("401")),
         "send must fail with 401: {err:?}"
     );
-    let err = wrong.receive(1, Duration::from_millis(100)).await.err();
+    let err = wrong
+        .receive(&[], 1, Duration::from_millis(100))
+        .await
+        .err();
     assert!(
         err.as_ref().is_some_and(|e| e.to_string().contains("401")),
         "receive must fail, not look like an empty queue: {err:?}"
@@ -245,7 +248,7 @@ async fn the_service_dead_letters_past_max_delivery_count() {
     queue.send(sent.clone()).await.expect("send");
     for attempt in 1..=2 {
         let got = queue
-            .receive(1, Duration::from_secs(2))
+            .receive(&[], 1, Duration::from_secs(2))
             .await
             .expect("receive");
         assert_eq!(got.len(), 1);
@@ -256,7 +259,7 @@ async fn the_service_dead_letters_past_max_delivery_count() {
             .expect("abandon");
     }
     let none = queue
-        .receive(1, Duration::from_millis(300))
+        .receive(&[], 1, Duration::from_millis(300))
         .await
         .expect("receive");
     assert!(none.is_empty(), "dead-lettered by the service");
@@ -280,7 +283,7 @@ async fn large_sequence_numbers_do_not_strand_messages() {
     let queue = queue_on(addr, "partitioned");
     queue.send(message(1)).await.expect("send");
     let got = queue
-        .receive(1, Duration::from_secs(2))
+        .receive(&[], 1, Duration::from_secs(2))
         .await
         .expect("receive");
     assert_eq!(got.len(), 1);
@@ -301,7 +304,7 @@ async fn a_lock_can_be_settled_by_another_instance() {
     let other = queue_on(addr, "shared");
     receiver.send(message(1)).await.expect("send");
     let got = receiver
-        .receive(1, Duration::from_secs(2))
+        .receive(&[], 1, Duration::from_secs(2))
         .await
         .expect("receive");
     assert_eq!(got.len(), 1);
@@ -331,7 +334,7 @@ async fn a_delay_longer_than_the_lock_is_honoured() {
     let queue = queue_on(addr, "delayed");
     queue.send(message(1)).await.expect("send");
     let first = queue
-        .receive(1, Duration::from_secs(2))
+        .receive(&[], 1, Duration::from_secs(2))
         .await
         .expect("receive");
     assert_eq!(first.len(), 1);
@@ -345,7 +348,7 @@ async fn a_delay_longer_than_the_lock_is_honoured() {
         "a handed-back lock no longer settles"
     );
     let early = queue
-        .receive(1, Duration::from_millis(2500))
+        .receive(&[], 1, Duration::from_millis(2500))
         .await
         .expect("receive");
     assert!(
@@ -359,7 +362,7 @@ async fn a_delay_longer_than_the_lock_is_honoured() {
         "held under a renewed lock"
     );
     let later = queue
-        .receive(1, Duration::from_secs(5))
+        .receive(&[], 1, Duration::from_secs(5))
         .await
         .expect("receive");
     assert_eq!(later.len(), 1);
@@ -376,7 +379,7 @@ async fn a_dropped_receive_hands_its_message_back() {
     let queue = queue_on(addr, "dropped");
     let gave_up = tokio::time::timeout(
         Duration::from_millis(300),
-        queue.receive(1, Duration::from_secs(3)),
+        queue.receive(&[], 1, Duration::from_secs(3)),
     )
     .await;
     assert!(gave_up.is_err(), "nothing to receive yet");
@@ -387,7 +390,7 @@ async fn a_dropped_receive_hands_its_message_back() {
     let counts = double.counts("dropped");
     assert_eq!((counts.active, counts.locked), (1, 0), "{counts:?}");
     let got = queue
-        .receive(1, Duration::from_secs(4))
+        .receive(&[], 1, Duration::from_secs(4))
         .await
         .expect("receive");
     assert_eq!(got.len(), 1, "unlocked well before its 60 s lock expired");
@@ -401,7 +404,7 @@ async fn waits_are_kept() {
     for (wait, max) in [(250, 700), (1500, 2300)] {
         let started = Instant::now();
         let got = queue
-            .receive(5, Duration::from_millis(wait))
+            .receive(&[], 5, Duration::from_millis(wait))
             .await
             .expect("receive");
         let took = started.elapsed();
@@ -414,7 +417,7 @@ async fn waits_are_kept() {
     // A long poll wakes as soon as a message arrives.
     let waiter = {
         let q = Arc::clone(&queue);
-        tokio::spawn(async move { q.receive(1, Duration::from_secs(10)).await })
+        tokio::spawn(async move { q.receive(&[], 1, Duration::from_secs(10)).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
@@ -430,7 +433,7 @@ async fn shutdown_ends_pending_long_polls() {
     let queue = queue_on(addr, "stopping");
     let waiter = {
         let q = Arc::clone(&queue);
-        tokio::spawn(async move { q.receive(1, Duration::from_secs(20)).await })
+        tokio::spawn(async move { q.receive(&[], 1, Duration::from_secs(20)).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();

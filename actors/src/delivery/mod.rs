@@ -32,7 +32,7 @@ pub use activation::{activate, tell, ActivationError};
 use crate::backoff::Backoff;
 use crate::context::Context;
 use crate::domain::lifecycle::{self, Change, Command, Decision, Effect, Rules, Verdict};
-use crate::domain::ownership::Fence;
+use crate::domain::ownership::{partition_of, Fence, PartitionId};
 use crate::domain::{CancelReason, DeliveryRecord, DeliveryStage, HistoryEntry, TrackingEvent};
 use crate::metrics::{self as m, LiveActor};
 use crate::ports::{DeadLetter, Operation, QueueMessage, Saved, StoreError};
@@ -66,9 +66,13 @@ pub struct DeliveryState {
     /// outcome it reported is stored. See the drone module on why.
     release: Option<(String, u64)>,
     flush_attempt: u32,
-    /// The fence of the delivery's partition, sent with every write; `None`
-    /// while one engine owns every partition (the store then checks only
-    /// versions).
+    /// The delivery's partition.
+    partition: PartitionId,
+    /// The fence of the partition when the record was loaded, sent with
+    /// every write so that the store refuses them once another engine has
+    /// taken the partition over; `None` when this engine does not hold it
+    /// (then it does not write at all, unless the queue is not partitioned:
+    /// see `may_write`).
     fence: Option<Fence>,
     /// The store refused a write as stale or fenced: another writer has
     /// changed the delivery, so this actor's copy is out of date. It stops
@@ -104,6 +108,10 @@ impl Actor for DeliveryActor {
         _myself: ActorRef<Self::Msg>,
         (ctx, id): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let partition = partition_of(&id, ctx.config.ownership.partitions);
+        // The fence is read before the record, so that a takeover in
+        // between is seen as a fence change on the first message.
+        let fence = ctx.owned.fence(partition);
         let record = ctx.backends.deliveries.get(&id).await?;
         metrics::counter!(m::ACTIVATIONS_TOTAL).increment(1);
         Ok(DeliveryState {
@@ -115,7 +123,8 @@ impl Actor for DeliveryActor {
             dirty: false,
             release: None,
             flush_attempt: 0,
-            fence: None,
+            partition,
+            fence,
             superseded: false,
             generation: 0,
             idle_timer: None,
@@ -129,6 +138,7 @@ impl Actor for DeliveryActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.refence().await;
         match msg {
             DeliveryMsg::Create(new, reply) => {
                 let result = state.command(Command::Create(new)).await.map(|v| match v {
@@ -274,6 +284,10 @@ impl DeliveryState {
         if let Some(entry) = &change.history {
             self.ctx.backends.history.record(entry).await?;
         }
+        if !self.may_write() {
+            self.supersede(Saved::Fenced);
+            return Err(DeliveryError::Superseded);
+        }
         let deliveries = &self.ctx.backends.deliveries;
         for event in saves(&change.events) {
             let saved = deliveries.save(&change.record, event, self.fence).await?;
@@ -285,6 +299,42 @@ impl DeliveryState {
         observe(self.record.as_ref(), &change);
         self.record = Some(change.record);
         Ok(())
+    }
+
+    /// The partition's fence has changed since the record was loaded (this
+    /// engine lost the partition, or regained it, or gained it after the
+    /// activation): whatever another holder wrote meanwhile is in the
+    /// store, so the record is loaded again and changes not yet stored are
+    /// dropped (a drone repeats the report that matters, `Delivered`). A
+    /// store that cannot be read leaves the old fence in place: the store
+    /// refuses its writes if it is stale, which stops the actor.
+    async fn refence(&mut self) {
+        let current = self.ctx.owned.fence(self.partition);
+        if current == self.fence {
+            return;
+        }
+        match self.ctx.backends.deliveries.get(&self.id).await {
+            Ok(record) => {
+                tracing::debug!(delivery_id = %self.id, before = ?self.fence, now = ?current, "partition changed hands; reloaded the delivery");
+                self.record = record;
+                self.unsaved.clear();
+                self.history = None;
+                self.release = None;
+                self.dirty = false;
+                self.fence = current;
+            }
+            Err(e) => {
+                tracing::warn!(delivery_id = %self.id, error = %e, "partition changed hands and the delivery could not be reloaded");
+            }
+        }
+    }
+
+    /// Whether this engine may write the delivery: it holds the partition
+    /// (the store checks the fence), or the queue is not partitioned, so
+    /// any engine may receive the delivery's messages (the store then
+    /// checks versions only).
+    fn may_write(&self) -> bool {
+        self.fence.is_some() || !self.ctx.backends.queue.partitioned()
     }
 
     /// The store refused a write: another writer changed the delivery. The
@@ -386,6 +436,10 @@ impl DeliveryState {
         if let Some(entry) = &self.history {
             self.ctx.backends.history.record(entry).await?;
             self.history = None;
+        }
+        if !self.may_write() {
+            self.supersede(Saved::Fenced);
+            return Ok(());
         }
         // One save per unsaved event (or one without an event), oldest
         // first; each event leaves the list only once stored.

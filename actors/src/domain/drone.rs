@@ -52,6 +52,11 @@ pub struct DroneState {
     pub job_start_m: f64,
     /// Total metres flown (drone utilisation).
     pub flown_m: f64,
+    /// The claim number of the current job (0: none yet): the store
+    /// refuses a write carrying an older one (see
+    /// [`crate::ports::DroneStore`]).
+    #[serde(default)]
+    pub claim: u64,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
@@ -70,8 +75,49 @@ impl DroneState {
             ticket: 0,
             job_start_m: 0.0,
             flown_m: 0.0,
+            claim: 0,
             updated_at: Utc::now(),
         }
+    }
+
+    /// The drone as stored when claimed for `job` under claim number
+    /// `claim` at `now`: flying to the pickup, its job's distance counted
+    /// from here. (The Redis store's claim script writes the same fields.)
+    pub fn claimed(&self, job: &DroneRequest, claim: u64, now: DateTime<Utc>) -> Self {
+        Self {
+            status: DroneStatus::HeadedToPickup,
+            delivery_id: Some(job.delivery_id.clone()),
+            pickup: Some(job.pickup),
+            dropoff: Some(job.dropoff),
+            ticket: job.ticket,
+            job_start_m: self.flown_m,
+            claim,
+            updated_at: now,
+            ..self.clone()
+        }
+    }
+
+    /// The drone as stored when its job ends (delivered, or aborted): free
+    /// for the next claim, flying home unless it is there.
+    pub fn released(&self, now: DateTime<Utc>) -> Self {
+        let status = if self.position == self.depot {
+            DroneStatus::Available
+        } else {
+            DroneStatus::Returning
+        };
+        Self {
+            status,
+            delivery_id: None,
+            pickup: None,
+            dropoff: None,
+            updated_at: now,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the drone serves a job (a claimed drone not yet released).
+    pub fn has_job(&self) -> bool {
+        !self.status.is_free() && self.delivery_id.is_some()
     }
 
     /// Where the drone is flying now, if anywhere.
@@ -83,6 +129,20 @@ impl DroneState {
             DroneStatus::Returning => Some(self.depot),
         }
     }
+}
+
+/// The nearest of `free` drones to `pickup` (ties: the lowest id, so the
+/// choice is deterministic): the pool's rule for choosing a drone.
+pub fn nearest<'a>(
+    free: impl IntoIterator<Item = &'a DroneState>,
+    pickup: &Location,
+) -> Option<&'a DroneState> {
+    free.into_iter().min_by(|a, b| {
+        a.position
+            .distance_m(pickup)
+            .total_cmp(&b.position.distance_m(pickup))
+            .then_with(|| a.id.cmp(&b.id))
+    })
 }
 
 /// A delivery's request for a drone, as the fleet queues and assigns it.
@@ -167,5 +227,66 @@ impl DroneReport {
             | Self::PickedUp { position, .. }
             | Self::Delivered { position, .. } => *position,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn parked_at(id: &str, lat: f64, lon: f64) -> DroneState {
+        DroneState::parked(id.into(), Location::new(lat, lon))
+    }
+
+    #[test]
+    fn the_nearest_drone_is_chosen_and_ties_go_to_the_lowest_id() {
+        let pickup = Location::new(47.60, -122.30);
+        let drones = [
+            parked_at("drone-3", 47.70, -122.30),
+            parked_at("drone-2", 47.61, -122.30),
+            parked_at("drone-1", 47.61, -122.30),
+            parked_at("drone-0", 47.90, -122.30),
+        ];
+        assert_eq!(
+            nearest(&drones, &pickup).map(|d| d.id.as_str()),
+            Some("drone-1")
+        );
+        assert_eq!(nearest([], &pickup), None);
+    }
+
+    #[test]
+    fn a_claim_sets_the_job_and_a_release_frees_the_drone_where_it_is() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let mut drone = parked_at("drone-1", 47.6, -122.3);
+        drone.flown_m = 1_000.0;
+        let job = DroneRequest {
+            delivery_id: "d-1".into(),
+            ticket: 3,
+            pickup: Location::new(47.61, -122.31),
+            dropoff: Location::new(47.62, -122.32),
+        };
+        let claimed = drone.claimed(&job, 9, now);
+        assert_eq!(claimed.status, DroneStatus::HeadedToPickup);
+        assert_eq!(claimed.delivery_id.as_deref(), Some("d-1"));
+        assert_eq!(
+            (claimed.ticket, claimed.claim, claimed.job_start_m),
+            (3, 9, 1_000.0)
+        );
+        assert_eq!(claimed.target(), Some(job.pickup));
+        assert!(claimed.has_job());
+        let mut flown = claimed.clone();
+        flown.position = job.dropoff;
+        let released = flown.released(now);
+        assert_eq!(released.status, DroneStatus::Returning);
+        assert!(released.status.is_free());
+        assert_eq!(
+            (released.delivery_id.as_deref(), released.target()),
+            (None, Some(drone.depot))
+        );
+        assert_eq!(released.position, job.dropoff);
+        assert_eq!(released.claim, 9, "the flight home keeps the job's claim");
+        // Released at its depot, it parks.
+        assert_eq!(claimed.released(now).status, DroneStatus::Available);
     }
 }

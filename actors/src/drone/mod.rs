@@ -1,12 +1,21 @@
-//! The drone actor: one per drone, a simulated flight controller.
+//! The drone actor: a simulated flight controller, running for one job.
 //!
-//! A drone flies in real time scaled by `--sim-speed`: while it has somewhere
-//! to go it ticks (`send_interval`), moves `speed × elapsed` metres towards its
-//! target and writes its position to the drone store, so that status reads
-//! and a restarted actor (which reloads in `pre_start`) see where it is.
-//! It reports progress to its delivery (by name, through
-//! [`crate::delivery::tell`]); a report that cannot be delivered is kept and
-//! retried on the next tick rather than lost.
+//! The fleet starts it for a drone it has claimed from the pool (or adopted
+//! with its partition), on the engine that holds the delivery's partition,
+//! so the drone and its delivery talk in-process. A drone flies in real
+//! time scaled by `--sim-speed`: it ticks (`send_interval`), moves
+//! `speed × elapsed` metres towards its target and writes its position to
+//! the drone store with its claim number and the delivery's fence, so that
+//! status reads and a restarted actor see where it is, and so that a write
+//! from an engine that no longer holds the job is refused (the actor then
+//! stops: the job is flown elsewhere). It reports progress to its delivery
+//! (by name, through [`crate::delivery::tell`]); a report that cannot be
+//! delivered is kept and retried on the next tick rather than lost. When
+//! the job ends (released by its delivery, or aborted) the drone is put
+//! back in the pool where it is and flies home, claimable all the way (the
+//! pool follows its position); the actor stops at the depot, or as soon as
+//! another engine's claim takes the drone (its writes are refused). A claim
+//! on this engine hands the actor its new job instead ([`DroneMsg::Assign`]).
 //!
 //! # Handing a finished job back
 //!
@@ -15,10 +24,11 @@
 //! dropoff it stays `HeadedToDropoff` (stored), repeats `Delivered` every
 //! [`DELIVERED_REPEAT`] and frees itself only when the delivery actor answers
 //! [`DroneMsg::Released`], which it sends once `Completed` is stored. A
-//! process killed anywhere in between restarts with the drone still holding
-//! the job, so the report is sent again; the delivery actor ignores a
-//! repeated `Delivered` and releases the drone again. This is the same
-//! at-least-once-plus-idempotent-receiver rule the queue follows.
+//! process killed anywhere in between leaves the drone claimed with the
+//! job, so the engine that adopts it sends the report again; the delivery
+//! actor ignores a repeated `Delivered` and releases the drone again. This
+//! is the same at-least-once-plus-idempotent-receiver rule the queue
+//! follows.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +38,8 @@ use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::context::Context;
-use crate::domain::{DroneReport, DroneRequest, DroneState, DroneStatus};
+use crate::domain::ownership::{partition_of, Fence};
+use crate::domain::{DroneReport, DroneState, DroneStatus};
 use crate::metrics::LiveActor;
 use crate::protocol::{DeliveryMsg, DroneMsg, FleetMsg};
 
@@ -37,6 +48,14 @@ use crate::protocol::{DeliveryMsg, DroneMsg, FleetMsg};
 /// store is slow, short enough that a lost report costs seconds.
 pub const DELIVERED_REPEAT: Duration = Duration::from_secs(2);
 
+/// The fence a drone's writes carry: its delivery's partition's, while it
+/// flies a job for a delivery of a partition this engine holds.
+fn fence_of(ctx: &Context, drone: &DroneState) -> Option<Fence> {
+    let delivery_id = drone.delivery_id.as_deref()?;
+    ctx.owned
+        .fence(partition_of(delivery_id, ctx.config.ownership.partitions))
+}
+
 /// The actor.
 pub struct DroneActor;
 
@@ -44,12 +63,17 @@ pub struct DroneActor;
 pub struct DroneActorState {
     ctx: Arc<Context>,
     drone: DroneState,
+    /// The fence of the delivery's partition, sent with every write.
+    fence: Option<Fence>,
     ticker: Option<JoinHandle<()>>,
     last_tick: Instant,
     unreported: Vec<(String, DroneReport)>,
     /// When `Delivered` was last sent for the job the drone holds at its
     /// dropoff (`None`: not at the dropoff, or not reported since start).
     delivered_sent: Option<Instant>,
+    /// The job has ended (released or aborted) but the store has not taken
+    /// the freed drone yet: retried on every tick.
+    ending: bool,
     _live: LiveActor,
 }
 
@@ -61,22 +85,33 @@ impl Actor for DroneActor {
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        (ctx, seed): Self::Arguments,
+        (ctx, drone): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // The store wins over the seed: it holds the position and job of a
-        // drone that was flying when its actor stopped.
-        let drone = ctx.backends.drones.get(&seed.id).await?.unwrap_or(seed);
+        let fence = fence_of(&ctx, &drone);
         let mut state = DroneActorState {
             ctx,
             drone,
+            fence,
             ticker: None,
             last_tick: Instant::now(),
             unreported: Vec::new(),
             delivered_sent: None,
+            ending: false,
             _live: LiveActor::new("drone"),
         };
         state.ensure_ticking(&myself);
         Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // A new job or one adopted mid-flight: the delivery hears where the
+        // drone is (repeated reports are ignored by its rules).
+        state.resync().await;
+        Ok(())
     }
 
     async fn post_stop(
@@ -97,8 +132,8 @@ impl Actor for DroneActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            DroneMsg::Assign(job) => state.assign(job, &myself).await,
-            DroneMsg::Abort { delivery_id } => state.abort(&delivery_id).await,
+            DroneMsg::Assign(drone) => state.assign(*drone, &myself).await,
+            DroneMsg::Abort { delivery_id } => state.abort(&delivery_id, &myself).await,
             DroneMsg::Tick => state.tick(&myself).await,
             DroneMsg::Resync => state.resync().await,
             DroneMsg::Released {
@@ -112,69 +147,49 @@ impl Actor for DroneActor {
 
 impl DroneActorState {
     fn ensure_ticking(&mut self, myself: &ActorRef<DroneMsg>) {
-        if self.drone.target().is_some() && self.ticker.is_none() {
+        if self.ticker.is_none() {
             self.last_tick = Instant::now();
             self.ticker = Some(myself.send_interval(self.ctx.config.sim.tick, || DroneMsg::Tick));
         }
     }
 
-    fn stop_ticking(&mut self) {
-        if let Some(t) = self.ticker.take() {
-            t.abort();
-        }
-    }
-
-    async fn persist(&mut self) {
+    /// Stores the drone's progress; a refused write means another engine
+    /// flies this job now (or the drone was released): the actor stops.
+    async fn persist(&mut self, myself: &ActorRef<DroneMsg>) {
         self.drone.updated_at = Utc::now();
-        if let Err(e) = self.ctx.backends.drones.put(&self.drone).await {
-            // The next tick or change writes again; the actor keeps the truth.
-            tracing::warn!(drone_id = %self.drone.id, error = %e, "could not store drone state");
+        match self.ctx.backends.drones.put(&self.drone, self.fence).await {
+            Ok(true) => {}
+            Ok(false) => self.lost(myself),
+            // The next tick writes again; the actor keeps the truth.
+            Err(e) => {
+                tracing::warn!(drone_id = %self.drone.id, error = %e, "could not store drone state")
+            }
         }
     }
 
-    async fn assign(&mut self, job: DroneRequest, myself: &ActorRef<DroneMsg>) {
-        let busy_elsewhere = !self.drone.status.is_free()
-            && self.drone.delivery_id.as_deref() != Some(&job.delivery_id);
-        if busy_elsewhere {
-            tracing::warn!(drone_id = %self.drone.id, delivery_id = %job.delivery_id, "assigned while busy; handing the job back");
-            if let Some(fleet) = self.ctx.fleet() {
-                let _ = fleet.cast(FleetMsg::Rejected {
-                    drone_id: self.drone.id.clone(),
-                    request: job,
-                });
-            }
+    /// The fleet claimed this drone again while its actor still runs here
+    /// (flying home, or a repeated claim for the same job): the stored
+    /// claim, if not older, is the drone's state from now on.
+    async fn assign(&mut self, drone: DroneState, myself: &ActorRef<DroneMsg>) {
+        if drone.id != self.drone.id || drone.claim < self.drone.claim {
             return;
         }
-        let sim = &self.ctx.config.sim;
-        let now = Utc::now();
-        let to_pickup = self.drone.position.distance_m(&job.pickup);
-        let to_dropoff = job.pickup.distance_m(&job.dropoff);
-        let pickup_eta = now + sim.flight_time(to_pickup);
-        let delivery_eta = pickup_eta + sim.flight_time(to_dropoff);
-        if self.drone.delivery_id.as_deref() != Some(&job.delivery_id)
-            || self.drone.status.is_free()
-        {
-            self.drone.job_start_m = self.drone.flown_m;
+        let new_job = drone.claim != self.drone.claim || drone.ticket != self.drone.ticket;
+        if new_job {
+            self.fence = fence_of(&self.ctx, &drone);
+            self.drone = drone;
+            self.delivered_sent = None;
+            self.ending = false;
+            self.unreported.clear();
         }
-        self.drone.status = DroneStatus::HeadedToPickup;
-        self.drone.delivery_id = Some(job.delivery_id.clone());
-        self.drone.pickup = Some(job.pickup);
-        self.drone.dropoff = Some(job.dropoff);
-        self.drone.ticket = job.ticket;
-        self.persist().await;
-        tracing::info!(drone_id = %self.drone.id, delivery_id = %job.delivery_id, "assigned drone");
-        self.report(
-            job.delivery_id,
-            DroneReport::Assigned {
-                ticket: job.ticket,
-                drone_id: self.drone.id.clone(),
-                position: self.drone.position,
-                pickup_eta,
-                delivery_eta,
-            },
-        )
-        .await;
         self.ensure_ticking(myself);
+        self.resync().await;
+    }
+
+    fn lost(&mut self, myself: &ActorRef<DroneMsg>) {
+        tracing::info!(drone_id = %self.drone.id, delivery_id = ?self.drone.delivery_id, "drone's job is flown elsewhere now; stopping here");
+        self.ending = false;
+        myself.stop(Some("job taken over".into()));
     }
 
     async fn resync(&mut self) {
@@ -205,24 +220,53 @@ impl DroneActorState {
         self.report(delivery_id, report).await;
     }
 
-    async fn abort(&mut self, delivery_id: &str) {
-        if self.drone.delivery_id.as_deref() != Some(delivery_id) || self.drone.status.is_free() {
+    /// The fleet took the job away (cancelled, or rescheduled to a newer
+    /// ticket): the drone goes back to the pool where it is.
+    async fn abort(&mut self, delivery_id: &str, myself: &ActorRef<DroneMsg>) {
+        if self.drone.delivery_id.as_deref() != Some(delivery_id) {
             return;
         }
-        self.drop_job();
-        self.persist().await;
+        self.end(myself).await;
     }
 
-    /// Forgets the current job and heads home.
-    fn drop_job(&mut self) {
-        self.drone.status = DroneStatus::Returning;
-        self.drone.delivery_id = None;
-        self.drone.pickup = None;
-        self.drone.dropoff = None;
-        self.delivered_sent = None;
+    /// Ends the job: the drone, freed where it is, back in the pool; then
+    /// the fleet hears of it and the actor stops. A store that cannot be
+    /// reached is retried on the next tick.
+    async fn end(&mut self, myself: &ActorRef<DroneMsg>) {
+        self.ending = true;
+        let freed = self.drone.released(Utc::now());
+        match self.ctx.backends.drones.release(&freed, self.fence).await {
+            Ok(true) => {
+                let delivery_id = self.drone.delivery_id.clone().unwrap_or_default();
+                tracing::debug!(drone_id = %self.drone.id, %delivery_id, "job ended; drone back in the pool");
+                self.drone = freed;
+                // The flight home belongs to no delivery's partition.
+                self.fence = None;
+                self.ending = false;
+                self.delivered_sent = None;
+                if let Some(fleet) = self.ctx.fleet() {
+                    let _ = fleet.cast(FleetMsg::Free {
+                        drone_id: self.drone.id.clone(),
+                        delivery_id,
+                        position: self.drone.position,
+                    });
+                }
+                if self.drone.target().is_none() {
+                    myself.stop(Some("parked".into()));
+                }
+            }
+            Ok(false) => self.lost(myself),
+            Err(e) => {
+                tracing::warn!(drone_id = %self.drone.id, error = %e, "could not put the drone back in the pool; retrying");
+            }
+        }
     }
 
     async fn tick(&mut self, myself: &ActorRef<DroneMsg>) {
+        if self.ending {
+            self.end(myself).await;
+            return;
+        }
         let now = Instant::now();
         let elapsed = now.duration_since(self.last_tick).as_secs_f64();
         self.last_tick = now;
@@ -231,7 +275,7 @@ impl DroneActorState {
             self.report(delivery_id, report).await;
         }
         let Some(target) = self.drone.target() else {
-            self.stop_ticking();
+            myself.stop(Some("parked".into()));
             return;
         };
         if self.awaiting_release() {
@@ -247,15 +291,13 @@ impl DroneActorState {
         if next == target {
             self.arrive().await;
         }
-        self.persist().await;
+        self.persist(myself).await;
         if self.awaiting_release() {
-            // Stored at the dropoff first, so a restart resumes from here.
+            // Stored at the dropoff first, so an adopter resumes from here.
             self.report_delivered().await;
         }
         if self.drone.target().is_none() {
-            self.stop_ticking();
-        } else {
-            self.ensure_ticking(myself);
+            myself.stop(Some("parked".into()));
         }
     }
 
@@ -315,9 +357,7 @@ impl DroneActorState {
         self.report(delivery_id, report).await;
     }
 
-    /// The delivery has stored the drop-off: forget the job, store that,
-    /// then tell the fleet the drone is free (in that order, so a fleet
-    /// that restarts in between reads a drone that is free).
+    /// The delivery has stored the drop-off: the job ends (see `end`).
     async fn released(&mut self, delivery_id: &str, ticket: u64, myself: &ActorRef<DroneMsg>) {
         if self.drone.delivery_id.as_deref() != Some(delivery_id)
             || self.drone.ticket != ticket
@@ -325,18 +365,7 @@ impl DroneActorState {
         {
             return; // a late answer for a job already handed back
         }
-        let position = self.drone.position;
-        self.drop_job();
-        self.persist().await;
-        tracing::debug!(drone_id = %self.drone.id, %delivery_id, "released by its delivery");
-        if let Some(fleet) = self.ctx.fleet() {
-            let _ = fleet.cast(FleetMsg::Free {
-                drone_id: self.drone.id.clone(),
-                delivery_id: delivery_id.to_owned(),
-                position,
-            });
-        }
-        self.ensure_ticking(myself);
+        self.end(myself).await;
     }
 
     async fn report(&mut self, delivery_id: String, report: DroneReport) {

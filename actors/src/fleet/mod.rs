@@ -1,16 +1,26 @@
-//! The fleet: scheduler of drones and supervisor of the drone actors.
+//! The fleet: one engine's scheduler of drones and supervisor of the drone
+//! actors flying its deliveries.
 //!
-//! The fleet is the single owner of drone assignment, so two deliveries can
-//! never get the same drone. The choice itself is the domain's
-//! [`Dispatcher`] (nearest free drone, requests waiting first come first
-//! served, never failed); the actor feeds it the messages it receives and
-//! sends the assignments and aborts it decides.
+//! Drones are not owned by an engine: free drones wait in a pool in the
+//! drone store that every engine shares, and a fleet claims the nearest
+//! free one for each delivery it serves ([`crate::ports::DroneStore::claim`],
+//! atomic in the store, so a drone serves one delivery and a delivery has
+//! one drone whichever engines claim at once). A fleet serves the
+//! deliveries of the partitions its engine holds: it queues their requests
+//! ([`Dispatcher`]), claims a drone for each, and runs the claimed drone's
+//! actor until the job ends and the drone goes back to the pool.
 //!
-//! On start it reloads drones from the drone store (seeding the fleet over the
-//! depots the first time) and re-queues every delivery the store says is
-//! waiting for a drone, so a restart of the fleet loses no request. A drone
-//! actor that fails is restarted with backoff and resumes from its stored
-//! state.
+//! When the engine gains a partition, the fleet reads the partition's
+//! deliveries waiting for a drone and **adopts** the drones flying its
+//! deliveries (claimed by an engine that died or left), so their flights go
+//! on; when it loses one, it stops those drone actors (their writes would
+//! be refused anyway: they carry the old holder's fence) and drops the
+//! waiting requests. So no drone and no delivery waits for a particular
+//! process to come back, and scaling to zero and back loses nothing.
+//!
+//! On start the fleet seeds its share of drones into the pool (idempotent;
+//! `--fleet-id` names them) and takes up the partitions held. A drone actor
+//! that fails is restarted with backoff from its stored state.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,14 +33,20 @@ use crate::backoff::Backoff;
 use crate::context::Context;
 use crate::domain::dispatch::{Abort, Dispatcher};
 use crate::domain::lifecycle::drone_request;
+use crate::domain::ownership::{partition_of, PartitionId};
 use crate::domain::{DroneRequest, DroneState};
 use crate::drone::DroneActor;
 use crate::metrics::{self as m, LiveActor};
+use crate::ports::{Claimed, StoreError};
 use crate::protocol::{DeliveryMsg, DroneMsg, FleetMsg, FleetSnapshot};
 
 /// Restarts of a failed drone actor: 100 ms doubling up to 12.8 s.
 const RESPAWN_BACKOFF: Backoff =
     Backoff::new(Duration::from_millis(100), Duration::from_millis(12_800));
+
+/// How soon a fleet whose claim found no free drone tries again: drones
+/// released by other engines are only seen by claiming.
+const RETRY_CLAIM: Duration = Duration::from_millis(200);
 
 /// The actor.
 pub struct FleetActor;
@@ -43,6 +59,10 @@ pub struct FleetState {
     restarts: HashMap<String, u32>,
     total_restarts: u64,
     intensity: crate::supervisor::Intensity,
+    /// Drones in the pool and free, as last read.
+    pool: (u64, u64),
+    /// A `Dispatch` is scheduled.
+    retry_armed: bool,
     _live: LiveActor,
 }
 
@@ -56,27 +76,12 @@ impl Actor for FleetActor {
         myself: ActorRef<Self::Msg>,
         ctx: Arc<Context>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let prefix = drone_prefix(&ctx.config.fleet_id);
-        let mut drones: Vec<DroneState> = ctx
-            .backends
-            .drones
-            .list()
-            .await?
-            .into_iter()
-            .filter(|d| {
-                d.id.strip_prefix(&prefix)
-                    .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
-            })
-            .collect();
-        if drones.is_empty() {
-            drones = seed(&ctx);
-            for d in &drones {
-                ctx.backends.drones.put(d).await?;
-            }
+        let added = ctx.backends.drones.seed(&seed(&ctx)).await?;
+        if added > 0 {
             tracing::info!(
-                drones = drones.len(),
+                drones = added,
                 depots = ctx.config.depots,
-                "seeded the fleet"
+                "seeded drones into the pool"
             );
         }
         let mut state = FleetState {
@@ -86,31 +91,13 @@ impl Actor for FleetActor {
             restarts: HashMap::new(),
             total_restarts: 0,
             intensity: crate::supervisor::Intensity::new(20, Duration::from_secs(30)),
+            pool: (0, 0),
+            retry_armed: false,
             _live: LiveActor::new("fleet"),
         };
-        for d in drones {
-            state.dispatch.add_drone(&d);
-            state.spawn_drone(&myself, d).await?;
-        }
-        // Drones in the middle of a job report their progress again, in
-        // case a report was lost when their previous actor stopped.
-        for drone_id in state.dispatch.busy_drones() {
-            if let Some(drone) = ctx.drone(drone_id) {
-                let _ = drone.cast(DroneMsg::Resync);
-            }
-        }
-        // Deliveries that were waiting for a drone when the fleet stopped
-        // (those a drone already serves are not queued twice).
-        for id in ctx.backends.deliveries.awaiting_drone().await? {
-            if state.dispatch.serves(&id) {
-                continue;
-            }
-            if let Some(r) = ctx.backends.deliveries.get(&id).await? {
-                if r.stage.awaits_drone() {
-                    state.dispatch.enqueue(drone_request(&r), r.updated_at);
-                }
-            }
-        }
+        // The partitions held: their flying drones and waiting deliveries.
+        let held: Vec<PartitionId> = ctx.owned.held().into_iter().map(|(p, _)| p).collect();
+        state.take_up(&myself, &held).await?;
         Ok(state)
     }
 
@@ -120,7 +107,8 @@ impl Actor for FleetActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Stop the drones gracefully (a handler in progress finishes and
-        // stores its state) instead of letting ractor kill them.
+        // stores its state) instead of letting ractor kill them. Their jobs
+        // stay claimed in the store; the partitions' next holder adopts them.
         state.children.clear();
         myself
             .get_cell()
@@ -140,7 +128,7 @@ impl Actor for FleetActor {
         if state.ctx.config.max_drone_wait.is_some() {
             myself.send_interval(Duration::from_secs(1), || FleetMsg::Expire);
         }
-        state.dispatch_pending();
+        state.dispatch_pending(&myself).await;
         state.publish();
         Ok(())
     }
@@ -152,47 +140,40 @@ impl Actor for FleetActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            FleetMsg::Request(req) => state.request(req),
+            FleetMsg::Request(req) => {
+                let abort = state.dispatch.request(req, Utc::now());
+                state.abort(abort);
+                state.dispatch_pending(&myself).await;
+            }
             FleetMsg::Withdraw { delivery_id } => {
                 let abort = state.dispatch.withdraw(&delivery_id);
                 state.abort(abort);
-                state.dispatch_pending();
             }
             FleetMsg::Free {
                 drone_id,
                 delivery_id,
-                position,
+                ..
             } => {
-                state.dispatch.free(&drone_id, &delivery_id, position);
-                state.dispatch_pending();
+                state.dispatch.free(&drone_id, &delivery_id);
+                state.dispatch_pending(&myself).await;
             }
-            FleetMsg::Rejected { drone_id, request } => {
-                state.dispatch.rejected(&drone_id, request, Utc::now());
-                state.dispatch_pending();
+            FleetMsg::Dispatch => {
+                state.retry_armed = false;
+                state.dispatch_pending(&myself).await;
             }
-            FleetMsg::Respawn(drone_id) => {
-                let seed = state
-                    .ctx
-                    .backends
-                    .drones
-                    .get(&drone_id)
-                    .await
-                    .ok()
-                    .flatten();
-                match seed {
-                    Some(d) => {
-                        if let Err(e) = state.spawn_drone(&myself, d).await {
-                            tracing::error!(%drone_id, error = %e, "drone restart failed; retrying");
-                            state.schedule_respawn(&myself, drone_id);
-                        }
-                    }
-                    None => state.schedule_respawn(&myself, drone_id),
-                }
-            }
+            FleetMsg::Respawn(drone_id) => state.respawn(&myself, drone_id).await,
             FleetMsg::Snapshot(reply) => {
                 let _ = reply.send(state.snapshot());
             }
             FleetMsg::Expire => state.expire().await,
+            FleetMsg::Partitions { gained, lost } => {
+                state.give_up(&lost);
+                if let Err(e) = state.take_up(&myself, &gained).await {
+                    // Escalate: a restarted fleet takes up every held partition.
+                    return Err(format!("could not take up gained partitions: {e}").into());
+                }
+                state.dispatch_pending(&myself).await;
+            }
         }
         state.publish();
         Ok(())
@@ -223,10 +204,16 @@ impl Actor for FleetActor {
                     state.schedule_respawn(&myself, drone_id);
                 }
             }
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+            // A drone actor stops when it parks, or when its job moved
+            // elsewhere. One that stopped while this engine still counts on
+            // it (it was claimed again here just as it stopped) is started
+            // again from the store.
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(drone_id) = state.children.remove(&cell.get_id()) {
-                    tracing::warn!(%drone_id, ?reason, "drone actor stopped; restarting");
-                    state.schedule_respawn(&myself, drone_id);
+                    state.restarts.remove(&drone_id);
+                    if state.dispatch.job_of(&drone_id).is_some() {
+                        state.schedule_respawn(&myself, drone_id);
+                    }
                 }
             }
             _ => {}
@@ -235,7 +222,7 @@ impl Actor for FleetActor {
     }
 }
 
-/// Prefix of the drone ids of this engine's fleet partition.
+/// Prefix of the drone ids this engine seeds.
 pub fn drone_prefix(fleet_id: &str) -> String {
     if fleet_id.is_empty() {
         "drone-".to_owned()
@@ -253,6 +240,86 @@ fn seed(ctx: &Context) -> Vec<DroneState> {
 }
 
 impl FleetState {
+    fn partition(&self, delivery_id: &str) -> PartitionId {
+        partition_of(delivery_id, self.ctx.config.ownership.partitions)
+    }
+
+    /// Takes up `partitions` just held: adopts the drones flying their
+    /// deliveries and queues their deliveries waiting for a drone.
+    async fn take_up(
+        &mut self,
+        myself: &ActorRef<FleetMsg>,
+        partitions: &[PartitionId],
+    ) -> Result<(), StoreError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let ctx = Arc::clone(&self.ctx);
+        let mine = |id: &str| partitions.contains(&self.partition(id));
+        let flying: Vec<DroneState> = ctx
+            .backends
+            .drones
+            .list()
+            .await?
+            .into_iter()
+            .filter(|d| d.has_job() && d.delivery_id.as_deref().is_some_and(mine))
+            .collect();
+        let waiting: Vec<String> = ctx
+            .backends
+            .deliveries
+            .awaiting_drone()
+            .await?
+            .into_iter()
+            .filter(|id| mine(id))
+            .collect();
+        let adopted = flying.len();
+        for drone in flying {
+            self.dispatch.serve(&drone);
+            if ctx.drone(&drone.id).is_none() {
+                if let Err(e) = self.spawn_drone(myself, drone.clone()).await {
+                    tracing::error!(drone_id = %drone.id, error = %e, "could not adopt a drone; retrying");
+                    self.schedule_respawn(myself, drone.id);
+                }
+            }
+        }
+        for id in waiting {
+            if self.dispatch.serves(&id) {
+                continue;
+            }
+            if let Some(r) = ctx.backends.deliveries.get(&id).await? {
+                if r.stage.awaits_drone() {
+                    self.dispatch.enqueue(drone_request(&r), r.updated_at);
+                }
+            }
+        }
+        tracing::info!(
+            ?partitions,
+            adopted,
+            waiting = self.dispatch.waiting(),
+            "took up partitions"
+        );
+        Ok(())
+    }
+
+    /// Gives up `partitions` lost: their waiting requests are dropped and
+    /// the drones flying their deliveries stop here (the new holder adopts
+    /// them; their writes from here would be refused).
+    fn give_up(&mut self, partitions: &[PartitionId]) {
+        if partitions.is_empty() {
+            return;
+        }
+        let count = self.ctx.config.ownership.partitions;
+        let stopped = self
+            .dispatch
+            .drop_deliveries(|id| partitions.contains(&partition_of(id, count)));
+        for Abort { drone_id, .. } in &stopped {
+            if let Some(drone) = self.ctx.drone(drone_id) {
+                drone.stop(Some("partition moved".into()));
+            }
+        }
+        tracing::info!(?partitions, drones = stopped.len(), "gave up partitions");
+    }
+
     async fn spawn_drone(
         &mut self,
         myself: &ActorRef<FleetMsg>,
@@ -277,10 +344,33 @@ impl FleetState {
         myself.send_after(delay, move || FleetMsg::Respawn(drone_id));
     }
 
-    fn request(&mut self, req: DroneRequest) {
-        let abort = self.dispatch.request(req, Utc::now());
-        self.abort(abort);
-        self.dispatch_pending();
+    /// Restarts a failed drone actor from its stored state, if its job is
+    /// still one of this engine's deliveries.
+    async fn respawn(&mut self, myself: &ActorRef<FleetMsg>, drone_id: String) {
+        if self.ctx.drone(&drone_id).is_some() {
+            return;
+        }
+        match self.ctx.backends.drones.get(&drone_id).await {
+            Ok(Some(d)) => {
+                let held = d
+                    .delivery_id
+                    .as_deref()
+                    .is_some_and(|id| self.ctx.owned.fence(self.partition(id)).is_some());
+                if !d.has_job() || !held {
+                    return; // released meanwhile, or flown elsewhere now
+                }
+                self.dispatch.serve(&d);
+                if let Err(e) = self.spawn_drone(myself, d).await {
+                    tracing::error!(%drone_id, error = %e, "drone restart failed; retrying");
+                    self.schedule_respawn(myself, drone_id);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%drone_id, error = %e, "could not read a drone to restart; retrying");
+                self.schedule_respawn(myself, drone_id);
+            }
+        }
     }
 
     /// Tells a drone to drop a job the dispatcher took from it.
@@ -297,28 +387,98 @@ impl FleetState {
         }
     }
 
-    /// Sends the dispatcher's assignments to their drones, oldest request
-    /// first, until no drone is free or nothing waits. A drone whose actor
-    /// is restarting gets its assignment handed back, tried again later.
-    fn dispatch_pending(&mut self) {
-        while let Some(assignment) = self.dispatch.next_assignment() {
-            let Some(drone) = self.ctx.drone(&assignment.drone_id) else {
-                self.dispatch.hand_back(assignment);
+    /// Claims drones for the waiting requests, oldest first, until none is
+    /// free or nothing waits; tries again soon when the pool was empty or
+    /// the store could not be reached.
+    async fn dispatch_pending(&mut self, myself: &ActorRef<FleetMsg>) {
+        let mut budget = self.dispatch.waiting();
+        let mut retry = false;
+        while budget > 0 {
+            budget -= 1;
+            let Some(waiting) = self.dispatch.next_request() else {
                 break;
             };
-            let drone_id = assignment.drone_id.clone();
-            let waiting_since = assignment.waiting_since;
-            if let Err(ractor::MessagingErr::SendErr(DroneMsg::Assign(request))) =
-                drone.cast(DroneMsg::Assign(assignment.request))
-            {
-                self.dispatch
-                    .hand_back(crate::domain::dispatch::Assignment {
-                        drone_id,
-                        request,
-                        waiting_since,
-                    });
-                break;
+            let request = waiting.request.clone();
+            let fence = self.ctx.owned.fence(self.partition(&request.delivery_id));
+            if fence.is_none() && self.ctx.backends.queue.partitioned() {
+                continue; // its partition moved: served by its new holder
             }
+            match self
+                .ctx
+                .backends
+                .drones
+                .claim(&request, fence, Utc::now())
+                .await
+            {
+                Ok(Claimed::Drone(drone)) => self.start_job(myself, *drone).await,
+                Ok(Claimed::NoneFree) => {
+                    self.dispatch.hand_back(waiting);
+                    retry = true;
+                    break;
+                }
+                Ok(Claimed::Busy(drone_id)) => {
+                    // The drone of the delivery's older request is still
+                    // being released: make sure it is told, try again later.
+                    self.ensure_aborted(myself, &drone_id, &request).await;
+                    self.dispatch.defer(waiting);
+                    retry = true;
+                }
+                Ok(Claimed::Fenced) => {
+                    tracing::info!(delivery_id = %request.delivery_id, "partition moved; its new holder claims the drone");
+                }
+                Err(e) => {
+                    tracing::warn!(delivery_id = %request.delivery_id, error = %e, "could not claim a drone; retrying");
+                    self.dispatch.hand_back(waiting);
+                    retry = true;
+                    break;
+                }
+            }
+        }
+        if retry && !self.retry_armed && self.dispatch.waiting() > 0 {
+            self.retry_armed = true;
+            myself.send_after(RETRY_CLAIM, || FleetMsg::Dispatch);
+        }
+        if let Ok(pool) = self.ctx.backends.drones.counts().await {
+            self.pool = pool;
+        }
+    }
+
+    /// A drone claimed for a job: its actor flies it (an actor still
+    /// running here, flying home or already on this job, is handed the
+    /// claim).
+    async fn start_job(&mut self, myself: &ActorRef<FleetMsg>, drone: DroneState) {
+        self.dispatch.serve(&drone);
+        if let Some(running) = self.ctx.drone(&drone.id) {
+            if running
+                .cast(DroneMsg::Assign(Box::new(drone.clone())))
+                .is_ok()
+            {
+                return;
+            }
+        }
+        let drone_id = drone.id.clone();
+        tracing::info!(%drone_id, delivery_id = ?drone.delivery_id, "assigned drone");
+        if let Err(e) = self.spawn_drone(myself, drone).await {
+            tracing::error!(%drone_id, error = %e, "could not start a claimed drone; retrying");
+            self.schedule_respawn(myself, drone_id);
+        }
+    }
+
+    /// Tells the drone still serving an older request of the delivery to
+    /// drop it, adopting the drone first if no actor flies it here.
+    async fn ensure_aborted(
+        &mut self,
+        myself: &ActorRef<FleetMsg>,
+        drone_id: &str,
+        request: &DroneRequest,
+    ) {
+        if self.ctx.drone(drone_id).is_none() {
+            self.respawn(myself, drone_id.to_owned()).await;
+        }
+        if let Some(drone) = self.ctx.drone(drone_id) {
+            let _ = drone.cast(DroneMsg::Abort {
+                delivery_id: request.delivery_id.clone(),
+            });
         }
     }
 
@@ -350,9 +510,11 @@ impl FleetState {
     }
 
     fn snapshot(&self) -> FleetSnapshot {
+        let (drones, free) = self.pool;
         FleetSnapshot {
-            drones: self.dispatch.drones(),
-            free: self.dispatch.free_drones(),
+            drones: usize::try_from(drones).unwrap_or(usize::MAX),
+            free: usize::try_from(free).unwrap_or(usize::MAX),
+            flying: self.children.len(),
             pending: self.dispatch.waiting(),
             restarts: self.total_restarts,
         }

@@ -29,6 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::{process, settle};
 use crate::backoff::Backoff;
 use crate::context::Context;
+use crate::domain::ownership::partition_of;
 use crate::metrics::{self as m, LiveActor};
 use crate::ports::ReceivedMessage;
 
@@ -211,6 +212,37 @@ impl Actor for Pump {
 }
 
 impl PumpState {
+    /// Whether a message of a partitioned queue is this engine's to process.
+    /// A message in the stream of another partition than its own (queued
+    /// before the queue was partitioned, or under another partition count)
+    /// is moved to its own; one of a partition this engine no longer holds
+    /// (lost since the receive) is given back at once, for the new holder.
+    async fn belongs_here(&self, key: &str, received: &ReceivedMessage) -> bool {
+        let queue = &self.ctx.backends.queue;
+        let home = partition_of(key, self.ctx.config.ownership.partitions);
+        let lock = &received.lock;
+        let outcome = if received.partition != Some(home) {
+            tracing::info!(message_id = %received.message.message_id, from = ?received.partition, to = home, "moving a message to its partition's stream");
+            // Sent before it is removed: a failure in between leaves a copy
+            // in both streams, which the idempotent workflow tolerates,
+            // rather than none.
+            match queue.send(received.message.clone()).await {
+                Ok(()) => queue.complete(lock).await,
+                Err(e) => Err(e),
+            }
+        } else if self.ctx.owned.fence(home).is_none() {
+            tracing::debug!(message_id = %received.message.message_id, partition = home, "partition no longer held; giving the message back");
+            queue.abandon(lock, Duration::ZERO).await
+        } else {
+            return true;
+        };
+        if let Err(e) = outcome {
+            // The lock expires and the message is redelivered; nothing is lost.
+            tracing::warn!(message_id = %received.message.message_id, error = %e, "could not hand a message on");
+        }
+        false
+    }
+
     async fn pump(&mut self) -> Result<(), String> {
         let Some(factory) =
             ActorRef::<FactoryMessage<String, WorkflowJob>>::where_is(self.ctx.name("workflow"))
@@ -239,15 +271,17 @@ impl PumpState {
                 Err(_) => break,
             }
         }
-        let received = self
-            .ctx
-            .backends
-            .queue
-            .receive(permits.len(), Duration::from_secs(1))
+        let queue = &self.ctx.backends.queue;
+        let from = self.ctx.owned.fences();
+        let received = queue
+            .receive(&from, permits.len(), Duration::from_secs(1))
             .await
             .map_err(|e| e.to_string())?;
         for (received, permit) in received.into_iter().zip(permits) {
             let key = received.message.routing_key();
+            if queue.partitioned() && !self.belongs_here(&key, &received).await {
+                continue;
+            }
             if received.delivery_count <= 1 {
                 let lag = (chrono::Utc::now() - received.message.enqueued_at)
                     .num_milliseconds()

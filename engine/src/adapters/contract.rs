@@ -15,7 +15,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::ports::{MessageQueue, Operation, QueueMessage, ReceivedMessage};
+
+/// The partitions read: a queue under test has one partition (queues that
+/// are not partitioned ignore it).
+const ALL: &[Fence] = &[Fence {
+    partition: 0,
+    epoch: 1,
+}];
 
 fn message(n: usize) -> QueueMessage {
     QueueMessage::new(
@@ -34,7 +42,7 @@ async fn receive_all(
     let mut got = Vec::new();
     while got.len() < want && tokio::time::Instant::now() < deadline {
         let batch = queue
-            .receive(want - got.len(), Duration::from_millis(200))
+            .receive(ALL, want - got.len(), Duration::from_millis(200))
             .await
             .expect("receive failed");
         got.extend(batch);
@@ -77,7 +85,7 @@ pub async fn send_receive_complete(queue: &dyn MessageQueue) {
     );
     queue.complete(&r.lock).await.expect("complete");
     let again = queue
-        .receive(1, Duration::from_millis(300))
+        .receive(ALL, 1, Duration::from_millis(300))
         .await
         .unwrap_or_default();
     assert!(
@@ -110,7 +118,7 @@ pub async fn abandon_with_delay_hides_the_message(queue: &dyn MessageQueue) {
     let delay = Duration::from_millis(1500);
     queue.abandon(&first[0].lock, delay).await.expect("abandon");
     let early = queue
-        .receive(1, Duration::from_millis(300))
+        .receive(ALL, 1, Duration::from_millis(300))
         .await
         .unwrap_or_default();
     assert!(early.is_empty(), "the message came back before its delay");
@@ -152,7 +160,7 @@ pub async fn renew_keeps_the_lock(queue: &dyn MessageQueue, lock_duration: Durat
         queue.renew(&first[0].lock).await.expect("renew");
     }
     let stolen = queue
-        .receive(1, Duration::from_millis(100))
+        .receive(ALL, 1, Duration::from_millis(100))
         .await
         .unwrap_or_default();
     assert!(
@@ -172,7 +180,7 @@ pub async fn dead_letter_removes(queue: &dyn MessageQueue) {
         .await
         .expect("dead_letter");
     let again = queue
-        .receive(1, Duration::from_millis(300))
+        .receive(ALL, 1, Duration::from_millis(300))
         .await
         .unwrap_or_default();
     assert!(
@@ -196,7 +204,7 @@ pub async fn competing_receivers_get_disjoint_messages(queue: Arc<dyn MessageQue
             let mut mine = Vec::new();
             loop {
                 let batch = q
-                    .receive(3, Duration::from_millis(300))
+                    .receive(ALL, 3, Duration::from_millis(300))
                     .await
                     .unwrap_or_default();
                 if batch.is_empty() {

@@ -4,12 +4,15 @@
 //! - [`redis`]: delivery, drone and idempotency stores, and the Redis Streams queue.
 //! - [`mongo`]: packages, delivery history, dead letters and notify-me requests.
 //! - [`servicebus`]: the Azure Service Bus queue (REST protocol).
-//! - `contract`: the conformance suite every queue adapter passes (test
-//!   support, behind the `test-support` feature).
+//! - `contract` and `pool_contract`: the conformance suites every queue
+//!   adapter and every drone store pass (test support, behind the
+//!   `test-support` feature).
 
 #[cfg(feature = "test-support")]
 pub mod contract;
 pub mod memory;
 pub mod mongo;
+#[cfg(feature = "test-support")]
+pub mod pool_contract;
 pub mod redis;
 pub mod servicebus;

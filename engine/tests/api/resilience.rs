@@ -10,12 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::domain::{
-    DeliveryRecord, DeliveryRequest, DeliveryStage, DroneState, DroneStatus, TrackingEvent,
+    DeliveryRecord, DeliveryRequest, DeliveryStage, DroneRequest, DroneState, DroneStatus,
+    TrackingEvent,
 };
 use dronedelivery_actors::ports::{
-    DeliveryStore, DroneStore, Operation, QueueMessage, Saved, StoreResult,
+    Claimed, DeliveryStore, DroneStore, Operation, QueueMessage, Saved, StoreResult,
 };
 use serde_json::json;
 
@@ -77,15 +79,32 @@ impl DroneStore for PanicOnceDrones {
     async fn get(&self, id: &str) -> StoreResult<Option<DroneState>> {
         self.inner.get(id).await
     }
-    async fn put(&self, drone: &DroneState) -> StoreResult<()> {
+    async fn seed(&self, drones: &[DroneState]) -> StoreResult<usize> {
+        self.inner.seed(drones).await
+    }
+    async fn claim(
+        &self,
+        job: &DroneRequest,
+        fence: Option<Fence>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Claimed> {
+        self.inner.claim(job, fence, now).await
+    }
+    async fn put(&self, drone: &DroneState, fence: Option<Fence>) -> StoreResult<bool> {
         if drone.status == DroneStatus::HeadedToDropoff && !self.fired.swap(true, Ordering::SeqCst)
         {
             panic!("injected fault: drone store crashed the drone actor");
         }
-        self.inner.put(drone).await
+        self.inner.put(drone, fence).await
+    }
+    async fn release(&self, drone: &DroneState, fence: Option<Fence>) -> StoreResult<bool> {
+        self.inner.release(drone, fence).await
     }
     async fn list(&self) -> StoreResult<Vec<DroneState>> {
         self.inner.list().await
+    }
+    async fn counts(&self) -> StoreResult<(u64, u64)> {
+        self.inner.counts().await
     }
     async fn ping(&self) -> StoreResult<()> {
         Ok(())

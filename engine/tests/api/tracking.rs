@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Datelike;
+use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::domain::DeliveryStage;
 use dronedelivery_actors::ports::{
     LockToken, MessageQueue, QueueMessage, ReceivedMessage, StoreError, StoreResult,
@@ -503,8 +504,13 @@ impl MessageQueue for FlakyQueue {
         }
         self.inner.send(message).await
     }
-    async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
-        self.inner.receive(max, wait).await
+    async fn receive(
+        &self,
+        from: &[Fence],
+        max: usize,
+        wait: Duration,
+    ) -> StoreResult<Vec<ReceivedMessage>> {
+        self.inner.receive(from, max, wait).await
     }
     async fn complete(&self, lock: &LockToken) -> StoreResult<()> {
         self.inner.complete(lock).await

@@ -58,13 +58,6 @@ impl PendingQueue {
         removed
     }
 
-    /// The oldest waiting request.
-    pub(super) fn front(&mut self) -> Option<&DroneRequest> {
-        self.skip_stale();
-        let (id, _) = self.order.front()?;
-        self.waiting.get(id).map(|(_, r)| r)
-    }
-
     /// Takes the oldest waiting request.
     pub(super) fn pop_front(&mut self) -> Option<DroneRequest> {
         self.skip_stale();
@@ -134,13 +127,12 @@ mod tests {
         assert!(!q.upsert_back(req("a", 2)));
         assert!(!q.upsert_back(req("b", 0)));
         assert_eq!(q.len(), 3);
-        assert_eq!(q.front().map(|r| r.ticket), Some(2));
         assert_eq!(
             drain(&mut q),
             [("a".into(), 2), ("b".into(), 1), ("c".into(), 1)]
         );
         assert_eq!(q.len(), 0);
-        assert!(q.front().is_none());
+        assert!(q.pop_front().is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::ports::{
     LockToken, MessageQueue, QueueMessage, ReceivedMessage, StoreError, StoreResult,
 };
@@ -131,7 +132,12 @@ impl MessageQueue for MemoryQueue {
         Ok(())
     }
 
-    async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
+    async fn receive(
+        &self,
+        _from: &[Fence],
+        max: usize,
+        wait: Duration,
+    ) -> StoreResult<Vec<ReceivedMessage>> {
         let deadline = Instant::now() + wait;
         loop {
             let notified = self.notify.notified();
@@ -152,6 +158,7 @@ impl MessageQueue for MemoryQueue {
                         message: entry.message.clone(),
                         lock: LockToken(token.clone()),
                         delivery_count: entry.delivery_count,
+                        partition: None,
                     });
                     inner
                         .locked
@@ -234,7 +241,7 @@ mod tests {
         let q = MemoryQueue::new(Duration::from_secs(30), 10);
         q.send(msg(1)).await?;
         q.send(msg(2)).await?;
-        let got = q.receive(10, Duration::from_millis(10)).await?;
+        let got = q.receive(&[], 10, Duration::from_millis(10)).await?;
         assert_eq!(got.len(), 2);
         assert_eq!(q.depth().await?, 0);
         q.complete(&got[0].lock).await?;
@@ -243,7 +250,7 @@ mod tests {
             "a settled lock is gone"
         );
         q.abandon(&got[1].lock, Duration::ZERO).await?;
-        let again = q.receive(10, Duration::from_millis(10)).await?;
+        let again = q.receive(&[], 10, Duration::from_millis(10)).await?;
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].delivery_count, 2);
         assert_eq!(again[0].message, got[1].message);
@@ -254,10 +261,10 @@ mod tests {
     async fn expired_locks_and_delays_redeliver() -> StoreResult<()> {
         let q = MemoryQueue::new(Duration::from_secs(5), 10);
         q.send(msg(1)).await?;
-        let first = q.receive(1, Duration::from_millis(1)).await?;
+        let first = q.receive(&[], 1, Duration::from_millis(1)).await?;
         assert_eq!(first.len(), 1);
         // Not settled: comes back once the lock expires.
-        let second = q.receive(1, Duration::from_secs(10)).await?;
+        let second = q.receive(&[], 1, Duration::from_secs(10)).await?;
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].delivery_count, 2);
         assert!(
@@ -265,8 +272,8 @@ mod tests {
             "the old lock is lost"
         );
         q.abandon(&second[0].lock, Duration::from_secs(2)).await?;
-        assert!(q.receive(1, Duration::from_secs(1)).await?.is_empty());
-        assert_eq!(q.receive(1, Duration::from_secs(2)).await?.len(), 1);
+        assert!(q.receive(&[], 1, Duration::from_secs(1)).await?.is_empty());
+        assert_eq!(q.receive(&[], 1, Duration::from_secs(2)).await?.len(), 1);
         Ok(())
     }
 
@@ -288,7 +295,7 @@ mod tests {
     async fn a_waiting_receiver_wakes_on_send() -> StoreResult<()> {
         let q = MemoryQueue::new(Duration::from_secs(5), 10);
         let q2 = Arc::clone(&q);
-        let waiter = tokio::spawn(async move { q2.receive(1, Duration::from_secs(10)).await });
+        let waiter = tokio::spawn(async move { q2.receive(&[], 1, Duration::from_secs(10)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         q.send(msg(1)).await?;
         let got = waiter

@@ -2,16 +2,18 @@
 //! the same contracts as the Redis and MongoDB stores (atomic upsert with
 //! created/updated, record + event written together), on `RwLock`ed maps.
 
-use std::collections::HashMap;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use dronedelivery_actors::domain::drone::nearest;
 use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::domain::{
-    DeliveryRecord, DroneState, Package, PackagePatch, TrackingEvent, Upserted,
+    DeliveryRecord, DroneRequest, DroneState, Package, PackagePatch, TrackingEvent, Upserted,
 };
 use dronedelivery_actors::ports::{
-    DeadLetter, DeadLetterStore, DeliveryStore, DroneStore, HistoryEntry, HistoryStore,
+    Claimed, DeadLetter, DeadLetterStore, DeliveryStore, DroneStore, HistoryEntry, HistoryStore,
     IdempotencyStore, NotifyMeRequest, NotifyMeStore, PackageStore, Saved, StoreResult,
     Utilization,
 };
@@ -91,10 +93,36 @@ impl DeliveryStore for MemoryDeliveryStore {
     }
 }
 
-/// Drone state.
+/// Drones and the pool, with the same rules as the Redis store (one
+/// process: fences are not checked, claim numbers are).
 #[derive(Debug, Default)]
 pub struct MemoryDroneStore {
-    drones: RwLock<HashMap<String, DroneState>>,
+    pool: Mutex<DronePool>,
+}
+
+#[derive(Debug, Default)]
+struct DronePool {
+    drones: HashMap<String, DroneState>,
+    free: BTreeSet<String>,
+    /// Claimed drone → its claim number.
+    claims: HashMap<String, u64>,
+    /// Delivery → the drone claimed for it.
+    by_delivery: HashMap<String, String>,
+    last_claim: u64,
+}
+
+impl DronePool {
+    /// Whether a write carrying `claim` may change `id`.
+    fn holds(&self, id: &str, claim: u64) -> bool {
+        self.claims.get(id).copied().unwrap_or(0) == claim
+    }
+}
+
+impl MemoryDroneStore {
+    fn pool(&self) -> std::sync::MutexGuard<'_, DronePool> {
+        // Each critical section leaves the pool consistent.
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[async_trait]
@@ -104,20 +132,94 @@ impl DroneStore for MemoryDroneStore {
     }
 
     async fn get(&self, id: &str) -> StoreResult<Option<DroneState>> {
-        Ok(self.drones.read_map().get(id).cloned())
+        Ok(self.pool().drones.get(id).cloned())
     }
 
-    async fn put(&self, drone: &DroneState) -> StoreResult<()> {
-        self.drones
-            .write_map()
-            .insert(drone.id.clone(), drone.clone());
-        Ok(())
+    async fn seed(&self, drones: &[DroneState]) -> StoreResult<usize> {
+        let mut pool = self.pool();
+        let mut added = 0;
+        for d in drones {
+            if !pool.drones.contains_key(&d.id) {
+                pool.drones.insert(d.id.clone(), d.clone());
+                if !d.has_job() {
+                    pool.free.insert(d.id.clone());
+                }
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
+    async fn claim(
+        &self,
+        job: &DroneRequest,
+        _fence: Option<Fence>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Claimed> {
+        let mut pool = self.pool();
+        if let Some(id) = pool.by_delivery.get(&job.delivery_id).cloned() {
+            match pool.drones.get(&id) {
+                Some(d) if d.ticket >= job.ticket => {
+                    return Ok(Claimed::Drone(Box::new(d.clone())))
+                }
+                Some(_) => return Ok(Claimed::Busy(id)),
+                None => {
+                    pool.by_delivery.remove(&job.delivery_id);
+                }
+            }
+        }
+        let Some(id) = nearest(
+            pool.free.iter().filter_map(|id| pool.drones.get(id)),
+            &job.pickup,
+        )
+        .map(|d| d.id.clone()) else {
+            return Ok(Claimed::NoneFree);
+        };
+        pool.last_claim += 1;
+        let claim = pool.last_claim;
+        pool.free.remove(&id);
+        pool.claims.insert(id.clone(), claim);
+        pool.by_delivery.insert(job.delivery_id.clone(), id.clone());
+        let Some(drone) = pool.drones.get_mut(&id) else {
+            return Ok(Claimed::NoneFree);
+        };
+        *drone = drone.claimed(job, claim, now);
+        Ok(Claimed::Drone(Box::new(drone.clone())))
+    }
+
+    async fn put(&self, drone: &DroneState, _fence: Option<Fence>) -> StoreResult<bool> {
+        let mut pool = self.pool();
+        if !pool.holds(&drone.id, drone.claim) {
+            return Ok(false);
+        }
+        pool.drones.insert(drone.id.clone(), drone.clone());
+        Ok(true)
+    }
+
+    async fn release(&self, drone: &DroneState, _fence: Option<Fence>) -> StoreResult<bool> {
+        let mut pool = self.pool();
+        if !pool.holds(&drone.id, drone.claim) {
+            return Ok(false);
+        }
+        let before = pool.drones.insert(drone.id.clone(), drone.clone());
+        if let Some(delivery) = before.and_then(|d| d.delivery_id) {
+            if pool.by_delivery.get(&delivery) == Some(&drone.id) {
+                pool.by_delivery.remove(&delivery);
+            }
+        }
+        pool.free.insert(drone.id.clone());
+        Ok(true)
     }
 
     async fn list(&self) -> StoreResult<Vec<DroneState>> {
-        let mut all: Vec<DroneState> = self.drones.read_map().values().cloned().collect();
+        let mut all: Vec<DroneState> = self.pool().drones.values().cloned().collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(all)
+    }
+
+    async fn counts(&self) -> StoreResult<(u64, u64)> {
+        let pool = self.pool();
+        Ok((pool.drones.len() as u64, pool.free.len() as u64))
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -325,5 +427,17 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         }
         keys.insert(key.to_owned(), (value.to_owned(), now + ttl));
         Ok(None)
+    }
+}
+
+#[cfg(all(test, feature = "test-support"))]
+mod tests {
+    use std::sync::Arc;
+
+    use super::MemoryDroneStore;
+
+    #[tokio::test]
+    async fn the_drone_pool_passes_the_contract() {
+        crate::adapters::pool_contract::run_all(Arc::new(MemoryDroneStore::default())).await;
     }
 }

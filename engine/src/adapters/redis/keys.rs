@@ -11,9 +11,14 @@
 //! | `{p}:deliveries:awaiting` | set | ids of deliveries whose stage awaits a drone |
 //! | `{p}:drone:{id}` | string | JSON of the `DroneState` |
 //! | `{p}:drones` | set | ids of all stored drones |
+//! | `{p}:drones:free` | geo set | the pool: free drones at their positions |
+//! | `{p}:drone-claim:{id}` | string | claim number of a claimed drone (absent while free) |
+//! | `{p}:delivery-drone:{id}` | string | the drone claimed for a delivery |
+//! | `{p}:drone-claims` | string | counter claim numbers are taken from |
 //! | `{p}:idem:{key}` | string | first answer for an idempotency key (with `PX` TTL) |
-//! | `{p}:stream:{stream}` | stream | queue messages (consumer group: the queue's group) |
-//! | `{p}:stream:{stream}:delayed` | sorted set | abandoned-with-delay messages, score = due time (epoch ms) |
+//! | `{p}:stream:{stream}` | stream | queue messages of partition 0 (consumer group: the queue's group) |
+//! | `{p}:stream:{stream}:{n}` | stream | queue messages of partition `n` > 0 |
+//! | `{p}:stream:{stream}[:{n}]:delayed` | sorted set | a partition's abandoned-with-delay messages, score = due time (epoch ms) |
 //! | `{p}:engines` | sorted set | live engines, score = when their membership lapses (server clock, ms) |
 //! | `{p}:lease:{n}` | hash | `owner`, `epoch`, `expires` of partition `n`'s lease |
 //! | `{p}:lease-epoch` | string | counter every lease grant takes its epoch from |
@@ -71,6 +76,28 @@ impl Keys {
         format!("{}:drones", self.prefix)
     }
 
+    /// `{p}:drones:free`: the pool, a geo set of the free drones at their
+    /// positions.
+    pub fn drones_free(&self) -> String {
+        format!("{}:drones:free", self.prefix)
+    }
+
+    /// `{p}:drone-claim:{id}`: the claim number of a claimed drone (absent
+    /// while it is free).
+    pub fn drone_claim(&self, id: &str) -> String {
+        format!("{}:drone-claim:{id}", self.prefix)
+    }
+
+    /// `{p}:delivery-drone:{id}`: the drone claimed for a delivery.
+    pub fn delivery_drone(&self, delivery_id: &str) -> String {
+        format!("{}:delivery-drone:{delivery_id}", self.prefix)
+    }
+
+    /// `{p}:drone-claims`: the counter claim numbers are taken from.
+    pub fn drone_claims(&self) -> String {
+        format!("{}:drone-claims", self.prefix)
+    }
+
     /// `{p}:idem:{key}`: the stored answer of an idempotency key.
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}:idem:{key}", self.prefix)
@@ -79,6 +106,24 @@ impl Keys {
     /// `{p}:stream:{stream}`: the queue's stream.
     pub fn stream(&self, stream: &str) -> String {
         format!("{}:stream:{stream}", self.prefix)
+    }
+
+    /// The stream of one partition of a partitioned queue: partition 0 keeps
+    /// the unpartitioned name `{p}:stream:{stream}` (so a single partition is
+    /// the layout of a queue that is not partitioned, and messages queued
+    /// before partitioning are still read), partition `n` is
+    /// `{p}:stream:{stream}:{n}`.
+    pub fn partition_stream(&self, stream: &str, partition: u32) -> String {
+        if partition == 0 {
+            self.stream(stream)
+        } else {
+            self.stream(&format!("{stream}:{partition}"))
+        }
+    }
+
+    /// The delayed set of one partition's stream (see [`Self::partition_stream`]).
+    pub fn partition_delayed(&self, stream: &str, partition: u32) -> String {
+        format!("{}:delayed", self.partition_stream(stream, partition))
     }
 
     /// `{p}:engines`: live engines, scored by when their membership lapses.

@@ -36,8 +36,11 @@
 //!   of [`RedisConfig::retention`] (7 days, the original's logical delete
 //!   `EXPIREAT now+7d`): still readable, then gone. A live record never has
 //!   a TTL (`SET` clears it, the event list is `PERSIST`ed).
-//! - **Drones.** `SET` + `SADD` in a `MULTI`/`EXEC` pipeline; `list` is
-//!   `SMEMBERS` + `MGET`, sorted by id.
+//! - **Drones.** Documents, and the pool of free drones (a geo set) that a
+//!   claim takes the nearest from, atomically with the claim's bookkeeping;
+//!   a claimed drone's writes are checked against its claim number and its
+//!   delivery's fence. See [`drones`]. `list` is `SMEMBERS` + `MGET`,
+//!   sorted by id.
 //! - **Idempotency.** `SET NX PX`, then `GET` of the existing answer.
 //!
 //! # Queue ([`RedisStreamsQueue`])
@@ -56,6 +59,7 @@
 //! primary with replicas, not on Redis Cluster (the keys would need a
 //! common hash tag).
 
+mod drones;
 pub mod keys;
 mod ownership;
 mod stores;
@@ -66,9 +70,10 @@ use std::time::Duration;
 
 use dronedelivery_actors::ports::StoreError;
 
+pub use drones::RedisDroneStore;
 pub use keys::Keys;
 pub use ownership::RedisOwnershipStore;
-pub use stores::{RedisDeliveryStore, RedisDroneStore, RedisIdempotencyStore};
+pub use stores::{RedisDeliveryStore, RedisIdempotencyStore};
 pub use streams::{RedisStreamsQueue, StreamsConfig};
 
 /// How long a terminal delivery stays readable by default (RI: 7 days).

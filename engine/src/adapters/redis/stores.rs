@@ -6,9 +6,9 @@ use ::redis::aio::ConnectionManager;
 use ::redis::Script;
 use async_trait::async_trait;
 use dronedelivery_actors::domain::ownership::Fence;
-use dronedelivery_actors::domain::{DeliveryRecord, DroneState, TrackingEvent};
+use dronedelivery_actors::domain::{DeliveryRecord, TrackingEvent};
 use dronedelivery_actors::ports::{
-    DeliveryStore, DroneStore, IdempotencyStore, Saved, StoreError, StoreResult,
+    DeliveryStore, IdempotencyStore, Saved, StoreError, StoreResult,
 };
 use serde::de::DeserializeOwned;
 
@@ -103,16 +103,16 @@ end
 return written
 "#;
 
-fn decode<T: DeserializeOwned>(key: &str, json: &str) -> StoreResult<T> {
+pub(super) fn decode<T: DeserializeOwned>(key: &str, json: &str) -> StoreResult<T> {
     serde_json::from_str(json).map_err(|e| corrupt(key, e))
 }
 
-fn encode<T: serde::Serialize>(what: &str, value: &T) -> StoreResult<String> {
+pub(super) fn encode<T: serde::Serialize>(what: &str, value: &T) -> StoreResult<String> {
     // Serialising these plain structs cannot fail; report it if it ever does.
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-async fn ping(conn: &ConnectionManager) -> StoreResult<()> {
+pub(super) async fn ping(conn: &ConnectionManager) -> StoreResult<()> {
     let mut c = conn.clone();
     ::redis::cmd("PING")
         .query_async::<String>(&mut c)
@@ -147,7 +147,7 @@ impl RedisDeliveryStore {
 }
 
 /// Reads and decodes one JSON document.
-async fn get_json<T: DeserializeOwned>(
+pub(super) async fn get_json<T: DeserializeOwned>(
     conn: &ConnectionManager,
     key: &str,
 ) -> StoreResult<Option<T>> {
@@ -241,80 +241,6 @@ impl DeliveryStore for RedisDeliveryStore {
             .map_err(unavailable)?;
         ids.sort();
         Ok(ids)
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        ping(&self.conn).await
-    }
-}
-
-/// Drone state (see the [module docs](super)).
-#[derive(Clone)]
-pub struct RedisDroneStore {
-    conn: ConnectionManager,
-    keys: Keys,
-}
-
-impl RedisDroneStore {
-    pub(crate) fn new(conn: ConnectionManager, keys: Keys) -> Self {
-        Self { conn, keys }
-    }
-}
-
-#[async_trait]
-impl DroneStore for RedisDroneStore {
-    fn backend(&self) -> &'static str {
-        "redis"
-    }
-
-    async fn get(&self, id: &str) -> StoreResult<Option<DroneState>> {
-        get_json(&self.conn, &self.keys.drone(id)).await
-    }
-
-    async fn put(&self, drone: &DroneState) -> StoreResult<()> {
-        let json = encode("drone", drone)?;
-        let mut c = self.conn.clone();
-        ::redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(self.keys.drone(&drone.id))
-            .arg(json)
-            .ignore()
-            .cmd("SADD")
-            .arg(self.keys.drones())
-            .arg(&drone.id)
-            .ignore()
-            .query_async::<()>(&mut c)
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn list(&self) -> StoreResult<Vec<DroneState>> {
-        let mut c = self.conn.clone();
-        let mut ids: Vec<String> = ::redis::cmd("SMEMBERS")
-            .arg(self.keys.drones())
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        ids.sort();
-        let keys: Vec<String> = ids.iter().map(|id| self.keys.drone(id)).collect();
-        let docs: Vec<Option<String>> = ::redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        let mut drones = Vec::with_capacity(docs.len());
-        for (key, doc) in keys.iter().zip(docs) {
-            // A member without a document (deleted by hand) is skipped.
-            if let Some(json) = doc {
-                drones.push(decode::<DroneState>(key, &json)?);
-            }
-        }
-        drones.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(drones)
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -141,6 +141,7 @@ use azure_messaging_servicebus::service_bus::{
     PeekLockResponse, QueueClient, SendMessageOptions, SettableBrokerProperties,
 };
 use chrono::Utc;
+use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::ports::{
     LockToken, MessageQueue, QueueMessage, ReceivedMessage, StoreError, StoreResult,
 };
@@ -520,6 +521,7 @@ impl Inner {
             message,
             lock: LockToken(lock_url),
             delivery_count: props.delivery_count.unwrap_or(1).max(1),
+            partition: None,
         }))
     }
 
@@ -586,7 +588,12 @@ impl MessageQueue for ServiceBusQueue {
             .map_err(|e| failed("send", &e))
     }
 
-    async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
+    async fn receive(
+        &self,
+        _from: &[Fence],
+        max: usize,
+        wait: Duration,
+    ) -> StoreResult<Vec<ReceivedMessage>> {
         if max == 0 {
             return Ok(Vec::new());
         }

@@ -18,7 +18,7 @@
 //!   [`StreamsConfig::lock_duration`]: from then on any consumer's `receive`
 //!   takes it over with `XAUTOCLAIM`, which bumps the PEL's delivery counter.
 //!   Until someone takes it over, the old holder can still settle it.
-//! - **Lock token** `"{entry_id}:{times_delivered}"`, where `times_delivered`
+//! - **Lock token** `"{partition}/{entry_id}:{times_delivered}"`, where `times_delivered`
 //!   is the PEL counter when we got the entry. `complete`, `abandon`,
 //!   `dead_letter` and `renew` are Lua scripts that first check, atomically,
 //!   that the entry is still pending for *this consumer* with *that* counter
@@ -31,6 +31,23 @@
 //!   the stream only ever holds waiting and in-flight messages. `renew` is
 //!   `XCLAIM … 0 id JUSTID` to ourselves, which resets the idle time without
 //!   counting a delivery.
+//!
+//! # Partitions
+//!
+//! With [`StreamsConfig::partitions`] = N the queue is N streams, one per
+//! partition (`{p}:stream:{stream}` for partition 0, `{p}:stream:{stream}:{n}`
+//! for the others; each with its own delayed set and the same group name).
+//! `send` appends a message to the stream of its routing key's partition
+//! ([`partition_of`] of [`QueueMessage::routing_key`], the delivery id), so
+//! every message of one delivery is in one stream, in order. `receive` reads
+//! only the partitions it is given, the ones the engine holds a lease on;
+//! each comes with its lease epoch, and an epoch the queue has not read the
+//! partition under before means the partition has just been gained: its
+//! scan then claims every pending entry with min idle 0, whoever holds it,
+//! until it has gone round the PEL once, so a partition's messages in flight
+//! move with it at once instead of after their locks expire (the previous
+//! holder's settle then fails as lock lost, and its writes are refused by
+//! the fence). Lock tokens name the partition: `"{partition}/{entry_id}:{n}"`.
 //!
 //! # Abandon and delays
 //!
@@ -47,7 +64,7 @@
 //!
 //! # Receive and blocking reads
 //!
-//! One Lua script per poll: promote due delayed messages, `XAUTOCLAIM`
+//! One Lua script per poll, over every partition read: promote due delayed messages, `XAUTOCLAIM`
 //! entries idle for longer than the lock duration (with `XPENDING` for each
 //! one's counter; entries deleted meanwhile are skipped; the scan resumes
 //! from the previous poll's cursor so a large PEL is covered over a few
@@ -87,6 +104,8 @@
 //!   consumers that have had nothing pending for an hour (atomically: one
 //!   with pending entries is never removed).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -94,6 +113,7 @@ use ::redis::aio::{ConnectionManager, MultiplexedConnection};
 use ::redis::{Script, Value};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
+use dronedelivery_actors::domain::ownership::{partition_of, Fence, PartitionId};
 use dronedelivery_actors::ports::{
     LockToken, MessageQueue, QueueMessage, ReceivedMessage, StoreError, StoreResult,
 };
@@ -141,13 +161,17 @@ pub struct StreamsConfig {
     /// Idle time after which a received, unsettled message may be taken
     /// over by any consumer (`XAUTOCLAIM`); default 60 s.
     pub lock_duration: Duration,
-    /// Approximate cap on the stream length (`MAXLEN ~`); `None`: no cap.
+    /// Approximate cap on each stream's length (`MAXLEN ~`); `None`: no cap.
     pub max_len: Option<usize>,
+    /// Partitions: one stream (with its group and delayed set) per
+    /// partition, a message going to the partition of its routing key.
+    /// Default 1: the single stream `{prefix}:stream:{stream}`.
+    pub partitions: u32,
 }
 
 impl StreamsConfig {
     /// Defaults: stream `deliveries`, group `workflow`, a fresh consumer
-    /// name, 60 s lock, no length cap.
+    /// name, 60 s lock, no length cap, one partition.
     pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -157,6 +181,7 @@ impl StreamsConfig {
             consumer: Self::unique_consumer_name(),
             lock_duration: Duration::from_secs(60),
             max_len: None,
+            partitions: 1,
         }
     }
 
@@ -179,23 +204,45 @@ struct Depth {
     pending: u64,
 }
 
+/// The keys of one partition.
+struct PartitionKeys {
+    stream: String,
+    delayed: String,
+}
+
+/// Where reading a partition stands.
+#[derive(Debug, Clone)]
+struct ReadState {
+    /// The lease epoch it is read under.
+    epoch: u64,
+    /// Where the next `XAUTOCLAIM` scan starts (`0-0`: from the beginning).
+    cursor: String,
+    /// The partition was just gained: its scan claims every pending entry
+    /// (min idle 0), whoever holds it, until the scan has gone round once.
+    takeover: bool,
+}
+
 /// The Redis Streams queue (see the [module docs](self)).
 pub struct RedisStreamsQueue {
     cfg: StreamsConfig,
     client: ::redis::Client,
     conn: ConnectionManager,
     blocking: Mutex<Vec<MultiplexedConnection>>,
-    /// Where the next `XAUTOCLAIM` scan starts (`0-0`: from the beginning).
-    reclaim_cursor: Mutex<String>,
-    stream_key: String,
-    delayed_key: String,
+    /// Index = partition.
+    keys: Vec<PartitionKeys>,
+    /// Stream key → partition, for blocking reads' replies.
+    by_stream: HashMap<String, PartitionId>,
+    reading: Mutex<HashMap<PartitionId, ReadState>>,
+    /// Rotates the partition a poll starts with, so no partition starves.
+    rotation: AtomicUsize,
     scripts: Scripts,
 }
 
 impl std::fmt::Debug for RedisStreamsQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStreamsQueue")
-            .field("stream", &self.stream_key)
+            .field("stream", &self.keys[0].stream)
+            .field("partitions", &self.cfg.partitions)
             .field("group", &self.cfg.group)
             .field("consumer", &self.cfg.consumer)
             .finish_non_exhaustive()
@@ -203,22 +250,35 @@ impl std::fmt::Debug for RedisStreamsQueue {
 }
 
 impl RedisStreamsQueue {
-    /// Connects, creates the stream and the consumer group if missing
-    /// (`XGROUP CREATE … 0 MKSTREAM`, `BUSYGROUP` ignored) and removes
-    /// long-idle consumers that hold nothing.
-    pub async fn connect(cfg: StreamsConfig) -> Result<Arc<Self>, StoreError> {
-        let keys = Keys::new(&cfg.prefix);
+    /// Connects, creates every partition's stream and the consumer group if
+    /// missing (`XGROUP CREATE … 0 MKSTREAM`, `BUSYGROUP` ignored) and
+    /// removes long-idle consumers that hold nothing.
+    pub async fn connect(mut cfg: StreamsConfig) -> Result<Arc<Self>, StoreError> {
+        cfg.partitions = cfg.partitions.max(1);
+        let names = Keys::new(&cfg.prefix);
+        let keys: Vec<PartitionKeys> = (0..cfg.partitions)
+            .map(|p| PartitionKeys {
+                stream: names.partition_stream(&cfg.stream, p),
+                delayed: names.partition_delayed(&cfg.stream, p),
+            })
+            .collect();
+        let by_stream = keys
+            .iter()
+            .zip(0..)
+            .map(|(k, p)| (k.stream.clone(), p))
+            .collect();
         let queue = Self {
             client: client(&cfg.url)?,
             conn: connection_manager(&cfg.url).await?,
             blocking: Mutex::new(Vec::new()),
-            reclaim_cursor: Mutex::new("0-0".to_owned()),
-            stream_key: keys.stream(&cfg.stream),
-            delayed_key: keys.stream_delayed(&cfg.stream),
+            keys,
+            by_stream,
+            reading: Mutex::new(HashMap::new()),
+            rotation: AtomicUsize::new(0),
             scripts: Scripts::new(),
             cfg,
         };
-        queue.ensure_group().await?;
+        queue.ensure_groups().await?;
         queue.prune_consumers().await;
         Ok(Arc::new(queue))
     }
@@ -228,16 +288,28 @@ impl RedisStreamsQueue {
         &self.cfg
     }
 
-    /// Messages delivered and not yet settled (the group's PEL size).
+    /// The stream key of a partition.
+    pub fn stream_key(&self, partition: PartitionId) -> Option<&str> {
+        self.keys.get(partition as usize).map(|k| k.stream.as_str())
+    }
+
+    /// Messages delivered and not yet settled (the group's PELs).
     pub async fn pending(&self) -> StoreResult<u64> {
         Ok(self.snapshot().await?.pending)
     }
 
-    async fn ensure_group(&self) -> StoreResult<()> {
+    async fn ensure_groups(&self) -> StoreResult<()> {
+        for keys in &self.keys {
+            self.ensure_group(&keys.stream).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_group(&self, stream: &str) -> StoreResult<()> {
         let mut c = self.conn.clone();
         let created = ::redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(&self.stream_key)
+            .arg(stream)
             .arg(&self.cfg.group)
             .arg("0")
             .arg("MKSTREAM")
@@ -245,7 +317,7 @@ impl RedisStreamsQueue {
             .await;
         match created {
             Ok(()) => {
-                tracing::info!(stream = %self.stream_key, group = %self.cfg.group, "created consumer group");
+                tracing::info!(%stream, group = %self.cfg.group, "created consumer group");
                 Ok(())
             }
             Err(e) if e.code() == Some("BUSYGROUP") || e.to_string().contains("BUSYGROUP") => {
@@ -256,25 +328,33 @@ impl RedisStreamsQueue {
     }
 
     async fn prune_consumers(&self) {
-        let mut c = self.conn.clone();
-        let pruned: Result<i64, _> = self
-            .scripts
-            .prune
-            .key(&self.stream_key)
-            .arg(&self.cfg.group)
-            .arg(millis(PRUNE_IDLE))
-            .arg(&self.cfg.consumer)
-            .invoke_async(&mut c)
-            .await;
-        match pruned {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed idle consumers with nothing pending"),
-            Err(e) => tracing::warn!(error = %e, "could not prune idle consumers"),
+        let mut removed = 0;
+        for keys in &self.keys {
+            let mut c = self.conn.clone();
+            let pruned: Result<i64, _> = self
+                .scripts
+                .prune
+                .key(&keys.stream)
+                .arg(&self.cfg.group)
+                .arg(millis(PRUNE_IDLE))
+                .arg(&self.cfg.consumer)
+                .invoke_async(&mut c)
+                .await;
+            match pruned {
+                Ok(n) => removed += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not prune idle consumers");
+                    return;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed idle consumers with nothing pending");
         }
     }
 
-    /// Runs `op`; if the group has vanished (server restarted without
-    /// persistence, key deleted), recreates it and runs `op` once more.
+    /// Runs `op`; if a group has vanished (server restarted without
+    /// persistence, key deleted), recreates the groups and runs `op` once more.
     async fn with_group<T, F, Fut>(&self, op: F) -> StoreResult<T>
     where
         F: Fn() -> Fut,
@@ -283,47 +363,101 @@ impl RedisStreamsQueue {
         match op().await {
             Ok(v) => Ok(v),
             Err(e) if is_nogroup(&e) => {
-                tracing::warn!(stream = %self.stream_key, group = %self.cfg.group, "consumer group missing; recreating it");
-                self.ensure_group().await?;
+                tracing::warn!(group = %self.cfg.group, "consumer group missing; recreating it");
+                self.ensure_groups().await?;
                 op().await.map_err(unavailable)
             }
             Err(e) => Err(unavailable(e)),
         }
     }
 
-    /// One non-blocking poll (see `RECEIVE`).
-    async fn poll(&self, max: usize) -> StoreResult<Vec<RawEntry>> {
-        let cursor = self
-            .reclaim_cursor
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+    /// The partitions of `from` this queue has, rotated so that polls take
+    /// turns at going first, each with its read state (a new epoch starts a
+    /// takeover).
+    fn read_plan(&self, from: &[Fence]) -> Vec<(PartitionId, ReadState)> {
+        let mut reading = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut plan: Vec<(PartitionId, ReadState)> = from
+            .iter()
+            .filter(|f| f.partition < self.cfg.partitions)
+            .map(|f| {
+                let state = reading.entry(f.partition).or_insert_with(|| ReadState {
+                    epoch: f.epoch,
+                    cursor: "0-0".to_owned(),
+                    takeover: true,
+                });
+                if state.epoch != f.epoch {
+                    *state = ReadState {
+                        epoch: f.epoch,
+                        cursor: "0-0".to_owned(),
+                        takeover: true,
+                    };
+                }
+                (f.partition, state.clone())
+            })
+            .collect();
+        if !plan.is_empty() {
+            let turn = self.rotation.fetch_add(1, Ordering::Relaxed) % plan.len();
+            plan.rotate_left(turn);
+        }
+        plan
+    }
+
+    /// One non-blocking poll of the planned partitions (see `RECEIVE`).
+    async fn poll(
+        &self,
+        plan: &[(PartitionId, ReadState)],
+        max: usize,
+    ) -> StoreResult<Vec<RawEntry>> {
+        let partitions: Vec<PartitionId> = plan.iter().map(|(p, _)| *p).collect();
         let value: Value = self
             .with_group(|| {
                 let mut c = self.conn.clone();
-                let mut invocation = self.scripts.receive.key(&self.stream_key);
+                let mut invocation = self.scripts.receive.prepare_invoke();
+                for (p, _) in plan {
+                    let keys = &self.keys[*p as usize];
+                    invocation.key(&keys.stream).key(&keys.delayed);
+                }
                 invocation
-                    .key(&self.delayed_key)
                     .arg(&self.cfg.group)
                     .arg(&self.cfg.consumer)
-                    .arg(millis(self.cfg.lock_duration))
                     .arg(max)
                     .arg(self.cfg.max_len.unwrap_or(0))
-                    .arg(PROMOTE_BATCH)
-                    .arg(&cursor);
+                    .arg(PROMOTE_BATCH);
+                for (_, state) in plan {
+                    let idle = if state.takeover {
+                        0
+                    } else {
+                        millis(self.cfg.lock_duration)
+                    };
+                    invocation.arg(&state.cursor).arg(idle);
+                }
                 async move { invocation.invoke_async(&mut c).await }
             })
             .await?;
-        let (next, entries) = parse_poll_reply(value)?;
-        *self
-            .reclaim_cursor
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = next;
+        let (cursors, entries) = parse_poll_reply(value, &partitions)?;
+        {
+            let mut reading = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
+            for ((p, before), next) in plan.iter().zip(cursors) {
+                let (Some(next), Some(state)) = (next, reading.get_mut(p)) else {
+                    continue;
+                };
+                if state.epoch != before.epoch {
+                    continue; // regained meanwhile: its new takeover stands
+                }
+                if state.takeover && next == "0-0" {
+                    state.takeover = false;
+                }
+                state.cursor = next;
+            }
+        }
         let reclaimed = entries.iter().filter(|e| e.times_delivered > 1).count();
         if reclaimed > 0 {
             metrics::counter!("dronedelivery_queue_lock_expired_total", "backend" => "redis-streams")
                 .increment(reclaimed as u64);
-            tracing::warn!(count = reclaimed, "message locks expired; redelivering");
+            tracing::warn!(
+                count = reclaimed,
+                "messages taken over (lock expired, or partition gained); redelivering"
+            );
         }
         Ok(entries)
     }
@@ -352,10 +486,16 @@ impl RedisStreamsQueue {
             .map_err(unavailable)
     }
 
-    /// `XREADGROUP … BLOCK` on a dedicated connection (see the module docs).
-    /// A pooled connection the server has closed meanwhile (its `timeout`
-    /// setting, a restart) is replaced once by a fresh one.
-    async fn blocking_read(&self, max: usize, block: Duration) -> StoreResult<Vec<RawEntry>> {
+    /// `XREADGROUP … BLOCK` over the planned partitions' streams on a
+    /// dedicated connection (see the module docs). A pooled connection the
+    /// server has closed meanwhile (its `timeout` setting, a restart) is
+    /// replaced once by a fresh one.
+    async fn blocking_read(
+        &self,
+        plan: &[(PartitionId, ReadState)],
+        max: usize,
+        block: Duration,
+    ) -> StoreResult<Vec<RawEntry>> {
         let mut cmd = ::redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.cfg.group)
@@ -364,9 +504,13 @@ impl RedisStreamsQueue {
             .arg(max)
             .arg("BLOCK")
             .arg(millis(block))
-            .arg("STREAMS")
-            .arg(&self.stream_key)
-            .arg(">");
+            .arg("STREAMS");
+        for (p, _) in plan {
+            cmd.arg(&self.keys[*p as usize].stream);
+        }
+        for _ in plan {
+            cmd.arg(">");
+        }
         let limit = block + BLOCK_MARGIN;
         let mut pooled = self.take_blocking();
         loop {
@@ -378,11 +522,11 @@ impl RedisStreamsQueue {
             match tokio::time::timeout(limit, cmd.query_async::<Value>(&mut conn)).await {
                 Ok(Ok(value)) => {
                     self.give_back(conn);
-                    return parse_read_reply(value);
+                    return parse_read_reply(value, |s| self.by_stream.get(s).copied());
                 }
                 Ok(Err(e)) if is_nogroup(&e) => {
                     self.give_back(conn);
-                    self.ensure_group().await?;
+                    self.ensure_groups().await?;
                     return Ok(Vec::new());
                 }
                 Ok(Err(e)) if reused && (e.is_io_error() || e.is_connection_dropped()) => {
@@ -400,6 +544,7 @@ impl RedisStreamsQueue {
 
     fn to_received(&self, entry: RawEntry) -> ReceivedMessage {
         let RawEntry {
+            partition,
             id,
             mut fields,
             times_delivered,
@@ -422,24 +567,29 @@ impl RedisStreamsQueue {
             enqueued_at,
         };
         if message.operation.is_empty() {
-            tracing::warn!(entry = %id, stream = %self.stream_key, "stream entry without an operation");
+            tracing::warn!(entry = %id, partition, "stream entry without an operation");
         }
         let delivery_count =
             u32::try_from(prior.saturating_add(times_delivered)).unwrap_or(u32::MAX);
         ReceivedMessage {
             message,
-            lock: LockToken(format!("{id}:{times_delivered}")),
+            lock: LockToken(format!("{partition}/{id}:{times_delivered}")),
             delivery_count,
+            partition: Some(partition),
         }
     }
 
     /// Runs a lock-checked script: its result, or the lock-lost error.
     async fn locked(&self, script: &Script, lock: &LockToken, extra: &[u64]) -> StoreResult<i64> {
-        let (entry, counter) = parse_lock(lock)?;
+        let (partition, entry, counter) = parse_lock(lock)?;
+        let keys = self
+            .keys
+            .get(partition as usize)
+            .ok_or_else(|| invalid_lock(lock))?;
         let mut c = self.conn.clone();
-        let mut invocation = script.key(&self.stream_key);
+        let mut invocation = script.key(&keys.stream);
         invocation
-            .key(&self.delayed_key)
+            .key(&keys.delayed)
             .arg(&self.cfg.group)
             .arg(&self.cfg.consumer)
             .arg(entry)
@@ -457,30 +607,23 @@ impl RedisStreamsQueue {
 
     async fn snapshot(&self) -> StoreResult<Depth> {
         let mut c = self.conn.clone();
-        let v: Vec<i64> = self
-            .scripts
-            .depth
-            .key(&self.stream_key)
-            .key(&self.delayed_key)
+        let mut invocation = self.scripts.depth.prepare_invoke();
+        for keys in &self.keys {
+            invocation.key(&keys.stream).key(&keys.delayed);
+        }
+        let v: Vec<i64> = invocation
             .arg(&self.cfg.group)
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
-        let [found, lag, xlen, pending, delayed] = v[..] else {
+        let [waiting, pending] = v[..] else {
             return Err(StoreError::Unavailable(format!(
                 "redis: unexpected depth reply {v:?}"
             )));
         };
-        let undelivered = if found == 0 {
-            xlen
-        } else if lag >= 0 {
-            lag
-        } else {
-            (xlen - pending).max(0)
-        };
         let n = |x: i64| u64::try_from(x.max(0)).unwrap_or(0);
         Ok(Depth {
-            waiting: n(undelivered) + n(delayed),
+            waiting: n(waiting),
             pending: n(pending),
         })
     }
@@ -492,9 +635,14 @@ impl MessageQueue for RedisStreamsQueue {
         "redis-streams"
     }
 
+    fn partitioned(&self) -> bool {
+        true
+    }
+
     async fn send(&self, message: QueueMessage) -> StoreResult<()> {
+        let partition = partition_of(&message.routing_key(), self.cfg.partitions);
         let mut cmd = ::redis::cmd("XADD");
-        cmd.arg(&self.stream_key);
+        cmd.arg(&self.keys[partition as usize].stream);
         if let Some(n) = self.cfg.max_len {
             cmd.arg("MAXLEN").arg("~").arg(n);
         }
@@ -520,20 +668,31 @@ impl MessageQueue for RedisStreamsQueue {
             .map_err(unavailable)
     }
 
-    async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
+    async fn receive(
+        &self,
+        from: &[Fence],
+        max: usize,
+        wait: Duration,
+    ) -> StoreResult<Vec<ReceivedMessage>> {
         if max == 0 {
             return Ok(Vec::new());
         }
         let deadline = Instant::now() + wait;
         loop {
-            let mut entries = self.poll(max).await?;
+            let plan = self.read_plan(from);
+            if plan.is_empty() {
+                // Nothing held (yet): wait, without spinning.
+                tokio::time::sleep_until(deadline.min(Instant::now() + MAX_BLOCK)).await;
+                return Ok(Vec::new());
+            }
+            let mut entries = self.poll(&plan, max).await?;
             if entries.is_empty() {
                 let now = Instant::now();
                 if now >= deadline {
                     return Ok(Vec::new());
                 }
                 let block = (deadline - now).min(MAX_BLOCK);
-                entries = self.blocking_read(max, block).await?;
+                entries = self.blocking_read(&plan, max, block).await?;
             }
             if !entries.is_empty() {
                 return Ok(entries.into_iter().map(|e| self.to_received(e)).collect());
@@ -590,13 +749,18 @@ fn is_nogroup(e: &::redis::RedisError) -> bool {
     e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP")
 }
 
-/// `"{entry_id}:{times_delivered}"` → its parts.
-fn parse_lock(lock: &LockToken) -> StoreResult<(&str, u64)> {
-    lock.0
-        .rsplit_once(':')
-        .and_then(|(entry, n)| Some((entry, n.parse().ok()?)))
-        .filter(|(entry, _)| !entry.is_empty())
-        .ok_or_else(|| StoreError::Unavailable(format!("invalid lock token {:?}", lock.0)))
+fn invalid_lock(lock: &LockToken) -> StoreError {
+    StoreError::Unavailable(format!("invalid lock token {:?}", lock.0))
+}
+
+/// `"{partition}/{entry_id}:{times_delivered}"` → its parts.
+fn parse_lock(lock: &LockToken) -> StoreResult<(PartitionId, &str, u64)> {
+    let (partition, rest) = lock.0.split_once('/').ok_or_else(|| invalid_lock(lock))?;
+    let partition = partition.parse().map_err(|_| invalid_lock(lock))?;
+    rest.rsplit_once(':')
+        .and_then(|(entry, n)| Some((partition, entry, n.parse().ok()?)))
+        .filter(|(_, entry, _)| !entry.is_empty())
+        .ok_or_else(|| invalid_lock(lock))
 }
 
 #[cfg(test)]
@@ -605,10 +769,11 @@ mod tests {
 
     #[test]
     fn lock_tokens_round_trip() {
-        let lock = LockToken("1700000000000-3:2".to_owned());
-        assert!(matches!(parse_lock(&lock), Ok(("1700000000000-3", 2))));
+        let lock = LockToken("7/1700000000000-3:2".to_owned());
+        assert!(matches!(parse_lock(&lock), Ok((7, "1700000000000-3", 2))));
         assert!(parse_lock(&LockToken("nonsense".to_owned())).is_err());
-        assert!(parse_lock(&LockToken(":2".to_owned())).is_err());
+        assert!(parse_lock(&LockToken("1700000000000-3:2".to_owned())).is_err());
+        assert!(parse_lock(&LockToken("0/:2".to_owned())).is_err());
     }
 
     #[test]
@@ -627,12 +792,13 @@ mod tests {
                 Value::Array(vec![bulk("id"), bulk("m1"), bulk("body"), bulk("{}")]),
             ])]),
         ])]);
-        let got = parse_read_reply(reply)?;
+        let got = parse_read_reply(reply, |s| (s == "p:stream:s").then_some(3))?;
         assert_eq!(got.len(), 1);
+        assert_eq!(got[0].partition, 3);
         assert_eq!(got[0].id, "1-0");
         assert_eq!(got[0].fields.get("id").map(String::as_str), Some("m1"));
         assert_eq!(got[0].times_delivered, 1);
-        assert!(parse_read_reply(Value::Nil)?.is_empty());
+        assert!(parse_read_reply(Value::Nil, |_| None)?.is_empty());
         Ok(())
     }
 }

@@ -64,87 +64,119 @@ end
 return 1
 "#;
 
-/// One poll of `receive`: KEYS stream, delayed set; ARGV group, consumer,
-/// min idle ms, count, max len (0: none), promote batch, `XAUTOCLAIM` start
-/// cursor. Returns `{next cursor, {{entry id, {field, value, ...}, times
-/// delivered}, ...}}`.
+/// One poll of `receive` over the streams of several partitions: KEYS
+/// `stream, delayed` pairs; ARGV group, consumer, count, max len (0: none),
+/// promote batch, then per stream its `XAUTOCLAIM` start cursor and min
+/// idle ms. Returns `{{next cursor or '' when not scanned, ...}, {{entry id,
+/// {field, value, ...}, times delivered, stream index (1-based)}, ...}}`.
 pub(super) const RECEIVE: &str = r#"
-local stream, delayed = KEYS[1], KEYS[2]
 local group, consumer = ARGV[1], ARGV[2]
-local count = tonumber(ARGV[4])
-local maxlen = tonumber(ARGV[5])
+local count = tonumber(ARGV[3])
+local maxlen = tonumber(ARGV[4])
+local n = #KEYS / 2
 
--- 1. Delayed messages that are due go back to the stream.
+-- 1. Delayed messages that are due go back to their stream.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', string.format('%d', now), 'LIMIT', 0, ARGV[6])
-for _, member in ipairs(due) do
-  local ok, m = pcall(cjson.decode, member)
-  if ok and type(m) == 'table' and type(m.f) == 'table' and #m.f > 0 then
-    if maxlen > 0 then
-      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[5], '*', unpack(m.f))
-    else
-      redis.call('XADD', stream, '*', unpack(m.f))
+for i = 1, n do
+  local stream, delayed = KEYS[2 * i - 1], KEYS[2 * i]
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', string.format('%d', now), 'LIMIT', 0, ARGV[5])
+  for _, member in ipairs(due) do
+    local ok, m = pcall(cjson.decode, member)
+    if ok and type(m) == 'table' and type(m.f) == 'table' and #m.f > 0 then
+      if maxlen > 0 then
+        redis.call('XADD', stream, 'MAXLEN', '~', ARGV[4], '*', unpack(m.f))
+      else
+        redis.call('XADD', stream, '*', unpack(m.f))
+      end
     end
+    redis.call('ZREM', delayed, member)
   end
-  redis.call('ZREM', delayed, member)
 end
 
--- 2. Entries whose lock expired (idle too long), from any consumer.
--- The scan resumes where the previous poll stopped, so that over a few
--- polls it covers the whole PEL however many entries are in flight.
+-- 2. Entries whose lock expired (idle longer than the stream's min idle:
+-- the lock duration, or 0 for a partition just taken over), from any
+-- consumer. Each scan resumes where the previous poll stopped, so that
+-- over a few polls it covers the whole PEL however many are in flight.
 local out = {}
-local cursor = ARGV[7]
-for _ = 1, 10 do
-  local r = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[3], cursor, 'COUNT', count - #out)
-  cursor = r[1]
-  for _, e in ipairs(r[2]) do
-    if e[2] then
-      local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
-      local n = 1
-      if p[1] then n = tonumber(p[1][4]) end
-      table.insert(out, {e[1], e[2], n})
-    else
-      -- Redis 6.2 reports entries deleted meanwhile with nil fields.
-      redis.call('XACK', stream, group, e[1])
+local cursors = {}
+for i = 1, n do
+  local stream = KEYS[2 * i - 1]
+  local cursor = ARGV[4 + 2 * i]
+  local idle = ARGV[5 + 2 * i]
+  if #out < count then
+    for _ = 1, 10 do
+      local r = redis.call('XAUTOCLAIM', stream, group, consumer, idle, cursor, 'COUNT', count - #out)
+      cursor = r[1]
+      for _, e in ipairs(r[2]) do
+        if e[2] then
+          local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
+          local times = 1
+          if p[1] then times = tonumber(p[1][4]) end
+          table.insert(out, {e[1], e[2], times, i})
+        else
+          -- Redis 6.2 reports entries deleted meanwhile with nil fields.
+          redis.call('XACK', stream, group, e[1])
+        end
+      end
+      if #out >= count or cursor == '0-0' then break end
     end
+    cursors[i] = cursor
+  else
+    cursors[i] = ''
   end
-  if #out >= count or cursor == '0-0' then break end
 end
-if #out > 0 then return {cursor, out} end
+if #out > 0 then return {cursors, out} end
 
 -- 3. New entries, without blocking.
-local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
-if r and r[1] then
-  for _, e in ipairs(r[1][2]) do
-    table.insert(out, {e[1], e[2], 1})
+for i = 1, n do
+  if #out >= count then break end
+  local stream = KEYS[2 * i - 1]
+  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - #out, 'STREAMS', stream, '>')
+  if r and r[1] then
+    for _, e in ipairs(r[1][2]) do
+      table.insert(out, {e[1], e[2], 1, i})
+    end
   end
 end
-return {cursor, out}
+return {cursors, out}
 "#;
 
-/// `depth` and `pending`: KEYS stream, delayed set; ARGV group.
-/// Returns `{group found (0/1), lag (-1: unknown), xlen, pending, delayed}`.
+/// `depth` and `pending` over every partition: KEYS `stream, delayed`
+/// pairs; ARGV group. Returns `{waiting, pending}`: waiting = not yet
+/// delivered to the group (its `lag` when Redis knows it, else `XLEN −
+/// pending`, exact here because settled entries are deleted with their ack)
+/// + the delayed sets; pending = the groups' PELs.
 pub(super) const DEPTH: &str = r#"
-local delayed = redis.call('ZCARD', KEYS[2])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, -1, 0, 0, delayed}
-end
-local xlen = redis.call('XLEN', KEYS[1])
-local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-for _, g in ipairs(groups) do
-  local name, pending, lag
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1]
-    elseif g[i] == 'pending' then pending = g[i + 1]
-    elseif g[i] == 'lag' then lag = g[i + 1] end
+local waiting, pending = 0, 0
+for i = 1, #KEYS / 2 do
+  local stream, delayed = KEYS[2 * i - 1], KEYS[2 * i]
+  waiting = waiting + redis.call('ZCARD', delayed)
+  if redis.call('EXISTS', stream) == 1 then
+    local xlen = redis.call('XLEN', stream)
+    local found, lag, pend = false, nil, 0
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+      local name, p, l
+      for j = 1, #g, 2 do
+        if g[j] == 'name' then name = g[j + 1]
+        elseif g[j] == 'pending' then p = g[j + 1]
+        elseif g[j] == 'lag' then l = g[j + 1] end
+      end
+      if name == ARGV[1] then
+        found, lag, pend = true, l, p or 0
+      end
+    end
+    if not found then
+      waiting = waiting + xlen
+    elseif type(lag) == 'number' and lag >= 0 then
+      waiting = waiting + lag
+    else
+      waiting = waiting + math.max(xlen - pend, 0)
+    end
+    pending = pending + pend
   end
-  if name == ARGV[1] then
-    if type(lag) ~= 'number' then lag = -1 end
-    return {1, lag, xlen, pending or 0, delayed}
-  end
 end
-return {0, -1, xlen, 0, delayed}
+return {waiting, pending}
 "#;
 
 /// Removes consumers with nothing pending, idle longer than `ARGV[2]` ms,

@@ -1,0 +1,182 @@
+//! The drone pool contract: one conformance suite that every
+//! [`DroneStore`] passes, so the fleets of several engines can rely on the
+//! same atomic claims whichever store runs underneath.
+//!
+//! Each check starts from an **empty** store. Fences are not exercised here
+//! (the in-process store runs one engine, which holds every partition); the
+//! Redis store's tests check them against real leases.
+//!
+//! Test support: compiled only with the engine's `test-support` feature.
+
+// Test support: a check that fails panics, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+use dronedelivery_actors::domain::{DroneRequest, DroneState, DroneStatus, Location};
+use dronedelivery_actors::ports::{Claimed, DroneStore};
+
+fn parked(id: &str, lat: f64) -> DroneState {
+    DroneState::parked(id.to_owned(), Location::new(lat, -122.0))
+}
+
+fn job(delivery: &str, ticket: u64, lat: f64) -> DroneRequest {
+    DroneRequest {
+        delivery_id: delivery.to_owned(),
+        ticket,
+        pickup: Location::new(lat, -122.0),
+        dropoff: Location::new(lat + 0.05, -122.0),
+    }
+}
+
+async fn claim(store: &dyn DroneStore, job: &DroneRequest) -> Claimed {
+    store.claim(job, None, Utc::now()).await.expect("claim")
+}
+
+fn claimed(c: Claimed) -> DroneState {
+    match c {
+        Claimed::Drone(d) => *d,
+        other => panic!("expected a drone, got {other:?}"),
+    }
+}
+
+/// Runs every check on `store`, which must be empty.
+pub async fn run_all(store: Arc<dyn DroneStore>) {
+    let store = store.as_ref();
+    seeding_is_idempotent_and_fills_the_pool(store).await;
+    a_claim_takes_the_nearest_free_drone_once(store).await;
+    writes_need_the_current_claim(store).await;
+    concurrent_claims_never_share_a_drone(store).await;
+}
+
+async fn seeding_is_idempotent_and_fills_the_pool(store: &dyn DroneStore) {
+    let fleet = [
+        parked("p-0", 47.0),
+        parked("p-1", 47.5),
+        parked("p-2", 48.0),
+    ];
+    assert_eq!(store.counts().await.expect("counts"), (0, 0));
+    assert_eq!(store.seed(&fleet).await.expect("seed"), 3);
+    assert_eq!(store.seed(&fleet).await.expect("seed again"), 0);
+    assert_eq!(store.counts().await.expect("counts"), (3, 3));
+    let ids: Vec<String> = store
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, ["p-0", "p-1", "p-2"]);
+}
+
+async fn a_claim_takes_the_nearest_free_drone_once(store: &dyn DroneStore) {
+    let first = claimed(claim(store, &job("d-a", 1, 47.45)).await);
+    assert_eq!(first.id, "p-1", "the nearest free drone");
+    assert_eq!(first.status, DroneStatus::HeadedToPickup);
+    assert_eq!(first.delivery_id.as_deref(), Some("d-a"));
+    assert!(first.claim > 0);
+    assert_eq!(store.get("p-1").await.expect("get"), Some(first.clone()));
+    assert_eq!(store.counts().await.expect("counts"), (3, 2));
+    // The same request again (a redelivered message): the same drone, no
+    // new claim. A newer ticket waits for that drone's release.
+    let again = claimed(claim(store, &job("d-a", 1, 47.45)).await);
+    assert_eq!((again.id.as_str(), again.claim), ("p-1", first.claim));
+    assert_eq!(
+        claim(store, &job("d-a", 2, 47.45)).await,
+        Claimed::Busy("p-1".into())
+    );
+    // Another delivery at the same place gets the next nearest.
+    let second = claimed(claim(store, &job("d-b", 1, 47.45)).await);
+    assert_ne!(second.id, "p-1");
+    assert_ne!(second.claim, first.claim);
+    let third = claimed(claim(store, &job("d-c", 1, 47.45)).await);
+    assert_eq!(claim(store, &job("d-d", 1, 47.45)).await, Claimed::NoneFree);
+    // Released where they are, they are free again.
+    for d in [first, second, third] {
+        assert!(store
+            .release(&d.released(Utc::now()), None)
+            .await
+            .expect("release"));
+    }
+    assert_eq!(store.counts().await.expect("counts"), (3, 3));
+    // The delivery's older drone is released: its newer ticket is served.
+    let moved = claimed(claim(store, &job("d-a", 2, 47.45)).await);
+    assert_eq!(moved.ticket, 2);
+    assert!(store
+        .release(&moved.released(Utc::now()), None)
+        .await
+        .expect("release"));
+}
+
+async fn writes_need_the_current_claim(store: &dyn DroneStore) {
+    let drone = claimed(claim(store, &job("d-w", 1, 48.0)).await);
+    let mut flying = drone.clone();
+    flying.position = Location::new(47.99, -122.0);
+    assert!(store.put(&flying, None).await.expect("put"));
+    let mut stale = flying.clone();
+    stale.claim -= 1;
+    assert!(
+        !store.put(&stale, None).await.expect("put"),
+        "an older claim wrote"
+    );
+    assert!(
+        !store.release(&stale, None).await.expect("release"),
+        "an older claim released"
+    );
+    assert_eq!(
+        store.get(&drone.id).await.expect("get"),
+        Some(flying.clone())
+    );
+    let freed = flying.released(Utc::now());
+    assert!(store.release(&freed, None).await.expect("release"));
+    let stored = store.get(&drone.id).await.expect("get").expect("stored");
+    assert_eq!(
+        (stored.status, stored.position),
+        (DroneStatus::Returning, flying.position)
+    );
+    // Flying home with the job's claim, it moves in the pool: it is the
+    // nearest to a pickup by where it is now, not where it was released.
+    let mut home = freed.clone();
+    home.position = Location::new(47.70, -122.0);
+    assert!(store.put(&home, None).await.expect("put"));
+    let next = claimed(claim(store, &job("d-x", 1, 47.69)).await);
+    assert_eq!(
+        (next.id.as_str(), next.position),
+        (drone.id.as_str(), home.position)
+    );
+    // Claimed again: the flight home's writes are refused from now on.
+    assert!(
+        !store.put(&home, None).await.expect("put"),
+        "a claimed drone moved home"
+    );
+    assert!(
+        !store.release(&home, None).await.expect("release"),
+        "released by an old claim"
+    );
+    assert!(store
+        .release(&next.released(Utc::now()), None)
+        .await
+        .expect("release"));
+}
+
+async fn concurrent_claims_never_share_a_drone(store: &dyn DroneStore) {
+    let claims = (0..24).map(|n| {
+        let j = job(&format!("d-race-{n}"), 1, 47.0 + f64::from(n) * 0.05);
+        async move { store.claim(&j, None, Utc::now()).await.expect("claim") }
+    });
+    let results = futures::future::join_all(claims).await;
+    let drones: Vec<DroneState> = results
+        .into_iter()
+        .filter_map(|c| match c {
+            Claimed::Drone(d) => Some(*d),
+            Claimed::NoneFree => None,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    let distinct: HashSet<&str> = drones.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(drones.len(), 3, "three drones, three claims");
+    assert_eq!(distinct.len(), 3, "a drone claimed twice: {drones:?}");
+    assert_eq!(store.counts().await.expect("counts"), (3, 0));
+}
