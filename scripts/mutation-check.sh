@@ -19,6 +19,7 @@ root=$(pwd)
 declare -A scenario=(
   [ack-before-store]='binary(e2e_real_backends) & test(kill_9)'
   [no-fence]='binary(fencing)'
+  [claim-leaves-drone-in-pool]='binary(e2e_real_backends) & test(engines_join_die)'
 )
 
 names=("$@")

@@ -791,3 +791,273 @@ async fn poison_messages_on_the_real_queue_are_dead_lettered_without_blocking_ot
     engine.kill();
     shared.cleanup().await;
 }
+
+/// What samples of `GET /api/drones` saw during a run.
+#[derive(Debug, Default)]
+struct DroneSamples {
+    samples: usize,
+    /// (sample, delivery) where one delivery was on two drones at once.
+    double_held: Vec<(usize, String)>,
+    /// (sample, drone) where one drone was listed twice.
+    listed_twice: Vec<(usize, String)>,
+    /// Every drone each delivery was seen with.
+    seen: std::collections::HashMap<String, std::collections::HashSet<String>>,
+}
+
+impl DroneSamples {
+    fn record(&mut self, list: &Value) {
+        let n = self.samples;
+        self.samples += 1;
+        let mut drones = std::collections::HashSet::new();
+        let mut holders = std::collections::HashMap::<String, String>::new();
+        for d in list["drones"].as_array().into_iter().flatten() {
+            let id = d["id"].as_str().unwrap_or_default().to_owned();
+            if !drones.insert(id.clone()) {
+                self.listed_twice.push((n, id.clone()));
+            }
+            if let Some(delivery) = d["deliveryId"].as_str() {
+                if holders.insert(delivery.to_owned(), id.clone()).is_some() {
+                    self.double_held.push((n, delivery.to_owned()));
+                }
+                self.seen.entry(delivery.to_owned()).or_default().insert(id);
+            }
+        }
+    }
+}
+
+/// Samples `GET /api/drones` every 25 ms from whichever of `bases` answers,
+/// until `stop` is set.
+fn sample_drones(
+    bases: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<DroneSamples> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut samples = DroneSamples::default();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let live = bases.lock().unwrap().clone();
+            for base in live {
+                let got = client
+                    .get(format!("{base}/api/drones"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await;
+                if let Ok(res) = got.and_then(|r| r.error_for_status()) {
+                    if let Ok(list) = res.json::<Value>().await {
+                        samples.record(&list);
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        samples
+    })
+}
+
+impl Engine {
+    /// Cancels a delivery (`DELETE`); the status answered.
+    async fn cancel(&self, id: &str) -> u16 {
+        self.client
+            .delete(format!("{}/api/deliveryrequests/{id}", self.base))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    /// Reschedules a delivery to another dropoff (`PATCH`); the status answered.
+    async fn reschedule(&self, id: &str, dropoff: &str) -> u16 {
+        self.client
+            .patch(format!("{}/api/deliveryrequests/{id}", self.base))
+            .json(&json!({ "dropOffLocation": dropoff }))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    /// Restarts a supervisor through the admin API; the status answered.
+    async fn restart(&self, supervisor: &str, token: &str) -> u16 {
+        self.client
+            .post(format!(
+                "{}/admin/supervisors/{supervisor}/restart",
+                self.base
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+}
+
+/// The issue's multi-engine scenario: three engines share the partitions
+/// and one pool of drones; deliveries are posted round-robin and some are
+/// cancelled or rescheduled through another engine at once; mid-run one
+/// engine is killed with `kill -9` and restarted, one is stopped for good
+/// (scale-down), a fourth joins (scale-up) and `fleet` is restarted on one
+/// while deliveries wait for drones. Counted from the stores: every
+/// delivery ended once, cancels ended Cancelled, and the drone list never
+/// showed a delivery on two drones or a drone twice. Then every engine is
+/// stopped with work queued and in flight, and one new engine finishes it.
+#[tokio::test]
+async fn engines_join_die_and_leave_and_every_delivery_has_one_owner_and_one_drone() {
+    const TOKEN: &str = "scale-token";
+    let shared = Shared::new();
+    let args = [
+        "--lease-secs",
+        "2",
+        "--lock-duration-secs",
+        "5",
+        "--admin-token",
+        TOKEN,
+    ];
+    // One pool of 24 drones, seeded by whichever engine starts first.
+    let start = |shared: &Shared| shared.spawn_with_fleet("pool", 24, &args);
+    let mut engines: Vec<Option<Engine>> = Vec::new();
+    for _ in 0..3 {
+        let mut e = start(&shared);
+        e.ready().await;
+        engines.push(Some(e));
+    }
+    let mut r = shared.redis().await;
+    shared.wait_balanced(&mut r, 3).await;
+    let bases = Arc::new(std::sync::Mutex::new(
+        engines
+            .iter()
+            .flatten()
+            .map(|e| e.base.clone())
+            .collect::<Vec<_>>(),
+    ));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_drones(Arc::clone(&bases), Arc::clone(&stop));
+
+    let live = |engines: &[Option<Engine>]| -> Vec<usize> {
+        engines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|_| i))
+            .collect()
+    };
+    let (mut ids, mut cancelled, mut rescheduled) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..240 {
+        match i {
+            60 => {
+                // kill -9 of engine 0, restarted at once.
+                if let Some(e) = engines[0].as_mut() {
+                    e.kill();
+                }
+                let mut e = start(&shared);
+                e.ready().await;
+                engines[0] = Some(e);
+            }
+            110 => {
+                // Scale-down: engine 1 stops for good.
+                if let Some(mut e) = engines[1].take() {
+                    assert!(e.terminate().success(), "SIGTERM must exit 0");
+                }
+            }
+            150 => {
+                // Scale-up: a fourth engine joins.
+                let mut e = start(&shared);
+                e.ready().await;
+                engines.push(Some(e));
+            }
+            190 => {
+                // An operator restarts `fleet` on engine 2 under a backlog.
+                let e = engines[2].as_ref().expect("engine 2 runs");
+                assert_eq!(e.restart("fleet", TOKEN).await, 200);
+            }
+            _ => {}
+        }
+        *bases.lock().unwrap() = engines.iter().flatten().map(|e| e.base.clone()).collect();
+        let up = live(&engines);
+        let via = engines[up[i % up.len()]].as_ref().expect("a live engine");
+        let other = engines[up[(i + 1) % up.len()]]
+            .as_ref()
+            .expect("a live engine");
+        let id = via.post(&numbered_request(&format!("scale-{i}"))).await;
+        // Some deliveries are cancelled or rescheduled through another
+        // engine at once.
+        if i % 6 == 0 {
+            assert_eq!(other.cancel(&id).await, 204, "cancel {id}");
+            cancelled.push(id.clone());
+        } else if i % 6 == 3 {
+            assert_eq!(other.reschedule(&id, &format!("dropoff {i}")).await, 200);
+            rescheduled.push(id.clone());
+        }
+        ids.push(id);
+    }
+    let up = live(&engines);
+    let reader = engines[up[0]].as_ref().expect("a live engine");
+    let tally = shared
+        .settle(reader, &ids, "package-scale-", Duration::from_secs(120))
+        .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let samples = sampler.await.expect("the sampler");
+    tally.report(
+        "scenario 9 (three engines; kill -9 and restart, scale-down, scale-up, fleet restart)",
+    );
+    let switched: Vec<&String> = samples
+        .seen
+        .iter()
+        .filter(|(id, drones)| drones.len() > 1 && !rescheduled.contains(id))
+        .map(|(id, _)| id)
+        .collect();
+    println!(
+        "scenario 9 drones: samples={} deliveries_seen={} double_held={} listed_twice={} \
+         switched_drone_without_reschedule={}",
+        samples.samples,
+        samples.seen.len(),
+        samples.double_held.len(),
+        samples.listed_twice.len(),
+        switched.len()
+    );
+    tally.assert_nothing_lost_or_duplicated();
+    assert_eq!(tally.dead_lettered, 0, "{tally:?}");
+    assert!(samples.samples > 20, "too few samples: {}", samples.samples);
+    assert!(samples.double_held.is_empty(), "{:?}", samples.double_held);
+    assert!(
+        samples.listed_twice.is_empty(),
+        "{:?}",
+        samples.listed_twice
+    );
+    assert!(
+        switched.is_empty(),
+        "held by two drones one after the other: {switched:?}"
+    );
+    for id in &cancelled {
+        assert_eq!(
+            reader.stage(id).await,
+            Some(5),
+            "{id} was cancelled at once"
+        );
+    }
+
+    // Scale to zero with work queued and in flight, then back to one.
+    let mut more = Vec::new();
+    for i in 0..60 {
+        let up = live(&engines);
+        let via = engines[up[i % up.len()]].as_ref().expect("a live engine");
+        more.push(via.post(&numbered_request(&format!("zero-{i}"))).await);
+    }
+    for (n, slot) in engines.iter_mut().enumerate() {
+        if let Some(mut e) = slot.take() {
+            if n % 2 == 0 {
+                e.kill();
+            } else {
+                assert!(e.terminate().success(), "SIGTERM must exit 0");
+            }
+        }
+    }
+    let mut last = start(&shared);
+    last.ready().await;
+    let tally = shared
+        .settle(&last, &more, "package-zero-", Duration::from_secs(120))
+        .await;
+    tally.report("scenario 10 (every engine stopped with work in flight; one new engine)");
+    tally.assert_nothing_lost_or_duplicated();
+    last.kill();
+    shared.cleanup().await;
+}

@@ -19,8 +19,9 @@ pub struct Tally {
     pub completed: usize,
     pub cancelled: usize,
     pub dead_lettered: u64,
-    /// Deliveries with a `Created`, `HeadedToPickup` (a drone assignment)
-    /// or terminal event stored more than once.
+    /// Deliveries with a `Created` or terminal event stored more than
+    /// once, or two `HeadedToPickup` (drone assignments) without a
+    /// reschedule between them.
     pub duplicates: usize,
     /// Accepted deliveries not terminal at the end, or missing their
     /// `Created` event or their terminal event.
@@ -53,15 +54,26 @@ impl Tally {
                 .await
                 .expect("LRANGE of a delivery's events");
             let mut stages: HashMap<u64, usize> = HashMap::new();
+            // Drone assignments since the last reschedule (which legitimately
+            // sends a delivery to a drone again).
+            let (mut assigned, mut reassigned) = (0, false);
             for event in &events {
                 let v: Value = serde_json::from_str(event).expect("tracking events are JSON");
                 if let Some(stage) = v["stage"].as_u64() {
                     *stages.entry(stage).or_default() += 1;
+                    match stage {
+                        1 => assigned = 0,
+                        2 => {
+                            assigned += 1;
+                            reassigned |= assigned > 1;
+                        }
+                        _ => {}
+                    }
                 }
             }
             let n = |stage: u64| stages.get(&stage).copied().unwrap_or(0);
-            let (created, assigned, terminal) = (n(0), n(2), n(4) + n(5));
-            if created > 1 || assigned > 1 || terminal > 1 {
+            let (created, terminal) = (n(0), n(4) + n(5));
+            if created > 1 || reassigned || terminal > 1 {
                 tally.duplicates += 1;
                 eprintln!("duplicated events of {id}: {events:#?}");
             }
