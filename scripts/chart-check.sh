@@ -300,6 +300,7 @@ workloads = of("Deployment") + of("StatefulSet")
 services = of("Service")
 check(workloads, "no workload rendered")
 pod_secret_names, pod_secret_keys = set(), set()
+partition_counts = set()
 queue = None
 for w in workloads:
     n, kind = name(w), w["kind"]
@@ -315,12 +316,14 @@ for w in workloads:
     env = {e["name"]: e for e in c.get("env", [])}
     check(env.get("DD_ROLE", {}).get("value") == ROLE.get(comp), f"{n}: DD_ROLE {env.get('DD_ROLE')} for component {comp}")
     queue = env["DD_QUEUE"]["value"]
+    partition_counts.add(env.get("DD_PARTITIONS", {}).get("value"))
     consumer_env = {"DD_CONSUMERS", "DD_PREFETCH", "DD_FLEET_ID", "DD_FLEET_SIZE"}
     if comp == "gateway":
         check(not consumer_env & env.keys(), f"{n}: gateway has consumer settings {sorted(consumer_env & env.keys())}")
     else:
-        fid = env.get("DD_FLEET_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-        check(fid == "metadata.name", f"{n}: DD_FLEET_ID is not the pod name")
+        # One cluster-wide fleet: no per-pod drones by default.
+        check("DD_FLEET_ID" not in env, f"{n}: DD_FLEET_ID set by default")
+        check("DD_LEASE_SECS" in env, f"{n}: DD_LEASE_SECS missing")
         check({"DD_CONSUMERS", "DD_PREFETCH"} <= env.keys(), f"{n}: consumer settings missing")
     for e in env.values():
         ref = e.get("valueFrom", {}).get("secretKeyRef")
@@ -424,6 +427,9 @@ for d in of("ServiceMonitor"):
         n = sum(1 for s in scraped if matches(s["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"]))
         check(n == 1, f"ServiceMonitor scrapes {name(w)} through {n} Services, want 1")
 
+# The gateway routes messages to the partitions the workers hold: one count.
+check(len(partition_counts) == 1 and None not in partition_counts, f"DD_PARTITIONS differs between workloads: {partition_counts}")
+
 for d in of("PrometheusRule"):
     check(d["apiVersion"] == "monitoring.coreos.com/v1", d["apiVersion"])
     errors += check_rule_groups(d["spec"].get("groups"), f"PrometheusRule {name(d)}")
@@ -445,11 +451,17 @@ for d in of("ScaledObject"):
     t = triggers[0] if triggers else {}
     md = t.get("metadata", {})
     if queue == "redis-streams":
-        check(t.get("type") == "redis-streams", f"trigger {t.get('type')} for queue {queue}")
-        check(":" in md.get("address", ""), "redis-streams trigger without host:port address")
-        check(md.get("stream") == f"{env.get('DD_REDIS_PREFIX')}:stream:{env.get('DD_STREAM')}", f"stream {md.get('stream')}")
-        check(md.get("consumerGroup") == env.get("DD_CONSUMER_GROUP"), "consumerGroup")
-        check(("lagCount" in md) != ("pendingEntriesCount" in md), "exactly one of lagCount / pendingEntriesCount")
+        # One trigger per partition stream, the engine's key layout.
+        base = f"{env.get('DD_REDIS_PREFIX')}:stream:{env.get('DD_STREAM')}"
+        parts = int(env.get("DD_PARTITIONS") or 0)
+        want = [base] + [f"{base}:{p}" for p in range(1, parts)]
+        check([tr.get("metadata", {}).get("stream") for tr in triggers] == want, f"streams {[tr.get('metadata', {}).get('stream') for tr in triggers]} vs {parts} partitions")
+        for tr in triggers:
+            m = tr.get("metadata", {})
+            check(tr.get("type") == "redis-streams", f"trigger {tr.get('type')} for queue {queue}")
+            check(":" in m.get("address", ""), "redis-streams trigger without host:port address")
+            check(m.get("consumerGroup") == env.get("DD_CONSUMER_GROUP"), "consumerGroup")
+            check(("lagCount" in m) != ("pendingEntriesCount" in m), "exactly one of lagCount / pendingEntriesCount")
     elif queue == "servicebus":
         check(t.get("type") == "azure-servicebus", f"trigger {t.get('type')} for queue {queue}")
         check(md.get("queueName") and md.get("messageCount"), "azure-servicebus trigger needs queueName and messageCount")

@@ -17,16 +17,23 @@
 //!    and asks the [`fleet::FleetActor`] for a drone. Only then is the message
 //!    completed; a failure is retried with backoff and finally dead-lettered
 //!    with its reason ([`workflow::Outcome`]).
-//! 4. The fleet assigns the nearest free drone (or queues the request until
-//!    one is free; [`domain::dispatch`]). The [`drone::DroneActor`] flies, simulated in real time
+//! 4. The fleet claims the nearest free drone from the pool every engine
+//!    shares (atomically, in the store; [`ports::DroneStore::claim`]), or
+//!    queues the request until one is free ([`domain::dispatch`]). The
+//!    [`drone::DroneActor`] flies, simulated in real time
 //!    scaled by `--sim-speed`, and reports `Assigned`, `PickedUp`, `Delivered`
 //!    to the delivery actor, which stores each stage:
 //!    `Created → HeadedToPickup → HeadedToDropoff → Completed`.
 //!
 //! ## Several engines
-//! Deliveries and drones are spread over partitions held by lease; every
-//! write can carry its partition's fencing epoch, which the store checks in
-//! the same atomic step as the write ([`domain::ownership`]).
+//! Deliveries are spread over partitions held by lease ([`ownership`]); a
+//! partitioned queue hands an engine only the messages of the partitions it
+//! holds, and every write of a delivery or of a drone flying it carries the
+//! partition's fencing epoch, which the store checks in the same atomic step
+//! as the write ([`domain::ownership`]). Drones belong to no engine: free
+//! ones wait in a shared pool, and a claimed drone flies on the engine that
+//! holds its delivery, which adopts it when the partition moves
+//! ([`fleet`]). See `docs/ownership.md`.
 //!
 //! ## Supervision
 //! ractor gives supervision *events* but no strategy; [`supervisor`] adds

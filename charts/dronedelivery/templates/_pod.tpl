@@ -96,7 +96,11 @@ spec:
           value: {{ $v.config.simSpeed | toString | quote }}
         - name: DD_FLEET_SIZE
           value: {{ $v.config.fleetSize | quote }}
+        - name: DD_LEASE_SECS
+          value: {{ $v.config.leaseSecs | quote }}
         {{- end }}
+        - name: DD_PARTITIONS
+          value: {{ $v.config.partitions | quote }}
         {{- if ne $v.config.queue "memory" }}
         - name: DD_REDIS_PREFIX
           value: {{ $v.config.redis.prefix | quote }}
@@ -120,7 +124,7 @@ spec:
         {{- end }}
         {{- end }}
         {{- if and $consumes $v.config.fleetIdFromPodName }}
-        # Stable, distinct drone partition per StatefulSet pod.
+        # Drones of this pod's own, added to the shared pool.
         - name: DD_FLEET_ID
           valueFrom:
             fieldRef:
