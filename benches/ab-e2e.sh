@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# A/B of the end-to-end scenario (d of benches/run.sh) between two engine
+# builds, run alternately in one session so that both see the same machine:
+# one engine on Redis Streams + Redis + MongoDB, 1,000 drones at sim speed
+# 1000, N delivery requests with 64 in flight, until the workflow has
+# completed them all. Prints one line per run (deliveries/s, ingest p99)
+# and the ratio B/A of the means.
+#
+# Usage: benches/ab-e2e.sh ENGINE_A ENGINE_B LOADGEN [ROUNDS] [COUNT]
+#
+#   ENGINE_A, ENGINE_B  `dronedelivery` binaries (release builds)
+#   LOADGEN             a `loadgen` binary (benches/src/bin/loadgen.rs)
+#   ROUNDS              A/B pairs (default 3); COUNT requests per run (15000)
+#
+# Environment: DD_BENCH_REDIS_URL (redis://127.0.0.1:6379),
+# DD_BENCH_MONGODB (mongodb://127.0.0.1:27017). Each run has its own key
+# prefix and database, deleted afterwards.
+set -euo pipefail
+[ $# -ge 3 ] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+A=$1 B=$2 LOADGEN=$3 ROUNDS=${4:-3} COUNT=${5:-15000}
+REDIS_URL=${DD_BENCH_REDIS_URL:-redis://127.0.0.1:6379}
+MONGO=${DD_BENCH_MONGODB:-mongodb://127.0.0.1:27017}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/dd-ab.XXXXXX")
+PID=
+
+cleanup() {
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+run() { # label engine run-number
+  local label=$1 engine=$2 n=$3 port prefix db
+  port=$(free_port)
+  prefix=ab-$$-$label-$n
+  db=dd_ab_$$_${label}_$n
+  RUST_LOG=warn "$engine" serve --listen "127.0.0.1:$port" \
+    --queue redis-streams --redis-url "$REDIS_URL" --redis-prefix "$prefix" \
+    --mongodb-uri "$MONGO/$db" --fleet-size 1000 --sim-speed 1000 \
+    </dev/null >"$WORK/$label-$n.log" 2>&1 &
+  PID=$!
+  until curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz"; do
+    kill -0 "$PID" 2>/dev/null || { cat "$WORK/$label-$n.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  "$LOADGEN" e2e --url "http://127.0.0.1:$port" --count "$COUNT" --concurrency 64 \
+    --timeout 120 >"$WORK/$label-$n.json" 2>/dev/null
+  kill -TERM "$PID"
+  wait "$PID" 2>/dev/null || true
+  PID=
+  "$LOADGEN" cleanup --redis-url "$REDIS_URL" --redis-prefix "$prefix" \
+    --mongodb-uri "$MONGO/$db" >/dev/null 2>&1 || echo "warning: cleanup of $prefix failed" >&2
+  python3 -c '
+import json, sys
+v = json.load(open(sys.argv[1]))
+p99 = v["ingest"].get("latency_ms", {}).get("p99")
+print(f"{sys.argv[2]} run {sys.argv[3]}: {v[\"deliveries_per_sec\"]} deliveries/s, ingest p99 {p99} ms, completed {v[\"completed\"]}/{v[\"accepted\"]}")
+' "$WORK/$label-$n.json" "$label" "$n" | tee -a "$WORK/lines"
+}
+
+for n in $(seq 1 "$ROUNDS"); do
+  run A "$A" "$n"
+  run B "$B" "$n"
+done
+python3 - "$WORK/lines" <<'EOF'
+import re, sys
+rates = {"A": [], "B": []}
+for line in open(sys.argv[1]):
+    m = re.match(r"(A|B) run \d+: ([\d.]+) deliveries/s", line)
+    if m:
+        rates[m.group(1)].append(float(m.group(2)))
+mean = {k: sum(v) / len(v) for k, v in rates.items() if v}
+print(f"mean A {mean['A']:.0f}/s, B {mean['B']:.0f}/s, B/A = {mean['B'] / mean['A']:.2f}")
+EOF
