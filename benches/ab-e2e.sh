@@ -12,7 +12,8 @@
 #   LOADGEN             a `loadgen` binary (benches/src/bin/loadgen.rs)
 #   ROUNDS              A/B pairs (default 3); COUNT requests per run (15000)
 #
-# Environment: DD_BENCH_REDIS_URL (redis://127.0.0.1:6379),
+# Environment: DD_AB_A_ARGS, DD_AB_B_ARGS (extra `serve` arguments of A, B),
+# DD_AB_KEEP=1 (keep the engines' logs), DD_BENCH_REDIS_URL (redis://127.0.0.1:6379),
 # DD_BENCH_MONGODB (mongodb://127.0.0.1:27017). Each run has its own key
 # prefix and database, deleted afterwards.
 set -euo pipefail
@@ -25,7 +26,7 @@ PID=
 
 cleanup() {
   [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
-  rm -rf "$WORK"
+  if [ -n "${DD_AB_KEEP:-}" ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -33,14 +34,15 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-run() { # label engine run-number
+run() { # label engine run-number [engine arguments...]
   local label=$1 engine=$2 n=$3 port prefix db
+  shift 3
   port=$(free_port)
   prefix=ab-$$-$label-$n
   db=dd_ab_$$_${label}_$n
   RUST_LOG=warn "$engine" serve --listen "127.0.0.1:$port" \
     --queue redis-streams --redis-url "$REDIS_URL" --redis-prefix "$prefix" \
-    --mongodb-uri "$MONGO/$db" --fleet-size 1000 --sim-speed 1000 \
+    --mongodb-uri "$MONGO/$db" --fleet-size 1000 --sim-speed 1000 "$@" \
     </dev/null >"$WORK/$label-$n.log" 2>&1 &
   PID=$!
   until curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz"; do
@@ -57,14 +59,17 @@ run() { # label engine run-number
   python3 -c '
 import json, sys
 v = json.load(open(sys.argv[1]))
-p99 = v["ingest"].get("latency_ms", {}).get("p99")
-print(f"{sys.argv[2]} run {sys.argv[3]}: {v[\"deliveries_per_sec\"]} deliveries/s, ingest p99 {p99} ms, completed {v[\"completed\"]}/{v[\"accepted\"]}")
+p99 = (v["ingest"].get("latency_ms") or {}).get("p99")
+rate, done, sent = v["deliveries_per_sec"], v["completed"], v["accepted"]
+drain, retried = v["drain_s"], v["retried"]
+print(f"{sys.argv[2]} run {sys.argv[3]}: {rate} deliveries/s, ingest p99 {p99} ms, completed {done}/{sent}, drained {drain} s after the last post, {retried} retried")
 ' "$WORK/$label-$n.json" "$label" "$n" | tee -a "$WORK/lines"
 }
 
+# shellcheck disable=SC2086 # word splitting of the extra arguments is meant
 for n in $(seq 1 "$ROUNDS"); do
-  run A "$A" "$n"
-  run B "$B" "$n"
+  run A "$A" "$n" ${DD_AB_A_ARGS:-}
+  run B "$B" "$n" ${DD_AB_B_ARGS:-}
 done
 python3 - "$WORK/lines" <<'EOF'
 import re, sys

@@ -310,7 +310,8 @@ for w in workloads:
     sel = w["spec"]["selector"]["matchLabels"]
     check(comp in ROLE, f"{n}: component {comp!r}")
     check(sel.get("app.kubernetes.io/component") == comp and matches(sel, labels), f"{n}: selector {sel} vs pod labels")
-    check((kind == "Deployment") == (comp == "gateway"), f"{n}: {kind} of component {comp}")
+    # Gateway and workers are Deployments; mode all keeps the 0.1 StatefulSet.
+    check((kind == "Deployment") == (comp != "engine"), f"{n}: {kind} of component {comp}")
     spec = tpl["spec"]
     c = spec["containers"][0]
     env = {e["name"]: e for e in c.get("env", [])}
@@ -439,10 +440,10 @@ for d in of("ScaledObject"):
     check(d["apiVersion"] == "keda.sh/v1alpha1", d["apiVersion"])
     spec = d["spec"]
     ref = spec["scaleTargetRef"]
-    targets = [w for w in of("StatefulSet") if name(w) == ref.get("name")]
-    check(ref.get("kind") == "StatefulSet" and len(targets) == 1, f"ScaledObject targets {ref}, not a rendered StatefulSet")
+    targets = [w for w in workloads if w["kind"] == ref.get("kind") and name(w) == ref.get("name")]
+    check(len(targets) == 1, f"ScaledObject targets {ref}, not a rendered workload")
     check(targets and component(targets[0]) in ("worker", "engine"), "ScaledObject does not target the workers")
-    check(("StatefulSet", ref.get("name")) not in hpa_targets, "ScaledObject target also has a chart HPA")
+    check((ref.get("kind"), ref.get("name")) not in hpa_targets, "ScaledObject target also has a chart HPA")
     check(0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"], "ScaledObject min/max")
     check(isinstance(spec.get("pollingInterval"), int) and isinstance(spec.get("cooldownPeriod"), int), "pollingInterval/cooldownPeriod")
     triggers = spec.get("triggers") or []

@@ -306,10 +306,15 @@ pub trait DroneStore: Send + Sync + 'static {
     /// flying home (after [`Self::release`], with the job's claim number)
     /// moves in the pool with it until another claim takes it.
     async fn put(&self, drone: &DroneState, fence: Option<Fence>) -> StoreResult<bool>;
-    /// Ends a claimed drone's job: stores `drone` (free, flying home from
-    /// where it is) and puts it back in the pool, under the same conditions
-    /// as [`Self::put`]; false when refused.
-    async fn release(&self, drone: &DroneState, fence: Option<Fence>) -> StoreResult<bool>;
+    /// Ends a claimed drone's job for `delivery_id`: stores `drone` (free,
+    /// flying home from where it is) and puts it back in the pool, under
+    /// the same conditions as [`Self::put`]; false when refused.
+    async fn release(
+        &self,
+        drone: &DroneState,
+        delivery_id: &str,
+        fence: Option<Fence>,
+    ) -> StoreResult<bool>;
     /// All drones.
     async fn list(&self) -> StoreResult<Vec<DroneState>>;
     /// Drones in all, and free in the pool.

@@ -401,7 +401,7 @@ async fn a_drone_is_claimed_and_flown_only_under_its_delivery_s_current_lease() 
     );
     assert!(
         !drones
-            .release(&late.released(Utc::now()), Some(old))
+            .release(&late.released(Utc::now()), "d-1", Some(old))
             .await
             .expect("release"),
         "a stale holder released the drone"
@@ -424,7 +424,7 @@ async fn a_drone_is_claimed_and_flown_only_under_its_delivery_s_current_lease() 
     );
     assert!(drones.put(&adopted, Some(new)).await.expect("put"));
     assert!(drones
-        .release(&adopted.released(Utc::now()), Some(new))
+        .release(&adopted.released(Utc::now()), "d-1", Some(new))
         .await
         .expect("release"));
     assert_eq!(drones.counts().await.expect("counts"), (1, 1));

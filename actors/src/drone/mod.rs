@@ -235,9 +235,14 @@ impl DroneActorState {
     async fn end(&mut self, myself: &ActorRef<DroneMsg>) {
         self.ending = true;
         let freed = self.drone.released(Utc::now());
-        match self.ctx.backends.drones.release(&freed, self.fence).await {
+        let delivery_id = self.drone.delivery_id.clone().unwrap_or_default();
+        let released = self
+            .ctx
+            .backends
+            .drones
+            .release(&freed, &delivery_id, self.fence);
+        match released.await {
             Ok(true) => {
-                let delivery_id = self.drone.delivery_id.clone().unwrap_or_default();
                 tracing::debug!(drone_id = %self.drone.id, %delivery_id, "job ended; drone back in the pool");
                 self.drone = freed;
                 // The flight home belongs to no delivery's partition.

@@ -48,6 +48,9 @@ const RESPAWN_BACKOFF: Backoff =
 /// released by other engines are only seen by claiming.
 const RETRY_CLAIM: Duration = Duration::from_millis(200);
 
+/// How often the fleet reads the pool's counts (drones, free) for operators.
+const POOL_READ_EVERY: Duration = Duration::from_secs(1);
+
 /// The actor.
 pub struct FleetActor;
 
@@ -59,8 +62,9 @@ pub struct FleetState {
     restarts: HashMap<String, u32>,
     total_restarts: u64,
     intensity: crate::supervisor::Intensity,
-    /// Drones in the pool and free, as last read.
+    /// Drones in the pool and free, as last read, and when.
     pool: (u64, u64),
+    pool_read: Option<std::time::Instant>,
     /// A `Dispatch` is scheduled.
     retry_armed: bool,
     _live: LiveActor,
@@ -92,6 +96,7 @@ impl Actor for FleetActor {
             total_restarts: 0,
             intensity: crate::supervisor::Intensity::new(20, Duration::from_secs(30)),
             pool: (0, 0),
+            pool_read: None,
             retry_armed: false,
             _live: LiveActor::new("fleet"),
         };
@@ -438,8 +443,21 @@ impl FleetState {
             self.retry_armed = true;
             myself.send_after(RETRY_CLAIM, || FleetMsg::Dispatch);
         }
+        self.read_pool().await;
+    }
+
+    /// Refreshes the pool's counts for operators, at most once a second
+    /// (they are a gauge, not a decision).
+    async fn read_pool(&mut self) {
+        if self
+            .pool_read
+            .is_some_and(|at| at.elapsed() < POOL_READ_EVERY)
+        {
+            return;
+        }
         if let Ok(pool) = self.ctx.backends.drones.counts().await {
             self.pool = pool;
+            self.pool_read = Some(std::time::Instant::now());
         }
     }
 

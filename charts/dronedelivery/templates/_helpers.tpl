@@ -88,11 +88,14 @@ The workloads of the release, as a YAML list (read with fromYamlArray):
   component  app.kubernetes.io/component (gateway | worker | engine)
   kind       Deployment | StatefulSet
   name       the workload's name (also its HPA, PDB, NetworkPolicy, ScaledObject)
-  headless   the StatefulSet's headless Service
+  headless   the role's headless Service (metrics of every pod; the
+             StatefulSet's serviceName in mode all)
   block      the values block with its replicas, resources, autoscaling, pdb ...
   public     whether the public Service (and the Ingress) reach these pods
 Mode all runs one StatefulSet of role all, configured by the `worker` block and
-named like the release (the 0.1 chart's names).
+named like the release (the 0.1 chart's names, upgraded in place). Workers need
+no stable identity (partitions are leased, drones pooled), so in mode split
+they are a Deployment.
 */}}
 {{- define "dronedelivery.roles" -}}
 {{- if eq .Values.mode "split" }}
@@ -104,7 +107,7 @@ named like the release (the 0.1 chart's names).
   public: true
 - role: worker
   component: worker
-  kind: StatefulSet
+  kind: Deployment
   name: {{ include "dronedelivery.suffixedName" (dict "root" . "suffix" "worker") }}
   headless: {{ include "dronedelivery.suffixedName" (dict "root" . "suffix" "worker-headless") }}
   block: worker
@@ -199,7 +202,7 @@ service.yaml (the public Service is always rendered).
 {{- end }}
 {{- /* Autoscaling. */}}
 {{- if and $w.keda.enabled $w.autoscaling.enabled }}
-{{- fail "worker.keda.enabled=true: KEDA creates and owns the HorizontalPodAutoscaler of the worker StatefulSet; set worker.autoscaling.enabled=false (min/max replicas come from worker.keda.minReplicaCount/maxReplicaCount)" }}
+{{- fail "worker.keda.enabled=true: KEDA creates and owns the HorizontalPodAutoscaler of the workers; set worker.autoscaling.enabled=false (min/max replicas come from worker.keda.minReplicaCount/maxReplicaCount)" }}
 {{- end }}
 {{- range $block := list "gateway" "worker" }}
 {{- $a := index $.Values $block "autoscaling" }}

@@ -1,6 +1,6 @@
 {{/*
 Pod template of one role, shared by the gateway Deployment and the worker (or
-mode all engine) StatefulSet. Takes (dict "root" $ "r" <entry of dronedelivery.roles>).
+mode all engine) workload. Takes (dict "root" $ "r" <entry of dronedelivery.roles>).
 */}}
 {{- define "dronedelivery.podTemplate" -}}
 {{- $ := .root -}}

@@ -35,6 +35,14 @@ async fn claim(store: &dyn DroneStore, job: &DroneRequest) -> Claimed {
     store.claim(job, None, Utc::now()).await.expect("claim")
 }
 
+/// The delivery a claimed drone serves.
+fn job_of(drone: &DroneState) -> &str {
+    drone
+        .delivery_id
+        .as_deref()
+        .expect("a claimed drone serves a delivery")
+}
+
 fn claimed(c: Claimed) -> DroneState {
     match c {
         Claimed::Drone(d) => *d,
@@ -96,7 +104,7 @@ async fn a_claim_takes_the_nearest_free_drone_once(store: &dyn DroneStore) {
     // Released where they are, they are free again.
     for d in [first, second, third] {
         assert!(store
-            .release(&d.released(Utc::now()), None)
+            .release(&d.released(Utc::now()), job_of(&d), None)
             .await
             .expect("release"));
     }
@@ -105,7 +113,7 @@ async fn a_claim_takes_the_nearest_free_drone_once(store: &dyn DroneStore) {
     let moved = claimed(claim(store, &job("d-a", 2, 47.45)).await);
     assert_eq!(moved.ticket, 2);
     assert!(store
-        .release(&moved.released(Utc::now()), None)
+        .release(&moved.released(Utc::now()), job_of(&moved), None)
         .await
         .expect("release"));
 }
@@ -122,7 +130,7 @@ async fn writes_need_the_current_claim(store: &dyn DroneStore) {
         "an older claim wrote"
     );
     assert!(
-        !store.release(&stale, None).await.expect("release"),
+        !store.release(&stale, "d-w", None).await.expect("release"),
         "an older claim released"
     );
     assert_eq!(
@@ -130,7 +138,7 @@ async fn writes_need_the_current_claim(store: &dyn DroneStore) {
         Some(flying.clone())
     );
     let freed = flying.released(Utc::now());
-    assert!(store.release(&freed, None).await.expect("release"));
+    assert!(store.release(&freed, "d-w", None).await.expect("release"));
     let stored = store.get(&drone.id).await.expect("get").expect("stored");
     assert_eq!(
         (stored.status, stored.position),
@@ -152,11 +160,11 @@ async fn writes_need_the_current_claim(store: &dyn DroneStore) {
         "a claimed drone moved home"
     );
     assert!(
-        !store.release(&home, None).await.expect("release"),
+        !store.release(&home, "d-w", None).await.expect("release"),
         "released by an old claim"
     );
     assert!(store
-        .release(&next.released(Utc::now()), None)
+        .release(&next.released(Utc::now()), job_of(&next), None)
         .await
         .expect("release"));
 }

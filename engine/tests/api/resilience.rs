@@ -97,8 +97,13 @@ impl DroneStore for PanicOnceDrones {
         }
         self.inner.put(drone, fence).await
     }
-    async fn release(&self, drone: &DroneState, fence: Option<Fence>) -> StoreResult<bool> {
-        self.inner.release(drone, fence).await
+    async fn release(
+        &self,
+        drone: &DroneState,
+        delivery_id: &str,
+        fence: Option<Fence>,
+    ) -> StoreResult<bool> {
+        self.inner.release(drone, delivery_id, fence).await
     }
     async fn list(&self) -> StoreResult<Vec<DroneState>> {
         self.inner.list().await

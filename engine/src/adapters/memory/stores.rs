@@ -196,16 +196,19 @@ impl DroneStore for MemoryDroneStore {
         Ok(true)
     }
 
-    async fn release(&self, drone: &DroneState, _fence: Option<Fence>) -> StoreResult<bool> {
+    async fn release(
+        &self,
+        drone: &DroneState,
+        delivery_id: &str,
+        _fence: Option<Fence>,
+    ) -> StoreResult<bool> {
         let mut pool = self.pool();
         if !pool.holds(&drone.id, drone.claim) {
             return Ok(false);
         }
-        let before = pool.drones.insert(drone.id.clone(), drone.clone());
-        if let Some(delivery) = before.and_then(|d| d.delivery_id) {
-            if pool.by_delivery.get(&delivery) == Some(&drone.id) {
-                pool.by_delivery.remove(&delivery);
-            }
+        pool.drones.insert(drone.id.clone(), drone.clone());
+        if pool.by_delivery.get(delivery_id) == Some(&drone.id) {
+            pool.by_delivery.remove(delivery_id);
         }
         pool.free.insert(drone.id.clone());
         Ok(true)

@@ -294,14 +294,13 @@ impl DroneStore for RedisDroneStore {
             .await
     }
 
-    async fn release(&self, drone: &DroneState, fence: Option<Fence>) -> StoreResult<bool> {
-        // The delivery whose index to drop is the one the drone served, as
-        // stored (the released state no longer names it).
-        let stored: Option<DroneState> = self.get(&drone.id).await?;
-        let delivery = stored
-            .and_then(|d| d.delivery_id)
-            .map(|d| self.keys.delivery_drone(&d))
-            .unwrap_or_else(|| self.keys.delivery_drone(""));
+    async fn release(
+        &self,
+        drone: &DroneState,
+        delivery_id: &str,
+        fence: Option<Fence>,
+    ) -> StoreResult<bool> {
+        let delivery = self.keys.delivery_drone(delivery_id);
         self.checked(
             &self.release,
             drone,

@@ -57,10 +57,11 @@
 //! `XADD`ed at once. With a delay it goes to the sorted set
 //! `{p}:stream:{stream}:delayed` (score = due time in epoch ms, by the Redis
 //! server's clock so that process clocks do not matter; member = the copy's
-//! fields as JSON, tagged with the old entry id to stay unique). Every
+//! fields as JSON, tagged with the old entry id to stay unique). A
 //! `receive` first moves due members back into the stream (`ZRANGEBYSCORE` +
-//! `XADD` + `ZREM` in the same script), so a delayed message is never handed
-//! out early and never sits in the stream where other readers could see it.
+//! `XADD` + `ZREM` in the same script; each partition's set at most every
+//! [`PROMOTE_EVERY`]), so a delayed message is never handed out early and
+//! never sits in the stream where other readers could see it.
 //!
 //! # Receive and blocking reads
 //!
@@ -68,7 +69,9 @@
 //! entries idle for longer than the lock duration (with `XPENDING` for each
 //! one's counter; entries deleted meanwhile are skipped; the scan resumes
 //! from the previous poll's cursor so a large PEL is covered over a few
-//! polls), and if that found nothing, a non-blocking `XREADGROUP … >`. Only
+//! polls; a partition's PEL is scanned at most every tenth of the lock
+//! duration, up to a second, except while it is being taken over), and if
+//! that found nothing, a non-blocking `XREADGROUP … >`. Only
 //! when that is empty does `receive` wait, with `XREADGROUP … BLOCK`.
 //!
 //! A blocked command occupies its connection until it returns, and the
@@ -134,6 +137,10 @@ const MAX_IDLE_BLOCKING: usize = 16;
 const BLOCK_MARGIN: Duration = Duration::from_secs(5);
 /// Due delayed messages moved back to the stream per poll at most.
 const PROMOTE_BATCH: usize = 100;
+/// How often a partition's delayed set is looked at for due messages: a
+/// delayed redelivery comes at most this much after its due time, and a
+/// poll of many partitions does not look at every delayed set every time.
+const PROMOTE_EVERY: Duration = Duration::from_millis(50);
 /// Consumers with nothing pending and idle this long are removed at connect.
 const PRUNE_IDLE: Duration = Duration::from_secs(60 * 60);
 
@@ -220,6 +227,10 @@ struct ReadState {
     /// The partition was just gained: its scan claims every pending entry
     /// (min idle 0), whoever holds it, until the scan has gone round once.
     takeover: bool,
+    /// When its pending list was last scanned for expired locks.
+    scanned: Option<Instant>,
+    /// When its delayed set was last looked at.
+    promoted: Option<Instant>,
 }
 
 /// The Redis Streams queue (see the [module docs](self)).
@@ -380,17 +391,16 @@ impl RedisStreamsQueue {
             .iter()
             .filter(|f| f.partition < self.cfg.partitions)
             .map(|f| {
-                let state = reading.entry(f.partition).or_insert_with(|| ReadState {
+                let fresh = || ReadState {
                     epoch: f.epoch,
                     cursor: "0-0".to_owned(),
                     takeover: true,
-                });
+                    scanned: None,
+                    promoted: None,
+                };
+                let state = reading.entry(f.partition).or_insert_with(fresh);
                 if state.epoch != f.epoch {
-                    *state = ReadState {
-                        epoch: f.epoch,
-                        cursor: "0-0".to_owned(),
-                        takeover: true,
-                    };
+                    *state = fresh();
                 }
                 (f.partition, state.clone())
             })
@@ -400,6 +410,15 @@ impl RedisStreamsQueue {
             plan.rotate_left(turn);
         }
         plan
+    }
+
+    /// How often a partition's pending list is scanned for expired locks
+    /// (a gained partition's is scanned on every poll until taken over):
+    /// a tenth of the lock duration, at most [`MAX_BLOCK`], so an expired
+    /// lock is seen soon after it expires without every poll paying for a
+    /// scan of every partition.
+    fn rescan_every(&self) -> Duration {
+        (self.cfg.lock_duration / 10).min(MAX_BLOCK)
     }
 
     /// One non-blocking poll of the planned partitions (see `RECEIVE`).
@@ -424,12 +443,18 @@ impl RedisStreamsQueue {
                     .arg(self.cfg.max_len.unwrap_or(0))
                     .arg(PROMOTE_BATCH);
                 for (_, state) in plan {
-                    let idle = if state.takeover {
+                    let idle: i64 = if state.takeover {
                         0
+                    } else if !due(state.scanned, self.rescan_every()) {
+                        -1
                     } else {
-                        millis(self.cfg.lock_duration)
+                        i64::try_from(millis(self.cfg.lock_duration)).unwrap_or(i64::MAX)
                     };
-                    invocation.arg(&state.cursor).arg(idle);
+                    let promote = due(state.promoted, PROMOTE_EVERY);
+                    invocation
+                        .arg(&state.cursor)
+                        .arg(idle)
+                        .arg(if promote { "1" } else { "0" });
                 }
                 async move { invocation.invoke_async(&mut c).await }
             })
@@ -437,6 +462,13 @@ impl RedisStreamsQueue {
         let (cursors, entries) = parse_poll_reply(value, &partitions)?;
         {
             let mut reading = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            for (p, before) in plan {
+                let promoted = due(before.promoted, PROMOTE_EVERY);
+                if let (true, Some(state)) = (promoted, reading.get_mut(p)) {
+                    state.promoted = Some(now);
+                }
+            }
             for ((p, before), next) in plan.iter().zip(cursors) {
                 let (Some(next), Some(state)) = (next, reading.get_mut(p)) else {
                     continue;
@@ -448,6 +480,7 @@ impl RedisStreamsQueue {
                     state.takeover = false;
                 }
                 state.cursor = next;
+                state.scanned = Some(Instant::now());
             }
         }
         let reclaimed = entries.iter().filter(|e| e.times_delivered > 1).count();
@@ -737,6 +770,11 @@ impl MessageQueue for RedisStreamsQueue {
     async fn unsettled(&self) -> StoreResult<Option<u64>> {
         RedisStreamsQueue::pending(self).await.map(Some)
     }
+}
+
+/// Whether something last done at `last` (never: `None`) is due again.
+fn due(last: Option<Instant>, every: Duration) -> bool {
+    last.is_none_or(|at| at.elapsed() >= every)
 }
 
 fn lock_lost() -> StoreError {

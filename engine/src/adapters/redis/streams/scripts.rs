@@ -66,8 +66,9 @@ return 1
 
 /// One poll of `receive` over the streams of several partitions: KEYS
 /// `stream, delayed` pairs; ARGV group, consumer, count, max len (0: none),
-/// promote batch, then per stream its `XAUTOCLAIM` start cursor and min
-/// idle ms. Returns `{{next cursor or '' when not scanned, ...}, {{entry id,
+/// promote batch, then per stream its `XAUTOCLAIM` start cursor, its min
+/// idle ms (`-1`: do not scan this poll) and whether to promote its due
+/// delayed messages this poll (`1`/`0`). Returns `{{next cursor or '' when not scanned, ...}, {{entry id,
 /// {field, value, ...}, times delivered, stream index (1-based)}, ...}}`.
 pub(super) const RECEIVE: &str = r#"
 local group, consumer = ARGV[1], ARGV[2]
@@ -75,12 +76,16 @@ local count = tonumber(ARGV[3])
 local maxlen = tonumber(ARGV[4])
 local n = #KEYS / 2
 
--- 1. Delayed messages that are due go back to their stream.
+-- 1. Delayed messages that are due go back to their stream (for the
+-- streams whose delayed set is looked at this poll).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 1, n do
   local stream, delayed = KEYS[2 * i - 1], KEYS[2 * i]
-  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', string.format('%d', now), 'LIMIT', 0, ARGV[5])
+  local due = {}
+  if ARGV[6 + 3 * (i - 1) + 2] == '1' then
+    due = redis.call('ZRANGEBYSCORE', delayed, '-inf', string.format('%d', now), 'LIMIT', 0, ARGV[5])
+  end
   for _, member in ipairs(due) do
     local ok, m = pcall(cjson.decode, member)
     if ok and type(m) == 'table' and type(m.f) == 'table' and #m.f > 0 then
@@ -102,9 +107,9 @@ local out = {}
 local cursors = {}
 for i = 1, n do
   local stream = KEYS[2 * i - 1]
-  local cursor = ARGV[4 + 2 * i]
-  local idle = ARGV[5 + 2 * i]
-  if #out < count then
+  local cursor = ARGV[6 + 3 * (i - 1)]
+  local idle = ARGV[6 + 3 * (i - 1) + 1]
+  if #out < count and idle ~= '-1' then
     for _ = 1, 10 do
       local r = redis.call('XAUTOCLAIM', stream, group, consumer, idle, cursor, 'COUNT', count - #out)
       cursor = r[1]
