@@ -3,13 +3,14 @@
 //! ```text
 //! root (one_for_one)
 //! ├── ownership    membership and partition leases (heartbeat, rebalance)
-//! ├── fleet        scheduler + supervisor of drone/{id} actors
 //! ├── deliveries   dynamic supervisor of delivery/{id} actors
+//! ├── fleet        scheduler + supervisor of drone/{id} actors
 //! └── consumers    queue pump + workflow factory (competing consumers)
 //! ```
-//! Start order matters: drones and deliveries exist before the first message
-//! is pulled; stop order is the reverse, so the pump stops first and in-flight
-//! work drains into live actors.
+//! Start order matters: the partitions are held, and deliveries and drones
+//! exist, before the first message is pulled; stop order is the reverse, so
+//! the pump stops first and in-flight work drains into live actors, and
+//! drones stop before the deliveries they report to.
 //!
 //! Three jobs, three files: this one builds and stops the tree;
 //! `operator.rs` is the operators' view (each supervisor's status, restarts
@@ -152,14 +153,17 @@ impl Engine {
                     start: ownership,
                     stop: None,
                 },
-                ChildSpec {
-                    name: "fleet".into(),
-                    start: fleet,
-                    stop: None,
-                },
+                // Deliveries before the fleet: the drones the fleet adopts
+                // report to their deliveries as soon as they start, and on
+                // a stop the drones stop before the deliveries they report to.
                 ChildSpec {
                     name: "deliveries".into(),
                     start: deliveries,
+                    stop: None,
+                },
+                ChildSpec {
+                    name: "fleet".into(),
+                    start: fleet,
                     stop: None,
                 },
                 ChildSpec {
