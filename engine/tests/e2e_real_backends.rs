@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dronedelivery_actors::domain::ownership::partition_of;
 use mongodb::bson::doc;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -519,8 +520,10 @@ async fn a_killed_engines_unacknowledged_messages_are_claimed_and_finished() {
     // was blocked at that instant is timing, so repeat until it holds some.
     let mut ids = Vec::new();
     let mut held = false;
+    let mut frozen = tokio::time::Instant::now();
     for attempt in 0..5 {
         victim.signal("STOP");
+        frozen = tokio::time::Instant::now();
         let mut batch = Vec::new();
         for i in 0..40 {
             let tag = format!("claim-{attempt}-{i}");
@@ -536,7 +539,58 @@ async fn a_killed_engines_unacknowledged_messages_are_claimed_and_finished() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(held, "the frozen engine never held a message");
+    // The deliveries of the frozen engine's partitions do not exist yet:
+    // their messages wait in its streams or in its pending lists.
+    let victim_tag = format!("-{}-", victim.child.id());
+    let mut victims = std::collections::HashSet::new();
+    for p in 0..16u32 {
+        let owner: Option<String> = redis::cmd("HGET")
+            .arg(format!("{}:lease:{p}", shared.prefix))
+            .arg("owner")
+            .query_async(&mut r)
+            .await
+            .expect("HGET");
+        if owner.is_some_and(|o| o.contains(&victim_tag)) {
+            victims.insert(p);
+        }
+    }
+    let mut stranded = Vec::new();
+    for id in &ids {
+        let theirs = victims.contains(&partition_of(id, 16));
+        if theirs && survivor.stage(id).await.is_none() {
+            stranded.push(id.clone());
+        }
+    }
+    assert!(!stranded.is_empty(), "nothing waited for the frozen engine");
     victim.kill();
+    let killed = tokio::time::Instant::now();
+
+    // Hand-over: the survivor takes the partitions once the leases lapse
+    // (2 s) and processes their messages, those the dead engine held first.
+    let (mut first, mut left) = (None, stranded.clone());
+    while !left.is_empty() && killed.elapsed() < Duration::from_secs(60) {
+        let mut still = Vec::new();
+        for id in left {
+            if survivor.stage(&id).await.is_none() {
+                still.push(id);
+            }
+        }
+        if still.len() < stranded.len() && first.is_none() {
+            first = Some(frozen.elapsed());
+        }
+        left = still;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It last renewed its leases (every 400 ms) before it froze: they
+    // lapse 1.6 to 2 s after the freeze.
+    println!(
+        "scenario 2 hand-over (lease 2 s): {} messages of the frozen, then killed engine's partitions; \
+         the first processed {:.2} s and all {:.2} s after it froze (killed at {:.2} s)",
+        stranded.len(),
+        first.unwrap_or_default().as_secs_f64(),
+        frozen.elapsed().as_secs_f64(),
+        (killed - frozen).as_secs_f64()
+    );
 
     let tally = shared
         .settle(&survivor, &ids, "package-claim-", Duration::from_secs(60))
