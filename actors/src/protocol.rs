@@ -17,7 +17,7 @@ pub use crate::domain::{DroneReport, DroneRequest};
 
 use crate::domain::lifecycle::Rejection;
 use crate::domain::ownership::PartitionId;
-use crate::domain::{Confirmation, DeliveryRecord, DroneState, Location, RescheduleRequest};
+use crate::domain::{Confirmation, DeliveryRecord, DroneState, RescheduleRequest};
 use crate::ports::StoreError;
 
 /// What `Create` did.
@@ -92,9 +92,6 @@ pub enum DroneMsg {
     },
     /// Advance the simulation.
     Tick,
-    /// Report the current job's progress again (a restarted fleet asks, in
-    /// case a report was lost with an actor that stopped).
-    Resync,
     /// The delivery stored the drop-off (or no longer wants this drone): the
     /// drone may forget the job and fly home. Sent by the delivery actor in
     /// answer to `Delivered`.
@@ -123,8 +120,6 @@ pub enum FleetMsg {
         drone_id: String,
         /// The delivery it finished.
         delivery_id: String,
-        /// Where it is.
-        position: Location,
     },
     /// Restart a drone actor (after a failure and its backoff).
     Respawn(String),

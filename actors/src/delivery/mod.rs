@@ -72,7 +72,7 @@ pub struct DeliveryState {
     /// every write so that the store refuses them once another engine has
     /// taken the partition over; `None` when this engine does not hold it
     /// (then it does not write at all, unless the queue is not partitioned:
-    /// see `may_write`).
+    /// see `save`).
     fence: Option<Fence>,
     /// The store refused a write as stale or fenced: another writer has
     /// changed the delivery, so this actor's copy is out of date. It stops
@@ -284,13 +284,8 @@ impl DeliveryState {
         if let Some(entry) = &change.history {
             self.ctx.backends.history.record(entry).await?;
         }
-        if !self.may_write() {
-            self.supersede(Saved::Fenced);
-            return Err(DeliveryError::Superseded);
-        }
-        let deliveries = &self.ctx.backends.deliveries;
         for event in saves(&change.events) {
-            let saved = deliveries.save(&change.record, event, self.fence).await?;
+            let saved = self.save(&change.record, event).await?;
             if !saved.is_stored() {
                 self.supersede(saved);
                 return Err(DeliveryError::Superseded);
@@ -329,12 +324,24 @@ impl DeliveryState {
         }
     }
 
-    /// Whether this engine may write the delivery: it holds the partition
-    /// (the store checks the fence), or the queue is not partitioned, so
-    /// any engine may receive the delivery's messages (the store then
-    /// checks versions only).
-    fn may_write(&self) -> bool {
-        self.fence.is_some() || !self.ctx.backends.queue.partitioned()
+    /// One save of the record (with an event), fenced. An engine that does
+    /// not hold the partition of a partitioned queue's delivery does not
+    /// write it at all: refused here as the store would refuse a stale
+    /// holder. (Without partitions any engine may receive the delivery's
+    /// messages, and the store then checks versions only.)
+    async fn save(
+        &self,
+        record: &DeliveryRecord,
+        event: Option<&TrackingEvent>,
+    ) -> Result<Saved, StoreError> {
+        if self.fence.is_none() && self.ctx.backends.queue.partitioned() {
+            return Ok(Saved::Fenced);
+        }
+        self.ctx
+            .backends
+            .deliveries
+            .save(record, event, self.fence)
+            .await
     }
 
     /// The store refused a write: another writer changed the delivery. The
@@ -437,22 +444,17 @@ impl DeliveryState {
             self.ctx.backends.history.record(entry).await?;
             self.history = None;
         }
-        if !self.may_write() {
-            self.supersede(Saved::Fenced);
-            return Ok(());
-        }
         // One save per unsaved event (or one without an event), oldest
         // first; each event leaves the list only once stored.
-        let deliveries = &self.ctx.backends.deliveries;
         if self.unsaved.is_empty() {
-            let saved = deliveries.save(record, None, self.fence).await?;
+            let saved = self.save(record, None).await?;
             if !saved.is_stored() {
                 self.supersede(saved);
                 return Ok(());
             }
         }
         while let Some(event) = self.unsaved.first() {
-            let saved = deliveries.save(record, Some(event), self.fence).await?;
+            let saved = self.save(record, Some(event)).await?;
             if !saved.is_stored() {
                 self.supersede(saved);
                 return Ok(());

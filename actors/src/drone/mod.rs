@@ -135,7 +135,6 @@ impl Actor for DroneActor {
             DroneMsg::Assign(drone) => state.assign(*drone, &myself).await,
             DroneMsg::Abort { delivery_id } => state.abort(&delivery_id, &myself).await,
             DroneMsg::Tick => state.tick(&myself).await,
-            DroneMsg::Resync => state.resync().await,
             DroneMsg::Released {
                 delivery_id,
                 ticket,
@@ -253,7 +252,6 @@ impl DroneActorState {
                     let _ = fleet.cast(FleetMsg::Free {
                         drone_id: self.drone.id.clone(),
                         delivery_id,
-                        position: self.drone.position,
                     });
                 }
                 if self.drone.target().is_none() {

@@ -157,7 +157,6 @@ impl Actor for FleetActor {
             FleetMsg::Free {
                 drone_id,
                 delivery_id,
-                ..
             } => {
                 state.dispatch.free(&drone_id, &delivery_id);
                 state.dispatch_pending(&myself).await;
@@ -281,10 +280,7 @@ impl FleetState {
         for drone in flying {
             self.dispatch.serve(&drone);
             if ctx.drone(&drone.id).is_none() {
-                if let Err(e) = self.spawn_drone(myself, drone.clone()).await {
-                    tracing::error!(drone_id = %drone.id, error = %e, "could not adopt a drone; retrying");
-                    self.schedule_respawn(myself, drone.id);
-                }
+                self.fly(myself, drone).await;
             }
         }
         for id in waiting {
@@ -323,6 +319,16 @@ impl FleetState {
             }
         }
         tracing::info!(?partitions, drones = stopped.len(), "gave up partitions");
+    }
+
+    /// Starts the actor that flies `drone`'s job here; one that cannot be
+    /// started is tried again from the store after a backoff.
+    async fn fly(&mut self, myself: &ActorRef<FleetMsg>, drone: DroneState) {
+        let drone_id = drone.id.clone();
+        if let Err(e) = self.spawn_drone(myself, drone).await {
+            tracing::error!(%drone_id, error = %e, "could not start a drone actor; retrying");
+            self.schedule_respawn(myself, drone_id);
+        }
     }
 
     async fn spawn_drone(
@@ -365,10 +371,7 @@ impl FleetState {
                     return; // released meanwhile, or flown elsewhere now
                 }
                 self.dispatch.serve(&d);
-                if let Err(e) = self.spawn_drone(myself, d).await {
-                    tracing::error!(%drone_id, error = %e, "drone restart failed; retrying");
-                    self.schedule_respawn(myself, drone_id);
-                }
+                self.fly(myself, d).await;
             }
             Ok(None) => {}
             Err(e) => {
@@ -474,12 +477,8 @@ impl FleetState {
                 return;
             }
         }
-        let drone_id = drone.id.clone();
-        tracing::info!(%drone_id, delivery_id = ?drone.delivery_id, "assigned drone");
-        if let Err(e) = self.spawn_drone(myself, drone).await {
-            tracing::error!(%drone_id, error = %e, "could not start a claimed drone; retrying");
-            self.schedule_respawn(myself, drone_id);
-        }
+        tracing::info!(drone_id = %drone.id, delivery_id = ?drone.delivery_id, "assigned drone");
+        self.fly(myself, drone).await;
     }
 
     /// Tells the drone still serving an older request of the delivery to
