@@ -464,9 +464,16 @@ for d in of("ScaledObject"):
             check(m.get("consumerGroup") == env.get("DD_CONSUMER_GROUP"), "consumerGroup")
             check(("lagCount" in m) != ("pendingEntriesCount" in m), "exactly one of lagCount / pendingEntriesCount")
     elif queue == "servicebus":
-        check(t.get("type") == "azure-servicebus", f"trigger {t.get('type')} for queue {queue}")
-        check(md.get("queueName") and md.get("messageCount"), "azure-servicebus trigger needs queueName and messageCount")
-        check("authenticationRef" in t, "azure-servicebus trigger without authenticationRef")
+        # One trigger per partition queue, the adapter's entity names.
+        base = md.get("queueName")
+        parts = int(env.get("DD_PARTITIONS") or 0)
+        want = [base] + [f"{base}-{p}" for p in range(1, parts)]
+        check([tr.get("metadata", {}).get("queueName") for tr in triggers] == want, f"queues {[tr.get('metadata', {}).get('queueName') for tr in triggers]} vs {parts} partitions")
+        for tr in triggers:
+            m = tr.get("metadata", {})
+            check(tr.get("type") == "azure-servicebus", f"trigger {tr.get('type')} for queue {queue}")
+            check(m.get("queueName") and m.get("messageCount"), "azure-servicebus trigger needs queueName and messageCount")
+            check("authenticationRef" in tr, "azure-servicebus trigger without authenticationRef")
     for tr in triggers:
         for k, v in tr.get("metadata", {}).items():
             check(isinstance(v, str), f"trigger metadata {k} is not a string")

@@ -5,6 +5,15 @@
 //! everything at once, so the others take over within a heartbeat instead
 //! of a lease's lifetime.
 //!
+//! Heartbeats alone converge, but slowly: a partition released on a
+//! graceful stop would wait for the other engines' next heartbeats. So an
+//! engine that joins, releases partitions or leaves **announces** it
+//! through the store ([`OwnershipStore::announce`](crate::ports::OwnershipStore::announce)),
+//! and every engine's actor plans again as soon as it hears an
+//! announcement, between heartbeats. The announcement carries nothing: the
+//! store's leases stay the only truth, and a lost announcement only means
+//! the next heartbeat does the work.
+//!
 //! What it holds is published in [`crate::context::Owned`] (shared
 //! through the [`Context`]), where the actors find the fence of a partition. A store
 //! that cannot be reached changes nothing: the engine keeps what it holds
@@ -68,6 +77,11 @@ pub struct OwnershipState {
     ctx: Arc<Context>,
     held: BTreeMap<PartitionId, u64>,
     last_change: Option<DateTime<Utc>>,
+    /// Whether the other engines should plan again now: this one has just
+    /// joined or released partitions.
+    announce: bool,
+    /// Turns announcements heard into ticks; ends with the actor.
+    listener: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for OwnershipActor {
@@ -84,6 +98,9 @@ impl Actor for OwnershipActor {
             ctx,
             held: BTreeMap::new(),
             last_change: None,
+            // A newcomer asks the others to make room at once.
+            announce: true,
+            listener: None,
         };
         // Take a share before the consumers start; a store that cannot be
         // reached now is retried on the next heartbeat.
@@ -97,6 +114,15 @@ impl Actor for OwnershipActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         myself.send_interval(state.ctx.config.ownership.heartbeat, || OwnershipMsg::Tick);
+        let store = Arc::clone(&state.ctx.backends.ownership);
+        state.listener = Some(tokio::spawn(async move {
+            loop {
+                store.next_announcement().await;
+                if myself.cast(OwnershipMsg::Tick).is_err() {
+                    return;
+                }
+            }
+        }));
         Ok(())
     }
 
@@ -117,6 +143,9 @@ impl Actor for OwnershipActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(listener) = state.listener.take() {
+            listener.abort();
+        }
         state.hand_over().await;
         Ok(())
     }
@@ -127,8 +156,15 @@ impl OwnershipState {
     /// fleet hears of partitions gained or lost once they are published.
     async fn tick(&mut self) {
         let before: Vec<PartitionId> = self.held.keys().copied().collect();
-        if let Err(e) = self.rebalance().await {
-            tracing::warn!(error = %e, held = self.held.len(), "ownership heartbeat failed; keeping the partitions held");
+        match self.rebalance().await {
+            Ok(()) => {
+                if std::mem::take(&mut self.announce) {
+                    self.announce().await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, held = self.held.len(), "ownership heartbeat failed; keeping the partitions held");
+            }
         }
         self.publish();
         let gained: Vec<PartitionId> = self
@@ -181,6 +217,7 @@ impl OwnershipState {
                     .await?;
                 tracing::info!(partition, epoch, "partition handed over");
                 self.changed("released");
+                self.announce = true;
             }
         }
         for partition in plan.acquire {
@@ -228,6 +265,14 @@ impl OwnershipState {
         }
         if let Err(e) = store.leave(engine).await {
             tracing::warn!(error = %e, "could not leave the cluster; the membership lapses instead");
+        }
+        self.announce().await;
+    }
+
+    /// Tells the other engines to plan again now (best effort).
+    async fn announce(&self) {
+        if let Err(e) = self.ctx.backends.ownership.announce().await {
+            tracing::debug!(error = %e, "could not announce an ownership change; heartbeats carry it instead");
         }
     }
 }

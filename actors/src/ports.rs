@@ -204,6 +204,13 @@ pub trait MessageQueue: Send + Sync + 'static {
     async fn unsettled(&self) -> StoreResult<Option<u64>> {
         Ok(None)
     }
+    /// Stops receiving and hands back, at once, what was received ahead of
+    /// the caller and not handed to it yet, so that whoever holds the
+    /// partitions next gets those messages without waiting for their locks
+    /// to expire. Called once, when the engine shuts down; a closed queue
+    /// still sends and settles, and receives nothing. Queues that receive
+    /// only when asked have nothing to do.
+    async fn close(&self) {}
 }
 
 /// What a delivery save did. A refused save is an answer, not an error:
@@ -471,6 +478,19 @@ pub trait OwnershipStore: Send + Sync + 'static {
     /// Every partition's stored lease (index = partition) and the store's
     /// clock, ms, read at one instant.
     async fn leases(&self, partitions: u32) -> StoreResult<(Vec<Option<Lease>>, u64)>;
+    /// Tells every engine that the leases or the membership changed (an
+    /// engine released partitions, joined or left), so they plan again now
+    /// instead of at their next heartbeat: a hand-over then takes a round
+    /// trip, not a heartbeat. Best effort: heartbeats converge without it.
+    async fn announce(&self) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Resolves at the next announcement (any engine's, this one's
+    /// included) made after the previous call returned, or never for a
+    /// store that cannot tell. For one listener per engine.
+    async fn next_announcement(&self) {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The set of adapters one engine runs on.

@@ -136,10 +136,14 @@ fn servicebus_config(args: &ServeArgs) -> anyhow::Result<ServiceBusConfig> {
                 queue: queue.clone(),
                 policy_name: policy_name.clone(),
                 policy_key: policy_key.expose().to_owned(),
+                partitions: 1,
                 endpoint: None,
             }
         }
     };
+    // One queue per partition, so that an engine receives only the
+    // messages of the partitions it holds.
+    cfg.partitions = args.partitions;
     if args.servicebus_endpoint.is_some() {
         cfg.endpoint.clone_from(&args.servicebus_endpoint);
     }

@@ -310,7 +310,9 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_SERVICEBUS_NAMESPACE")]
     pub servicebus_namespace: Option<String>,
 
-    /// Service Bus queue name.
+    /// Service Bus queue name: partition 0's queue; partition n reads and
+    /// writes the queue `{name}-{n}` (one queue per partition, created by
+    /// the operator).
     #[arg(long, env = "DD_SERVICEBUS_QUEUE")]
     pub servicebus_queue: Option<String>,
 
@@ -349,7 +351,8 @@ pub struct ServeArgs {
     pub max_drone_wait_secs: u64,
 
     /// Partitions deliveries and drones are spread over; engines hold them
-    /// by lease. Every engine of one deployment must use the same count.
+    /// by lease, and each is its own stream (Redis Streams) or queue
+    /// (Service Bus). Every engine of one deployment must use the same count.
     #[arg(long, env = "DD_PARTITIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub partitions: u32,
 

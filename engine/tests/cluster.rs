@@ -32,6 +32,10 @@ struct Engine {
 
 impl Engine {
     fn spawn(prefix: &str, fleet_id: &str) -> Self {
+        Self::spawn_with_lease(prefix, fleet_id, LEASE_SECS)
+    }
+
+    fn spawn_with_lease(prefix: &str, fleet_id: &str, lease_secs: u64) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -41,7 +45,7 @@ impl Engine {
             .args(["--queue", "redis-streams", "--redis-url", REDIS])
             .args(["--redis-prefix", prefix, "--fleet-id", fleet_id])
             .args(["--fleet-size", "2", "--admin-token", TOKEN])
-            .args(["--lease-secs", &LEASE_SECS.to_string()])
+            .args(["--lease-secs", &lease_secs.to_string()])
             .args(["--partitions", &PARTITIONS.to_string()])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -244,5 +248,38 @@ after kill -9 all taken over in {takeover:?}; after SIGTERM handed over in {hand
 scale-up balanced in {rejoin:?}; from zero to one engine in {restart:?}; {changes} changes of holder, each with a newer epoch"
     );
     e.terminate();
+    common::cleanup(REDIS, &prefix).await;
+}
+
+/// Announcements: with a 60 s lease the engines heartbeat every 12 s, yet a
+/// newcomer gets its share, and a stopping engine's partitions their new
+/// holder, within a few seconds: the joining engine announces itself, the
+/// holder plans again at once and releases, announces that, and the
+/// newcomer acquires; a graceful stop announces its release. Heartbeats
+/// alone would take up to two heartbeats (24 s) for the first and one for
+/// the second.
+#[tokio::test]
+async fn announcements_move_partitions_between_heartbeats() {
+    const LONG_LEASE: u64 = 60;
+    const WITHIN: Duration = Duration::from_secs(5);
+    let prefix = format!(
+        "announce-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let stores = connect(&RedisConfig::new(REDIS, &prefix)).await.unwrap();
+    let store = stores.ownership;
+    let mut a = Engine::spawn_with_lease(&prefix, "a", LONG_LEASE);
+    let ida = a.ready().await;
+    balanced_among(&store, &[&ida], WITHIN).await;
+    let mut b = Engine::spawn_with_lease(&prefix, "b", LONG_LEASE);
+    let idb = b.ready().await;
+    let joined = balanced_among(&store, &[&ida, &idb], WITHIN).await;
+    b.terminate();
+    let left = balanced_among(&store, &[&ida], WITHIN).await;
+    println!(
+        "announcements (lease {LONG_LEASE} s, heartbeat 12 s): a newcomer balanced {joined:?} after it was ready; \
+a stopped engine's partitions held again in {left:?}"
+    );
+    a.terminate();
     common::cleanup(REDIS, &prefix).await;
 }

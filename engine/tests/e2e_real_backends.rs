@@ -34,6 +34,8 @@ struct Engine {
 struct Shared {
     prefix: String,
     database: String,
+    /// The queue's flags: Redis Streams under `prefix`, or Service Bus.
+    queue: Vec<String>,
 }
 
 impl Shared {
@@ -42,7 +44,34 @@ impl Shared {
         Self {
             prefix: format!("e2e-{}", &id[..12]),
             database: format!("dd_e2e_{}", &id[..12]),
+            queue: ["--queue", "redis-streams"].map(String::from).to_vec(),
         }
+    }
+
+    /// Engines on the Service Bus queue `queue` of the double at `endpoint`
+    /// (one queue per partition), with the same Redis and MongoDB stores.
+    fn on_service_bus(endpoint: &str, queue: &str) -> Self {
+        use dronedelivery_engine::adapters::servicebus::double::{
+            DOUBLE_NAMESPACE, DOUBLE_POLICY_KEY, DOUBLE_POLICY_NAME,
+        };
+        let mut shared = Self::new();
+        shared.queue = [
+            "--queue",
+            "servicebus",
+            "--servicebus-namespace",
+            DOUBLE_NAMESPACE,
+            "--servicebus-queue",
+            queue,
+            "--servicebus-policy-name",
+            DOUBLE_POLICY_NAME,
+            "--servicebus-policy-key",
+            DOUBLE_POLICY_KEY,
+            "--servicebus-endpoint",
+            endpoint,
+        ]
+        .map(String::from)
+        .to_vec();
+        shared
     }
 
     async fn redis(&self) -> redis::aio::MultiplexedConnection {
@@ -66,14 +95,8 @@ impl Shared {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dronedelivery"));
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--queue",
-                "redis-streams",
-                "--redis-url",
-                REDIS,
-                "--redis-prefix",
-                &self.prefix,
-            ])
+            .args(&self.queue)
+            .args(["--redis-url", REDIS, "--redis-prefix", &self.prefix])
             .args(["--mongodb-uri", &format!("{MONGO}/{}", self.database)])
             .args([
                 "--fleet-id",
@@ -957,8 +980,51 @@ impl Engine {
 /// stopped with work queued and in flight, and one new engine finishes it.
 #[tokio::test]
 async fn engines_join_die_and_leave_and_every_delivery_has_one_owner_and_one_drone() {
-    const TOKEN: &str = "scale-token";
     let shared = Shared::new();
+    join_die_and_leave(&shared, "").await.kill();
+    shared.cleanup().await;
+}
+
+/// Scenarios 9 and 10 with the engines on Service Bus (the protocol
+/// double, one queue per partition, 5 s locks), Redis and MongoDB stores.
+/// A killed engine's locked messages come back when their locks expire (no
+/// claim over Service Bus); everything else is as on Redis Streams.
+#[tokio::test]
+async fn on_service_bus_engines_join_die_and_leave_and_every_delivery_has_one_owner() {
+    use dronedelivery_engine::adapters::servicebus::double::spawn_double;
+    let (addr, double) = spawn_double(Duration::from_secs(5), 10).await;
+    let shared = Shared::on_service_bus(&format!("http://{addr}"), "deliveries");
+    let mut last = join_die_and_leave(&shared, " on Service Bus").await;
+    // Every message was settled on the partition queues (the last ones
+    // within a moment of their deliveries finishing), none dead-lettered
+    // by the service.
+    let names: Vec<String> = std::iter::once("deliveries".to_owned())
+        .chain((1..16).map(|p| format!("deliveries-{p}")))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<_> = names
+            .iter()
+            .map(|n| (n, double.counts(n)))
+            .filter(|(_, c)| c.active + c.locked + c.scheduled + c.dead_lettered > 0)
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unsettled on Service Bus: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last.kill();
+    shared.cleanup().await;
+}
+
+/// The body of scenarios 9 and 10 (see the test above); `on` names the
+/// queue in the tally lines. Returns the last engine, still running.
+async fn join_die_and_leave(shared: &Shared, on: &str) -> Engine {
+    const TOKEN: &str = "scale-token";
     let args = [
         "--lease-secs",
         "2",
@@ -971,7 +1037,7 @@ async fn engines_join_die_and_leave_and_every_delivery_has_one_owner_and_one_dro
     let start = |shared: &Shared| shared.spawn_with_fleet("pool", 24, &args);
     let mut engines: Vec<Option<Engine>> = Vec::new();
     for _ in 0..3 {
-        let mut e = start(&shared);
+        let mut e = start(shared);
         e.ready().await;
         engines.push(Some(e));
     }
@@ -1002,7 +1068,7 @@ async fn engines_join_die_and_leave_and_every_delivery_has_one_owner_and_one_dro
                 if let Some(e) = engines[0].as_mut() {
                     e.kill();
                 }
-                let mut e = start(&shared);
+                let mut e = start(shared);
                 e.ready().await;
                 engines[0] = Some(e);
             }
@@ -1014,7 +1080,7 @@ async fn engines_join_die_and_leave_and_every_delivery_has_one_owner_and_one_dro
             }
             150 => {
                 // Scale-up: a fourth engine joins.
-                let mut e = start(&shared);
+                let mut e = start(shared);
                 e.ready().await;
                 engines.push(Some(e));
             }
@@ -1050,9 +1116,9 @@ async fn engines_join_die_and_leave_and_every_delivery_has_one_owner_and_one_dro
         .await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let samples = sampler.await.expect("the sampler");
-    tally.report(
-        "scenario 9 (three engines; kill -9 and restart, scale-down, scale-up, fleet restart)",
-    );
+    tally.report(&format!(
+        "scenario 9{on} (three engines; kill -9 and restart, scale-down, scale-up, fleet restart)"
+    ));
     let switched: Vec<&String> = samples
         .seen
         .iter()
@@ -1060,7 +1126,7 @@ async fn engines_join_die_and_leave_and_every_delivery_has_one_owner_and_one_dro
         .map(|(id, _)| id)
         .collect();
     println!(
-        "scenario 9 drones: samples={} deliveries_seen={} double_held={} listed_twice={} \
+        "scenario 9{on} drones: samples={} deliveries_seen={} double_held={} listed_twice={} \
          switched_drone_without_reschedule={}",
         samples.samples,
         samples.seen.len(),
@@ -1105,13 +1171,14 @@ async fn engines_join_die_and_leave_and_every_delivery_has_one_owner_and_one_dro
             }
         }
     }
-    let mut last = start(&shared);
+    let mut last = start(shared);
     last.ready().await;
     let tally = shared
         .settle(&last, &more, "package-zero-", Duration::from_secs(120))
         .await;
-    tally.report("scenario 10 (every engine stopped with work in flight; one new engine)");
+    tally.report(&format!(
+        "scenario 10{on} (every engine stopped with work in flight; one new engine)"
+    ));
     tally.assert_nothing_lost_or_duplicated();
-    last.kill();
-    shared.cleanup().await;
+    last
 }

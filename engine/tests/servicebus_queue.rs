@@ -22,6 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::ports::{MessageQueue, Operation, QueueMessage};
 use dronedelivery_engine::adapters::contract;
 use dronedelivery_engine::adapters::servicebus::double::{
@@ -31,12 +32,19 @@ use dronedelivery_engine::adapters::servicebus::double::{
 use dronedelivery_engine::adapters::servicebus::{ServiceBusConfig, ServiceBusQueue};
 use tokio::time::Instant;
 
+/// Partition 0, the only one of a queue that is not spread over several.
+const ALL: &[Fence] = &[Fence {
+    partition: 0,
+    epoch: 1,
+}];
+
 fn queue_on(addr: std::net::SocketAddr, queue: &str) -> Arc<ServiceBusQueue> {
     ServiceBusQueue::new(ServiceBusConfig {
         namespace: DOUBLE_NAMESPACE.to_owned(),
         queue: queue.to_owned(),
         policy_name: DOUBLE_POLICY_NAME.to_owned(),
         policy_key: DOUBLE_POLICY_KEY.to_owned(),
+        partitions: 1,
         endpoint: Some(format!("http://{addr}")),
     })
     .expect("adapter")
@@ -99,7 +107,7 @@ async fn reads_messages_produced_by_the_reference_implementation() {
     let mut got = Vec::new();
     while got.len() < 3 {
         let batch = queue
-            .receive(&[], 3, Duration::from_secs(2))
+            .receive(ALL, 3, Duration::from_secs(2))
             .await
             .expect("receive");
         assert!(!batch.is_empty(), "three messages were sent");
@@ -225,7 +233,7 @@ async fn a_wrong_key_is_refused() {
         "send must fail with 401: {err:?}"
     );
     let err = wrong
-        .receive(&[], 1, Duration::from_millis(100))
+        .receive(ALL, 1, Duration::from_millis(100))
         .await
         .err();
     assert!(
@@ -248,7 +256,7 @@ async fn the_service_dead_letters_past_max_delivery_count() {
     queue.send(sent.clone()).await.expect("send");
     for attempt in 1..=2 {
         let got = queue
-            .receive(&[], 1, Duration::from_secs(2))
+            .receive(ALL, 1, Duration::from_secs(2))
             .await
             .expect("receive");
         assert_eq!(got.len(), 1);
@@ -259,7 +267,7 @@ async fn the_service_dead_letters_past_max_delivery_count() {
             .expect("abandon");
     }
     let none = queue
-        .receive(&[], 1, Duration::from_millis(300))
+        .receive(ALL, 1, Duration::from_millis(300))
         .await
         .expect("receive");
     assert!(none.is_empty(), "dead-lettered by the service");
@@ -283,7 +291,7 @@ async fn large_sequence_numbers_do_not_strand_messages() {
     let queue = queue_on(addr, "partitioned");
     queue.send(message(1)).await.expect("send");
     let got = queue
-        .receive(&[], 1, Duration::from_secs(2))
+        .receive(ALL, 1, Duration::from_secs(2))
         .await
         .expect("receive");
     assert_eq!(got.len(), 1);
@@ -304,7 +312,7 @@ async fn a_lock_can_be_settled_by_another_instance() {
     let other = queue_on(addr, "shared");
     receiver.send(message(1)).await.expect("send");
     let got = receiver
-        .receive(&[], 1, Duration::from_secs(2))
+        .receive(ALL, 1, Duration::from_secs(2))
         .await
         .expect("receive");
     assert_eq!(got.len(), 1);
@@ -334,7 +342,7 @@ async fn a_delay_longer_than_the_lock_is_honoured() {
     let queue = queue_on(addr, "delayed");
     queue.send(message(1)).await.expect("send");
     let first = queue
-        .receive(&[], 1, Duration::from_secs(2))
+        .receive(ALL, 1, Duration::from_secs(2))
         .await
         .expect("receive");
     assert_eq!(first.len(), 1);
@@ -348,7 +356,7 @@ async fn a_delay_longer_than_the_lock_is_honoured() {
         "a handed-back lock no longer settles"
     );
     let early = queue
-        .receive(&[], 1, Duration::from_millis(2500))
+        .receive(ALL, 1, Duration::from_millis(2500))
         .await
         .expect("receive");
     assert!(
@@ -362,7 +370,7 @@ async fn a_delay_longer_than_the_lock_is_honoured() {
         "held under a renewed lock"
     );
     let later = queue
-        .receive(&[], 1, Duration::from_secs(5))
+        .receive(ALL, 1, Duration::from_secs(5))
         .await
         .expect("receive");
     assert_eq!(later.len(), 1);
@@ -371,30 +379,169 @@ async fn a_delay_longer_than_the_lock_is_honoured() {
     queue.complete(&later[0].lock).await.expect("complete");
 }
 
-/// A receive whose caller stops waiting hands its message back at once
-/// instead of leaving it locked for the lock duration.
+/// A receive whose caller stops waiting loses nothing: the message its
+/// partition's receiver locks meanwhile goes to the next receive (not after
+/// its 60 s lock), and closing the queue hands back what was received ahead.
 #[tokio::test]
-async fn a_dropped_receive_hands_its_message_back() {
+async fn a_dropped_receive_loses_nothing_and_close_hands_back() {
     let (addr, double) = spawn_double(Duration::from_secs(60), 10).await;
     let queue = queue_on(addr, "dropped");
     let gave_up = tokio::time::timeout(
         Duration::from_millis(300),
-        queue.receive(&[], 1, Duration::from_secs(3)),
+        queue.receive(ALL, 1, Duration::from_secs(3)),
     )
     .await;
     assert!(gave_up.is_err(), "nothing to receive yet");
-    // The abandoned long poll is still running; it gets this message and,
-    // finding nobody waiting for it, unlocks it.
     queue.send(message(1)).await.expect("send");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let counts = double.counts("dropped");
-    assert_eq!((counts.active, counts.locked), (1, 0), "{counts:?}");
     let got = queue
-        .receive(&[], 1, Duration::from_secs(4))
+        .receive(ALL, 1, Duration::from_secs(4))
         .await
         .expect("receive");
-    assert_eq!(got.len(), 1, "unlocked well before its 60 s lock expired");
-    assert_eq!(got[0].delivery_count, 2);
+    assert_eq!(got.len(), 1, "received well before its 60 s lock expired");
+    queue
+        .abandon(&got[0].lock, Duration::ZERO)
+        .await
+        .expect("abandon");
+    // The receiver locks it again at once, ahead of any caller.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = double.counts("dropped");
+    assert_eq!((counts.active, counts.locked), (0, 1), "{counts:?}");
+    queue.close().await;
+    let counts = double.counts("dropped");
+    assert_eq!((counts.active, counts.locked), (1, 0), "{counts:?}");
+    assert!(
+        queue
+            .receive(ALL, 1, Duration::from_millis(300))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "a closed queue receives nothing"
+    );
+}
+
+fn partitioned_on(
+    addr: std::net::SocketAddr,
+    queue: &str,
+    partitions: u32,
+) -> Arc<ServiceBusQueue> {
+    ServiceBusQueue::new(ServiceBusConfig {
+        namespace: DOUBLE_NAMESPACE.to_owned(),
+        queue: queue.to_owned(),
+        policy_name: DOUBLE_POLICY_NAME.to_owned(),
+        policy_key: DOUBLE_POLICY_KEY.to_owned(),
+        partitions,
+        endpoint: Some(format!("http://{addr}")),
+    })
+    .expect("adapter")
+}
+
+fn holding(partitions: &[u32]) -> Vec<Fence> {
+    partitions
+        .iter()
+        .map(|&partition| Fence {
+            partition,
+            epoch: 1,
+        })
+        .collect()
+}
+
+/// Receives from `from` until `want` messages came or `within` passed.
+async fn drain(
+    queue: &ServiceBusQueue,
+    from: &[Fence],
+    want: usize,
+    within: Duration,
+) -> Vec<dronedelivery_actors::ports::ReceivedMessage> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    while got.len() < want && Instant::now() < deadline {
+        got.extend(
+            queue
+                .receive(from, want - got.len(), Duration::from_millis(200))
+                .await
+                .expect("receive"),
+        );
+    }
+    got
+}
+
+/// Each partition is its own queue (`{queue}` for partition 0,
+/// `{queue}-{n}` for the others): a message goes to its delivery's
+/// partition, an engine reads only the partitions it holds, and a partition
+/// given up hands what was received ahead of it straight to its next holder
+/// instead of after the lock duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_queues_and_each_holder_reads_its_own() {
+    use dronedelivery_actors::domain::ownership::partition_of;
+    let (addr, double) = spawn_double(Duration::from_secs(30), 10).await;
+    let a = partitioned_on(addr, "parts", 4);
+    let b = partitioned_on(addr, "parts", 4);
+    let mut per_partition = [0u64; 4];
+    for n in 0..40 {
+        let m = message(n);
+        per_partition[partition_of(&m.routing_key(), 4) as usize] += 1;
+        a.send(m).await.expect("send");
+    }
+    assert!(per_partition.iter().all(|&n| n > 0), "{per_partition:?}");
+    let queues = ["parts", "parts-1", "parts-2", "parts-3"];
+    for (p, name) in queues.iter().enumerate() {
+        assert_eq!(double.counts(name).active, per_partition[p], "{name}");
+    }
+    assert_eq!(b.depth().await.ok(), Some(40), "depth sums the partitions");
+
+    let (from_a, from_b) = (holding(&[0, 1]), holding(&[2, 3]));
+    let want_a = (per_partition[0] + per_partition[1]) as usize;
+    let got_a = drain(&a, &from_a, want_a, Duration::from_secs(10)).await;
+    let got_b = drain(&b, &from_b, 40 - want_a, Duration::from_secs(10)).await;
+    assert_eq!((got_a.len(), got_b.len()), (want_a, 40 - want_a));
+    for (got, mine) in [(&got_a, [0, 1]), (&got_b, [2, 3])] {
+        for r in got {
+            let home = partition_of(&r.message.routing_key(), 4);
+            assert_eq!(r.partition, Some(home), "{:?}", r.message.message_id);
+            assert!(mine.contains(&home), "read a partition not held");
+        }
+    }
+    for r in got_a.iter().chain(&got_b) {
+        a.complete(&r.lock).await.expect("complete");
+    }
+
+    // A holds everything and its receivers lock ahead; then it gives up 2
+    // and 3, and B, taking them, gets their messages at once.
+    let nothing = a
+        .receive(&holding(&[0, 1, 2, 3]), 1, Duration::from_millis(300))
+        .await
+        .expect("receive");
+    assert!(nothing.is_empty());
+    let later: Vec<QueueMessage> = (100..140).map(message).collect();
+    let moving = later
+        .iter()
+        .filter(|m| partition_of(&m.routing_key(), 4) >= 2)
+        .count();
+    for m in &later {
+        b.send(m.clone()).await.expect("send");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        double.counts("parts-2").locked + double.counts("parts-3").locked > 0,
+        "A's receivers locked partitions 2 and 3 ahead"
+    );
+    let kept = drain(&a, &from_a, 40 - moving, Duration::from_secs(10)).await;
+    let started = Instant::now();
+    let moved = drain(&b, &from_b, moving, Duration::from_secs(20)).await;
+    assert_eq!((kept.len(), moved.len()), (40 - moving, moving));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "given back, not left to its 30 s lock: {:?}",
+        started.elapsed()
+    );
+    assert!(moved.iter().all(|r| r.partition.is_some_and(|p| p >= 2)));
+    for r in kept.iter().chain(&moved) {
+        b.complete(&r.lock).await.expect("complete");
+    }
+    for name in queues {
+        let c = double.counts(name);
+        assert_eq!((c.active, c.locked), (0, 0), "{name}: {c:?}");
+    }
 }
 
 #[tokio::test]
@@ -404,7 +551,7 @@ async fn waits_are_kept() {
     for (wait, max) in [(250, 700), (1500, 2300)] {
         let started = Instant::now();
         let got = queue
-            .receive(&[], 5, Duration::from_millis(wait))
+            .receive(ALL, 5, Duration::from_millis(wait))
             .await
             .expect("receive");
         let took = started.elapsed();
@@ -417,7 +564,7 @@ async fn waits_are_kept() {
     // A long poll wakes as soon as a message arrives.
     let waiter = {
         let q = Arc::clone(&queue);
-        tokio::spawn(async move { q.receive(&[], 1, Duration::from_secs(10)).await })
+        tokio::spawn(async move { q.receive(ALL, 1, Duration::from_secs(10)).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
@@ -433,7 +580,7 @@ async fn shutdown_ends_pending_long_polls() {
     let queue = queue_on(addr, "stopping");
     let waiter = {
         let q = Arc::clone(&queue);
-        tokio::spawn(async move { q.receive(&[], 1, Duration::from_secs(20)).await })
+        tokio::spawn(async move { q.receive(ALL, 1, Duration::from_secs(20)).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();

@@ -197,12 +197,17 @@ impl Engine {
         self.ctx.config.role
     }
 
-    /// Stops the tree gracefully: the pump stops taking messages, the
+    /// Stops the tree gracefully: the queue hands back what it received
+    /// ahead, the pump stops taking messages, the
     /// workflow pool finishes its jobs, children stop in reverse start order.
     /// Messages still unsettled afterwards (work that outlived the grace
     /// period) are abandoned, so the broker redelivers them at once.
     pub async fn shutdown(&self) {
         let grace = self.ctx.config.shutdown_grace;
+        // Messages received ahead of the pump go back first, while this
+        // engine still holds their partitions: the next holders find them
+        // as soon as they take the partitions over.
+        self.ctx.backends.queue.close().await;
         if let Err(e) = self
             .root
             .stop_and_wait(Some("shutdown".into()), Some(grace * 2))

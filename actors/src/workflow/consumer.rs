@@ -33,6 +33,12 @@ use crate::domain::ownership::partition_of;
 use crate::metrics::{self as m, LiveActor};
 use crate::ports::ReceivedMessage;
 
+/// How long one receive waits for a first message. It also bounds how late
+/// the pump starts reading a partition the engine has just gained (the
+/// partitions read are fixed for the length of a receive), so it is short:
+/// an idle engine's extra cost is a few blocking reads a second.
+const RECEIVE_WAIT: Duration = Duration::from_millis(250);
+
 /// Pause after a failed receive: 100 ms doubling up to 12.8 s.
 const RECEIVE_BACKOFF: Backoff =
     Backoff::new(Duration::from_millis(100), Duration::from_millis(12_800));
@@ -274,7 +280,7 @@ impl PumpState {
         let queue = &self.ctx.backends.queue;
         let from = self.ctx.owned.fences();
         let received = queue
-            .receive(&from, permits.len(), Duration::from_secs(1))
+            .receive(&from, permits.len(), RECEIVE_WAIT)
             .await
             .map_err(|e| e.to_string())?;
         for (received, permit) in received.into_iter().zip(permits) {

@@ -22,6 +22,7 @@
 //! | `{p}:engines` | sorted set | live engines, score = when their membership lapses (server clock, ms) |
 //! | `{p}:lease:{n}` | hash | `owner`, `epoch`, `expires` of partition `n`'s lease |
 //! | `{p}:lease-epoch` | string | counter every lease grant takes its epoch from |
+//! | `{p}:ownership-changes` | pub/sub channel | an engine released partitions, joined or left: the others plan again at once |
 //!
 //! Ids are embedded verbatim. Delivery ids are UUIDs minted by the gateway
 //! and drone ids look like `drone-0042`, so they cannot contain the
@@ -139,6 +140,12 @@ impl Keys {
     /// `{p}:lease-epoch`: the counter lease grants take their epochs from.
     pub fn lease_epoch(&self) -> String {
         format!("{}:lease-epoch", self.prefix)
+    }
+
+    /// `{p}:ownership-changes`: the pub/sub channel engines announce lease
+    /// and membership changes on.
+    pub fn ownership_changes(&self) -> String {
+        format!("{}:ownership-changes", self.prefix)
     }
 
     /// `{p}:stream:{stream}:delayed`: messages abandoned with a delay, by due time.

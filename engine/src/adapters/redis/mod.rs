@@ -144,7 +144,9 @@ pub async fn connect(cfg: &RedisConfig) -> Result<RedisStores, StoreError> {
         )),
         drones: Arc::new(RedisDroneStore::new(conn.clone(), keys.clone())),
         idempotency: Arc::new(RedisIdempotencyStore::new(conn.clone(), keys.clone())),
-        ownership: Arc::new(RedisOwnershipStore::new(conn, keys)),
+        ownership: Arc::new(
+            RedisOwnershipStore::new(conn, keys).announced_through(client(&cfg.url)?),
+        ),
     })
 }
 

@@ -8,10 +8,17 @@
 //! - `{p}:lease-epoch`: the counter every new grant takes its epoch from,
 //!   so epochs are unique and increase across all partitions and engines.
 //!
+//! - `{p}:ownership-changes`: a pub/sub channel. An engine that released
+//!   partitions, joined or left publishes on it, and every engine's
+//!   ownership actor plans again at once: a graceful hand-over takes a round
+//!   trip instead of a heartbeat. Pub/sub is fire-and-forget; a missed
+//!   announcement only means the next heartbeat does the work.
+//!
 //! Each operation is one Lua script reading the server's `TIME`, so no
 //! engine's clock ever decides an expiry, and the script is the exact
 //! translation of `LeaseRules::decide` (the tests compare the two).
 
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use ::redis::aio::ConnectionManager;
@@ -98,6 +105,68 @@ pub struct RedisOwnershipStore {
     engines: Script,
     lease: Script,
     leases: Script,
+    /// Where announcements are listened for; `None`: never told.
+    announcements: Option<Arc<Announcements>>,
+}
+
+/// The subscription to [`Keys::ownership_changes`], started by the first
+/// [`OwnershipStore::next_announcement`].
+struct Announcements {
+    client: ::redis::Client,
+    heard: Arc<tokio::sync::Notify>,
+    listening: OnceLock<()>,
+}
+
+/// First and longest pause before subscribing again.
+const RESUBSCRIBE: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(10));
+
+/// Subscribes to `channel` and wakes `heard` for each message, and once
+/// after each (re)subscription (announcements may have been missed); ends
+/// when the store is gone.
+async fn listen(client: ::redis::Client, channel: String, heard: Weak<tokio::sync::Notify>) {
+    use futures::StreamExt;
+    let mut failures = 0u32;
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, ::redis::RedisError>(pubsub)
+        }
+        .await;
+        match subscribed {
+            Ok(mut pubsub) => {
+                failures = 0;
+                let mut messages = pubsub.on_message();
+                loop {
+                    let Some(heard) = heard.upgrade() else {
+                        return;
+                    };
+                    heard.notify_one();
+                    drop(heard);
+                    if messages.next().await.is_none() {
+                        break;
+                    }
+                }
+                tracing::warn!(
+                    "lost the subscription to ownership announcements; subscribing again"
+                );
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 {
+                    tracing::warn!(error = %e, "cannot subscribe to ownership announcements; heartbeats alone rebalance meanwhile");
+                }
+            }
+        }
+        if heard.strong_count() == 0 {
+            return;
+        }
+        let (first, longest) = RESUBSCRIBE;
+        let pause = first
+            .saturating_mul(2u32.saturating_pow(failures.min(8)))
+            .min(longest);
+        tokio::time::sleep(pause).await;
+    }
 }
 
 impl std::fmt::Debug for RedisOwnershipStore {
@@ -118,7 +187,20 @@ impl RedisOwnershipStore {
             engines: Script::new(&format!("{NOW}{ENGINES}")),
             lease: Script::new(&format!("{NOW}{LEASE}")),
             leases: Script::new(&format!("{NOW}{LEASES}")),
+            announcements: None,
         }
+    }
+
+    /// Listens for announcements with a subscription of its own through
+    /// `client` (pub/sub needs a dedicated connection).
+    #[must_use]
+    pub fn announced_through(mut self, client: ::redis::Client) -> Self {
+        self.announcements = Some(Arc::new(Announcements {
+            client,
+            heard: Arc::new(tokio::sync::Notify::new()),
+            listening: OnceLock::new(),
+        }));
+        self
     }
 }
 
@@ -213,6 +295,31 @@ impl OwnershipStore for RedisOwnershipStore {
             Some(4) => Ok(LeaseAnswer::Released),
             _ => Err(bad_reply("lease", &reply)),
         }
+    }
+
+    async fn announce(&self) -> StoreResult<()> {
+        let mut c = self.conn.clone();
+        ::redis::cmd("PUBLISH")
+            .arg(self.keys.ownership_changes())
+            .arg("")
+            .query_async::<i64>(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn next_announcement(&self) {
+        let Some(a) = &self.announcements else {
+            return std::future::pending().await;
+        };
+        a.listening.get_or_init(|| {
+            tokio::spawn(listen(
+                a.client.clone(),
+                self.keys.ownership_changes(),
+                Arc::downgrade(&a.heard),
+            ));
+        });
+        a.heard.notified().await;
     }
 
     async fn leases(&self, partitions: u32) -> StoreResult<(Vec<Option<Lease>>, u64)> {

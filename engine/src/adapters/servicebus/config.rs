@@ -11,8 +11,13 @@ use dronedelivery_actors::ports::StoreError;
 pub struct ServiceBusConfig {
     /// Namespace name: `NS` of `NS.servicebus.windows.net`.
     pub namespace: String,
-    /// Queue name.
+    /// Queue name: the queue of partition 0. Partition `n > 0` is the queue
+    /// `{queue}-{n}` (see [`ServiceBusConfig::partition_queue`]).
     pub queue: String,
+    /// How many partitions, hence queues, the deliveries are spread over
+    /// (the engine's `--partitions`). 1 is the single queue of the
+    /// reference implementation.
+    pub partitions: u32,
     /// Shared access policy (rule) name, e.g. `RootManageSharedAccessKey`.
     pub policy_name: String,
     /// Shared access policy key. Never logged.
@@ -28,12 +33,18 @@ impl fmt::Debug for ServiceBusConfig {
         f.debug_struct("ServiceBusConfig")
             .field("namespace", &self.namespace)
             .field("queue", &self.queue)
+            .field("partitions", &self.partitions)
             .field("policy_name", &self.policy_name)
             .field("policy_key", &"<redacted>")
             .field("endpoint", &self.endpoint)
             .finish()
     }
 }
+
+/// Most partitions a queue may be spread over: each is a queue of the
+/// namespace (a Standard namespace holds up to 10,000 entities) and, once
+/// held, one long-polling receiver.
+pub const MAX_PARTITIONS: u32 = 1024;
 
 pub(super) fn invalid(what: impl fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("invalid Service Bus settings: {what}"))
@@ -118,8 +129,21 @@ impl ServiceBusConfig {
             queue: queue.to_owned(),
             policy_name: policy_name.to_owned(),
             policy_key: policy_key.to_owned(),
+            partitions: 1,
             endpoint: None,
         })
+    }
+
+    /// The queue holding partition `partition`'s messages: the configured
+    /// queue for partition 0 (so one partition is the reference
+    /// implementation's layout, and messages queued before partitioning are
+    /// still read), `{queue}-{partition}` for the others.
+    pub fn partition_queue(&self, partition: u32) -> String {
+        if partition == 0 {
+            self.queue.clone()
+        } else {
+            format!("{}-{partition}", self.queue)
+        }
     }
 
     pub(super) fn validate(&self) -> Result<Option<Url>, StoreError> {
@@ -145,6 +169,12 @@ impl ServiceBusConfig {
             return Err(invalid(format!(
                 "queue name '{}' may only hold letters, digits and - _ . / ~",
                 self.queue
+            )));
+        }
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(invalid(format!(
+                "partitions must be 1 to {MAX_PARTITIONS} (one queue each), not {}",
+                self.partitions
             )));
         }
         if self.policy_name.is_empty() || self.policy_key.is_empty() {

@@ -351,6 +351,7 @@ impl DoubleHandle {
             queue: queue.to_owned(),
             policy_name: self.shared.cfg.policy_name.clone(),
             policy_key: self.shared.cfg.policy_key.clone(),
+            partitions: 1,
             endpoint: Some(self.endpoint()),
         }
     }

@@ -7,6 +7,28 @@
 //! locally, for tests and benchmarks, since Azure cannot be reached from
 //! every place the engine is built.
 //!
+//! # Partitions: one queue each
+//!
+//! Deliveries are spread over partitions held by lease (see the actors'
+//! `domain::ownership`); an engine must receive only the messages of the
+//! partitions it holds, so that one delivery has one owner. Service Bus
+//! offers two tools that do not fit: **sessions** (one receiver per session
+//! id) cannot be received over the REST protocol, and a **partitioned
+//! entity**'s `PartitionKey` spreads one queue over message brokers without
+//! letting a receiver choose a partition. So each partition is its **own
+//! queue**: partition 0 is the configured queue (one partition is the
+//! reference implementation's layout, and messages queued before
+//! partitioning are still read; the workflow moves them to their
+//! partition), partition `n` is `{queue}-{n}`. The operator creates the
+//! queues (a missing one is reported by name); `send` routes a message by
+//! its delivery id; `receive` reads the partitions it is given through one
+//! receiver each (`receivers`: long polls, a small bounded read-ahead,
+//! hand-back of a partition given up and on `close`); `depth` sums the
+//! queues. Unlike Redis Streams there is no claim of another receiver's
+//! lock: messages a dead engine had locked come back when their locks
+//! expire (the queue's lock duration bounds that part of a crash
+//! hand-over; a graceful stop hands everything back at once).
+//!
 //! # Wire protocol
 //!
 //! All requests carry `Authorization: SharedAccessSignature
@@ -14,12 +36,12 @@
 //!
 //! | Operation | Request | Answer |
 //! |---|---|---|
-//! | [`send`](MessageQueue::send) | `POST /{queue}/messages`, body = the JSON text unchanged, `BrokerProperties: {"MessageId":..}`, custom properties as headers: `operation: "delivery"`, `Diagnostic-Id: "<correlation id>"` | `201` |
-//! | [`receive`](MessageQueue::receive) | `POST /{queue}/messages/head?timeout=N` (peek-lock) | `201` + body + `BrokerProperties` (`LockToken`, `SequenceNumber`, `DeliveryCount`, `MessageId`, `EnqueuedTimeUtc`, `LockedUntilUtc`) + `Location: {lock url}` + custom properties; `204` when nothing came within `N` s |
+//! | [`send`](MessageQueue::send) | `POST /{partition queue}/messages`, body = the JSON text unchanged, `BrokerProperties: {"MessageId":..}`, custom properties as headers: `operation: "delivery"`, `Diagnostic-Id: "<correlation id>"` | `201` |
+//! | [`receive`](MessageQueue::receive) | `POST /{partition queue}/messages/head?timeout=3` (peek-lock, by each held partition's receiver) | `201` + body + `BrokerProperties` (`LockToken`, `SequenceNumber`, `DeliveryCount`, `MessageId`, `EnqueuedTimeUtc`, `LockedUntilUtc`) + `Location: {lock url}` + custom properties; `204` when nothing came within `N` s |
 //! | [`complete`](MessageQueue::complete), [`dead_letter`](MessageQueue::dead_letter) | `DELETE {lock url}` | `200`; `404`/`410` when the lock is lost |
 //! | [`abandon`](MessageQueue::abandon) | `PUT {lock url}` (unlock) | `200` |
 //! | [`renew`](MessageQueue::renew) | `POST {lock url}` | `200` |
-//! | [`depth`](MessageQueue::depth) | `GET /{queue}?api-version=2017-04` (management: an Atom entry) | `<d2p1:ActiveMessageCount>N</…>` |
+//! | [`depth`](MessageQueue::depth) | `GET /{partition queue}?api-version=2017-04` for each partition (management: an Atom entry) | `<d2p1:ActiveMessageCount>N</…>`, summed |
 //!
 //! The lock URL is the peek-lock answer's `Location`,
 //! `https://{ns}.servicebus.windows.net/{queue}/messages/{sequence number or
@@ -41,17 +63,16 @@
 //! delivery raises `DeliveryCount`, and past `maxDeliveryCount` (10) the
 //! service moves the message to its own dead-letter queue.
 //!
-//! - **receive**: the REST API hands out one message per request. The first
-//!   request long-polls with `timeout` = the whole seconds left of `wait`;
-//!   when less than a second is left it polls with `timeout=0` every 100 ms
-//!   until `wait` is over, so `receive` returns on time even for sub-second
-//!   waits. The following requests of the batch use `timeout=0` and the batch
-//!   ends at the first `204`. A peek-lock in flight is not cancelled when the
-//!   caller stops waiting (a cancelled peek-lock may still lock a message
-//!   nobody will see until its lock expires): the batch runs in its own
-//!   task, and the messages it receives for a caller that went away are
-//!   unlocked at once. (The transport does give up on a request that
-//!   outlives its long-poll timeout by 30 s.)
+//! - **receive**: the REST API hands out one message per request, from one
+//!   queue. Each held partition's receiver long-polls its queue and passes
+//!   what it locks to an inbox of at most 32 messages, which `receive`
+//!   drains: up to `max`, waiting up to `wait` for the first, on time even
+//!   for sub-second waits (see `receivers` for the locks of messages
+//!   waiting there). A peek-lock in flight is never cancelled (a cancelled
+//!   peek-lock may still lock a message nobody will see until its lock
+//!   expires): the draining runs in its own task, and the messages it takes
+//!   for a caller that went away are unlocked at once. (The transport does
+//!   give up on a request that outlives its long-poll timeout by 30 s.)
 //! - **abandon with a delay**: the REST unlock has no delay (nor does the
 //!   service offer "abandon with visibility timeout"). The adapter keeps the
 //!   lock: it renews it once right away (so a lost lock is reported to the
@@ -122,11 +143,12 @@
 mod config;
 #[cfg(feature = "test-support")]
 pub mod double;
+mod receivers;
 mod sas;
 mod transport;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -141,14 +163,15 @@ use azure_messaging_servicebus::service_bus::{
     PeekLockResponse, QueueClient, SendMessageOptions, SettableBrokerProperties,
 };
 use chrono::Utc;
-use dronedelivery_actors::domain::ownership::Fence;
+use dronedelivery_actors::domain::ownership::{partition_of, Fence, PartitionId};
 use dronedelivery_actors::ports::{
     LockToken, MessageQueue, QueueMessage, ReceivedMessage, StoreError, StoreResult,
 };
 use tokio::time::Instant;
 
 use self::config::invalid;
-pub use self::config::ServiceBusConfig;
+pub use self::config::{ServiceBusConfig, MAX_PARTITIONS};
+use self::receivers::Receivers;
 use self::transport::{Transport, RAW_BROKER_PROPERTIES};
 use self::wire::{
     describe, failed, header, lock_duration, parse_active_message_count, parse_http_date,
@@ -162,8 +185,6 @@ const OPERATION: &str = "operation";
 const DIAGNOSTIC_ID: &str = "Diagnostic-Id";
 /// Lifetime of the SAS tokens the adapter signs itself.
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
-/// Pause between `timeout=0` polls when less than a second of `wait` is left.
-const SHORT_POLL: Duration = Duration::from_millis(100);
 /// How long after its expected expiry a held lock is forgotten.
 const SWEEP_GRACE: Duration = Duration::from_secs(60);
 
@@ -231,25 +252,42 @@ impl fmt::Debug for ServiceBusQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServiceBusQueue")
             .field("base", &self.inner.base)
-            .field("queue", &self.inner.queue)
+            .field("queues", &self.inner.entities.len())
+            .field("queue", &self.inner.entities.first().map(|e| &e.name))
             .finish_non_exhaustive()
     }
 }
 
 struct Inner {
-    client: QueueClient,
     http: Arc<dyn HttpClient>,
     /// `https://{namespace}.servicebus.windows.net`: the URI requests are
     /// addressed and signed for (the transport redirects them).
     base: String,
-    queue: String,
+    /// One queue per partition, indexed by partition.
+    entities: Vec<Entity>,
+    /// Partition of each queue, by lower-cased name (entity names are
+    /// case-insensitive at the service).
+    by_name: HashMap<String, PartitionId>,
     policy_name: String,
     key: Secret,
     /// Locks held, by lock URL.
     locks: Mutex<HashMap<String, Arc<Held>>>,
+    /// The receivers of the partitions held, and what they received ahead.
+    receivers: Receivers,
+}
+
+/// The queue of one partition.
+struct Entity {
+    name: String,
+    client: QueueClient,
 }
 
 impl ServiceBusQueue {
+    fn partitions(&self) -> u32 {
+        // At most MAX_PARTITIONS entities.
+        u32::try_from(self.inner.entities.len()).unwrap_or(1)
+    }
+
     /// A queue adapter for `cfg`. Nothing is sent until the first call.
     ///
     /// # Errors
@@ -257,23 +295,31 @@ impl ServiceBusQueue {
     pub fn new(cfg: ServiceBusConfig) -> Result<Arc<Self>, StoreError> {
         let endpoint = cfg.validate()?;
         let http: Arc<dyn HttpClient> = Arc::new(Transport::new(endpoint));
-        let client = QueueClient::new(
-            Arc::clone(&http),
-            cfg.namespace.clone(),
-            cfg.queue.clone(),
-            cfg.policy_name.clone(),
-            cfg.policy_key.clone(),
-        )
-        .map_err(invalid)?;
+        let mut entities = Vec::new();
+        let mut by_name = HashMap::new();
+        for partition in 0..cfg.partitions {
+            let name = cfg.partition_queue(partition);
+            let client = QueueClient::new(
+                Arc::clone(&http),
+                cfg.namespace.clone(),
+                name.clone(),
+                cfg.policy_name.clone(),
+                cfg.policy_key.clone(),
+            )
+            .map_err(invalid)?;
+            by_name.insert(name.to_ascii_lowercase(), partition);
+            entities.push(Entity { name, client });
+        }
         Ok(Arc::new(Self {
             inner: Arc::new(Inner {
-                client,
                 http,
                 base: format!("https://{}.servicebus.windows.net", cfg.namespace),
-                queue: cfg.queue,
+                entities,
+                by_name,
                 policy_name: cfg.policy_name,
                 key: sas::signing_secret(&cfg.policy_key),
                 locks: Mutex::new(HashMap::new()),
+                receivers: Receivers::new(),
             }),
         }))
     }
@@ -300,34 +346,43 @@ impl Inner {
             .retain(|_, h| h.parked.load(Ordering::Acquire) || h.expires() + SWEEP_GRACE > now);
     }
 
-    fn token(&self) -> azure_core::Result<String> {
+    fn token(&self, partition: PartitionId) -> azure_core::Result<String> {
         sas::token(
-            &format!("{}/{}", self.base, self.queue),
+            &format!("{}/{}", self.base, self.entity(partition).name),
             &self.policy_name,
             &self.key,
             TOKEN_TTL,
         )
     }
 
-    /// A lock URL of this queue, re-rooted on [`Inner::base`]; `None` for
-    /// anything else, so a signed request never goes where a token says.
-    fn lock_url(&self, lock: &str) -> Option<Url> {
+    /// The queue of `partition` (partitions beyond the count fall back to
+    /// partition 0's queue; callers only pass partitions they computed).
+    fn entity(&self, partition: PartitionId) -> &Entity {
+        self.entities
+            .get(partition as usize)
+            .unwrap_or(&self.entities[0])
+    }
+
+    /// A lock URL of one of this adapter's queues, re-rooted on
+    /// [`Inner::base`], with the partition of its queue; `None` for anything
+    /// else, so a signed request never goes where a token says.
+    fn lock_url(&self, lock: &str) -> Option<(Url, PartitionId)> {
         let url = Url::parse(lock).ok()?;
         let path = url.path();
-        let prefix = format!("/{}/messages/", self.queue);
-        let head = path.get(..prefix.len())?;
-        if !head.eq_ignore_ascii_case(&prefix) {
+        // `/{queue}/messages/{id}/{token}`, where the queue name may hold `/`.
+        let (rest, token) = path.rsplit_once('/')?;
+        let (rest, id) = rest.rsplit_once('/')?;
+        let (queue, messages) = rest.rsplit_once('/')?;
+        let queue = queue.strip_prefix('/')?;
+        if !messages.eq_ignore_ascii_case("messages")
+            || id.is_empty()
+            || token.is_empty()
+            || id == "head"
+        {
             return None;
         }
-        let mut segments = path[prefix.len()..].split('/');
-        match (segments.next(), segments.next(), segments.next()) {
-            (Some(id), Some(token), None)
-                if !id.is_empty() && !token.is_empty() && id != "head" =>
-            {
-                Url::parse(&format!("{}{path}", self.base)).ok()
-            }
-            _ => None,
-        }
+        let partition = *self.by_name.get(&queue.to_ascii_lowercase())?;
+        Some((Url::parse(&format!("{}{path}", self.base)).ok()?, partition))
     }
 
     /// Sends one settle request for `lock`, through the crate when the lock
@@ -345,11 +400,11 @@ impl Inner {
                 LockOp::Renew => peek.renew_message_lock().await,
             };
         }
-        let url = self.lock_url(lock).ok_or_else(|| {
-            AzureError::message(ErrorKind::DataConversion, "not a lock URL of this queue")
+        let (url, partition) = self.lock_url(lock).ok_or_else(|| {
+            AzureError::message(ErrorKind::DataConversion, "not a lock URL of these queues")
         })?;
         let mut request = Request::new(url, op.method());
-        request.insert_header(headers::AUTHORIZATION, self.token()?);
+        request.insert_header(headers::AUTHORIZATION, self.token(partition)?);
         request.insert_header(headers::CONTENT_LENGTH, "0");
         self.http
             .execute_request_check_status(&request)
@@ -429,9 +484,14 @@ impl Inner {
         self.forget(&lock);
     }
 
-    /// One peek-lock request.
-    async fn peek(&self, timeout_secs: u64) -> StoreResult<Option<ReceivedMessage>> {
-        let response = self
+    /// One peek-lock request on `partition`'s queue.
+    async fn peek(
+        &self,
+        partition: PartitionId,
+        timeout_secs: u64,
+    ) -> StoreResult<Option<ReceivedMessage>> {
+        let entity = self.entity(partition);
+        let response = entity
             .client
             .peek_lock_message2(Some(Duration::from_secs(timeout_secs)))
             .await
@@ -446,6 +506,7 @@ impl Inner {
                      (check the shared access policy name, key and Listen right)"
                 )))
             }
+            404 => return Err(missing_queue(&entity.name, self.entities.len())),
             _ => {
                 let detail: String = response.body().chars().take(200).collect();
                 return Err(StoreError::Unavailable(format!(
@@ -469,7 +530,7 @@ impl Inner {
         let lock_url = if location.is_empty() {
             match (&props.sequence_number, &props.lock_token) {
                 (Some(seq), Some(token)) => {
-                    format!("{}/{}/messages/{seq}/{token}", self.base, self.queue)
+                    format!("{}/{}/messages/{seq}/{token}", self.base, entity.name)
                 }
                 _ => {
                     return Err(StoreError::Corrupt(
@@ -521,50 +582,53 @@ impl Inner {
             message,
             lock: LockToken(lock_url),
             delivery_count: props.delivery_count.unwrap_or(1).max(1),
-            partition: None,
+            partition: Some(partition),
         }))
     }
+}
 
-    /// Up to `max` messages, waiting up to `wait` for the first.
-    async fn receive_batch(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
-        self.sweep();
-        let deadline = Instant::now() + wait;
-        let mut out = Vec::new();
-        loop {
-            let started = Instant::now();
-            let left = deadline.saturating_duration_since(started);
-            if let Some(m) = self.peek(left.as_secs()).await? {
-                out.push(m);
-                break;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(out);
-            }
-            // `timeout=0` (less than a second left), or a service that
-            // answered a long poll early: poll again after a pause.
-            if now - started < SHORT_POLL {
-                tokio::time::sleep(SHORT_POLL.min(deadline - now)).await;
-            }
-        }
-        while out.len() < max {
-            match self.peek(0).await {
-                Ok(Some(m)) => out.push(m),
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Service Bus peek-lock failed mid-batch; returning what was received");
-                    break;
-                }
-            }
-        }
-        Ok(out)
+impl Inner {
+    /// `ActiveMessageCount` of `partition`'s queue (management API).
+    async fn active_count(&self, partition: PartitionId) -> StoreResult<u64> {
+        let name = &self.entity(partition).name;
+        let url =
+            Url::parse(&format!("{}/{name}?api-version=2017-04", self.base)).map_err(invalid)?;
+        let mut request = Request::new(url, Method::Get);
+        let token = self.token(partition).map_err(|e| failed("sign", &e))?;
+        request.insert_header(headers::AUTHORIZATION, token);
+        let response = self
+            .http
+            .execute_request_check_status(&request)
+            .await
+            .map_err(|e| failed("queue description (depth)", &e))?;
+        let body = String::from_utf8_lossy(response.body());
+        parse_active_message_count(&body).ok_or_else(|| {
+            StoreError::Unavailable(format!(
+                "Service Bus queue description of '{name}' has no ActiveMessageCount \
+                 (does the queue exist?)"
+            ))
+        })
     }
+}
+
+/// The error for a partition's queue that does not exist.
+fn missing_queue(name: &str, partitions: usize) -> StoreError {
+    StoreError::Unavailable(format!(
+        "Service Bus queue '{name}' does not exist: with {partitions} partitions the \
+         namespace needs one queue per partition (the queue, then QUEUE-1 to \
+         QUEUE-{}); create them, or run with --partitions 1",
+        partitions.saturating_sub(1)
+    ))
 }
 
 #[async_trait]
 impl MessageQueue for ServiceBusQueue {
     fn backend(&self) -> &'static str {
         "servicebus"
+    }
+
+    fn partitioned(&self) -> bool {
+        true
     }
 
     async fn send(&self, message: QueueMessage) -> StoreResult<()> {
@@ -581,26 +645,37 @@ impl MessageQueue for ServiceBusQueue {
             }),
             custom_properties: Some(custom),
         };
-        self.inner
+        let partition = partition_of(&message.routing_key(), self.partitions());
+        let entity = self.inner.entity(partition);
+        entity
             .client
             .send_message(&message.body, Some(options))
             .await
-            .map_err(|e| failed("send", &e))
+            .map_err(|e| match status_of(&e) {
+                Some(404) => missing_queue(&entity.name, self.inner.entities.len()),
+                _ => failed("send", &e),
+            })
     }
 
     async fn receive(
         &self,
-        _from: &[Fence],
+        from: &[Fence],
         max: usize,
         wait: Duration,
     ) -> StoreResult<Vec<ReceivedMessage>> {
         if max == 0 {
             return Ok(Vec::new());
         }
+        let held: HashSet<PartitionId> = from
+            .iter()
+            .map(|f| f.partition)
+            .filter(|p| *p < self.partitions())
+            .collect();
+        Receivers::reconcile(&self.inner, &held);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
-            let result = inner.receive_batch(max, wait).await;
+            let result = inner.take(&held, max, wait).await;
             if let Err(Ok(orphans)) = tx.send(result) {
                 // The caller stopped waiting: hand the messages back now
                 // rather than when their locks expire.
@@ -667,28 +742,15 @@ impl MessageQueue for ServiceBusQueue {
     }
 
     async fn depth(&self) -> StoreResult<u64> {
-        let inner = &self.inner;
-        let url = Url::parse(&format!(
-            "{}/{}?api-version=2017-04",
-            inner.base, inner.queue
-        ))
-        .map_err(invalid)?;
-        let mut request = Request::new(url, Method::Get);
-        let token = inner.token().map_err(|e| failed("sign", &e))?;
-        request.insert_header(headers::AUTHORIZATION, token);
-        let response = inner
-            .http
-            .execute_request_check_status(&request)
-            .await
-            .map_err(|e| failed("queue description (depth)", &e))?;
-        let body = String::from_utf8_lossy(response.body());
-        parse_active_message_count(&body).ok_or_else(|| {
-            StoreError::Unavailable(format!(
-                "Service Bus queue description of '{}' has no ActiveMessageCount \
-                 (does the queue exist?)",
-                inner.queue
-            ))
-        })
+        let counts = futures::future::try_join_all(
+            (0..self.partitions()).map(|p| self.inner.active_count(p)),
+        )
+        .await?;
+        Ok(counts.into_iter().sum())
+    }
+
+    async fn close(&self) {
+        self.inner.receivers.close(&self.inner).await;
     }
 }
 
@@ -750,25 +812,58 @@ mod tests {
             queue: "deliveries".into(),
             policy_name: "p".into(),
             policy_key: "k".into(),
+            partitions: 3,
             endpoint: Some("http://127.0.0.1:9".into()),
         })
         .unwrap();
-        let ok = q
-            .inner
-            .lock_url("http://127.0.0.1:9/deliveries/messages/31/7da9cfd5");
+        let url = |lock: &str| q.inner.lock_url(lock).map(|(u, p)| (u.to_string(), p));
         assert_eq!(
-            ok.map(|u| u.to_string()).as_deref(),
-            Some("https://ns.servicebus.windows.net/deliveries/messages/31/7da9cfd5")
+            url("http://127.0.0.1:9/deliveries/messages/31/7da9cfd5"),
+            Some((
+                "https://ns.servicebus.windows.net/deliveries/messages/31/7da9cfd5".into(),
+                0
+            ))
         );
-        assert!(q
-            .inner
-            .lock_url("https://evil.example/other/messages/1/x")
-            .is_none());
-        assert!(q
-            .inner
-            .lock_url("https://ns.servicebus.windows.net/deliveries/messages/head")
-            .is_none());
-        assert!(q.inner.lock_url("not a url").is_none());
+        assert_eq!(
+            url("http://127.0.0.1:9/Deliveries-2/messages/31/7da9cfd5").map(|(_, p)| p),
+            Some(2),
+            "entity names are case-insensitive"
+        );
+        for bad in [
+            "https://evil.example/other/messages/1/x",
+            "https://ns.servicebus.windows.net/deliveries-3/messages/1/x",
+            "https://ns.servicebus.windows.net/deliveries/messages/head",
+            "https://ns.servicebus.windows.net/deliveries/messages/1/x/y",
+            "https://ns.servicebus.windows.net/deliveries/peek/1/x",
+            "https://ns.servicebus.windows.net/deliveries/messages//x",
+            "not a url",
+        ] {
+            assert!(url(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn partition_zero_keeps_the_queue_name() {
+        let cfg = ServiceBusConfig {
+            namespace: "ns".into(),
+            queue: "deliveries".into(),
+            policy_name: "p".into(),
+            policy_key: "k".into(),
+            partitions: 16,
+            endpoint: None,
+        };
+        assert_eq!(cfg.partition_queue(0), "deliveries");
+        assert_eq!(cfg.partition_queue(15), "deliveries-15");
+        assert!(ServiceBusQueue::new(ServiceBusConfig {
+            partitions: 0,
+            ..cfg.clone()
+        })
+        .is_err());
+        assert!(ServiceBusQueue::new(ServiceBusConfig {
+            partitions: MAX_PARTITIONS + 1,
+            ..cfg
+        })
+        .is_err());
     }
 
     #[test]
@@ -778,6 +873,7 @@ mod tests {
             queue: "q".into(),
             policy_name: "p".into(),
             policy_key: "supersecret".into(),
+            partitions: 1,
             endpoint: None,
         };
         assert!(!format!("{good:?}").contains("supersecret"));
