@@ -20,6 +20,7 @@ declare -A scenario=(
   [ack-before-store]='binary(e2e_real_backends) & test(kill_9)'
   [no-fence]='binary(fencing)'
   [claim-leaves-drone-in-pool]='binary(e2e_real_backends) & test(engines_join_die)'
+  [no-announce]='binary(cluster) & test(announcements)'
 )
 
 names=("$@")
