@@ -988,8 +988,10 @@ async fn engines_join_die_and_leave_and_every_delivery_has_one_owner_and_one_dro
 /// Scenarios 9 and 10 with the engines on Service Bus (the protocol
 /// double, one queue per partition, 5 s locks), Redis and MongoDB stores.
 /// A killed engine's locked messages come back when their locks expire (no
-/// claim over Service Bus); everything else is as on Redis Streams.
-#[tokio::test]
+/// claim over Service Bus); everything else is as on Redis Streams. The
+/// double runs in this test's runtime, so the runtime has threads to spare
+/// while the test blocks waiting for an engine to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_service_bus_engines_join_die_and_leave_and_every_delivery_has_one_owner() {
     use dronedelivery_engine::adapters::servicebus::double::spawn_double;
     let (addr, double) = spawn_double(Duration::from_secs(5), 10).await;
