@@ -65,6 +65,7 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod delivery;

@@ -40,8 +40,11 @@ use crate::protocol::FleetMsg;
 pub struct ClusterView {
     /// This engine.
     pub engine_id: String,
-    /// Live engines, sorted.
+    /// Live engines holding (or able to hold) partitions, sorted.
     pub engines: Vec<String>,
+    /// Every live engine, gateways included, with its role, version, start
+    /// time, readiness, partitions and drones, sorted by id.
+    pub members: Vec<crate::cluster::EngineCard>,
     /// Every partition's lease (index = partition; `null`: free).
     pub leases: Vec<Option<LeaseView>>,
     /// When this engine last acquired, released or lost a partition.

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{CallError, ControlReply, ControlRequest, EngineCard, IncomingRequest};
 #[cfg(doc)]
 use crate::domain::ownership::LeaseRules;
 use crate::domain::ownership::{Fence, Lease, LeaseAnswer, LeaseOp, PartitionId};
@@ -493,6 +494,35 @@ pub trait OwnershipStore: Send + Sync + 'static {
     }
 }
 
+/// Cluster membership cards and operator commands carried between engines
+/// (see [`crate::cluster`]). Requests are at most once: a request nobody
+/// receives, or nobody answers in time, is an error for the caller, never
+/// kept for later.
+#[async_trait]
+pub trait ControlPlane: Send + Sync + 'static {
+    /// Backend name.
+    fn backend(&self) -> &'static str;
+    /// Publishes `card` (replacing the engine's previous one) for `ttl`.
+    async fn register(&self, card: &EngineCard, ttl: Duration) -> StoreResult<()>;
+    /// Removes an engine's card at once (a graceful stop).
+    async fn deregister(&self, engine: &str) -> StoreResult<()>;
+    /// The cards that have not lapsed, sorted by engine id.
+    async fn members(&self) -> StoreResult<Vec<EngineCard>>;
+    /// Sends `request` to `engine` and waits up to `timeout` for its reply.
+    async fn call(
+        &self,
+        engine: &str,
+        request: &ControlRequest,
+        timeout: Duration,
+    ) -> Result<ControlReply, CallError>;
+    /// The next request addressed to `engine` (the caller's own id). For
+    /// one serving loop per engine; never resolves on a plane that carries
+    /// no requests.
+    async fn next_request(&self, engine: &str) -> StoreResult<IncomingRequest>;
+    /// Answers a request received with [`ControlPlane::next_request`].
+    async fn reply(&self, to: &IncomingRequest, reply: &ControlReply) -> StoreResult<()>;
+}
+
 /// The set of adapters one engine runs on.
 #[derive(Clone)]
 pub struct Backends {
@@ -514,13 +544,15 @@ pub struct Backends {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Partition leases and cluster membership.
     pub ownership: Arc<dyn OwnershipStore>,
+    /// Engines' cards and operator commands between engines.
+    pub control: Arc<dyn ControlPlane>,
 }
 
 impl Backends {
     /// One line naming each backend, for the start-up log.
     pub fn describe(&self) -> String {
         format!(
-            "queue={} deliveries={} drones={} packages={} deadletters={} history={} notify={} idempotency={} ownership={}",
+            "queue={} deliveries={} drones={} packages={} deadletters={} history={} notify={} idempotency={} ownership={} control={}",
             self.queue.backend(),
             self.deliveries.backend(),
             self.drones.backend(),
@@ -529,7 +561,8 @@ impl Backends {
             self.history.backend(),
             self.notify.backend(),
             self.idempotency.backend(),
-            self.ownership.backend()
+            self.ownership.backend(),
+            self.control.backend()
         )
     }
 

@@ -49,6 +49,7 @@ pub async fn connect(args: &ServeArgs) -> anyhow::Result<Connected> {
             b.drones = stores.drones;
             b.idempotency = stores.idempotency;
             b.ownership = stores.ownership;
+            b.control = stores.control;
         }
         None => persistent = false,
     }

@@ -60,14 +60,25 @@ pub struct AdminArgs {
 /// Operator actions.
 #[derive(Debug, Clone, Subcommand)]
 pub enum AdminAction {
-    /// Show the live engines and who holds which partition.
+    /// Show the live engines (role, version, readiness, partitions,
+    /// drones) and who holds which partition.
     Cluster,
-    /// Show the supervision tree.
-    Supervisors,
-    /// Restart a supervisor's subtree gracefully.
+    /// Show the supervision tree of the engine at `--url`, of another
+    /// engine, or of every engine.
+    Supervisors {
+        /// An engine id (see `admin cluster`) or `all`.
+        #[arg(long)]
+        engine: Option<String>,
+    },
+    /// Restart a supervisor's subtree gracefully, on the engine at `--url`,
+    /// on another engine, or on every engine that runs actors one after the
+    /// other (a rolling restart, with a line per engine as it goes).
     Restart {
         /// `root`, `fleet`, `deliveries`, `consumers` or `workflow`.
         name: String,
+        /// An engine id (see `admin cluster`) or `all`.
+        #[arg(long)]
+        engine: Option<String>,
     },
     /// List dead letters, newest first.
     Deadletters {

@@ -1184,3 +1184,218 @@ async fn join_die_and_leave(shared: &Shared, on: &str) -> Engine {
     tally.assert_nothing_lost_or_duplicated();
     last
 }
+
+impl Engine {
+    /// An admin call: status and JSON body (`Null` when there is none).
+    async fn admin(&self, method: reqwest::Method, path: &str, token: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("admin call");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The engine's own id.
+    async fn id(&self, token: &str) -> String {
+        let (status, view) = self
+            .admin(reqwest::Method::GET, "/admin/cluster", token)
+            .await;
+        assert_eq!(status, 200, "{view}");
+        view["engineId"].as_str().expect("engineId").to_owned()
+    }
+}
+
+/// `fleet`'s restart count on `engine`, read through `via`.
+async fn fleet_restarts(via: &Engine, engine: &str, token: &str) -> u64 {
+    let (status, tree) = via
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/supervisors?engine={engine}"),
+            token,
+        )
+        .await;
+    assert_eq!(status, 200, "{tree}");
+    assert_eq!(tree["engine"], engine);
+    tree["supervisors"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "fleet"))
+        .and_then(|f| f["restarts"].as_u64())
+        .expect("fleet in the tree")
+}
+
+/// Runs `dronedelivery admin --url BASE --token TOKEN ARGS…`.
+async fn admin_cli(base: &str, token: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dronedelivery"));
+    cmd.args(["admin", "--url", base, "--token", token])
+        .args(args)
+        .env("RUST_LOG", "warn");
+    tokio::task::spawn_blocking(move || cmd.output().expect("run the CLI"))
+        .await
+        .expect("the CLI")
+}
+
+/// Scenario 11: operators reach every engine through the gateway, in the
+/// split layout (one gateway, two workers). Through the gateway's admin API
+/// and the CLI: the cluster lists all three with their roles; worker 2's
+/// tree is read; `fleet` is restarted on worker 2 only (its restart count
+/// rises, worker 1's does not), then on every worker as a rolling restart
+/// (one line per engine) during a burst of deliveries, none lost; a
+/// restart aimed at a killed worker is a clear 504 at once, and a 404 once
+/// its card has lapsed.
+#[tokio::test]
+async fn operators_reach_every_engine_through_the_gateway() {
+    const TOKEN: &str = "ops-token";
+    let shared = Shared::new();
+    let args = |role: &'static str| ["--role", role, "--admin-token", TOKEN, "--lease-secs", "2"];
+    let mut gateway = shared.spawn("g", &args("gateway"));
+    let mut w1 = shared.spawn("w1", &args("worker"));
+    let mut w2 = shared.spawn("w2", &args("worker"));
+    for e in [&mut gateway, &mut w1, &mut w2] {
+        e.ready().await;
+    }
+    let (id1, id2) = (w1.id(TOKEN).await, w2.id(TOKEN).await);
+    let gateway_id = gateway.id(TOKEN).await;
+
+    // The cluster, as the gateway sees it: three members with their roles;
+    // the workers hold the partitions.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, view) = gateway
+            .admin(reqwest::Method::GET, "/admin/cluster", TOKEN)
+            .await;
+        assert_eq!(status, 200, "{view}");
+        let members: Vec<(String, String, usize, bool)> = view["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_str().unwrap_or_default().to_owned(),
+                    m["role"].as_str().unwrap_or_default().to_owned(),
+                    m["partitions"].as_array().map_or(0, Vec::len),
+                    m["ready"] == true,
+                )
+            })
+            .collect();
+        let role = |id: &str| members.iter().find(|m| m.0 == id).map(|m| m.1.as_str());
+        let held: usize = members.iter().map(|m| m.2).sum();
+        if members.len() == 3
+            && role(&gateway_id) == Some("gateway")
+            && role(&id1) == Some("worker")
+            && role(&id2) == Some("worker")
+            && held == 16
+            && members.iter().all(|m| m.3)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster never showed three ready members: {members:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Worker 2's tree, through the gateway; a restart of fleet there only.
+    let (before1, before2) = (
+        fleet_restarts(&gateway, &id1, TOKEN).await,
+        fleet_restarts(&gateway, &id2, TOKEN).await,
+    );
+    let (status, restarted) = gateway
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/supervisors/fleet/restart?engine={id2}"),
+            TOKEN,
+        )
+        .await;
+    assert_eq!(status, 200, "{restarted}");
+    assert_eq!(restarted["name"], "fleet");
+    assert_eq!(fleet_restarts(&gateway, &id2, TOKEN).await, before2 + 1);
+    assert_eq!(fleet_restarts(&gateway, &id1, TOKEN).await, before1);
+    let (status, all) = gateway
+        .admin(reqwest::Method::GET, "/admin/supervisors?engine=all", TOKEN)
+        .await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["engines"].as_array().map(Vec::len), Some(3), "{all}");
+
+    // The CLI, through the gateway.
+    let cli = admin_cli(&gateway.base, TOKEN, &["supervisors", "--engine", &id2]).await;
+    assert!(cli.status.success(), "{cli:?}");
+    let tree: Value = serde_json::from_slice(&cli.stdout).expect("JSON");
+    assert_eq!(tree["engine"], id2.as_str());
+
+    // A rolling restart of fleet on every worker, by the CLI, during a
+    // burst of deliveries.
+    let poster = {
+        let base = gateway.base.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut ids = Vec::new();
+            for i in 0..150 {
+                let res = client
+                    .post(format!("{base}/api/deliveryrequests"))
+                    .json(&numbered_request(&format!("ops-{i}")))
+                    .send()
+                    .await
+                    .expect("post");
+                assert_eq!(res.status(), 202);
+                let v: Value = res.json().await.expect("JSON");
+                ids.push(v["deliveryId"].as_str().expect("id").to_owned());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ids
+        })
+    };
+    let rolling = admin_cli(&gateway.base, TOKEN, &["restart", "fleet", "--engine", "all"]).await;
+    let progress = String::from_utf8_lossy(&rolling.stderr).into_owned();
+    assert!(rolling.status.success(), "{progress}");
+    for line in ["[1/2]", "[2/2]"] {
+        assert!(
+            progress.lines().any(|l| l.starts_with(line) && l.ends_with("ready")),
+            "no progress line {line}: {progress}"
+        );
+    }
+    assert_eq!(fleet_restarts(&gateway, &id1, TOKEN).await, before1 + 1);
+    assert_eq!(fleet_restarts(&gateway, &id2, TOKEN).await, before2 + 2);
+    let ids = poster.await.expect("poster");
+    let tally = shared
+        .settle(&gateway, &ids, "package-ops-", Duration::from_secs(120))
+        .await;
+    tally.report("scenario 11 (gateway + two workers; fleet restarted on one, then rolling on all)");
+    tally.assert_nothing_lost_or_duplicated();
+
+    // A restart aimed at a killed worker: 504 at once while its card
+    // lives, 404 once it has lapsed.
+    w1.kill();
+    let started = tokio::time::Instant::now();
+    let (status, problem) = gateway
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/supervisors/fleet/restart?engine={id1}"),
+            TOKEN,
+        )
+        .await;
+    assert_eq!(status, 504, "{problem}");
+    assert!(
+        problem["detail"].as_str().is_some_and(|d| d.contains(&id1)),
+        "{problem}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (status, problem) = gateway
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/supervisors/fleet/restart?engine={id1}"),
+            TOKEN,
+        )
+        .await;
+    assert_eq!(status, 404, "{problem}");
+    let cli = admin_cli(&gateway.base, TOKEN, &["restart", "fleet", "--engine", &id1]).await;
+    assert!(!cli.status.success(), "a dead engine's restart fails");
+    w2.kill();
+    gateway.kill();
+    shared.cleanup().await;
+}

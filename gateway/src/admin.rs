@@ -30,12 +30,15 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{OriginalUri, Path, Query, Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, StatusCode};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, OriginalUri, Path, Query, Request, State};
+use axum::http::header::{AUTHORIZATION, USER_AGENT};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, MethodRouter};
 use axum::Json;
+use dronedelivery_actors::cluster::{CallError, EngineRestart, RemoteError};
 use dronedelivery_actors::ownership::ClusterView;
 use dronedelivery_actors::ports::DeadLetter;
 use dronedelivery_actors::{CommandError, SupervisorInfo};
@@ -46,7 +49,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-use crate::error::{ApiError, Forbidden, InternalError, Problem, ServiceUnavailable, Unauthorized};
+use crate::error::{
+    ApiError, Forbidden, GatewayTimeout, InternalError, Problem, ServiceUnavailable, Unauthorized,
+};
 use crate::state::AppState;
 
 /// Page size of `GET /admin/deadletters` when `limit` is not given.
@@ -143,8 +148,9 @@ async fn unknown(OriginalUri(uri): OriginalUri) -> ApiError {
     tag = "admin",
     summary = "The engines and their partitions",
     description = "The live engines (those whose heartbeat has not lapsed) and every \
-partition's lease: owner, fencing epoch and whether it is live. Read from the store, so \
-every engine gives the same answer.",
+partition's lease: owner, fencing epoch and whether it is live; `members` lists every live \
+engine, gateways included, with its role, version, start time, readiness, partitions and \
+drones flying. Read from the store, so every engine gives the same answer.",
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "The cluster", body = ClusterView),
@@ -159,69 +165,234 @@ async fn cluster(State(state): State<AppState>) -> Result<Json<ClusterView>, Api
     Ok(Json(state.engine.cluster().await?))
 }
 
-/// `GET /admin/supervisors`: `{"supervisors": [SupervisorInfo…]}`, parents
-/// first (`root`, `fleet`, `deliveries`, `consumers`, `workflow`).
+/// Which engine an operator command is for (`?engine=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// The engine serving the request (no `engine` parameter).
+    Here,
+    /// One engine, by id.
+    Engine(String),
+    /// Every engine (`engine=all`).
+    All,
+}
+
+fn target(query: &HashMap<String, String>) -> Result<Target, ApiError> {
+    match query.get("engine").map(|v| v.trim()) {
+        None => Ok(Target::Here),
+        Some("") => Err(ApiError::Validation(
+            dronedelivery_actors::domain::ValidationError::field(
+                "engine",
+                "must name an engine (see GET /admin/cluster) or be `all`",
+            ),
+        )),
+        Some(all) if all.eq_ignore_ascii_case("all") => Ok(Target::All),
+        Some(id) => Ok(Target::Engine(id.to_owned())),
+    }
+}
+
+/// Who asked, for the logs of this engine and of the target: the client's
+/// address (the first `X-Forwarded-For` hop behind a proxy) and its user
+/// agent, through this engine. Every caller holds the one admin token, so
+/// this is what tells operators apart.
+fn who(headers: &HeaderMap, extensions: &Extensions, via: &str) -> String {
+    let forwarded = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip().to_string());
+    let client = forwarded
+        .map(str::to_owned)
+        .or(peer)
+        .unwrap_or_else(|| "unknown client".into());
+    let agent = headers
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no user agent");
+    format!("{client} ({agent}) via {via}")
+}
+
+/// The answer for a command on another engine that failed.
+fn remote_error(e: RemoteError, engine: &str, what: &str) -> ApiError {
+    match e {
+        RemoteError::Command(CommandError::NotFound) => ApiError::NotFound(format!(
+            "no supervisor named {what} on engine {engine}; known: {KNOWN_SUPERVISORS}"
+        )),
+        RemoteError::Command(CommandError::Unavailable(reason)) => {
+            tracing::warn!(%engine, %what, %reason, "admin API: command failed");
+            ApiError::Unavailable(format!("{what} on engine {engine}: {reason}"))
+        }
+        RemoteError::Command(e) => e.into(),
+        RemoteError::Call(CallError::UnknownEngine(id)) => ApiError::NotFound(format!(
+            "no live engine {id} (GET /admin/cluster lists the members)"
+        )),
+        RemoteError::Call(e @ (CallError::NotListening(_) | CallError::Timeout { .. })) => {
+            tracing::warn!(%engine, %what, error = %e, "admin API: engine did not answer");
+            ApiError::GatewayTimeout(e.to_string())
+        }
+        RemoteError::Call(CallError::Store(e)) => e.into(),
+    }
+}
+
+/// The supervisors an operator can restart.
+const KNOWN_SUPERVISORS: &str = "root, fleet, deliveries, consumers, workflow";
+
+/// `GET /admin/supervisors[?engine=ID|all]`: an engine's supervision tree,
+/// parents first (`root`, `fleet`, `deliveries`, `consumers`, `workflow`):
+/// this engine's, a named engine's, or every live engine's.
 #[utoipa::path(
     get,
     path = "/admin/supervisors",
     operation_id = "listSupervisors",
     tag = "admin",
-    summary = "The supervision tree",
+    summary = "The supervision tree of one engine or of all",
+    description = "Without `engine`, the tree of the engine answering; with `engine=ID`, that \
+engine's, asked through the control plane; with `engine=all`, every live engine's (an engine \
+that does not answer is listed with its error).",
     security(("bearerAuth" = [])),
+    params(("engine" = Option<String>, Query, description = "An engine id from `GET /admin/cluster`, or `all`")),
     responses(
-        (status = 200, description = "Every supervisor, parents first", body = SupervisorList),
+        (status = 200, description = "The tree of one engine, or of every engine", body = SupervisorsView),
+        (status = 400, description = "`engine` is empty",
+            body = Problem, content_type = "application/problem+json"),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 404, description = "No admin token is configured (the admin API is disabled)",
-            body = Problem, content_type = "application/problem+json")
+        (status = 404, description = "No live engine of that id, or no admin token is configured (the admin API is disabled)",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = ServiceUnavailable),
+        (status = 504, response = GatewayTimeout)
     )
 )]
-async fn supervisors(State(state): State<AppState>) -> Json<SupervisorList> {
-    Json(SupervisorList {
-        supervisors: state.engine.supervisor_tree().await,
-    })
+async fn supervisors(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<SupervisorsView>, ApiError> {
+    let engine = &state.engine;
+    let one = |id: String, supervisors| {
+        Json(SupervisorsView::One(SupervisorList {
+            engine: id,
+            supervisors,
+        }))
+    };
+    match target(&query)? {
+        Target::Here => Ok(one(
+            engine.id().to_owned(),
+            engine.supervisor_tree().await,
+        )),
+        Target::Engine(id) => {
+            let supervisors = engine
+                .supervisors_of(&id)
+                .await
+                .map_err(|e| remote_error(e, &id, "the supervision tree"))?;
+            Ok(one(id, supervisors))
+        }
+        Target::All => {
+            let members = engine.members().await?;
+            let engines = futures::future::join_all(members.into_iter().map(|card| async move {
+                match engine.supervisors_of(&card.id).await {
+                    Ok(supervisors) => EngineSupervisors {
+                        engine: card.id,
+                        role: card.role,
+                        supervisors: Some(supervisors),
+                        error: None,
+                    },
+                    Err(e) => EngineSupervisors {
+                        engine: card.id,
+                        role: card.role,
+                        supervisors: None,
+                        error: Some(e.to_string()),
+                    },
+                }
+            }))
+            .await;
+            Ok(Json(SupervisorsView::All(ClusterSupervisors { engines })))
+        }
+    }
 }
 
-/// `POST /admin/supervisors/{name}/restart`: restarts a supervisor's subtree
-/// gracefully and answers 200 with its new [`SupervisorInfo`]. 404 for an
-/// unknown name, 503 when the supervisor could not do it (the reason is
-/// sent: callers are authenticated operators).
+/// `POST /admin/supervisors/{name}/restart[?engine=ID|all]`: restarts a
+/// supervisor's subtree gracefully, here, on a named engine, or on every
+/// engine that runs actors one after the other (a rolling restart).
 #[utoipa::path(
     post,
     path = "/admin/supervisors/{name}/restart",
     operation_id = "restartSupervisor",
     tag = "admin",
-    summary = "Restart a supervisor's subtree",
-    description = "Restarts the subtree gracefully and answers with the supervisor's new state.",
+    summary = "Restart a supervisor's subtree, here, on one engine or on all",
+    description = "Restarts the subtree gracefully and answers with the supervisor's new state. \
+With `engine=ID`, on that engine (through the control plane); with `engine=all`, on every \
+engine that runs actors, one at a time, each once the previous one is ready again (a rolling \
+restart); it stops at the first failure, answered 503 with what was done. Every restart is \
+logged, here and on the target, with the client's address and user agent.",
     security(("bearerAuth" = [])),
-    params(("name" = String, Path, description = "`root`, `fleet`, `deliveries`, `consumers` or `workflow` (case-insensitive)")),
+    params(
+        ("name" = String, Path, description = "`root`, `fleet`, `deliveries`, `consumers` or `workflow` (case-insensitive)"),
+        ("engine" = Option<String>, Query, description = "An engine id from `GET /admin/cluster`, or `all`")
+    ),
     responses(
-        (status = 200, description = "Restarted", body = SupervisorInfo),
+        (status = 200, description = "Restarted (one engine: its new state; all: each engine's outcome)", body = RestartView),
+        (status = 400, description = "`engine` is empty",
+            body = Problem, content_type = "application/problem+json"),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 404, description = "No supervisor of that name, or no admin token is configured (the admin API is disabled)",
+        (status = 404, description = "No supervisor of that name, no live engine of that id, or no admin token is configured (the admin API is disabled)",
             body = Problem, content_type = "application/problem+json"),
-        (status = 503, response = ServiceUnavailable)
+        (status = 503, response = ServiceUnavailable),
+        (status = 504, response = GatewayTimeout)
     )
 )]
 async fn restart_supervisor(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<SupervisorInfo>, ApiError> {
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    extensions: Extensions,
+) -> Result<Json<RestartView>, ApiError> {
     let name = name.to_ascii_lowercase();
-    tracing::info!(supervisor = %name, "admin API: restart requested");
-    match state.engine.restart_supervisor(&name).await {
-        Ok(info) => Ok(Json(info)),
-        Err(CommandError::NotFound) => Err(ApiError::NotFound(format!(
-            "no supervisor named {name}; known: root, fleet, deliveries, consumers, workflow"
-        ))),
-        Err(CommandError::Unavailable(reason)) => {
-            tracing::warn!(supervisor = %name, %reason, "admin API: restart failed");
-            Err(ApiError::Unavailable(format!(
-                "could not restart {name}: {reason}"
-            )))
+    let engine = &state.engine;
+    let target = target(&query)?;
+    let by = who(&headers, &extensions, engine.id());
+    tracing::info!(supervisor = %name, ?target, %by, "admin API: restart requested");
+    if !KNOWN_SUPERVISORS.split(", ").any(|k| k == name) {
+        return Err(ApiError::NotFound(format!(
+            "no supervisor named {name}; known: {KNOWN_SUPERVISORS}"
+        )));
+    }
+    let id = match target {
+        Target::Here => engine.id().to_owned(),
+        Target::Engine(id) => id,
+        Target::All => {
+            let engines = engine
+                .rolling_restart(&name, &by, |o| {
+                    tracing::info!(supervisor = %name, engine = %o.engine, outcome = %o.outcome,
+                        error = ?o.error, "admin API: rolling restart");
+                })
+                .await?;
+            if let Some(failed) = engines.iter().find(|o| o.outcome != "restarted") {
+                let done: Vec<&str> = engines
+                    .iter()
+                    .filter(|o| o.outcome == "restarted")
+                    .map(|o| o.engine.as_str())
+                    .collect();
+                return Err(ApiError::Unavailable(format!(
+                    "rolling restart of {name} stopped at engine {}: {}; restarted before it: [{}]",
+                    failed.engine,
+                    failed.error.as_deref().unwrap_or("failed"),
+                    done.join(", ")
+                )));
+            }
+            return Ok(Json(RestartView::All(RollingRestart {
+                supervisor: name,
+                engines,
+            })));
         }
-        Err(e) => Err(e.into()),
+    };
+    match engine.restart_on(&id, &name, &by).await {
+        Ok(info) => Ok(Json(RestartView::One(info))),
+        Err(e) => Err(remote_error(e, &id, &name)),
     }
 }
 
@@ -346,11 +517,66 @@ async fn replay_dead_letter(
 // Response bodies, as documented.
 // ---------------------------------------------------------------------------
 
-/// `GET /admin/supervisors`: the supervision tree, parents first.
+/// `GET /admin/supervisors[?engine=ID]`: one engine's supervision tree,
+/// parents first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SupervisorList {
+    /// The engine.
+    pub engine: String,
     /// `root`, `fleet`, `deliveries`, `consumers`, `workflow`.
     pub supervisors: Vec<SupervisorInfo>,
+}
+
+/// One engine's tree in `GET /admin/supervisors?engine=all`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EngineSupervisors {
+    /// The engine.
+    pub engine: String,
+    /// Its role: `all`, `gateway` or `worker`.
+    pub role: String,
+    /// Its supervisors; `null` when it did not answer.
+    #[schema(required = true)]
+    pub supervisors: Option<Vec<SupervisorInfo>>,
+    /// Why it did not answer.
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+/// `GET /admin/supervisors?engine=all`: every live engine's tree.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterSupervisors {
+    /// By engine id.
+    pub engines: Vec<EngineSupervisors>,
+}
+
+/// One engine's tree, or every engine's.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SupervisorsView {
+    /// Without `engine`, or `engine=ID`.
+    One(SupervisorList),
+    /// `engine=all`.
+    All(ClusterSupervisors),
+}
+
+/// `POST /admin/supervisors/{name}/restart?engine=all`: each engine's
+/// outcome, in the order they were restarted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RollingRestart {
+    /// The supervisor restarted.
+    pub supervisor: String,
+    /// Every engine that runs actors.
+    pub engines: Vec<EngineRestart>,
+}
+
+/// One engine's restarted supervisor, or every engine's outcome.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum RestartView {
+    /// Without `engine`, or `engine=ID`.
+    One(SupervisorInfo),
+    /// `engine=all`.
+    All(RollingRestart),
 }
 
 /// `GET /admin/deadletters`: a page of dead letters, newest first.

@@ -97,6 +97,10 @@ pub enum ApiError {
     /// show; backend errors are logged when converted (see `From<StoreError>`).
     #[error("{0}")]
     Unavailable(String),
+    /// 504: another engine an operator command was sent to did not answer
+    /// (it stopped or died, or took longer than the command's timeout).
+    #[error("{0}")]
+    GatewayTimeout(String),
     /// 500: a bug or corrupt data. The detail is logged with `tracing::error!`
     /// and replaced by a generic text in the body.
     #[error("internal error: {0}")]
@@ -119,6 +123,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,6 +137,7 @@ impl ApiError {
             | Self::NotFound(m)
             | Self::Conflict(m)
             | Self::Unavailable(m)
+            | Self::GatewayTimeout(m)
             | Self::Unauthorized(m)
             | Self::Forbidden(m)
             | Self::Unprocessable(m) => m.clone(),
@@ -305,6 +311,11 @@ pub struct TooManyRequests(pub Problem);
 )]
 pub struct ServiceUnavailable(pub Problem);
 
+/// The engine an operator command was aimed at did not answer in time.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct GatewayTimeout(pub Problem);
+
 /// An internal error (a bug or a stored document that cannot be read); the
 /// cause is logged, not sent.
 #[derive(ToResponse)]
@@ -335,6 +346,7 @@ pub struct Forbidden(pub Problem);
         UnsupportedMediaType,
         TooManyRequests,
         ServiceUnavailable,
+        GatewayTimeout,
         InternalError,
         Unauthorized,
         Forbidden

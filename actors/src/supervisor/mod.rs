@@ -184,7 +184,7 @@ pub struct SupervisorStatus {
 
 /// Whether a supervised actor is up, as operators read it (`"running"`,
 /// `"restarting"`, `"stopped"` in JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {

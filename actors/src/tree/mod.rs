@@ -44,6 +44,10 @@ use crate::workflow::{drain_workflow, start_workflow, Pump};
 pub struct Engine {
     ctx: Arc<Context>,
     root: ActorRef<SupervisorMsg>,
+    started_at: chrono::DateTime<chrono::Utc>,
+    /// Publishes this engine's card and serves operator requests (see
+    /// [`crate::cluster`]); stopped on shutdown.
+    control: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
 fn start_fn<F, Fut>(f: F) -> StartFn
@@ -184,12 +188,45 @@ impl Engine {
             policy,
         };
         let (root, handle) = Actor::spawn(Some(ctx.name("root")), Supervisor, args).await?;
-        Ok((Self { ctx, root }, handle))
+        let engine = Self {
+            ctx,
+            root,
+            started_at: chrono::Utc::now(),
+            control: Arc::default(),
+        };
+        let control = engine.spawn_control();
+        *engine
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(control);
+        Ok((engine, handle))
+    }
+
+    /// When this engine started.
+    pub fn started_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.started_at
     }
 
     /// The shared context (settings and backends).
     pub fn context(&self) -> &Arc<Context> {
         &self.ctx
+    }
+
+    /// Stops publishing this engine's card and serving operator requests,
+    /// and takes the card down: operators stop seeing a stopping engine at
+    /// once rather than when its card lapses.
+    async fn leave_cluster(&self) {
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(control) = control {
+            control.abort();
+        }
+        if let Err(e) = self.ctx.backends.control.deregister(self.id()).await {
+            tracing::debug!(error = %e, "could not take this engine's card down; it lapses instead");
+        }
     }
 
     /// What this process runs.
@@ -204,6 +241,7 @@ impl Engine {
     /// period) are abandoned, so the broker redelivers them at once.
     pub async fn shutdown(&self) {
         let grace = self.ctx.config.shutdown_grace;
+        self.leave_cluster().await;
         // Messages received ahead of the pump go back first, while this
         // engine still holds their partitions: the next holders find them
         // as soon as they take the partitions over.

@@ -11,14 +11,14 @@ use crate::protocol::{FleetMsg, FleetSnapshot};
 use crate::supervisor::{ChildStatus, RunState, Strategy, SupervisorMsg, SupervisorStatus};
 
 /// One supervisor as operators see it (`GET /admin/supervisors`).
-#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SupervisorInfo {
     /// `root`, `fleet`, `deliveries`, `consumers` or `workflow`.
     pub name: String,
     /// `one_for_one`, `one_for_all` or `rest_for_one`.
-    pub strategy: &'static str,
+    pub strategy: String,
     /// `running`, `restarting` or `stopped`.
     pub status: RunState,
     /// Live children.
@@ -69,7 +69,7 @@ impl Engine {
         let mut out = Vec::new();
         out.push(SupervisorInfo {
             name: "root".into(),
-            strategy: Strategy::OneForOne.name(),
+            strategy: Strategy::OneForOne.name().to_owned(),
             status: if root.is_some() {
                 RunState::Running
             } else {
@@ -88,7 +88,7 @@ impl Engine {
         let fleet_child = child("fleet");
         out.push(SupervisorInfo {
             name: "fleet".into(),
-            strategy: Strategy::OneForOne.name(),
+            strategy: Strategy::OneForOne.name().to_owned(),
             status: status_of(fleet_child.as_ref(), fleet.is_some()),
             children: fleet.as_ref().map_or(0, |f| f.drones),
             restarts: fleet.as_ref().map_or(0, |f| f.restarts)
@@ -111,7 +111,7 @@ impl Engine {
         };
         out.push(SupervisorInfo {
             name: "deliveries".into(),
-            strategy: Strategy::OneForOne.name(),
+            strategy: Strategy::OneForOne.name().to_owned(),
             status: status_of(deliveries_child.as_ref(), deliveries_cell.is_some()),
             children: deliveries_cell.map_or(0, |c| c.get_children().len()),
             restarts: failures + deliveries_child.as_ref().map_or(0, |c| c.restarts),
@@ -122,7 +122,7 @@ impl Engine {
         let consumers_child = child("consumers");
         out.push(SupervisorInfo {
             name: "consumers".into(),
-            strategy: Strategy::OneForAll.name(),
+            strategy: Strategy::OneForAll.name().to_owned(),
             status: status_of(consumers_child.as_ref(), consumers.is_some()),
             children: consumers.as_ref().map_or(0, |c| c.children.len()),
             restarts: consumers_child.as_ref().map_or(0, |c| c.restarts)
@@ -146,7 +146,7 @@ impl Engine {
         let starts = crate::workflow::WORKER_STARTS.load(std::sync::atomic::Ordering::Relaxed);
         out.push(SupervisorInfo {
             name: "workflow".into(),
-            strategy: Strategy::OneForOne.name(),
+            strategy: Strategy::OneForOne.name().to_owned(),
             status: status_of(workflow_child.as_ref(), workflow_cell.is_some()),
             children: workflow_cell.map_or(0, |c| c.get_children().len()),
             // Workers started beyond the pool width replaced crashed ones
@@ -225,6 +225,7 @@ impl Engine {
         Ok(ClusterView {
             engine_id: settings.engine_id.clone(),
             engines: store.engines().await?,
+            members: self.ctx.backends.control.members().await?,
             leases: leases
                 .into_iter()
                 .map(|l| {
@@ -253,6 +254,13 @@ impl Engine {
 
     /// Ready when the root and every child is running and every backend answers.
     pub async fn readiness(&self) -> Result<(), String> {
+        self.tree_readiness().await?;
+        self.ctx.backends.ping().await
+    }
+
+    /// The tree's half of [`Engine::readiness`]: the root and every child
+    /// running. Cheap (one actor call), unlike pinging every backend.
+    pub(crate) async fn tree_readiness(&self) -> Result<(), String> {
         if self.root.get_status() != ActorStatus::Running {
             return Err("the supervision tree is not running".into());
         }
@@ -263,6 +271,6 @@ impl Engine {
         if let Some(child) = tree.children.iter().find(|c| c.status != RunState::Running) {
             return Err(format!("{} is {}", child.name, child.status));
         }
-        self.ctx.backends.ping().await
+        Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! `dronedelivery serve` shows the whole flow with no services. Nothing is
 //! persisted.
 
+mod control;
 mod ownership;
 mod queue;
 mod stores;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use dronedelivery_actors::Backends;
 
+pub use control::MemoryControlPlane;
 pub use ownership::MemoryOwnershipStore;
 pub use queue::MemoryQueue;
 pub use stores::{
@@ -31,5 +33,6 @@ pub fn backends(lock_duration: Duration, capacity: usize) -> Backends {
         notify: Arc::new(MemoryNotifyMeStore::default()),
         idempotency: Arc::new(MemoryIdempotencyStore::default()),
         ownership: Arc::new(MemoryOwnershipStore::default()),
+        control: Arc::new(MemoryControlPlane::default()),
     }
 }

@@ -22,6 +22,10 @@
 //! | `{p}:engines` | sorted set | live engines, score = when their membership lapses (server clock, ms) |
 //! | `{p}:lease:{n}` | hash | `owner`, `epoch`, `expires` of partition `n`'s lease |
 //! | `{p}:lease-epoch` | string | counter every lease grant takes its epoch from |
+//! | `{p}:members` | sorted set | every engine (gateways included), score = when its card lapses (server clock, ms) |
+//! | `{p}:member:{id}` | string | engine `id`'s card (JSON: role, version, readiness, partitions, …), expiring with it |
+//! | `{p}:control:{id}` | pub/sub channel | operator requests for engine `id` |
+//! | `{p}:control-reply:{request}` | list | the answer to one operator request (expires after a minute) |
 //! | `{p}:ownership-changes` | pub/sub channel | an engine released partitions, joined or left: the others plan again at once |
 //!
 //! Ids are embedded verbatim. Delivery ids are UUIDs minted by the gateway
@@ -140,6 +144,27 @@ impl Keys {
     /// `{p}:lease-epoch`: the counter lease grants take their epochs from.
     pub fn lease_epoch(&self) -> String {
         format!("{}:lease-epoch", self.prefix)
+    }
+
+    /// `{p}:members`: every engine's id, scored by when its card lapses.
+    pub fn members(&self) -> String {
+        format!("{}:members", self.prefix)
+    }
+
+    /// `{p}:member:{id}`: engine `id`'s card (JSON).
+    pub fn member(&self, engine: &str) -> String {
+        format!("{}:member:{engine}", self.prefix)
+    }
+
+    /// `{p}:control:{id}`: the pub/sub channel of engine `id`'s operator
+    /// requests.
+    pub fn control(&self, engine: &str) -> String {
+        format!("{}:control:{engine}", self.prefix)
+    }
+
+    /// `{p}:control-reply:{request}`: the answer to one operator request.
+    pub fn control_reply(&self, request: &str) -> String {
+        format!("{}:control-reply:{request}", self.prefix)
     }
 
     /// `{p}:ownership-changes`: the pub/sub channel engines announce lease

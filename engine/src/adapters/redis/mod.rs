@@ -59,6 +59,7 @@
 //! primary with replicas, not on Redis Cluster (the keys would need a
 //! common hash tag).
 
+mod control;
 mod drones;
 pub mod keys;
 mod ownership;
@@ -70,6 +71,7 @@ use std::time::Duration;
 
 use dronedelivery_actors::ports::StoreError;
 
+pub use control::RedisControlPlane;
 pub use drones::RedisDroneStore;
 pub use keys::Keys;
 pub use ownership::RedisOwnershipStore;
@@ -122,6 +124,8 @@ pub struct RedisStores {
     pub idempotency: Arc<RedisIdempotencyStore>,
     /// Partition leases and cluster membership.
     pub ownership: Arc<RedisOwnershipStore>,
+    /// Engines' cards and operator requests.
+    pub control: Arc<RedisControlPlane>,
 }
 
 impl std::fmt::Debug for RedisStores {
@@ -145,8 +149,10 @@ pub async fn connect(cfg: &RedisConfig) -> Result<RedisStores, StoreError> {
         drones: Arc::new(RedisDroneStore::new(conn.clone(), keys.clone())),
         idempotency: Arc::new(RedisIdempotencyStore::new(conn.clone(), keys.clone())),
         ownership: Arc::new(
-            RedisOwnershipStore::new(conn, keys).announced_through(client(&cfg.url)?),
+            RedisOwnershipStore::new(conn.clone(), keys.clone())
+                .announced_through(client(&cfg.url)?),
         ),
+        control: Arc::new(RedisControlPlane::new(conn, client(&cfg.url)?, keys)),
     })
 }
 
