@@ -176,7 +176,9 @@ impl<'a> Admin<'a> {
             match self.ready_again(&engine, since).await {
                 Ok(()) => {
                     eprintln!("{step}: ready");
-                    outcomes.push(json!({"engine": engine, "outcome": "restarted", "supervisor": answer}));
+                    outcomes.push(
+                        json!({"engine": engine, "outcome": "restarted", "supervisor": answer}),
+                    );
                 }
                 Err(e) => {
                     eprintln!("{step}: not ready again: {e}");

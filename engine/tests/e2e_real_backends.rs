@@ -1349,12 +1349,19 @@ async fn operators_reach_every_engine_through_the_gateway() {
             ids
         })
     };
-    let rolling = admin_cli(&gateway.base, TOKEN, &["restart", "fleet", "--engine", "all"]).await;
+    let rolling = admin_cli(
+        &gateway.base,
+        TOKEN,
+        &["restart", "fleet", "--engine", "all"],
+    )
+    .await;
     let progress = String::from_utf8_lossy(&rolling.stderr).into_owned();
     assert!(rolling.status.success(), "{progress}");
     for line in ["[1/2]", "[2/2]"] {
         assert!(
-            progress.lines().any(|l| l.starts_with(line) && l.ends_with("ready")),
+            progress
+                .lines()
+                .any(|l| l.starts_with(line) && l.ends_with("ready")),
             "no progress line {line}: {progress}"
         );
     }
@@ -1364,7 +1371,8 @@ async fn operators_reach_every_engine_through_the_gateway() {
     let tally = shared
         .settle(&gateway, &ids, "package-ops-", Duration::from_secs(120))
         .await;
-    tally.report("scenario 11 (gateway + two workers; fleet restarted on one, then rolling on all)");
+    tally
+        .report("scenario 11 (gateway + two workers; fleet restarted on one, then rolling on all)");
     tally.assert_nothing_lost_or_duplicated();
 
     // A restart aimed at a killed worker: 504 at once while its card
@@ -1393,7 +1401,12 @@ async fn operators_reach_every_engine_through_the_gateway() {
         )
         .await;
     assert_eq!(status, 404, "{problem}");
-    let cli = admin_cli(&gateway.base, TOKEN, &["restart", "fleet", "--engine", &id1]).await;
+    let cli = admin_cli(
+        &gateway.base,
+        TOKEN,
+        &["restart", "fleet", "--engine", &id1],
+    )
+    .await;
     assert!(!cli.status.success(), "a dead engine's restart fails");
     w2.kill();
     gateway.kill();

@@ -323,6 +323,18 @@ async fn a_terminal_delivery_expires_after_the_retention_period() {
 }
 
 #[tokio::test]
+async fn the_control_plane_passes_the_contract() {
+    let cfg = fresh_config();
+    let s = stores(&cfg).await;
+    assert_eq!(
+        dronedelivery_actors::ports::ControlPlane::backend(s.control.as_ref()),
+        "redis"
+    );
+    dronedelivery_engine::adapters::control_contract::run_all(s.control.clone()).await;
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
 async fn the_drone_pool_passes_the_contract() {
     let cfg = fresh_config();
     let s = stores(&cfg).await;

@@ -278,10 +278,7 @@ async fn supervisors(
         }))
     };
     match target(&query)? {
-        Target::Here => Ok(one(
-            engine.id().to_owned(),
-            engine.supervisor_tree().await,
-        )),
+        Target::Here => Ok(one(engine.id().to_owned(), engine.supervisor_tree().await)),
         Target::Engine(id) => {
             let supervisors = engine
                 .supervisors_of(&id)

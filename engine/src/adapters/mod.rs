@@ -4,12 +4,14 @@
 //! - [`redis`]: delivery, drone and idempotency stores, and the Redis Streams queue.
 //! - [`mongo`]: packages, delivery history, dead letters and notify-me requests.
 //! - [`servicebus`]: the Azure Service Bus queue (REST protocol).
-//! - `contract` and `pool_contract`: the conformance suites every queue
-//!   adapter and every drone store pass (test support, behind the
-//!   `test-support` feature).
+//! - `contract`, `pool_contract` and `control_contract`: the conformance
+//!   suites every queue adapter, every drone store and every control plane
+//!   pass (test support, behind the `test-support` feature).
 
 #[cfg(feature = "test-support")]
 pub mod contract;
+#[cfg(feature = "test-support")]
+pub mod control_contract;
 pub mod memory;
 pub mod mongo;
 #[cfg(feature = "test-support")]

@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 pub struct MemoryControlPlane {
     state: Mutex<State>,
     /// Each serving engine's inbox, taken by its serving loop.
-    inboxes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<IncomingRequest>>>>>,
+    inboxes:
+        Mutex<HashMap<String, Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<IncomingRequest>>>>>,
 }
 
 #[derive(Debug, Default)]
@@ -131,5 +132,15 @@ impl ControlPlane for MemoryControlPlane {
             let _ = waiting.send(reply.clone());
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "test-support"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passes_the_control_plane_contract() {
+        crate::adapters::control_contract::run_all(Arc::new(MemoryControlPlane::default())).await;
     }
 }
