@@ -48,17 +48,19 @@ let page;
 
 /** Starts the binary on a free port; resolves once it logs its address. */
 function startEngine() {
-  const args = [
-    "serve",
-    "--listen", "127.0.0.1:0",
-    "--log-format", "json",
+  return startProcess(engine, [
     "--admin-token", TOKEN,
     "--fleet-size", String(FLEET_SIZE),
     "--sim-speed", "150",
     "--tick-ms", "100",
     "--max-drone-wait-secs", "3",
     "--retry-delay-ms", "50",
-  ];
+  ]);
+}
+
+/** Starts `dronedelivery serve` with `extra` arguments into `engine` ({process, url, log}). */
+function startProcess(engine, extra) {
+  const args = ["serve", "--listen", "127.0.0.1:0", "--log-format", "json", ...extra];
   const child = spawn(BIN, args, {
     env: { ...process.env, RUST_LOG: "info", NO_COLOR: "1" },
     stdio: ["ignore", "ignore", "pipe"],
@@ -92,8 +94,8 @@ function startEngine() {
   });
 }
 
-async function stopEngine() {
-  const child = engine.process;
+async function stopEngine(target = engine) {
+  const child = target.process;
   if (!child || child.exitCode !== null) return;
   child.removeAllListeners("exit");
   const exited = new Promise((r) => child.once("exit", r));
@@ -399,6 +401,70 @@ describe("web console", { timeout: 300_000 }, () => {
     await page.waitForSelector("#confirm[open]");
     await page.click("#confirm-ok");
     await page.waitForFunction((msg) => document.getElementById("ops-status").textContent.includes(msg), `Message ${id} is back on the queue`);
+  });
+
+  test("ops on a gateway: every engine listed, a worker's supervisor restarted through the gateway", async () => {
+    // The split layout on Redis: one worker, one gateway (no actors of its
+    // own); the page is served by the gateway.
+    const redis = process.env.DD_TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
+    const common = [
+      "--queue", "redis-streams",
+      "--redis-url", redis,
+      "--redis-prefix", `console-${process.pid}-${Date.now()}`,
+      "--admin-token", TOKEN,
+      "--fleet-size", "4",
+      "--lease-secs", "2",
+    ];
+    const worker = { process: null, url: null, log: [] };
+    const gateway = { process: null, url: null, log: [] };
+    try {
+      await startProcess(worker, ["--role", "worker", ...common]);
+      await startProcess(gateway, ["--role", "gateway", ...common]);
+      await page.goto(`${gateway.url}/console/ops`);
+      await page.fill("#token", TOKEN);
+      await page.press("#token", "Enter");
+      await page.waitForSelector("#admin:not([hidden])");
+      // Both engines, with their roles; the gateway shows the worker's tree.
+      await page.waitForFunction(() => document.querySelectorAll("#engines tbody tr").length === 2, null, { timeout: 15_000 });
+      const rows = await page.$$eval("#engines tbody tr", (trs) =>
+        trs.map((tr) => ({ id: tr.dataset.engine, cells: [...tr.cells].map((c) => c.textContent.trim()) })),
+      );
+      const roles = rows.map((r) => r.cells[3]).sort();
+      assert.deepEqual(roles, ["gateway", "worker"]);
+      const workerId = rows.find((r) => r.cells[3] === "worker").id;
+      const gatewayRow = rows.find((r) => r.cells[3] === "gateway");
+      assert.match(gatewayRow.cells[0], /this engine/);
+      await page.waitForSelector(`button[data-engine-tree="${workerId}"][aria-pressed="true"]`);
+      assert.match(await page.textContent("#tree-engine"), new RegExp(`of ${workerId} \\(worker\\)`));
+      await page.waitForSelector('li[data-supervisor="fleet"]');
+      const restarts = () => page.textContent('li[data-supervisor="fleet"] > .node dd[data-field="restarts"]').then(Number);
+      const before = await restarts();
+
+      // Restart the worker's fleet from the gateway's page.
+      await page.click('button[data-restart="fleet"]');
+      await page.waitForSelector("#confirm[open]");
+      assert.match(await page.textContent("#confirm-text"), new RegExp(`on engine ${workerId}`));
+      await page.click("#confirm-ok");
+      await page.waitForFunction(
+        (id) => document.getElementById("ops-status").textContent.includes(`fleet restarted on engine ${id}`),
+        workerId,
+        { timeout: 30_000 },
+      );
+      await page.waitForFunction(
+        (n) => Number(document.querySelector('li[data-supervisor="fleet"] > .node dd[data-field="restarts"]').textContent) > n,
+        before,
+        { timeout: 15_000 },
+      );
+      // The worker itself counts the restart.
+      const tree = await fetch(`${worker.url}/admin/supervisors`, { headers: { authorization: `Bearer ${TOKEN}` } }).then((r) => r.json());
+      assert.equal(tree.engine, workerId);
+      assert.equal(tree.supervisors.find((s) => s.name === "fleet").restarts, before + 1);
+      await assertAccessible("ops on a gateway");
+      await shot("09-ops-gateway", { fullPage: true });
+    } finally {
+      await stopEngine(gateway);
+      await stopEngine(worker);
+    }
   });
 
   test("track: an unknown id is said to be unknown", async () => {

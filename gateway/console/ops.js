@@ -1,7 +1,8 @@
 // Operations page, over the admin API (`/admin`, bearer token): the
-// cluster (live engines and the partitions each holds), the supervision
-// tree with a restart button per supervisor (confirmed in a dialog first),
-// and dead letters with replay. The token is typed in and
+// cluster (every live engine, its role, readiness and the partitions it
+// holds), the supervision tree of the engine chosen there (any engine,
+// reached through the one serving this page) with a restart button per
+// supervisor (confirmed in a dialog first), and dead letters with replay. The token is typed in and
 // kept in `sessionStorage`: this tab only, gone when it closes.
 
 import { api, count, el, poll, problemText, setText, trackUrl } from "./common.js";
@@ -26,6 +27,9 @@ let total = 0;
 let treeShape = "";
 let clusterShape = "";
 let letterShape = "";
+/** The engine serving this page, and the one whose tree is shown. */
+let here = null;
+let chosen = null;
 const nodes = new Map();
 
 const status = $("ops-status");
@@ -37,6 +41,12 @@ function say(text, kind = "") {
 
 function admin(path, method = "GET") {
   return api(path, { method, token });
+}
+
+/** `path` for the chosen engine (`?engine=` unless it is this one). */
+function onChosen(path) {
+  if (!chosen || chosen === here) return path;
+  return `${path}${path.includes("?") ? "&" : "?"}engine=${encodeURIComponent(chosen)}`;
 }
 
 // ---------------------------------------------------------------- token
@@ -106,22 +116,32 @@ async function start() {
   setText(state, "Signed in for this tab.");
   $("forget").hidden = false;
   $("admin").hidden = false;
-  renderTree(res.body.supervisors);
+  here = res.body.engine ?? null;
   const cluster = await admin("/admin/cluster");
   if (cluster.ok) renderCluster(cluster.body);
+  if (chosen === here) renderTree(res.body.supervisors);
+  else await refreshTree();
   stopPolling?.();
   stopPolling = poll(refresh, 3000);
+}
+
+async function refreshTree() {
+  const tree = await admin(onChosen("/admin/supervisors"));
+  if (tree.ok) renderTree(tree.body.supervisors);
+  else if (!authProblem(tree)) say(`The tree of ${chosen} is unavailable: ${problemText(tree)}`, "error");
+  return tree;
 }
 
 async function refresh() {
   if (!token) return;
   const [tree, letters, cluster] = await Promise.all([
-    admin("/admin/supervisors"),
+    admin(onChosen("/admin/supervisors")),
     admin(`/admin/deadletters?offset=${offset}&limit=${PAGE}`),
     admin("/admin/cluster"),
   ]);
   if (tree.ok) renderTree(tree.body.supervisors);
   else if (authProblem(tree)) return;
+  else say(`The tree of ${chosen} is unavailable: ${problemText(tree)}`, "error");
   if (cluster.ok) renderCluster(cluster.body);
   else if (!authProblem(cluster)) say(`The cluster view is unavailable: ${problemText(cluster)}`, "error");
   if (letters.ok) renderLetters(letters.body);
@@ -159,32 +179,66 @@ function ranges(numbers) {
 }
 
 function renderCluster(view) {
-  const held = new Map(view.engines.map((e) => [e, []]));
+  here = view.engineId;
+  const members = view.members ?? [];
+  // Partitions by live holder, from the leases (the cards may lag a second).
+  const held = new Map(members.map((m) => [m.id, []]));
+  for (const e of view.engines) if (!held.has(e)) held.set(e, []);
   let free = 0;
   view.leases.forEach((lease, partition) => {
     if (lease?.live && held.has(lease.owner)) held.get(lease.owner).push(partition);
     else free += 1;
   });
-  const summary = `(${count(view.engines.length)} ${view.engines.length === 1 ? "engine" : "engines"}, ${count(view.leases.length)} partitions${free ? `, ${count(free)} without a live holder` : ""})`;
-  const shape = `${summary}|${[...held].map(([e, ps]) => `${e}:${ps.join(".")}`).join(",")}`;
+  const card = new Map(members.map((m) => [m.id, m]));
+  // The tree shown: the one chosen, while it lives; else this engine, or a
+  // worker when this one runs no actors (a gateway).
+  if (!chosen || !held.has(chosen)) {
+    const self = card.get(here);
+    chosen = self?.role === "gateway" ? (members.find((m) => m.role !== "gateway")?.id ?? here) : here;
+    treeShape = "";
+  }
+  const n = held.size;
+  const summary = `(${count(n)} ${n === 1 ? "engine" : "engines"}, ${count(view.leases.length)} partitions${free ? `, ${count(free)} without a live holder` : ""})`;
+  const shape = `${summary}|${chosen}|${[...held].map(([e, ps]) => `${e}:${ps.join(".")}:${card.get(e)?.ready}:${card.get(e)?.dronesFlying}`).join(",")}`;
   if (shape === clusterShape) return;
   clusterShape = shape;
   setText($("cluster-summary"), summary);
+  const self = card.get(chosen);
+  setText($("tree-engine"), `of ${chosen}${self ? ` (${self.role})` : ""}${chosen === here ? ", this engine" : ""}`);
   $("engines").tBodies[0].replaceChildren(
-    ...[...held].map(([engine, partitions]) =>
-      el(
+    ...[...held].map(([engine, partitions]) => {
+      const m = card.get(engine);
+      const show = el(
+        "button",
+        { type: "button", class: "small secondary", "data-engine-tree": engine, "aria-pressed": String(engine === chosen) },
+        engine === chosen ? "Shown" : "Show tree",
+        el("span", { class: "visually-hidden", text: ` of ${engine}` }),
+      );
+      show.addEventListener("click", async () => {
+        chosen = engine;
+        treeShape = "";
+        clusterShape = "";
+        renderCluster(view);
+        await refreshTree();
+      });
+      return el(
         "tr",
         { "data-engine": engine },
         el(
           "th",
           { scope: "row" },
           el("span", { class: "mono id", text: engine }),
-          engine === view.engineId ? el("span", { class: "note", text: " (this engine)" }) : null,
+          engine === here ? el("span", { class: "note", text: " (this engine)" }) : null,
         ),
         el("td", { class: "num", text: count(partitions.length) }),
         el("td", { class: "mono", text: ranges(partitions) || "none" }),
-      ),
-    ),
+        el("td", { text: m?.role ?? "unknown" }),
+        el("td", { text: m ? (m.ready ? "ready" : `not ready: ${m.notReady ?? "unknown"}`) : "unknown" }),
+        el("td", { class: "num", text: m ? count(m.dronesFlying) : "—" }),
+        el("td", { class: "mono", text: m?.version ?? "—" }),
+        el("td", {}, show),
+      );
+    }),
   );
 }
 
@@ -260,9 +314,10 @@ function renderTree(list) {
 }
 
 async function restart(name, button) {
+  const where = chosen === here ? "this engine" : `engine ${chosen}`;
   const ok = await confirmAction(
     `Restart ${name}?`,
-    `This stops ${name} and everything under it gracefully (work in progress is drained or goes back to the queue) and starts it again.`,
+    `This stops ${name} on ${where} and everything under it gracefully (work in progress is drained or goes back to the queue) and starts it again.`,
     `Restart ${name}`,
   );
   if (!ok) {
@@ -272,12 +327,12 @@ async function restart(name, button) {
   button.disabled = true;
   say(`Restarting ${name}…`);
   try {
-    const res = await admin(`/admin/supervisors/${encodeURIComponent(name)}/restart`, "POST");
+    const res = await admin(onChosen(`/admin/supervisors/${encodeURIComponent(name)}/restart`), "POST");
     if (res.ok) {
-      say(`${name} restarted (${res.body.status}); restarts so far: ${count(res.body.restarts)}.`, "ok");
+      say(`${name} restarted on ${where} (${res.body.status}); restarts so far: ${count(res.body.restarts)}.`, "ok");
       await refresh();
     } else if (!authProblem(res)) {
-      say(`Could not restart ${name}: ${problemText(res)}`, "error");
+      say(`Could not restart ${name} on ${where}: ${problemText(res)}`, "error");
     }
   } catch (e) {
     say(`Could not restart ${name}: ${e.message}`, "error");
