@@ -414,6 +414,8 @@ describe("web console", { timeout: 300_000 }, () => {
       "--admin-token", TOKEN,
       "--fleet-size", "4",
       "--lease-secs", "2",
+      "--sim-speed", "2000",
+      "--tick-ms", "50",
     ];
     const worker = { process: null, url: null, log: [] };
     const gateway = { process: null, url: null, log: [] };
@@ -461,7 +463,30 @@ describe("web console", { timeout: 300_000 }, () => {
       assert.equal(tree.supervisors.find((s) => s.name === "fleet").restarts, before + 1);
       await assertAccessible("ops on a gateway");
       await shot("09-ops-gateway", { fullPage: true });
+
+      // The gateway's fleet page shows what the worker completed.
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${gateway.url}/api/deliveryrequests`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({
+            ownerId: "console-split",
+            pickupLocation: "47.6,-122.3",
+            dropOffLocation: "47.62,-122.32",
+            confirmationRequired: "None",
+            deadline: "",
+            expedited: false,
+            packageInfo: { packageId: `console-split-${i}`, size: "Small", weight: 2, tag: "split" },
+          }),
+        });
+        assert.equal(res.status, 202);
+      }
+      await page.goto(`${gateway.url}/console/fleet`);
+      await page.waitForFunction(() => Number(document.getElementById("count-completed").textContent) >= 3, null, { timeout: 30_000 });
+      await page.waitForFunction(() => Number(document.getElementById("rate-completed").textContent) > 0, null, { timeout: 15_000 });
     } finally {
+      // Leave the page first: its polling would report the stopped engine.
+      await page.goto("about:blank");
       await stopEngine(gateway);
       await stopEngine(worker);
     }

@@ -22,6 +22,7 @@
 //! once the previous one is ready again, so the cluster never loses more
 //! than one engine's share of work at a time.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,8 +71,81 @@ pub struct EngineCard {
     pub partitions: Vec<PartitionId>,
     /// Drones flying for its deliveries.
     pub drones_flying: usize,
+    /// Deliveries it accepted, completed and cancelled since it started.
+    pub counts: CountsView,
     /// When it last refreshed this card.
     pub seen_at: DateTime<Utc>,
+}
+
+/// What one engine counts, for the cluster-wide figures (see
+/// [`Engine::fleet_summary`]). Plain atomics beside the Prometheus
+/// counters, which cannot be read back.
+#[derive(Debug, Default)]
+pub struct Counts {
+    accepted: AtomicU64,
+    completed: AtomicU64,
+    cancelled: AtomicU64,
+}
+
+impl Counts {
+    /// A delivery request was accepted (queued) here.
+    pub fn accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A delivery completed here.
+    pub fn completed(&self) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A delivery was cancelled here.
+    pub fn cancelled(&self) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn view(&self) -> CountsView {
+        CountsView {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// [`Counts`] as published.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CountsView {
+    /// Delivery requests accepted.
+    pub accepted: u64,
+    /// Deliveries completed.
+    pub completed: u64,
+    /// Deliveries cancelled.
+    pub cancelled: u64,
+}
+
+/// The figures of the whole cluster (`GET /api/fleet`), for the console's
+/// fleet page whichever engine serves it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct FleetSummary {
+    /// Live engines counted.
+    pub engines: usize,
+    /// Accepted, completed and cancelled deliveries: the sum of the live
+    /// engines' counts since each started (an engine that restarts starts
+    /// from zero).
+    pub counts: CountsView,
+    /// Deliveries waiting for a drone (from the store).
+    pub waiting_for_drone: u64,
+    /// Messages waiting on the queue.
+    pub queue_depth: u64,
+    /// Dead letters (from the store).
+    pub dead_letters: u64,
+    /// Drones flying a delivery, summed over the live engines.
+    pub drones_flying: usize,
 }
 
 /// An operator command for one engine.
@@ -201,8 +275,30 @@ impl Engine {
             not_ready: ready.err(),
             partitions: ctx.owned.fences().iter().map(|f| f.partition).collect(),
             drones_flying: fleet.map_or(0, |f| f.flying),
+            counts: ctx.counts.view(),
             seen_at: Utc::now(),
         }
+    }
+
+    /// The cluster's figures: counts summed over the live engines' cards,
+    /// the rest read from the shared queue and stores.
+    pub async fn fleet_summary(&self) -> Result<FleetSummary, StoreError> {
+        let b = &self.context().backends;
+        let members = b.control.members().await?;
+        let mut counts = CountsView::default();
+        for c in &members {
+            counts.accepted += c.counts.accepted;
+            counts.completed += c.counts.completed;
+            counts.cancelled += c.counts.cancelled;
+        }
+        Ok(FleetSummary {
+            engines: members.len(),
+            counts,
+            waiting_for_drone: b.deliveries.awaiting_drone().await?.len() as u64,
+            queue_depth: b.queue.depth().await?,
+            dead_letters: b.dead_letters.count().await?,
+            drones_flying: members.iter().map(|c| c.drones_flying).sum(),
+        })
     }
 
     /// The live engines' cards, sorted by id.

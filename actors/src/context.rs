@@ -36,6 +36,9 @@ pub struct Context {
     pub breakers: crate::breaker::Breakers,
     /// The partitions this engine holds (kept by the `ownership` actor).
     pub owned: Owned,
+    /// Deliveries this engine accepted, completed and cancelled since it
+    /// started: published on its card, summed across the cluster.
+    pub counts: crate::cluster::Counts,
 }
 
 /// The set of unsettled locks (see [`Context::in_flight`]).
@@ -142,6 +145,7 @@ impl Context {
             in_flight: InFlight::default(),
             breakers: crate::breaker::Breakers::new(5, std::time::Duration::from_secs(5)),
             owned: Owned::default(),
+            counts: crate::cluster::Counts::default(),
         })
     }
 

@@ -126,35 +126,6 @@ export function coords(loc) {
 export const trackUrl = (id) => `/console/track/${encodeURIComponent(id)}`;
 
 /**
- * Parses the Prometheus text exposition format into
- * `Map<name, [{labels, value}]>`. Comments and malformed lines are skipped.
- */
-export function parseMetrics(text) {
-  const out = new Map();
-  const line = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)/;
-  const pair = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
-  for (const raw of text.split("\n")) {
-    if (!raw || raw.startsWith("#")) continue;
-    const m = line.exec(raw);
-    if (!m) continue;
-    const value = Number(m[4]);
-    if (Number.isNaN(value)) continue;
-    const labels = {};
-    if (m[3]) for (const [, k, v] of m[3].matchAll(pair)) labels[k] = v;
-    if (!out.has(m[1])) out.set(m[1], []);
-    out.get(m[1]).push({ labels, value });
-  }
-  return out;
-}
-
-/** Sum of a metric's series whose labels pass `filter`; `null` if absent. */
-export function metricSum(metrics, name, filter = () => true) {
-  const series = metrics.get(name);
-  if (!series) return null;
-  return series.filter((s) => filter(s.labels)).reduce((a, s) => a + s.value, 0);
-}
-
-/**
  * Runs `task` now and then every `interval` ms after each run has finished
  * (never two at once), pausing while the tab is hidden. Returns a function
  * that stops it.

@@ -1,8 +1,9 @@
 // Fleet page: every drone on a plan and in a table (`GET /api/drones`,
-// polled every second), deliveries per stage and throughput (the engine's
-// own `/metrics`, polled every two seconds and parsed here).
+// polled every second), deliveries per stage and throughput of the whole
+// cluster (`GET /api/fleet`, polled every two seconds), whichever engine
+// serves the page.
 
-import { api, count, coords, el, label, metricSum, parseMetrics, poll, problemText, setText, trackUrl } from "./common.js";
+import { api, count, coords, el, label, poll, problemText, setText, trackUrl } from "./common.js";
 import { Plan } from "./plan.js";
 
 const $ = (id) => document.getElementById(id);
@@ -14,7 +15,6 @@ const RATE_WINDOW_MS = 10_000;
 const rows = new Map();
 let drones = [];
 let area = null;
-let role = null;
 const samples = [];
 
 // --------------------------------------------------------------- drones
@@ -172,36 +172,25 @@ function rate(key) {
   return Math.max(0, (last[key] - first[key]) / seconds);
 }
 
-async function refreshMetrics() {
-  if (role === null) {
-    const ready = await api("/readyz").catch(() => null);
-    role = ready?.body?.role ?? "all";
-    if (role === "gateway") {
-      setText(
-        $("stages-note"),
-        "This process serves the API only (role gateway): it runs no workflow, so waiting, completed and cancelled counts are on the workers' /metrics. Flying stages count the drones flying them.",
-      );
-    }
+async function refreshFigures() {
+  const res = await api("/api/fleet");
+  if (!res.ok) {
+    setText($("fleet-error"), `The cluster's figures are unavailable: ${problemText(res)}`);
+    return;
   }
-  const res = await api("/metrics");
-  if (!res.ok || typeof res.body !== "string") return;
-  const metrics = parseMetrics(res.body);
-  const runsWorkflow = role !== "gateway";
-  const orZero = (value, applies) => (value === null && applies ? 0 : value);
-  const completed = orZero(metricSum(metrics, "dronedelivery_deliveries_completed_total"), runsWorkflow);
-  const accepted = orZero(metricSum(metrics, "dronedelivery_deliveries_accepted_total"), role !== "worker");
-  setText($("count-waiting"), count(orZero(metricSum(metrics, "dronedelivery_fleet_pending_requests"), runsWorkflow)));
-  setText($("count-completed"), count(completed));
-  setText($("count-cancelled"), count(orZero(metricSum(metrics, "dronedelivery_deliveries_cancelled_total"), runsWorkflow)));
-  setText($("queue-depth"), count(metricSum(metrics, "dronedelivery_queue_depth")));
-  setText($("dead-letters"), count(orZero(metricSum(metrics, "dronedelivery_dead_letters_total"), runsWorkflow)));
+  const f = res.body;
+  setText($("count-waiting"), count(f.waitingForDrone));
+  setText($("count-completed"), count(f.counts.completed));
+  setText($("count-cancelled"), count(f.counts.cancelled));
+  setText($("queue-depth"), count(f.queueDepth));
+  setText($("dead-letters"), count(f.deadLetters));
   const now = performance.now();
-  samples.push({ t: now, accepted, completed });
+  samples.push({ t: now, accepted: f.counts.accepted, completed: f.counts.completed });
   while (samples.length > 2 && now - samples[1].t >= RATE_WINDOW_MS) samples.shift();
   const fmt = (v) => (v === null ? "measuring…" : count(v, v < 10 ? 1 : 0));
-  setText($("rate-accepted"), role === "worker" ? "—" : fmt(rate("accepted")));
-  setText($("rate-completed"), runsWorkflow ? fmt(rate("completed")) : "—");
+  setText($("rate-accepted"), fmt(rate("accepted")));
+  setText($("rate-completed"), fmt(rate("completed")));
 }
 
 poll(refreshDrones, 1000);
-poll(refreshMetrics, 2000);
+poll(refreshFigures, 2000);

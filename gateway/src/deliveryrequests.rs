@@ -95,6 +95,7 @@ async fn create(
         request.delivery_id = uuid::Uuid::new_v4().to_string();
         queue_delivery(&state, &request, &headers).await?;
         metrics::counter!(DELIVERIES_ACCEPTED_TOTAL).increment(1);
+        state.engine.context().counts.accepted();
         return Ok(accepted(&request));
     };
     request.delivery_id = idempotency::delivery_id(&request.owner_id, &key);
@@ -110,6 +111,7 @@ async fn create(
         // and a retry queues again, below).
         queue_delivery(&state, &request, &headers).await?;
         metrics::counter!(DELIVERIES_ACCEPTED_TOTAL).increment(1);
+        state.engine.context().counts.accepted();
         return Ok(answer.response(false));
     };
     let stored = StoredAnswer::from_json(&stored)?;

@@ -20,6 +20,7 @@
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use dronedelivery_actors::cluster::FleetSummary;
 use dronedelivery_actors::domain::{DroneState, DroneStatus, Location, ServiceArea};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -34,9 +35,35 @@ use crate::state::AppState;
 /// service area).
 pub const NOMINAL_RANGE_M: f64 = 60_000.0;
 
-/// Route of the drone list, with its documentation.
+/// Routes of the drone list and the cluster's fleet figures, with their
+/// documentation.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(drones))
+    OpenApiRouter::new()
+        .routes(routes!(drones))
+        .routes(routes!(fleet))
+}
+
+/// `GET /api/fleet`: the whole cluster's figures, whichever engine answers
+/// (a gateway runs no workflow of its own, so its `/metrics` cannot tell
+/// what the workers did).
+#[utoipa::path(
+    get,
+    path = "/api/fleet",
+    operation_id = "getFleetSummary",
+    tag = "drones",
+    summary = "The cluster's delivery figures",
+    description = "Deliveries accepted, completed and cancelled, summed over the live engines' \
+counts since each started (an engine that restarts counts from zero again), and deliveries \
+waiting for a drone, queue depth and dead letters, read from the shared queue and stores: the \
+same answer from every engine.",
+    responses(
+        (status = 200, description = "The figures", body = FleetSummary),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
+    )
+)]
+async fn fleet(State(state): State<AppState>) -> Result<Json<FleetSummary>, ApiError> {
+    Ok(Json(state.engine.fleet_summary().await?))
 }
 
 /// One drone as dashboards see it.

@@ -291,7 +291,7 @@ impl DeliveryState {
                 return Err(DeliveryError::Superseded);
             }
         }
-        observe(self.record.as_ref(), &change);
+        observe(&self.ctx, self.record.as_ref(), &change);
         self.record = Some(change.record);
         Ok(())
     }
@@ -487,7 +487,7 @@ impl DeliveryState {
             tracing::debug!(delivery_id = %self.id, ?why, "drone report ignored");
         }
         if let Some(change) = decision.change {
-            observe(self.record.as_ref(), &change);
+            observe(&self.ctx, self.record.as_ref(), &change);
             self.unsaved.extend(change.events);
             if change.history.is_some() {
                 self.history = change.history;
@@ -534,7 +534,7 @@ fn saves(events: &[TrackingEvent]) -> impl Iterator<Item = Option<&TrackingEvent
 /// stage it left (waiting for a drone, flying to the pickup, flying to the
 /// dropoff), completions with their duration, cancellations and
 /// compensations.
-fn observe(before: Option<&DeliveryRecord>, change: &Change) {
+fn observe(ctx: &Context, before: Option<&DeliveryRecord>, change: &Change) {
     let (mut stage, mut since) = before
         .map_or((DeliveryStage::Created, change.record.created_at), |r| {
             (r.stage, r.updated_at)
@@ -548,13 +548,15 @@ fn observe(before: Option<&DeliveryRecord>, change: &Change) {
         match next {
             DeliveryStage::Completed => {
                 metrics::counter!(m::DELIVERIES_COMPLETED_TOTAL).increment(1);
+                ctx.counts.completed();
                 let record = &change.record;
                 let secs =
                     (record.updated_at - record.created_at).num_milliseconds() as f64 / 1000.0;
                 metrics::histogram!(m::DELIVERY_DURATION_SECONDS).record(secs);
             }
             DeliveryStage::Cancelled => {
-                metrics::counter!(m::DELIVERIES_CANCELLED_TOTAL).increment(1)
+                metrics::counter!(m::DELIVERIES_CANCELLED_TOTAL).increment(1);
+                ctx.counts.cancelled();
             }
             _ => {}
         }

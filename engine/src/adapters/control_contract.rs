@@ -24,6 +24,7 @@ fn card(id: &str, role: &str) -> EngineCard {
         not_ready: None,
         partitions: vec![1, 2],
         drones_flying: 3,
+        counts: Default::default(),
         seen_at: Utc::now(),
     }
 }
