@@ -113,15 +113,12 @@ log "$("${HELM}" version --short), kubernetes-validate $("${TOOLS}/venv/bin/pyth
 WORK="$(mktemp -d)"
 trap 'rm -rf "${WORK}"' EXIT
 
-# The engine's metric names (actors/src/metrics.rs, engine telemetry); ":h" marks histograms,
-# which may also be used as their _bucket/_sum/_count series.
-export DD_METRICS="http_requests_total http_request_duration_seconds:h deliveries_accepted_total
-deliveries_created_total deliveries_completed_total deliveries_cancelled_total
-delivery_duration_seconds:h stage_duration_seconds:h queue_lag_seconds:h notifications_total
-queue_messages_total queue_depth queue_unsettled queue_messages_in_flight
-dead_letters_replayed_total dead_letters_total actors_live breaker_state compensations_total
-actor_activations_total actor_passivations_total actor_restarts_total fleet_pending_requests
-fleet_free_drones ready"
+# The engine's metric names, read from actors/src/metrics.rs (the one list the
+# engine describes and tests); ":h" marks histograms (every `*_seconds` metric
+# there), which may also be used as their _bucket/_sum/_count series.
+DD_METRICS="$(grep -oE '"dronedelivery_[a-z_]+"' actors/src/metrics.rs | tr -d '"' | sed -E 's/^dronedelivery_//; s/_seconds$/_seconds:h/' | sort -u | tr '\n' ' ')"
+[ -n "${DD_METRICS}" ] || { echo "no metric names found in actors/src/metrics.rs" >&2; exit 1; }
+export DD_METRICS
 
 # Shared Python: metric name check of PromQL expressions.
 cat >"${WORK}/ddmetrics.py" <<'PYEOF'
@@ -195,6 +192,11 @@ for p in panels:
     gp = p.get("gridPos") or {}
     if not all(k in gp for k in ("h", "w", "x", "y")):
         errors.append(f"panel {t!r}: gridPos incomplete: {gp}")
+    if p.get("type") == "row":
+        # A row only groups the panels below it: a title, no query.
+        if not t or p.get("targets"):
+            errors.append(f"row {t!r}: a row has a title and no targets")
+        continue
     if p.get("type") not in ("timeseries", "stat"):
         errors.append(f"panel {t!r}: type {p.get('type')}")
     if (p.get("datasource") or {}).get("uid") != "${datasource}":

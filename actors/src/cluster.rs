@@ -3,7 +3,7 @@
 //!
 //! Each engine, whatever its role, publishes a **card** (id, role, version,
 //! start time, readiness, the partitions it holds, drones flying) through
-//! the [`ControlPlane`] every [`CARD_EVERY`], valid for [`CARD_TTL`]: the
+//! the [`ControlPlane`](crate::ports::ControlPlane) every [`CARD_EVERY`], valid for [`CARD_TTL`]: the
 //! members of the cluster are the cards that have not lapsed. Gateways
 //! publish cards too, though they hold no partitions (the partition leases
 //! count only the engines that run actors).
@@ -14,7 +14,7 @@
 //! back, with a timeout, so an operator reaches any engine through the one
 //! in front of it; no engine needs to know another's address. Requests are
 //! at most once: one that finds nobody listening, or no answer in time, is
-//! reported (`CallError`), never queued for an engine that may never come
+//! reported ([`CallError`]), never queued for an engine that may never come
 //! back. A command aimed at the engine itself runs in place.
 //!
 //! A **rolling restart** ([`Engine::rolling_restart`]) restarts one
@@ -22,17 +22,19 @@
 //! once the previous one is ready again, so the cluster never loses more
 //! than one engine's share of work at a time.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
+use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::domain::ownership::PartitionId;
+pub use crate::control::{
+    ControlReply, ControlRequest, Counts, CountsView, EngineCard, IncomingRequest, SupervisorInfo,
+};
+pub use crate::ports::CallError;
 use crate::ports::StoreError;
-use crate::tree::{CommandError, Engine, SupervisorInfo};
+use crate::tree::{CommandError, Engine};
 
 /// How often an engine refreshes its card.
 pub const CARD_EVERY: Duration = Duration::from_secs(1);
@@ -48,83 +50,6 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a rolling restart waits for each engine to be ready again.
 pub const READY_AGAIN_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One engine as the cluster sees it (`GET /admin/cluster`, `members`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct EngineCard {
-    /// The engine's id (its partition leases name it).
-    pub id: String,
-    /// `all`, `gateway` or `worker`.
-    pub role: String,
-    /// The engine's version.
-    pub version: String,
-    /// When the engine started.
-    pub started_at: DateTime<Utc>,
-    /// Whether its readiness probe passes.
-    pub ready: bool,
-    /// Why it is not ready, if it is not.
-    #[cfg_attr(feature = "openapi", schema(required = true))]
-    pub not_ready: Option<String>,
-    /// The partitions it holds.
-    pub partitions: Vec<PartitionId>,
-    /// Drones flying for its deliveries.
-    pub drones_flying: usize,
-    /// Deliveries it accepted, completed and cancelled since it started.
-    pub counts: CountsView,
-    /// When it last refreshed this card.
-    pub seen_at: DateTime<Utc>,
-}
-
-/// What one engine counts, for the cluster-wide figures (see
-/// [`Engine::fleet_summary`]). Plain atomics beside the Prometheus
-/// counters, which cannot be read back.
-#[derive(Debug, Default)]
-pub struct Counts {
-    accepted: AtomicU64,
-    completed: AtomicU64,
-    cancelled: AtomicU64,
-}
-
-impl Counts {
-    /// A delivery request was accepted (queued) here.
-    pub fn accepted(&self) {
-        self.accepted.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A delivery completed here.
-    pub fn completed(&self) {
-        self.completed.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A delivery was cancelled here.
-    pub fn cancelled(&self) {
-        self.cancelled.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The counts now.
-    pub fn view(&self) -> CountsView {
-        CountsView {
-            accepted: self.accepted.load(Ordering::Relaxed),
-            completed: self.completed.load(Ordering::Relaxed),
-            cancelled: self.cancelled.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// [`Counts`] as published.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct CountsView {
-    /// Delivery requests accepted.
-    pub accepted: u64,
-    /// Deliveries completed.
-    pub completed: u64,
-    /// Deliveries cancelled.
-    pub cancelled: u64,
-}
 
 /// The figures of the whole cluster (`GET /api/fleet`), for the console's
 /// fleet page whichever engine serves it.
@@ -146,79 +71,6 @@ pub struct FleetSummary {
     pub dead_letters: u64,
     /// Drones flying a delivery, summed over the live engines.
     pub drones_flying: usize,
-}
-
-/// An operator command for one engine.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "op", rename_all = "camelCase")]
-pub enum ControlRequest {
-    /// Its supervision tree.
-    Supervisors,
-    /// A graceful restart of one supervisor's subtree.
-    Restart {
-        /// The supervisor.
-        supervisor: String,
-        /// Who asked (for the target's log).
-        by: String,
-    },
-}
-
-/// An engine's answer to a [`ControlRequest`].
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "outcome", rename_all = "camelCase")]
-pub enum ControlReply {
-    /// The supervision tree, parents first.
-    Supervisors {
-        /// Every supervisor.
-        supervisors: Vec<SupervisorInfo>,
-    },
-    /// Restarted; its new state.
-    Restarted {
-        /// The supervisor after the restart.
-        supervisor: SupervisorInfo,
-    },
-    /// No supervisor of that name there.
-    NotFound {
-        /// What was not found.
-        detail: String,
-    },
-    /// The engine could not do it.
-    Failed {
-        /// Why.
-        detail: String,
-    },
-}
-
-/// A request as the serving engine receives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncomingRequest {
-    /// Names the reply.
-    pub id: String,
-    /// What is asked.
-    pub request: ControlRequest,
-}
-
-/// Why a call to another engine got no answer.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// No live engine has that id.
-    #[error("no live engine {0}")]
-    UnknownEngine(String),
-    /// The engine is listed but nobody received the request: it stopped or
-    /// died and its card has not lapsed yet.
-    #[error("engine {0} is not listening (stopped, or dead and not yet timed out)")]
-    NotListening(String),
-    /// The request was received but not answered in time.
-    #[error("engine {engine} did not answer within {timeout:?}")]
-    Timeout {
-        /// The engine called.
-        engine: String,
-        /// How long the caller waited.
-        timeout: Duration,
-    },
-    /// The control plane's store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// Why a command on a named engine failed.

@@ -38,7 +38,7 @@ pub struct Context {
     pub owned: Owned,
     /// Deliveries this engine accepted, completed and cancelled since it
     /// started: published on its card, summed across the cluster.
-    pub counts: crate::cluster::Counts,
+    pub counts: crate::control::Counts,
 }
 
 /// The set of unsettled locks (see [`Context::in_flight`]).
@@ -145,7 +145,7 @@ impl Context {
             in_flight: InFlight::default(),
             breakers: crate::breaker::Breakers::new(5, std::time::Duration::from_secs(5)),
             owned: Owned::default(),
-            counts: crate::cluster::Counts::default(),
+            counts: crate::control::Counts::default(),
         })
     }
 

@@ -68,6 +68,7 @@ pub mod breaker;
 pub mod cluster;
 pub mod config;
 pub mod context;
+pub mod control;
 pub mod delivery;
 pub mod domain;
 pub mod drone;

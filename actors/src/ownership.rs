@@ -44,7 +44,7 @@ pub struct ClusterView {
     pub engines: Vec<String>,
     /// Every live engine, gateways included, with its role, version, start
     /// time, readiness, partitions and drones, sorted by id.
-    pub members: Vec<crate::cluster::EngineCard>,
+    pub members: Vec<crate::control::EngineCard>,
     /// Every partition's lease (index = partition; `null`: free).
     pub leases: Vec<Option<LeaseView>>,
     /// When this engine last acquired, released or lost a partition.

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{CallError, ControlReply, ControlRequest, EngineCard, IncomingRequest};
+use crate::control::{ControlReply, ControlRequest, EngineCard, IncomingRequest};
 #[cfg(doc)]
 use crate::domain::ownership::LeaseRules;
 use crate::domain::ownership::{Fence, Lease, LeaseAnswer, LeaseOp, PartitionId};
@@ -492,6 +492,29 @@ pub trait OwnershipStore: Send + Sync + 'static {
     async fn next_announcement(&self) {
         std::future::pending::<()>().await;
     }
+}
+
+/// Why a call to another engine got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No live engine has that id.
+    #[error("no live engine {0}")]
+    UnknownEngine(String),
+    /// The engine is listed but nobody received the request: it stopped or
+    /// died and its card has not lapsed yet.
+    #[error("engine {0} is not listening (stopped, or dead and not yet timed out)")]
+    NotListening(String),
+    /// The request was received but not answered in time.
+    #[error("engine {engine} did not answer within {timeout:?}")]
+    Timeout {
+        /// The engine called.
+        engine: String,
+        /// How long the caller waited.
+        timeout: Duration,
+    },
+    /// The control plane's store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Cluster membership cards and operator commands carried between engines

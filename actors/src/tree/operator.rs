@@ -5,30 +5,11 @@ use ractor::rpc::CallResult;
 use ractor::{ActorRef, ActorStatus};
 
 use super::{CommandError, Engine};
+pub use crate::control::SupervisorInfo;
 use crate::ownership::{ClusterView, LeaseView};
 use crate::ports::StoreResult;
 use crate::protocol::{FleetMsg, FleetSnapshot};
 use crate::supervisor::{ChildStatus, RunState, Strategy, SupervisorMsg, SupervisorStatus};
-
-/// One supervisor as operators see it (`GET /admin/supervisors`).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct SupervisorInfo {
-    /// `root`, `fleet`, `deliveries`, `consumers` or `workflow`.
-    pub name: String,
-    /// `one_for_one`, `one_for_all` or `rest_for_one`.
-    pub strategy: String,
-    /// `running`, `restarting` or `stopped`.
-    pub status: RunState,
-    /// Live children.
-    pub children: usize,
-    /// Restarts of it and its children since start.
-    pub restarts: u64,
-    /// The last failure seen, if any.
-    #[cfg_attr(feature = "openapi", schema(required = true))]
-    pub last_failure: Option<String>,
-}
 
 fn status_of(child: Option<&ChildStatus>, alive: bool) -> RunState {
     match child {
