@@ -253,7 +253,7 @@ const KNOWN_SUPERVISORS: &str = "root, fleet, deliveries, consumers, workflow";
 engine's, asked through the control plane; with `engine=all`, every live engine's (an engine \
 that does not answer is listed with its error).",
     security(("bearerAuth" = [])),
-    params(("engine" = Option<String>, Query, description = "An engine id from `GET /admin/cluster`, or `all`")),
+    params(("engine" = Option<String>, Query, min_length = 1, description = "An engine id from `GET /admin/cluster`, or `all`")),
     responses(
         (status = 200, description = "The tree of one engine, or of every engine", body = SupervisorsView),
         (status = 400, description = "`engine` is empty",
@@ -327,7 +327,7 @@ logged, here and on the target, with the client's address and user agent.",
     security(("bearerAuth" = [])),
     params(
         ("name" = String, Path, description = "`root`, `fleet`, `deliveries`, `consumers` or `workflow` (case-insensitive)"),
-        ("engine" = Option<String>, Query, description = "An engine id from `GET /admin/cluster`, or `all`")
+        ("engine" = Option<String>, Query, min_length = 1, description = "An engine id from `GET /admin/cluster`, or `all`")
     ),
     responses(
         (status = 200, description = "Restarted (one engine: its new state; all: each engine's outcome)", body = RestartView),
