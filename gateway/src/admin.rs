@@ -492,10 +492,13 @@ again it is dead-lettered again under that id.",
 async fn replay_dead_letter(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
+    extensions: Extensions,
 ) -> Result<Response, ApiError> {
+    let by = who(&headers, &extensions, state.engine.id());
     match state.engine.replay_dead_letter(&id).await {
         Ok(message) => {
-            tracing::info!(message_id = %id, operation = %message.operation, "admin API: dead letter replayed");
+            tracing::info!(message_id = %id, operation = %message.operation, %by, "admin API: dead letter replayed");
             Ok((
                 StatusCode::ACCEPTED,
                 Json(ReplayedDeadLetter {

@@ -16,7 +16,7 @@
 //!   Polling, not `BLPOP`: operator calls are rare and short, and a poll
 //!   needs no connection of its own.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ::redis::aio::ConnectionManager;
@@ -29,6 +29,7 @@ use dronedelivery_actors::ports::{ControlPlane, StoreError, StoreResult};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::pubsub::{self, Event, Flow};
 use super::{millis, unavailable, Keys};
 
 /// KEYS: members, card. ARGV: engine, ttl ms, card JSON.
@@ -61,8 +62,6 @@ return out
 const REPLY_POLL: Duration = Duration::from_millis(25);
 /// How long an unread reply is kept.
 const REPLY_TTL: Duration = Duration::from_secs(60);
-/// First and longest pause before subscribing again.
-const RESUBSCRIBE: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(10));
 
 /// A request on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -113,75 +112,6 @@ impl RedisControlPlane {
 
     async fn is_member(&self, engine: &str) -> Result<bool, StoreError> {
         Ok(self.members().await?.iter().any(|c| c.id == engine))
-    }
-}
-
-/// Subscribes to `channel` and passes each request on; ends when the plane
-/// is gone.
-async fn subscribe(
-    client: ::redis::Client,
-    channel: String,
-    tx: mpsc::Sender<IncomingRequest>,
-    alive: Weak<()>,
-) {
-    use futures::StreamExt;
-    let mut failures = 0u32;
-    loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, ::redis::RedisError>(pubsub)
-        }
-        .await;
-        match subscribed {
-            Ok(mut pubsub) => {
-                failures = 0;
-                let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
-                    if alive.strong_count() == 0 {
-                        return;
-                    }
-                    let payload: String = match msg.get_payload() {
-                        Ok(p) => p,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "unreadable operator request ignored");
-                            continue;
-                        }
-                    };
-                    match serde_json::from_str::<Envelope>(&payload) {
-                        Ok(e) => {
-                            let incoming = IncomingRequest {
-                                id: e.id,
-                                request: e.request,
-                            };
-                            if tx.send(incoming).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "malformed operator request ignored");
-                        }
-                    }
-                }
-                tracing::warn!("lost the subscription to operator requests; subscribing again");
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                if failures == 1 {
-                    tracing::warn!(error = %e, "cannot subscribe to operator requests; retrying");
-                }
-            }
-        }
-        if alive.strong_count() == 0 {
-            return;
-        }
-        let (first, longest) = RESUBSCRIBE;
-        tokio::time::sleep(
-            first
-                .saturating_mul(2u32.saturating_pow(failures.min(8)))
-                .min(longest),
-        )
-        .await;
     }
 }
 
@@ -293,11 +223,41 @@ impl ControlPlane for RedisControlPlane {
         let serving = self.serving.get_or_init(|| {
             let (tx, rx) = mpsc::channel(64);
             let alive = Arc::new(());
-            tokio::spawn(subscribe(
+            let owner = Arc::downgrade(&alive);
+            tokio::spawn(pubsub::subscribe(
                 self.client.clone(),
                 self.keys.control(engine),
-                tx,
+                "operator requests",
                 Arc::downgrade(&alive),
+                move |event| {
+                    let (tx, owner) = (tx.clone(), owner.clone());
+                    async move {
+                        if owner.strong_count() == 0 {
+                            return Flow::Stop;
+                        }
+                        // Requests missed while away were answered by
+                        // nobody: their callers time out.
+                        let Event::Message(payload) = event else {
+                            return Flow::Continue;
+                        };
+                        let envelope = match serde_json::from_str::<Envelope>(&payload) {
+                            Ok(e) => e,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "malformed operator request ignored");
+                                return Flow::Continue;
+                            }
+                        };
+                        let incoming = IncomingRequest {
+                            id: envelope.id,
+                            request: envelope.request,
+                        };
+                        if tx.send(incoming).await.is_err() {
+                            Flow::Stop
+                        } else {
+                            Flow::Continue
+                        }
+                    }
+                },
             ));
             Serving {
                 inbox: tokio::sync::Mutex::new(rx),

@@ -63,6 +63,7 @@ mod control;
 mod drones;
 pub mod keys;
 mod ownership;
+mod pubsub;
 mod stores;
 pub mod streams;
 

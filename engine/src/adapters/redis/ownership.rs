@@ -18,7 +18,7 @@
 //! engine's clock ever decides an expiry, and the script is the exact
 //! translation of `LeaseRules::decide` (the tests compare the two).
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ::redis::aio::ConnectionManager;
@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use dronedelivery_actors::domain::ownership::{Lease, LeaseAnswer, LeaseOp, PartitionId};
 use dronedelivery_actors::ports::{OwnershipStore, StoreResult};
 
+use super::pubsub::{self, Flow};
 use super::{bad_reply, millis, text, unavailable, Keys};
 
 /// The server's clock in ms, shared by the scripts.
@@ -115,58 +116,6 @@ struct Announcements {
     client: ::redis::Client,
     heard: Arc<tokio::sync::Notify>,
     listening: OnceLock<()>,
-}
-
-/// First and longest pause before subscribing again.
-const RESUBSCRIBE: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(10));
-
-/// Subscribes to `channel` and wakes `heard` for each message, and once
-/// after each (re)subscription (announcements may have been missed); ends
-/// when the store is gone.
-async fn listen(client: ::redis::Client, channel: String, heard: Weak<tokio::sync::Notify>) {
-    use futures::StreamExt;
-    let mut failures = 0u32;
-    loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, ::redis::RedisError>(pubsub)
-        }
-        .await;
-        match subscribed {
-            Ok(mut pubsub) => {
-                failures = 0;
-                let mut messages = pubsub.on_message();
-                loop {
-                    let Some(heard) = heard.upgrade() else {
-                        return;
-                    };
-                    heard.notify_one();
-                    drop(heard);
-                    if messages.next().await.is_none() {
-                        break;
-                    }
-                }
-                tracing::warn!(
-                    "lost the subscription to ownership announcements; subscribing again"
-                );
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                if failures == 1 {
-                    tracing::warn!(error = %e, "cannot subscribe to ownership announcements; heartbeats alone rebalance meanwhile");
-                }
-            }
-        }
-        if heard.strong_count() == 0 {
-            return;
-        }
-        let (first, longest) = RESUBSCRIBE;
-        let pause = first
-            .saturating_mul(2u32.saturating_pow(failures.min(8)))
-            .min(longest);
-        tokio::time::sleep(pause).await;
-    }
 }
 
 impl std::fmt::Debug for RedisOwnershipStore {
@@ -313,10 +262,26 @@ impl OwnershipStore for RedisOwnershipStore {
             return std::future::pending().await;
         };
         a.listening.get_or_init(|| {
-            tokio::spawn(listen(
+            // Every message, and every (re)subscription (announcements may
+            // have been missed), wakes the listener: it plans again.
+            let heard = Arc::downgrade(&a.heard);
+            tokio::spawn(pubsub::subscribe(
                 a.client.clone(),
                 self.keys.ownership_changes(),
+                "ownership announcements",
                 Arc::downgrade(&a.heard),
+                move |_| {
+                    let heard = heard.upgrade();
+                    async move {
+                        match heard {
+                            Some(heard) => {
+                                heard.notify_one();
+                                Flow::Continue
+                            }
+                            None => Flow::Stop,
+                        }
+                    }
+                },
             ));
         });
         a.heard.notified().await;
