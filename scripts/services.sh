@@ -3,6 +3,8 @@
 # local engine use:
 #
 #   - Redis on 127.0.0.1:6379 (Debian's redis-server);
+#   - redis-server and openssl on the PATH even when Redis already runs (the
+#     TLS test starts its own TLS-only server with a certificate it makes);
 #   - a MongoDB-wire server on 127.0.0.1:27017: SecantusDB, built from
 #     crates.io (secantus-mdb; 3.5 min on 2 idle cores the first time, 12 min
 #     on 2 busy ones), or, if that build fails, its Python server from PyPI.
@@ -191,4 +193,8 @@ start_mongo() {
 }
 
 start_redis
+# engine/tests/redis_tls.rs runs its own TLS-only redis-server with a CA and
+# certificate it makes with openssl.
+need redis-server || apt_install redis-server
+need openssl || apt_install openssl
 start_mongo

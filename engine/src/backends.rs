@@ -15,7 +15,7 @@ use dronedelivery_actors::Backends;
 
 use crate::adapters::memory;
 use crate::adapters::mongo::{self, MongoConfig};
-use crate::adapters::redis::{self as redis_adapter, RedisConfig, StreamsConfig};
+use crate::adapters::redis::{self as redis_adapter, RedisConfig, StreamsConfig, TlsRoots};
 use crate::adapters::servicebus::{ServiceBusConfig, ServiceBusQueue};
 use crate::config::{QueueKind, ServeArgs};
 
@@ -34,11 +34,18 @@ pub async fn connect(args: &ServeArgs) -> anyhow::Result<Connected> {
         args.queue_capacity,
     );
     let mut persistent = true;
+    let tls_roots = args
+        .redis_tls_ca_file
+        .as_deref()
+        .map(TlsRoots::from_pem_file)
+        .transpose()
+        .context("invalid --redis-tls-ca-file")?;
 
     match &args.redis_url {
         Some(url) => {
             let cfg = RedisConfig {
                 url: url.expose().to_owned(),
+                tls_roots: tls_roots.clone(),
                 prefix: args.redis_prefix.clone(),
                 retention: Duration::from_secs(args.retention_days * 24 * 3600),
             };
@@ -81,6 +88,7 @@ pub async fn connect(args: &ServeArgs) -> anyhow::Result<Connected> {
                 bail!("--queue redis-streams needs --redis-url");
             };
             let mut cfg = StreamsConfig::new(url.expose(), args.redis_prefix.clone());
+            cfg.tls_roots = tls_roots;
             cfg.stream.clone_from(&args.stream);
             cfg.group.clone_from(&args.consumer_group);
             cfg.lock_duration = Duration::from_secs(args.lock_duration_secs);

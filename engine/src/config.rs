@@ -286,10 +286,18 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_QUEUE", value_enum, default_value_t = QueueKind::Memory)]
     pub queue: QueueKind,
 
-    /// Redis URL (`redis://host:6379/0`). When set, deliveries, tracking
-    /// events, drones and idempotency keys live in Redis.
+    /// Redis URL (`redis://host:6379/0`, or `rediss://host:6380/0` for
+    /// TLS, as Azure Cache for Redis serves by default). When set,
+    /// deliveries, tracking events, drones and idempotency keys live in
+    /// Redis.
     #[arg(long, env = "DD_REDIS_URL")]
     pub redis_url: Option<Secret>,
+
+    /// PEM file of the certificate authorities a `rediss://` server's
+    /// certificate must chain to (a private CA). Default: the system's
+    /// roots.
+    #[arg(long, env = "DD_REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<std::path::PathBuf>,
 
     /// Prefix of every Redis key (several deployments can share a server).
     #[arg(long, env = "DD_REDIS_PREFIX", default_value = "dd")]

@@ -92,11 +92,49 @@ pub const RECONNECT_ATTEMPTS: usize = 2;
 /// Longest pause between two attempts of one reconnection.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(200);
 
+/// The certificate authorities a `rediss://` server's certificate must
+/// chain to, when not the system's roots (a private CA): PEM, read once at
+/// start-up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsRoots(Arc<Vec<u8>>);
+
+impl TlsRoots {
+    /// Reads a PEM file of one or more CA certificates.
+    ///
+    /// # Errors
+    /// The file cannot be read, or holds no PEM certificate.
+    pub fn from_pem_file(path: &std::path::Path) -> Result<Self, StoreError> {
+        let pem = std::fs::read(path).map_err(|e| {
+            StoreError::Unavailable(format!("redis TLS CA file {}: {e}", path.display()))
+        })?;
+        if !pem
+            .windows(b"-----BEGIN CERTIFICATE-----".len())
+            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        {
+            return Err(StoreError::Unavailable(format!(
+                "redis TLS CA file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        Ok(Self(Arc::new(pem)))
+    }
+}
+
+impl std::fmt::Debug for TlsRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsRoots(<{} bytes of PEM>)", self.0.len())
+    }
+}
+
 /// Where the stores keep their data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// Server URL, `redis://[:password@]host:port[/db]` (`rediss://` for TLS).
+    /// Server URL, `redis://[:password@]host:port[/db]`, or `rediss://` for
+    /// TLS (Azure Cache for Redis: port 6380).
     pub url: String,
+    /// Certificate authorities of a `rediss://` server, when not the
+    /// system's roots.
+    pub tls_roots: Option<TlsRoots>,
     /// Prefix of every key (see [`keys`]).
     pub prefix: String,
     /// How long a terminal delivery and its events stay readable.
@@ -108,6 +146,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            tls_roots: None,
             prefix: prefix.into(),
             retention: DEFAULT_RETENTION,
         }
@@ -139,7 +178,7 @@ impl std::fmt::Debug for RedisStores {
 /// itself) and returns the stores sharing it. Fails if the server cannot be
 /// reached now.
 pub async fn connect(cfg: &RedisConfig) -> Result<RedisStores, StoreError> {
-    let conn = connection_manager(&cfg.url).await?;
+    let conn = connection_manager(&cfg.url, cfg.tls_roots.as_ref()).await?;
     let keys = Keys::new(&cfg.prefix);
     Ok(RedisStores {
         deliveries: Arc::new(RedisDeliveryStore::new(
@@ -151,27 +190,48 @@ pub async fn connect(cfg: &RedisConfig) -> Result<RedisStores, StoreError> {
         idempotency: Arc::new(RedisIdempotencyStore::new(conn.clone(), keys.clone())),
         ownership: Arc::new(
             RedisOwnershipStore::new(conn.clone(), keys.clone())
-                .announced_through(client(&cfg.url)?),
+                .announced_through(client(&cfg.url, cfg.tls_roots.as_ref())?),
         ),
-        control: Arc::new(RedisControlPlane::new(conn, client(&cfg.url)?, keys)),
+        control: Arc::new(RedisControlPlane::new(
+            conn,
+            client(&cfg.url, cfg.tls_roots.as_ref())?,
+            keys,
+        )),
     })
 }
 
 /// Opens a client for `url`.
-pub(crate) fn client(url: &str) -> Result<::redis::Client, StoreError> {
-    ::redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("redis url: {e}")))
+/// A client for `url`; `rediss://` verifies the server against `roots`, or
+/// the system's roots without.
+pub(crate) fn client(url: &str, roots: Option<&TlsRoots>) -> Result<::redis::Client, StoreError> {
+    let invalid = |e: ::redis::RedisError| StoreError::Unavailable(format!("redis url: {e}"));
+    match roots {
+        None => ::redis::Client::open(url).map_err(invalid),
+        Some(_) if !url.starts_with("rediss://") => Err(StoreError::Unavailable(
+            "a Redis TLS CA file is given but the URL is not rediss://".into(),
+        )),
+        Some(TlsRoots(pem)) => ::redis::Client::build_with_tls(
+            url,
+            ::redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.as_ref().clone()),
+            },
+        )
+        .map_err(invalid),
+    }
 }
 
 /// A reconnecting connection with the adapters' timeouts.
 pub(crate) async fn connection_manager(
     url: &str,
+    roots: Option<&TlsRoots>,
 ) -> Result<::redis::aio::ConnectionManager, StoreError> {
     let config = ::redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(CONNECTION_TIMEOUT))
         .set_number_of_retries(RECONNECT_ATTEMPTS - 1)
         .set_max_delay(RECONNECT_MAX_DELAY);
-    ::redis::aio::ConnectionManager::new_with_config(client(url)?, config)
+    ::redis::aio::ConnectionManager::new_with_config(client(url, roots)?, config)
         .await
         .map_err(unavailable)
 }
@@ -339,7 +399,7 @@ mod tests {
     ) -> Result<(), String> {
         let mut server = FakeRedis::start(0);
         let url = format!("redis://127.0.0.1:{}", server.port);
-        let conn = connection_manager(&url)
+        let conn = connection_manager(&url, None)
             .await
             .map_err(|e| format!("connect: {e}"))?;
         assert_eq!(ping(&conn).await.map_err(|e| e.to_string())?, "PONG");

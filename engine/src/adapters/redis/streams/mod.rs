@@ -154,8 +154,11 @@ const F_DELIVERY_COUNT: &str = "delivery_count";
 /// Where the queue lives and how it behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamsConfig {
-    /// Server URL, `redis://[:password@]host:port[/db]`.
+    /// Server URL, `redis://[:password@]host:port[/db]` (`rediss://` for TLS).
     pub url: String,
+    /// Certificate authorities of a `rediss://` server, when not the
+    /// system's roots.
+    pub tls_roots: Option<super::TlsRoots>,
     /// Prefix of every key (see [`super::keys`]).
     pub prefix: String,
     /// Stream name (key `{prefix}:stream:{stream}`); default `deliveries`.
@@ -182,6 +185,7 @@ impl StreamsConfig {
     pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            tls_roots: None,
             prefix: prefix.into(),
             stream: "deliveries".to_owned(),
             group: "workflow".to_owned(),
@@ -279,8 +283,8 @@ impl RedisStreamsQueue {
             .map(|(k, p)| (k.stream.clone(), p))
             .collect();
         let queue = Self {
-            client: client(&cfg.url)?,
-            conn: connection_manager(&cfg.url).await?,
+            client: client(&cfg.url, cfg.tls_roots.as_ref())?,
+            conn: connection_manager(&cfg.url, cfg.tls_roots.as_ref()).await?,
             blocking: Mutex::new(Vec::new()),
             keys,
             by_stream,
