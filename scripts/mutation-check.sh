@@ -21,6 +21,7 @@ declare -A scenario=(
   [no-fence]='binary(fencing)'
   [claim-leaves-drone-in-pool]='binary(e2e_real_backends) & test(engines_join_die)'
   [no-announce]='binary(cluster) & test(announcements)'
+  [no-drain]='binary(api) & test(every_oversized)'
 )
 
 names=("$@")
