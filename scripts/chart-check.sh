@@ -453,12 +453,16 @@ for d in of("ScaledObject"):
     env = {e["name"]: e.get("value") for e in targets[0]["spec"]["template"]["spec"]["containers"][0]["env"]} if targets else {}
     t = triggers[0] if triggers else {}
     md = t.get("metadata", {})
+    parts = int(env.get("DD_PARTITIONS") or 0)
+
+    def one_trigger_per_partition(field, base, sep):
+        """Partition 0 keeps `base`, partition n is `base{sep}n`: the engine's layout."""
+        got = [tr.get("metadata", {}).get(field) for tr in triggers]
+        want = [base] + [f"{base}{sep}{p}" for p in range(1, parts)]
+        check(got == want, f"trigger {field}s {got} vs {parts} partitions")
+
     if queue == "redis-streams":
-        # One trigger per partition stream, the engine's key layout.
-        base = f"{env.get('DD_REDIS_PREFIX')}:stream:{env.get('DD_STREAM')}"
-        parts = int(env.get("DD_PARTITIONS") or 0)
-        want = [base] + [f"{base}:{p}" for p in range(1, parts)]
-        check([tr.get("metadata", {}).get("stream") for tr in triggers] == want, f"streams {[tr.get('metadata', {}).get('stream') for tr in triggers]} vs {parts} partitions")
+        one_trigger_per_partition("stream", f"{env.get('DD_REDIS_PREFIX')}:stream:{env.get('DD_STREAM')}", ":")
         for tr in triggers:
             m = tr.get("metadata", {})
             check(tr.get("type") == "redis-streams", f"trigger {tr.get('type')} for queue {queue}")
@@ -466,11 +470,7 @@ for d in of("ScaledObject"):
             check(m.get("consumerGroup") == env.get("DD_CONSUMER_GROUP"), "consumerGroup")
             check(("lagCount" in m) != ("pendingEntriesCount" in m), "exactly one of lagCount / pendingEntriesCount")
     elif queue == "servicebus":
-        # One trigger per partition queue, the adapter's entity names.
-        base = md.get("queueName")
-        parts = int(env.get("DD_PARTITIONS") or 0)
-        want = [base] + [f"{base}-{p}" for p in range(1, parts)]
-        check([tr.get("metadata", {}).get("queueName") for tr in triggers] == want, f"queues {[tr.get('metadata', {}).get('queueName') for tr in triggers]} vs {parts} partitions")
+        one_trigger_per_partition("queueName", md.get("queueName"), "-")
         for tr in triggers:
             m = tr.get("metadata", {})
             check(tr.get("type") == "azure-servicebus", f"trigger {tr.get('type')} for queue {queue}")

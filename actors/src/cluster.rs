@@ -146,7 +146,7 @@ impl Engine {
         Ok(FleetSummary {
             engines: members.len(),
             counts,
-            waiting_for_drone: b.deliveries.awaiting_drone().await?.len() as u64,
+            waiting_for_drone: b.deliveries.awaiting_drone_count().await?,
             queue_depth: b.queue.depth().await?,
             dead_letters: b.dead_letters.count().await?,
             drones_flying: members.iter().map(|c| c.drones_flying).sum(),

@@ -259,6 +259,11 @@ pub trait DeliveryStore: Send + Sync + 'static {
     /// Ids of deliveries waiting for a drone (stage Created or Rescheduled),
     /// so a restarted fleet can pick them up again.
     async fn awaiting_drone(&self) -> StoreResult<Vec<String>>;
+    /// How many deliveries wait for a drone, for figures polled often
+    /// (`GET /api/fleet`): a store that can count without listing should.
+    async fn awaiting_drone_count(&self) -> StoreResult<u64> {
+        Ok(self.awaiting_drone().await?.len() as u64)
+    }
     /// Liveness of the backend (readiness probe).
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -1000,9 +1000,11 @@ async fn on_service_bus_engines_join_die_and_leave_and_every_delivery_has_one_ow
     // Every message was settled on the partition queues (the last ones
     // within a moment of their deliveries finishing), none dead-lettered
     // by the service.
-    let names: Vec<String> = std::iter::once("deliveries".to_owned())
-        .chain((1..16).map(|p| format!("deliveries-{p}")))
-        .collect();
+    let layout = dronedelivery_engine::adapters::servicebus::ServiceBusConfig {
+        partitions: 16,
+        ..double.config("deliveries")
+    };
+    let names: Vec<String> = (0..16).map(|p| layout.partition_queue(p)).collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let left: Vec<_> = names
@@ -1199,6 +1201,16 @@ impl Engine {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST /admin/supervisors/fleet/restart?engine=ID` through this engine.
+    async fn restart_fleet_on(&self, engine: &str, token: &str) -> (u16, Value) {
+        self.admin(
+            reqwest::Method::POST,
+            &format!("/admin/supervisors/fleet/restart?engine={engine}"),
+            token,
+        )
+        .await
+    }
+
     /// The engine's own id.
     async fn id(&self, token: &str) -> String {
         let (status, view) = self
@@ -1304,13 +1316,7 @@ async fn operators_reach_every_engine_through_the_gateway() {
         fleet_restarts(&gateway, &id1, TOKEN).await,
         fleet_restarts(&gateway, &id2, TOKEN).await,
     );
-    let (status, restarted) = gateway
-        .admin(
-            reqwest::Method::POST,
-            &format!("/admin/supervisors/fleet/restart?engine={id2}"),
-            TOKEN,
-        )
-        .await;
+    let (status, restarted) = gateway.restart_fleet_on(&id2, TOKEN).await;
     assert_eq!(status, 200, "{restarted}");
     assert_eq!(restarted["name"], "fleet");
     assert_eq!(fleet_restarts(&gateway, &id2, TOKEN).await, before2 + 1);
@@ -1379,13 +1385,7 @@ async fn operators_reach_every_engine_through_the_gateway() {
     // lives, 404 once it has lapsed.
     w1.kill();
     let started = tokio::time::Instant::now();
-    let (status, problem) = gateway
-        .admin(
-            reqwest::Method::POST,
-            &format!("/admin/supervisors/fleet/restart?engine={id1}"),
-            TOKEN,
-        )
-        .await;
+    let (status, problem) = gateway.restart_fleet_on(&id1, TOKEN).await;
     assert_eq!(status, 504, "{problem}");
     assert!(
         problem["detail"].as_str().is_some_and(|d| d.contains(&id1)),
@@ -1393,13 +1393,7 @@ async fn operators_reach_every_engine_through_the_gateway() {
     );
     assert!(started.elapsed() < Duration::from_secs(30));
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let (status, problem) = gateway
-        .admin(
-            reqwest::Method::POST,
-            &format!("/admin/supervisors/fleet/restart?engine={id1}"),
-            TOKEN,
-        )
-        .await;
+    let (status, problem) = gateway.restart_fleet_on(&id1, TOKEN).await;
     assert_eq!(status, 404, "{problem}");
     let cli = admin_cli(
         &gateway.base,

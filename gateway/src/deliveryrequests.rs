@@ -94,8 +94,7 @@ async fn create(
     let Some(key) = key else {
         request.delivery_id = uuid::Uuid::new_v4().to_string();
         queue_delivery(&state, &request, &headers).await?;
-        metrics::counter!(DELIVERIES_ACCEPTED_TOTAL).increment(1);
-        state.engine.context().counts.accepted();
+        count_accepted(&state);
         return Ok(accepted(&request));
     };
     request.delivery_id = idempotency::delivery_id(&request.owner_id, &key);
@@ -110,8 +109,7 @@ async fn create(
         // only sent once the message is queued (a failed submit is a 503,
         // and a retry queues again, below).
         queue_delivery(&state, &request, &headers).await?;
-        metrics::counter!(DELIVERIES_ACCEPTED_TOTAL).increment(1);
-        state.engine.context().counts.accepted();
+        count_accepted(&state);
         return Ok(answer.response(false));
     };
     let stored = StoredAnswer::from_json(&stored)?;
@@ -161,6 +159,13 @@ fn answer(request: &DeliveryRequest) -> StoredAnswer {
         location: delivery_location(&request.delivery_id),
         body: request.to_external_json(),
     }
+}
+
+/// Counts a new delivery accepted: the Prometheus counter of this process
+/// and the count on its card, which `GET /api/fleet` sums over the cluster.
+fn count_accepted(state: &AppState) {
+    metrics::counter!(DELIVERIES_ACCEPTED_TOTAL).increment(1);
+    state.engine.context().counts.accepted();
 }
 
 /// Puts a create on the queue; returns once the broker accepted it. The

@@ -178,7 +178,10 @@ impl std::fmt::Debug for RedisStores {
 /// itself) and returns the stores sharing it. Fails if the server cannot be
 /// reached now.
 pub async fn connect(cfg: &RedisConfig) -> Result<RedisStores, StoreError> {
-    let conn = connection_manager(&cfg.url, cfg.tls_roots.as_ref()).await?;
+    // One client (TLS roots parsed once) for the shared connection and the
+    // two subscriptions, which need connections of their own.
+    let client = client(&cfg.url, cfg.tls_roots.as_ref())?;
+    let conn = connection_manager(client.clone()).await?;
     let keys = Keys::new(&cfg.prefix);
     Ok(RedisStores {
         deliveries: Arc::new(RedisDeliveryStore::new(
@@ -189,18 +192,12 @@ pub async fn connect(cfg: &RedisConfig) -> Result<RedisStores, StoreError> {
         drones: Arc::new(RedisDroneStore::new(conn.clone(), keys.clone())),
         idempotency: Arc::new(RedisIdempotencyStore::new(conn.clone(), keys.clone())),
         ownership: Arc::new(
-            RedisOwnershipStore::new(conn.clone(), keys.clone())
-                .announced_through(client(&cfg.url, cfg.tls_roots.as_ref())?),
+            RedisOwnershipStore::new(conn.clone(), keys.clone()).announced_through(client.clone()),
         ),
-        control: Arc::new(RedisControlPlane::new(
-            conn,
-            client(&cfg.url, cfg.tls_roots.as_ref())?,
-            keys,
-        )),
+        control: Arc::new(RedisControlPlane::new(conn, client, keys)),
     })
 }
 
-/// Opens a client for `url`.
 /// A client for `url`; `rediss://` verifies the server against `roots`, or
 /// the system's roots without.
 pub(crate) fn client(url: &str, roots: Option<&TlsRoots>) -> Result<::redis::Client, StoreError> {
@@ -223,15 +220,14 @@ pub(crate) fn client(url: &str, roots: Option<&TlsRoots>) -> Result<::redis::Cli
 
 /// A reconnecting connection with the adapters' timeouts.
 pub(crate) async fn connection_manager(
-    url: &str,
-    roots: Option<&TlsRoots>,
+    client: ::redis::Client,
 ) -> Result<::redis::aio::ConnectionManager, StoreError> {
     let config = ::redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(CONNECTION_TIMEOUT))
         .set_number_of_retries(RECONNECT_ATTEMPTS - 1)
         .set_max_delay(RECONNECT_MAX_DELAY);
-    ::redis::aio::ConnectionManager::new_with_config(client(url, roots)?, config)
+    ::redis::aio::ConnectionManager::new_with_config(client, config)
         .await
         .map_err(unavailable)
 }
@@ -399,7 +395,7 @@ mod tests {
     ) -> Result<(), String> {
         let mut server = FakeRedis::start(0);
         let url = format!("redis://127.0.0.1:{}", server.port);
-        let conn = connection_manager(&url, None)
+        let conn = connection_manager(client(&url, None).map_err(|e| e.to_string())?)
             .await
             .map_err(|e| format!("connect: {e}"))?;
         assert_eq!(ping(&conn).await.map_err(|e| e.to_string())?, "PONG");

@@ -243,6 +243,15 @@ impl DeliveryStore for RedisDeliveryStore {
         Ok(ids)
     }
 
+    async fn awaiting_drone_count(&self) -> StoreResult<u64> {
+        let mut c = self.conn.clone();
+        ::redis::cmd("SCARD")
+            .arg(self.keys.deliveries_awaiting())
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         ping(&self.conn).await
     }

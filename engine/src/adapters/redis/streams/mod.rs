@@ -282,9 +282,10 @@ impl RedisStreamsQueue {
             .zip(0..)
             .map(|(k, p)| (k.stream.clone(), p))
             .collect();
+        let client = client(&cfg.url, cfg.tls_roots.as_ref())?;
         let queue = Self {
-            client: client(&cfg.url, cfg.tls_roots.as_ref())?,
-            conn: connection_manager(&cfg.url, cfg.tls_roots.as_ref()).await?,
+            conn: connection_manager(client.clone()).await?,
+            client,
             blocking: Mutex::new(Vec::new()),
             keys,
             by_stream,
