@@ -38,9 +38,6 @@ use crate::tree::{CommandError, Engine};
 
 /// How often an engine refreshes its card.
 pub const CARD_EVERY: Duration = Duration::from_secs(1);
-/// How often the card's readiness pings the backends (the tree's state is
-/// read at every refresh).
-pub const PING_EVERY: u32 = 5;
 /// How long a card lasts unrefreshed: an engine that stops refreshing (it
 /// died) leaves the members after this.
 pub const CARD_TTL: Duration = Duration::from_secs(5);
@@ -65,8 +62,10 @@ pub struct FleetSummary {
     pub counts: CountsView,
     /// Deliveries waiting for a drone (from the store).
     pub waiting_for_drone: u64,
-    /// Messages waiting on the queue.
-    pub queue_depth: u64,
+    /// Messages waiting on the queue; `null` when the broker does not tell
+    /// this engine (a Service Bus key without the Manage right).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub queue_depth: Option<u64>,
     /// Dead letters (from the store).
     pub dead_letters: u64,
     /// Drones flying a delivery, summed over the live engines.
@@ -108,14 +107,9 @@ impl Engine {
         &self.context().config.ownership.engine_id
     }
 
-    /// This engine's card, as of now, with `backends` the outcome of the
-    /// latest ping of its backends (pinged less often than the card is
-    /// refreshed: on Service Bus a ping is a request per partition queue).
-    pub async fn card(&self, backends: &Result<(), String>) -> EngineCard {
-        let ready = match self.tree_readiness().await {
-            Ok(()) => backends.clone(),
-            Err(e) => Err(e),
-        };
+    /// This engine's card, as of now.
+    pub async fn card(&self) -> EngineCard {
+        let ready = self.readiness().await;
         let fleet = self.fleet().await;
         let ctx = self.context();
         EngineCard {
@@ -323,16 +317,10 @@ impl Engine {
             let mut every = tokio::time::interval(CARD_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut failing = false;
-            let mut backends = Ok(());
-            let mut ticks = 0u32;
             loop {
                 tokio::select! {
                     _ = every.tick() => {
-                        if ticks % PING_EVERY == 0 {
-                            backends = engine.context().backends.ping().await;
-                        }
-                        ticks = ticks.wrapping_add(1);
-                        let card = engine.card(&backends).await;
+                        let card = engine.card().await;
                         match control.register(&card, CARD_TTL).await {
                             Ok(()) => failing = false,
                             Err(e) if !failing => {

@@ -39,6 +39,10 @@ pub struct Context {
     /// Deliveries this engine accepted, completed and cancelled since it
     /// started: published on its card, summed across the cluster.
     pub counts: crate::control::Counts,
+    /// What each dependency is doing (probed by a task of the tree).
+    pub health: crate::health::Health,
+    /// Set when shutdown begins: the engine is no longer ready.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// The set of unsettled locks (see [`Context::in_flight`]).
@@ -146,6 +150,8 @@ impl Context {
             breakers: crate::breaker::Breakers::new(5, std::time::Duration::from_secs(5)),
             owned: Owned::default(),
             counts: crate::control::Counts::default(),
+            health: crate::health::Health::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

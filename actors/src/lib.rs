@@ -61,6 +61,8 @@
 //!   (the rules are [`domain::ownership`]; see `docs/ownership.md`).
 //! - [`ports`]: the backend traits; [`tree`]: building and stopping the
 //!   tree, the operators' view of it, and the [`Engine`] facade.
+//! - [`health`]: what each dependency is doing, for the health report and
+//!   for failing fast (readiness does not depend on it).
 //! - [`backoff`], [`breaker`], [`metrics`], [`config`]: shared plumbing.
 
 pub mod backoff;
@@ -73,6 +75,7 @@ pub mod delivery;
 pub mod domain;
 pub mod drone;
 pub mod fleet;
+pub mod health;
 pub mod metrics;
 pub mod ownership;
 pub mod ports;

@@ -22,6 +22,9 @@ pub const STAGE_DURATION_SECONDS: &str = "dronedelivery_stage_duration_seconds";
 pub const QUEUE_LAG_SECONDS: &str = "dronedelivery_queue_lag_seconds";
 /// 1 when the last readiness check passed, 0 when it failed.
 pub const READY: &str = "dronedelivery_ready";
+/// 1 while a dependency's last probe succeeded, 0 while it is down, by
+/// `dependency` (see `health`).
+pub const DEPENDENCY_UP: &str = "dronedelivery_dependency_up";
 /// Notifications sent to notify-me subscribers.
 pub const NOTIFICATIONS_TOTAL: &str = "dronedelivery_notifications_total";
 /// Queue messages settled, by operation and outcome (completed, retried, deadlettered).
@@ -87,6 +90,7 @@ pub const ALL: &[&str] = &[
     STAGE_DURATION_SECONDS,
     QUEUE_LAG_SECONDS,
     READY,
+    DEPENDENCY_UP,
     NOTIFICATIONS_TOTAL,
     MESSAGES_TOTAL,
     QUEUE_DEPTH,

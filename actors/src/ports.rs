@@ -32,6 +32,20 @@ pub enum StoreError {
     /// A stored document could not be decoded; retrying will not help.
     #[error("corrupt document: {0}")]
     Corrupt(String),
+    /// Not tried: the dependency is known to be down (see
+    /// [`crate::health`]), so the request fails at once instead of waiting
+    /// for a timeout.
+    #[error("{} is down; retry in {} s", .0.dependency, .0.retry_after.as_secs().max(1))]
+    DependencyDown(DependencyDown),
+}
+
+/// The dependency a request needed and found down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependencyDown {
+    /// Its name (`queue`, `deliveries`, `packages`, …).
+    pub dependency: &'static str,
+    /// When to try again: the next probe's time.
+    pub retry_after: Duration,
 }
 
 /// Result of store and queue operations.
@@ -198,8 +212,32 @@ pub trait MessageQueue: Send + Sync + 'static {
     async fn dead_letter(&self, lock: &LockToken, reason: &str) -> StoreResult<()>;
     /// Extends a lock for long work.
     async fn renew(&self, lock: &LockToken) -> StoreResult<()>;
-    /// Messages waiting (not locked).
-    async fn depth(&self) -> StoreResult<u64>;
+    /// Messages waiting (not locked), or `None` when the broker does not
+    /// tell this client: the count is information for operators and
+    /// autoscalers, never a condition of serving (on Service Bus it needs a
+    /// key with the Manage right, which a least-privilege deployment lacks).
+    async fn depth(&self) -> StoreResult<Option<u64>>;
+    /// Messages the broker dead-lettered on its own (Service Bus's
+    /// dead-letter subqueues), at most `max`, as [`DeadLetter`]s with
+    /// source `broker` and an id that [`Self::replay_dead_letter`] takes.
+    /// Brokers without their own dead-letter queue have none.
+    async fn dead_letters(&self, max: usize) -> StoreResult<Vec<DeadLetter>> {
+        let _ = max;
+        Ok(Vec::new())
+    }
+    /// Sends the broker dead letter `id` back to the queue and then removes
+    /// it from the broker's dead letters; the message sent, or `None` when
+    /// the broker holds no such dead letter.
+    async fn replay_dead_letter(&self, id: &str) -> StoreResult<Option<QueueMessage>> {
+        let _ = id;
+        Ok(None)
+    }
+    /// Whether the broker answers, for the dependency report. By default a
+    /// depth read; a broker whose depth needs rights the engine may lack
+    /// answers from its own recent requests instead.
+    async fn ping(&self) -> StoreResult<()> {
+        self.depth().await.map(|_| ())
+    }
     /// Messages handed to consumers (of every process) and not settled yet,
     /// when the broker can tell; the consumer-lag metric.
     async fn unsettled(&self) -> StoreResult<Option<u64>> {
@@ -368,6 +406,28 @@ pub struct DeadLetter {
     pub first_seen: DateTime<Utc>,
     /// When it was last dead-lettered.
     pub last_seen: DateTime<Utc>,
+    /// Who gave it up: `engine` (the workflow, kept in the dead-letter
+    /// store) or `broker` (the queue's own dead-letter queue: Service Bus's
+    /// `$DeadLetterQueue`, past the queue's `MaxDeliveryCount` or when a
+    /// message's time to live ran out).
+    #[serde(default)]
+    pub source: DeadLetterSource,
+    /// The broker's description of why (`DeadLetterErrorDescription`),
+    /// when it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Who dead-lettered a message (see [`DeadLetter::source`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum DeadLetterSource {
+    /// The workflow, with its reason.
+    #[default]
+    Engine,
+    /// The broker on its own.
+    Broker,
 }
 
 /// Dead letters, for operators to inspect and replay.
@@ -592,24 +652,6 @@ impl Backends {
             self.ownership.backend(),
             self.control.backend()
         )
-    }
-
-    /// Pings every backend; the first failure, named.
-    pub async fn ping(&self) -> Result<(), String> {
-        let named = |what: &'static str| move |e: StoreError| format!("{what}: {e}");
-        self.queue
-            .depth()
-            .await
-            .map(|_| ())
-            .map_err(named("queue"))?;
-        self.deliveries.ping().await.map_err(named("deliveries"))?;
-        self.drones.ping().await.map_err(named("drones"))?;
-        self.packages.ping().await.map_err(named("packages"))?;
-        self.dead_letters
-            .ping()
-            .await
-            .map_err(named("deadletters"))?;
-        Ok(())
     }
 }
 

@@ -191,7 +191,10 @@ async fn refresh_gauges(engine: Engine) {
     loop {
         tick.tick().await;
         match engine.queue_depth().await {
-            Ok(depth) => metrics::gauge!(m::QUEUE_DEPTH).set(depth as f64),
+            Ok(Some(depth)) => metrics::gauge!(m::QUEUE_DEPTH).set(depth as f64),
+            // Unknown: no value rather than a made-up zero (the adapter
+            // logs why, once).
+            Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "could not read the queue depth"),
         }
         if let Ok(Some(unsettled)) = engine.context().backends.queue.unsettled().await {

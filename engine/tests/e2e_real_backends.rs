@@ -48,29 +48,24 @@ impl Shared {
         }
     }
 
-    /// Engines on the Service Bus queue `queue` of the double at `endpoint`
-    /// (one queue per partition), with the same Redis and MongoDB stores.
-    fn on_service_bus(endpoint: &str, queue: &str) -> Self {
-        use dronedelivery_engine::adapters::servicebus::double::{
-            DOUBLE_NAMESPACE, DOUBLE_POLICY_KEY, DOUBLE_POLICY_NAME,
-        };
+    /// Engines on the Service Bus queue of `cfg` (a double's settings; one
+    /// queue per partition), with the same Redis and MongoDB stores.
+    fn on_service_bus(cfg: &dronedelivery_engine::adapters::servicebus::ServiceBusConfig) -> Self {
         let mut shared = Self::new();
-        shared.queue = [
-            "--queue",
-            "servicebus",
-            "--servicebus-namespace",
-            DOUBLE_NAMESPACE,
-            "--servicebus-queue",
-            queue,
-            "--servicebus-policy-name",
-            DOUBLE_POLICY_NAME,
-            "--servicebus-policy-key",
-            DOUBLE_POLICY_KEY,
-            "--servicebus-endpoint",
-            endpoint,
-        ]
-        .map(String::from)
-        .to_vec();
+        shared.queue = vec![
+            "--queue".into(),
+            "servicebus".into(),
+            "--servicebus-namespace".into(),
+            cfg.namespace.clone(),
+            "--servicebus-queue".into(),
+            cfg.queue.clone(),
+            "--servicebus-policy-name".into(),
+            cfg.policy_name.clone(),
+            "--servicebus-policy-key".into(),
+            cfg.policy_key.clone(),
+            "--servicebus-endpoint".into(),
+            cfg.endpoint.clone().unwrap_or_default(),
+        ];
         shared
     }
 
@@ -864,7 +859,7 @@ async fn poison_messages_on_the_real_queue_are_dead_lettered_without_blocking_ot
         );
     }
     // Nothing is stuck behind the poison.
-    assert_eq!(queue.depth().await.unwrap_or(u64::MAX), 0, "queue depth");
+    assert_eq!(queue.depth().await.ok().flatten(), Some(0), "queue depth");
     engine.kill();
     shared.cleanup().await;
 }
@@ -986,16 +981,18 @@ async fn engines_join_die_and_leave_and_every_delivery_has_one_owner_and_one_dro
 }
 
 /// Scenarios 9 and 10 with the engines on Service Bus (the protocol
-/// double, one queue per partition, 5 s locks), Redis and MongoDB stores.
+/// double, one queue per partition, 5 s locks) with a least-privilege key
+/// (Listen and Send: what the reference implementation's services used),
+/// Redis and MongoDB stores.
 /// A killed engine's locked messages come back when their locks expire (no
 /// claim over Service Bus); everything else is as on Redis Streams. The
 /// double runs in this test's runtime, so the runtime has threads to spare
 /// while the test blocks waiting for an engine to exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_service_bus_engines_join_die_and_leave_and_every_delivery_has_one_owner() {
-    use dronedelivery_engine::adapters::servicebus::double::spawn_double;
-    let (addr, double) = spawn_double(Duration::from_secs(5), 10).await;
-    let shared = Shared::on_service_bus(&format!("http://{addr}"), "deliveries");
+    use dronedelivery_engine::adapters::servicebus::double::{spawn_double, LISTEN_SEND_POLICY};
+    let (_addr, double) = spawn_double(Duration::from_secs(5), 10).await;
+    let shared = Shared::on_service_bus(&double.config_with("deliveries", LISTEN_SEND_POLICY));
     let mut last = join_die_and_leave(&shared, " on Service Bus").await;
     // Every message was settled on the partition queues (the last ones
     // within a moment of their deliveries finishing), none dead-lettered
@@ -1404,5 +1401,252 @@ async fn operators_reach_every_engine_through_the_gateway() {
     assert!(!cli.status.success(), "a dead engine's restart fails");
     w2.kill();
     gateway.kill();
+    shared.cleanup().await;
+}
+
+/// Scenario 12: Azure Service Bus as shipped, whole engines against the
+/// protocol double with a Listen+Send key (no Manage right), the queues set
+/// up with `MaxDeliveryCount` 3, 3 s locks and dead-lettering of expired
+/// messages; engines allow 10 delivery attempts, so the service gives up on
+/// a failing message before the engine does.
+///
+/// 1. Five delivery requests sent with a 1 s time to live while no engine
+///    runs expire: the double dead-letters them (`TTLExpiredException`).
+/// 2. An engine starts and is ready although the key cannot read the queue
+///    depth (no depth value in the metrics; the queue is reported up).
+/// 3. Poison: an unknown operation and a body that is not JSON are
+///    dead-lettered by the engine with its reason; a reschedule of a
+///    delivery that never appears is retried until the double dead-letters
+///    it (`MaxDeliveryCountExceeded`).
+/// 4. Sixty deliveries are posted; the engine is killed with `kill -9` with
+///    messages in flight and a new one takes over (the locks of the dead
+///    one expire and the messages come back).
+/// 5. `GET /admin/deadletters` lists both kinds side by side, with their
+///    sources and reasons; the expired requests are replayed and complete,
+///    the ghost is dead-lettered by the service again, a poison message
+///    replayed is dead-lettered by the engine again.
+///
+/// Proves: every accepted delivery and every replayed request completes
+/// exactly once (`lost=0 duplicates=0`), and what the service dead-letters
+/// is listed and replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_service_bus_with_a_listen_send_key_dead_letters_are_listed_and_replayed() {
+    use dronedelivery_actors::ports::{MessageQueue, Operation, QueueMessage};
+    use dronedelivery_engine::adapters::servicebus::double::{
+        spawn_double_with, DoubleConfig, LISTEN_SEND_POLICY,
+    };
+    use dronedelivery_engine::adapters::servicebus::{ServiceBusConfig, ServiceBusQueue};
+    const TOKEN: &str = "sb-token";
+    const COUNT: usize = 60;
+
+    let cfg = DoubleConfig {
+        dead_lettering_on_message_expiration: true,
+        ..DoubleConfig::new(Duration::from_secs(3), 3)
+    };
+    let (_addr, double) = spawn_double_with(cfg).await.expect("double");
+    let engine_key = double.config_with("deliveries", LISTEN_SEND_POLICY);
+    let shared = Shared::on_service_bus(&engine_key);
+    let producer = ServiceBusQueue::new(ServiceBusConfig {
+        partitions: 16,
+        ..double.config("deliveries")
+    })
+    .expect("adapter");
+
+    // 1. Requests that expire before anyone reads them.
+    let http = reqwest::Client::new();
+    let mut expired_ids = Vec::new();
+    for i in 0..5 {
+        let id = format!("sb12-ttl-{i}");
+        let mut body = numbered_request(&format!("sb12-ttl-{i}"));
+        body["deliveryId"] = json!(id);
+        let res = http
+            .post(format!("{}/deliveries/messages", double.endpoint()))
+            .header("authorization", double.authorization("/deliveries"))
+            .header(
+                "brokerproperties",
+                json!({"MessageId": format!("ttl-message-{i}"), "TimeToLive": 1}).to_string(),
+            )
+            .header("operation", "\"delivery\"")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("send to the double");
+        assert_eq!(res.status(), 201);
+        expired_ids.push(id);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while double.dead_lettered("deliveries").len() < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 2. Ready with a key that cannot read the depth.
+    let args = [
+        "--max-delivery-attempts",
+        "10",
+        "--lock-duration-secs",
+        "3",
+        "--admin-token",
+        TOKEN,
+    ];
+    let mut first = shared.spawn_with_fleet("sb12", 20, &args);
+    first.ready().await;
+    let metrics = first
+        .client
+        .get(format!("{}/metrics", first.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("dronedelivery_queue_depth ")),
+        "the depth is unknown without Manage, not a made-up value"
+    );
+
+    // 3. Poison.
+    let mut unknown = QueueMessage::new(Operation::Cancel, &json!("x"), None);
+    unknown.operation = "explode".into();
+    let mut garbage = QueueMessage::new(Operation::Delivery, &json!({}), None);
+    garbage.body = "{not json".into();
+    let ghost = QueueMessage::new(
+        Operation::Reschedule,
+        &json!({"deliveryId": "sb12-ghost", "deadline": "soon"}),
+        None,
+    );
+    for message in [&unknown, &garbage, &ghost] {
+        producer.send(message.clone()).await.expect("send");
+    }
+
+    // 4. Work in flight, then kill -9 and take over.
+    let mut ids = Vec::new();
+    for i in 0..COUNT {
+        ids.push(first.post(&numbered_request(&format!("sb12-{i}"))).await);
+    }
+    first.signal("KILL");
+    let _ = first.child.wait();
+    let mut second = shared.spawn_with_fleet("sb12", 20, &args);
+    second.ready().await;
+
+    // 5. Both kinds listed side by side.
+    let listed = |engine: &Engine| {
+        let engine_base = engine.base.clone();
+        let client = engine.client.clone();
+        async move {
+            let res = client
+                .get(format!("{engine_base}/admin/deadletters?limit=100"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("list dead letters");
+            assert_eq!(res.status(), 200);
+            res.json::<Value>().await.expect("a page")
+        }
+    };
+    let find = |page: &Value, message_id: &str| -> Option<Value> {
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|l| l["message"]["messageId"] == message_id)
+            .cloned()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let page = loop {
+        let page = listed(&second).await;
+        let all_there = [&unknown, &garbage, &ghost]
+            .iter()
+            .all(|m| find(&page, &m.message_id).is_some())
+            && (0..5).all(|i| find(&page, &format!("ttl-message-{i}")).is_some());
+        if all_there {
+            break page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every dead letter is listed: {page:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(page["total"], 8, "{page:#}");
+    for (message, source, reason) in [
+        (&unknown, "engine", "unknown operation"),
+        (&garbage, "engine", "not JSON"),
+        (&ghost, "broker", "MaxDeliveryCountExceeded"),
+    ] {
+        let letter = find(&page, &message.message_id).unwrap_or_default();
+        assert_eq!(letter["source"], source, "{letter:#}");
+        let got = letter["reason"].as_str().unwrap_or_default();
+        assert!(got.contains(reason), "{got:?} should mention {reason:?}");
+    }
+    let mut replayed = 0;
+    for i in 0..5 {
+        let letter = find(&page, &format!("ttl-message-{i}")).unwrap_or_default();
+        assert_eq!(letter["source"], "broker");
+        assert_eq!(letter["reason"], "TTLExpiredException");
+        let id = letter["id"].as_str().unwrap_or_default().to_owned();
+        let (status, body) = second
+            .admin(
+                reqwest::Method::POST,
+                &format!("/admin/deadletters/{id}/replay"),
+                TOKEN,
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["operation"], "delivery");
+        replayed += 1;
+    }
+    // A poison message replayed fails again, under the same id.
+    let (status, _) = second
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/deadletters/{}/replay", garbage.message_id),
+            TOKEN,
+        )
+        .await;
+    assert_eq!(status, 202);
+    // And the ghost replayed is given up by the service again.
+    let ghost_id = find(&page, &ghost.message_id).unwrap_or_default()["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, _) = second
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/deadletters/{ghost_id}/replay"),
+            TOKEN,
+        )
+        .await;
+    assert_eq!(status, 202);
+
+    let mut all = ids.clone();
+    all.extend(expired_ids);
+    let mut tally = shared
+        .settle(&second, &all, "package-sb12-", Duration::from_secs(120))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let page = loop {
+        let page = listed(&second).await;
+        let ghost_again = find(&page, &ghost.message_id)
+            .is_some_and(|l| l["id"] != ghost_id.as_str() && l["source"] == "broker");
+        if ghost_again && find(&page, &garbage.message_id).is_some() && page["total"] == 3 {
+            break page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replayed poison was not dead-lettered again: {page:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    tally.dead_lettered = page["total"].as_u64().unwrap_or(0);
+    tally.report(&format!(
+        "scenario 12 on Service Bus with a Listen+Send key ({replayed} expired requests replayed)"
+    ));
+    tally.assert_nothing_lost_or_duplicated();
+    assert_eq!(tally.completed, COUNT + 5, "{tally:?}");
+    assert_eq!(tally.packages, (COUNT + 5) as u64, "{tally:?}");
+    second.kill();
     shared.cleanup().await;
 }

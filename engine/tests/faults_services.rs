@@ -159,8 +159,9 @@ struct Engine {
 enum Posted {
     /// 202: queued, with the delivery id.
     Accepted(String),
-    /// 503 with a problem document: refused, the client may retry.
-    Refused,
+    /// 503 with a problem document: refused, the client may retry; the
+    /// dependency it names when the engine knew it was down.
+    Refused(Option<String>),
 }
 
 impl Engine {
@@ -260,10 +261,40 @@ impl Engine {
                         && v["title"].is_string(),
                     "a refusal must be a problem document: {content_type} {v}"
                 );
-                Posted::Refused
+                Posted::Refused(v["dependency"].as_str().map(str::to_owned))
             }
             other => panic!("POST answered {other}: {v}"),
         }
+    }
+
+    /// Whether `/healthz/dependencies` reports `name` up (`None`: no answer).
+    async fn dependency_up(&self, name: &str) -> Option<bool> {
+        let res = self
+            .client
+            .get(format!("{}/healthz/dependencies", self.base))
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .ok()?;
+        let report: Value = res.json().await.ok()?;
+        report["dependencies"]
+            .as_array()?
+            .iter()
+            .find(|d| d["name"] == name)?["up"]
+            .as_bool()
+    }
+
+    /// A GET's status and JSON body (`None`: no answer).
+    async fn get_json(&self, path: &str) -> Option<(u16, Value)> {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .ok()?;
+        let status = res.status().as_u16();
+        Some((status, res.json().await.unwrap_or_default()))
     }
 
     /// The delivery's stage (`None`: unknown or not answered).
@@ -440,8 +471,11 @@ fn report(scenario: &str, counts: &Tally, engine: &Engine) {
 /// meanwhile must be refused with a 503 problem document, never accepted)
 /// and started again on the same port and directory, so it reloads the AOF.
 ///
-/// Proves: `/readyz` answers 503 while Redis is down and 200 again after the
-/// restart without restarting the engine (its connections reconnect); every
+/// Proves: `/readyz` keeps answering 200 while Redis is down (readiness does
+/// not follow dependencies), `/healthz/dependencies` reports the queue down
+/// and up again after the restart without restarting the engine (its
+/// connections reconnect), a request posted meanwhile is refused at once
+/// with a 503 naming the queue; every
 /// accepted delivery ends terminal with exactly one `Created`, one drone
 /// assignment and one `Completed` event; nothing is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -503,7 +537,7 @@ async fn scenario_3_redis_killed_and_restarted_mid_run_loses_nothing() {
             for i in (worker..COUNT).step_by(16) {
                 match engine.post(&request(&format!("{prefix}-pkg-{i}"), i)).await {
                     Posted::Accepted(id) => ids.push(id),
-                    Posted::Refused => panic!("refused while Redis was up"),
+                    Posted::Refused(_) => panic!("refused while Redis was up"),
                 }
             }
             ids
@@ -526,33 +560,46 @@ async fn scenario_3_redis_killed_and_restarted_mid_run_loses_nothing() {
     // Kill Redis with everything in flight.
     redis.stop("KILL");
     let down_since = Instant::now();
+    let mut ready = 0;
     let mut not_ready = 0;
     let mut refused = 0;
+    let mut seen_down = false;
     let mut slowest_probe = Duration::ZERO;
-    while down_since.elapsed() < Duration::from_secs(5) || not_ready == 0 {
+    while down_since.elapsed() < Duration::from_secs(5) || !seen_down {
         engine.assert_alive();
         let asked = Instant::now();
         let answer = engine.readyz().await;
         slowest_probe = slowest_probe.max(asked.elapsed());
         match answer {
-            Some(200) => {}
+            Some(200) => ready += 1,
             Some(503) => not_ready += 1,
             other => eprintln!("/readyz while Redis is down: {other:?}"),
         }
+        if engine.dependency_up("queue").await == Some(false) {
+            seen_down = true;
+        }
         assert!(
             down_since.elapsed() < Duration::from_secs(120),
-            "/readyz never answered 503 while Redis was down"
+            "/healthz/dependencies never reported the queue down while Redis was down"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // A request arriving now cannot be queued: it must be refused.
+    // A request arriving now cannot be queued: it must be refused at once,
+    // naming what is down.
     let asked = Instant::now();
     let posted = engine
         .post(&request(&format!("{prefix}-refused"), COUNT))
         .await;
     let refusal_took = asked.elapsed();
     match posted {
-        Posted::Refused => refused += 1,
+        Posted::Refused(dependency) => {
+            assert_eq!(
+                dependency.as_deref(),
+                Some("queue"),
+                "the refusal names the queue"
+            );
+            refused += 1;
+        }
         Posted::Accepted(id) => panic!("{id} accepted while its queue was down"),
     }
     let outage = down_since.elapsed();
@@ -568,12 +615,29 @@ async fn scenario_3_redis_killed_and_restarted_mid_run_loses_nothing() {
     assert!(redis.running());
     let back = Instant::now();
     engine.ready(Duration::from_secs(120)).await;
+    let mut queue_back = false;
+    while !queue_back {
+        queue_back = engine.dependency_up("queue").await == Some(true);
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "the queue is still reported down a minute after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     eprintln!(
-        "scenario 3: Redis down {outage:?} ({not_ready} readiness answers 503, the slowest \
-         probe took {slowest_probe:?}, the refusal {refusal_took:?}; before the kill \
-         {created_before} deliveries were created and {completed_before} completed), \
-         ready again {:?} after the restart",
+        "scenario 3: Redis down {outage:?} (readiness answered 200 {ready} times and 503 \
+         {not_ready} times, the slowest probe took {slowest_probe:?}, the refusal \
+         {refusal_took:?}; before the kill {created_before} deliveries were created and \
+         {completed_before} completed), reported up again {:?} after the restart",
         back.elapsed()
+    );
+    assert_eq!(
+        not_ready, 0,
+        "readiness must not follow a dependency: every replica would leave the load balancer"
+    );
+    assert!(
+        refusal_took < Duration::from_secs(3),
+        "a request for a down dependency must fail fast, took {refusal_took:?}"
     );
 
     let db = mongo_client(&mongo_uri).await.database(&database);
@@ -630,8 +694,10 @@ fn secantus_bin() -> String {
 /// written before the crash are still there afterwards, and the test counts
 /// them with the rest.
 ///
-/// Proves: `/readyz` answers 503 during the outage and 200 after it; the
-/// packages breaker opens (seen in `/metrics`); messages wait in
+/// Proves: `/readyz` answers 200 throughout (readiness does not follow
+/// dependencies) while `/healthz/dependencies` reports the packages store
+/// down, package reads fail fast with a 503 naming it and status reads
+/// (Redis) are served; the packages breaker opens (seen in `/metrics`); messages wait in
 /// the queue or are retried with backoff and none is dead-lettered for the
 /// outage; requests posted during the outage are still accepted (the queue
 /// is up) or refused with a 503 problem document; once MongoDB is back the
@@ -706,7 +772,7 @@ async fn scenario_4_mongodb_stopped_for_30_s_opens_the_breaker_and_loses_nothing
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .push(id),
-                    Posted::Refused => {
+                    Posted::Refused(_) => {
                         refused.fetch_add(1, Ordering::SeqCst);
                     }
                 }
@@ -714,6 +780,13 @@ async fn scenario_4_mongodb_stopped_for_30_s_opens_the_breaker_and_loses_nothing
             }
         });
     }
+    let accepted_id = |ids: &Mutex<Vec<String>>| {
+        ids.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .first()
+            .cloned()
+            .unwrap_or_default()
+    };
     let accepted = || {
         ids.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -729,6 +802,9 @@ async fn scenario_4_mongodb_stopped_for_30_s_opens_the_breaker_and_loses_nothing
     let down_since = Instant::now();
     let mut breaker_opened = false;
     let mut not_ready = 0;
+    let mut packages_refused = 0;
+    let mut status_served = 0;
+    let probe_id = accepted_id(&ids);
     while down_since.elapsed() < Duration::from_secs(30) {
         if engine
             .gauge("dronedelivery_breaker_state", "backend=\"packages\"")
@@ -737,8 +813,25 @@ async fn scenario_4_mongodb_stopped_for_30_s_opens_the_breaker_and_loses_nothing
         {
             breaker_opened = true;
         }
-        if engine.readyz().await == Some(503) {
+        if engine.readyz().await != Some(200) {
             not_ready += 1;
+        }
+        if engine.dependency_up("packages").await == Some(false) {
+            // Reads that need MongoDB fail fast, naming it; reads from
+            // Redis are served.
+            if let Some((503, problem)) = engine
+                .get_json(&format!("/api/packages/{prefix}-pkg-0"))
+                .await
+            {
+                assert_eq!(problem["dependency"], "packages", "{problem}");
+                packages_refused += 1;
+            }
+            if let Some((200, _)) = engine
+                .get_json(&format!("/api/deliveries/{probe_id}/status"))
+                .await
+            {
+                status_served += 1;
+            }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -779,8 +872,9 @@ async fn scenario_4_mongodb_stopped_for_30_s_opens_the_breaker_and_loses_nothing
     let deferred = settled("deferred", &text);
     eprintln!(
         "scenario 4: accepted {before} before, {during} during and {after} after the outage; \
-         {not_ready} readiness answers 503 while MongoDB was down; breaker opened: {breaker_opened}; \
-         {deferred} messages put back for a retry with backoff"
+         {not_ready} readiness answers other than 200 while MongoDB was down; {packages_refused} \
+         package reads refused naming it and {status_served} status reads served meanwhile; \
+         breaker opened: {breaker_opened}; {deferred} messages put back for a retry with backoff"
     );
 
     let db = mongo_client(&mongo_uri).await.database(&database);
@@ -803,9 +897,17 @@ async fn scenario_4_mongodb_stopped_for_30_s_opens_the_breaker_and_loses_nothing
     drop(mongo);
 
     assert!(breaker_opened, "the packages breaker never opened");
+    assert_eq!(
+        not_ready, 0,
+        "readiness must not follow a dependency: every replica would leave the load balancer"
+    );
     assert!(
-        not_ready > 0,
-        "/readyz never answered 503 while MongoDB was down"
+        packages_refused > 0,
+        "no package read was refused naming MongoDB's store while it was down"
+    );
+    assert!(
+        status_served > 0,
+        "no status read (Redis) was served while MongoDB was down"
     );
     assert!(
         before > 0 && after > 0,

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use dronedelivery_actors::domain::{DeliveryStage, Package, PackagePatch, PackageSize, Upserted};
 use dronedelivery_actors::ports::{
-    DeadLetter, DeadLetterStore, HistoryEntry, HistoryStore, NotifyMeRequest, NotifyMeStore,
-    Operation, PackageStore, QueueMessage, StoreError,
+    DeadLetter, DeadLetterSource, DeadLetterStore, HistoryEntry, HistoryStore, NotifyMeRequest,
+    NotifyMeStore, Operation, PackageStore, QueueMessage, StoreError,
 };
 use dronedelivery_engine::adapters::mongo::{
     connect, MongoConfig, MongoStores, DEAD_LETTERS, HISTORY, NOTIFY_ME, PACKAGES,
@@ -227,6 +227,8 @@ fn letter(
         attempts,
         first_seen: first,
         last_seen: last,
+        source: DeadLetterSource::Engine,
+        description: None,
     }
 }
 

@@ -74,7 +74,10 @@ async fn receive_all(q: &dyn MessageQueue, want: usize, within: Duration) -> Vec
 }
 
 async fn depth(q: &dyn MessageQueue) -> u64 {
-    q.depth().await.expect("depth")
+    q.depth()
+        .await
+        .expect("depth")
+        .expect("Redis Streams knows its depth")
 }
 
 #[tokio::test]

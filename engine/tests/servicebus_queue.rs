@@ -7,6 +7,9 @@
 //! - interoperability with the reference implementation's messages (JSON
 //!   body, `operation` and `Diagnostic-Id` application properties), and the
 //!   exact wire shape the adapter writes;
+//! - least privilege: a Listen+Send key runs the queue (the depth is then
+//!   unknown), a missing right is the service's `401`;
+//! - the service's own dead letters: listed and replayed;
 //! - failures: a wrong key, lost locks, and the crate's traps (large
 //!   sequence numbers, cancelled receives);
 //! - connection string parsing;
@@ -23,11 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dronedelivery_actors::domain::ownership::Fence;
-use dronedelivery_actors::ports::{MessageQueue, Operation, QueueMessage};
+use dronedelivery_actors::ports::{DeadLetterSource, MessageQueue, Operation, QueueMessage};
 use dronedelivery_engine::adapters::contract;
 use dronedelivery_engine::adapters::servicebus::double::{
     spawn_double, spawn_double_with, DoubleConfig, DOUBLE_NAMESPACE, DOUBLE_POLICY_KEY,
-    DOUBLE_POLICY_NAME,
+    DOUBLE_POLICY_NAME, LISTEN_POLICY, LISTEN_SEND_POLICY, SEND_POLICY,
 };
 use dronedelivery_engine::adapters::servicebus::{ServiceBusConfig, ServiceBusQueue};
 use tokio::time::Instant;
@@ -103,7 +106,7 @@ async fn reads_messages_produced_by_the_reference_implementation() {
         assert_eq!(status.as_u16(), 201);
     }
     let queue = queue_on(addr, "ingestion");
-    assert_eq!(queue.depth().await.ok(), Some(3));
+    assert_eq!(queue.depth().await.ok().flatten(), Some(3));
     let mut got = Vec::new();
     while got.len() < 3 {
         let batch = queue
@@ -128,7 +131,7 @@ async fn reads_messages_produced_by_the_reference_implementation() {
         assert!(age.num_seconds().abs() < 5, "EnqueuedTimeUtc was read");
         queue.complete(&r.lock).await.expect("complete");
     }
-    assert_eq!(queue.depth().await.ok(), Some(0));
+    assert_eq!(queue.depth().await.ok().flatten(), Some(0));
 }
 
 /// The exact request the adapter writes, read back with raw HTTP.
@@ -245,7 +248,7 @@ async fn a_wrong_key_is_refused() {
     // The right key works on the same queue.
     let right = queue_on(addr, "secured");
     right.send(message(2)).await.expect("send");
-    assert_eq!(right.depth().await.ok(), Some(1));
+    assert_eq!(right.depth().await.ok().flatten(), Some(1));
 }
 
 #[tokio::test]
@@ -487,7 +490,11 @@ async fn partitions_are_queues_and_each_holder_reads_its_own() {
     for (p, name) in queues.iter().enumerate() {
         assert_eq!(double.counts(name).active, per_partition[p], "{name}");
     }
-    assert_eq!(b.depth().await.ok(), Some(40), "depth sums the partitions");
+    assert_eq!(
+        b.depth().await.ok().flatten(),
+        Some(40),
+        "depth sums the partitions"
+    );
 
     let (from_a, from_b) = (holding(&[0, 1]), holding(&[2, 3]));
     let want_a = (per_partition[0] + per_partition[1]) as usize;
@@ -659,4 +666,154 @@ async fn real_namespace() {
     let queue = ServiceBusQueue::new(cfg).expect("adapter");
     contract::send_receive_complete(queue.as_ref()).await;
     contract::abandon_redelivers_with_a_higher_count(queue.as_ref()).await;
+}
+
+/// A key with Listen and Send (what the reference implementation's services
+/// used) runs the queue; only the depth needs Manage, and without it the
+/// depth is unknown rather than an error. A key lacking a right gets the
+/// service's `401`.
+#[tokio::test]
+async fn a_listen_send_key_runs_the_queue_and_the_depth_is_unknown() {
+    let (_addr, double) = spawn_double(Duration::from_secs(30), 10).await;
+    let engine = ServiceBusQueue::new(double.config_with("least", LISTEN_SEND_POLICY)).unwrap();
+    engine.send(message(1)).await.expect("send with Send");
+    let got = engine
+        .receive(ALL, 1, Duration::from_secs(2))
+        .await
+        .expect("receive with Listen");
+    assert_eq!(got.len(), 1);
+    engine.complete(&got[0].lock).await.expect("complete");
+    assert_eq!(engine.depth().await.ok(), Some(None), "no Manage: unknown");
+    assert_eq!(engine.depth().await.ok(), Some(None), "and not asked again");
+    assert!(engine.ping().await.is_ok(), "healthy from its own requests");
+    let root = ServiceBusQueue::new(double.config("least")).unwrap();
+    assert_eq!(root.depth().await.ok(), Some(Some(0)), "Manage reads it");
+
+    let sender = ServiceBusQueue::new(double.config_with("least", SEND_POLICY)).unwrap();
+    sender.send(message(2)).await.expect("send with Send");
+    let err = sender
+        .receive(ALL, 1, Duration::from_millis(200))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("401"), "receive without Listen: {err}");
+    assert!(
+        sender.ping().await.is_err(),
+        "the failing receive is what ping reports"
+    );
+    let listener = ServiceBusQueue::new(double.config_with("least", LISTEN_POLICY)).unwrap();
+    let err = listener.send(message(3)).await.err().map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("401")),
+        "send without Send: {err:?}"
+    );
+    // The double answers what the service answers.
+    let res = http()
+        .get(format!("{}/least?api-version=2017-04", double.endpoint()))
+        .header(
+            "authorization",
+            double.authorization_as("/least", LISTEN_SEND_POLICY),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let body = res.text().await.unwrap_or_default();
+    assert!(body.contains("'Manage' claim(s) are required"), "{body}");
+}
+
+/// Messages Service Bus dead-letters on its own (past `MaxDeliveryCount`,
+/// and expired on a queue that dead-letters expired messages) are in its
+/// dead-letter subqueue: listed with the service's reason and description,
+/// left in place by a listing, and replayed (sent back, then removed from
+/// the subqueue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_own_dead_letters_are_listed_and_replayed() {
+    let cfg = DoubleConfig {
+        default_time_to_live: Some(Duration::from_secs(2)),
+        dead_lettering_on_message_expiration: true,
+        ..DoubleConfig::new(Duration::from_secs(30), 2)
+    };
+    let (_addr, double) = spawn_double_with(cfg).await.expect("double");
+    // One queue whose message is abandoned past the limit, one whose
+    // message nobody reads (no receiver reads it ahead) until it expires.
+    let queue = ServiceBusQueue::new(double.config_with("dlq", LISTEN_SEND_POLICY)).unwrap();
+    let idle = ServiceBusQueue::new(double.config_with("ttl", LISTEN_SEND_POLICY)).unwrap();
+    let poison = message(1);
+    queue.send(poison.clone()).await.expect("send");
+    for _ in 0..2 {
+        let got = queue.receive(ALL, 1, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        queue.abandon(&got[0].lock, Duration::ZERO).await.unwrap();
+    }
+    let expiring = message(2);
+    idle.send(expiring.clone()).await.expect("send");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let expired = loop {
+        let letters = idle.dead_letters(10).await.expect("list");
+        if letters.len() == 1 || Instant::now() > deadline {
+            assert_eq!(letters.len(), 1, "{letters:#?}");
+            break letters[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(expired.message.message_id, expiring.message_id);
+    assert_eq!(expired.reason, "TTLExpiredException");
+    assert!(expired.id.starts_with("servicebus:ttl:"), "{}", expired.id);
+    let letters = queue.dead_letters(10).await.expect("list");
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    let exhausted = letters[0].clone();
+    assert_eq!(exhausted.message.message_id, poison.message_id);
+    assert_eq!(exhausted.reason, "MaxDeliveryCountExceeded");
+    assert!(exhausted.description.is_some());
+    assert_eq!(exhausted.source, DeadLetterSource::Broker);
+    assert_eq!(exhausted.message.operation, "delivery");
+    assert_eq!(exhausted.message.body, poison.body);
+    assert_eq!(exhausted.message.correlation_id, poison.correlation_id);
+    assert!(
+        exhausted.id.starts_with("servicebus:dlq:"),
+        "{}",
+        exhausted.id
+    );
+    // A listing leaves them where they are, for Azure's tools too.
+    assert_eq!(double.counts("dlq").dead_lettered, 1);
+    assert_eq!(queue.dead_letters(10).await.unwrap().len(), 1);
+
+    let replayed = idle
+        .replay_dead_letter(&expired.id)
+        .await
+        .expect("replay")
+        .expect("found");
+    assert_eq!(replayed.message_id, expiring.message_id);
+    assert!(
+        double.dead_lettered("ttl").is_empty(),
+        "removed from the subqueue after the send"
+    );
+    let back = idle.receive(ALL, 1, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(back.len(), 1, "back on the queue");
+    assert_eq!(back[0].message.message_id, expiring.message_id);
+    assert_eq!(back[0].message.body, expiring.body);
+    idle.complete(&back[0].lock).await.unwrap();
+    assert!(
+        idle.replay_dead_letter(&expired.id)
+            .await
+            .unwrap()
+            .is_none(),
+        "replayed once"
+    );
+    assert!(
+        queue
+            .replay_dead_letter(&expired.id)
+            .await
+            .unwrap()
+            .is_none(),
+        "another queue's dead letter"
+    );
+    assert_eq!(double.dead_lettered("dlq").len(), 1);
+    assert!(queue
+        .replay_dead_letter("not-ours")
+        .await
+        .unwrap()
+        .is_none());
 }

@@ -15,7 +15,7 @@ use axum::http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dronedelivery_actors::domain::{FieldError, ValidationError};
-use dronedelivery_actors::ports::StoreError;
+use dronedelivery_actors::ports::{DependencyDown, StoreError};
 use dronedelivery_actors::CommandError;
 use serde_json::json;
 use utoipa::{OpenApi, ToResponse, ToSchema};
@@ -97,6 +97,17 @@ pub enum ApiError {
     /// show; backend errors are logged when converted (see `From<StoreError>`).
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: the request needs a dependency the engine
+    /// knows to be down, so it was not tried (see the actors' `health`
+    /// module). The problem document names the dependency in `dependency`;
+    /// requests that do not need it are still served.
+    #[error("{dependency} is down")]
+    DependencyDown {
+        /// `queue`, `deliveries`, `drones`, `packages`, `deadletters`, `history`.
+        dependency: &'static str,
+        /// Seconds until the dependency is probed again.
+        retry_after_secs: u64,
+    },
     /// 504: another engine an operator command was sent to did not answer
     /// (it stopped or died, or took longer than the command's timeout).
     #[error("{0}")]
@@ -122,7 +133,7 @@ impl ApiError {
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::DependencyDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -156,6 +167,13 @@ impl ApiError {
             Self::TooManyRequests { retry_after_secs } => format!(
                 "too many delivery requests from this client; retry in {retry_after_secs} s"
             ),
+            Self::DependencyDown {
+                dependency,
+                retry_after_secs,
+            } => format!(
+                "this request needs the {dependency} store, which is down; \
+                 retry in {retry_after_secs} s (requests that do not need it are served)"
+            ),
             Self::Internal(_) => INTERNAL_DETAIL.into(),
         }
     }
@@ -172,6 +190,7 @@ impl From<StoreError> for ApiError {
                 Self::Unavailable(BACKEND_DETAIL.into())
             }
             StoreError::Corrupt(cause) => Self::Internal(format!("corrupt document: {cause}")),
+            StoreError::DependencyDown(down) => down.into(),
         }
     }
 }
@@ -191,6 +210,16 @@ impl From<CommandError> for ApiError {
                 tracing::warn!(error = %cause, "engine command unavailable");
                 Self::Unavailable(BACKEND_DETAIL.into())
             }
+            CommandError::DependencyDown(down) => down.into(),
+        }
+    }
+}
+
+impl From<DependencyDown> for ApiError {
+    fn from(down: DependencyDown) -> Self {
+        Self::DependencyDown {
+            dependency: down.dependency,
+            retry_after_secs: down.retry_after.as_secs().max(1),
         }
     }
 }
@@ -205,8 +234,20 @@ impl IntoResponse for ApiError {
             Self::Validation(e) => Some(e.errors.as_slice()),
             _ => None,
         };
-        let mut response = problem(status, &self.detail(), errors);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let mut response = match &self {
+            Self::DependencyDown { dependency, .. } => {
+                problem_with(status, &self.detail(), &[("dependency", json!(dependency))])
+            }
+            _ => problem(status, &self.detail(), errors),
+        };
+        if let Self::DependencyDown {
+            retry_after_secs, ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
@@ -235,14 +276,28 @@ impl IntoResponse for ApiError {
 /// middleware that turns bare error responses of other layers (timeouts, body
 /// limit, extractor rejections) into the same shape.
 pub fn problem(status: StatusCode, detail: &str, errors: Option<&[FieldError]>) -> Response {
+    match errors {
+        Some(errors) => problem_with(status, detail, &[("errors", json!(errors))]),
+        None => problem_with(status, detail, &[]),
+    }
+}
+
+/// A problem document with extension members (RFC 9457 §3.2).
+fn problem_with(
+    status: StatusCode,
+    detail: &str,
+    members: &[(&str, serde_json::Value)],
+) -> Response {
     let mut body = json!({
         "type": "about:blank",
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
         "detail": detail,
     });
-    if let (Some(errors), Some(obj)) = (errors, body.as_object_mut()) {
-        obj.insert("errors".into(), json!(errors));
+    if let Some(obj) = body.as_object_mut() {
+        for (name, value) in members {
+            obj.insert((*name).to_owned(), value.clone());
+        }
     }
     let mut response = (status, body.to_string()).into_response();
     response
@@ -281,6 +336,11 @@ pub struct Problem {
     /// all can be fixed in one round trip. Absent otherwise.
     #[schema(nullable = false)]
     pub errors: Option<Vec<FieldError>>,
+    /// On a 503 for a request that needs a dependency known to be down:
+    /// which one (`queue`, `deliveries`, `drones`, `packages`,
+    /// `deadletters`, `history`). Absent otherwise.
+    #[schema(nullable = false, example = "packages")]
+    pub dependency: Option<String>,
 }
 
 /// The request body exceeds the 64 KiB limit.
@@ -303,11 +363,12 @@ pub struct UnsupportedMediaType(pub Problem);
 pub struct TooManyRequests(pub Problem);
 
 /// A backend (queue or store) is unavailable, or the engine is not ready;
-/// retry after the delay given.
+/// retry after the delay given. When the engine knows the dependency the
+/// request needs is down, it answers at once and names it in `dependency`.
 #[derive(ToResponse)]
 #[response(
     content_type = "application/problem+json",
-    headers(("Retry-After" = u64, description = "Seconds to wait before retrying (1)"))
+    headers(("Retry-After" = u64, description = "Seconds to wait before retrying (1, or until the down dependency is probed again)"))
 )]
 pub struct ServiceUnavailable(pub Problem);
 

@@ -11,7 +11,7 @@
 //!   [`tracking`] (live SSE stream of a delivery), [`recipient`] (notify-me
 //!   requests and confirmations), [`utilization`] (drone utilisation per
 //!   owner and month), [`packages`] (upsert, patch, read), [`drones`] (the
-//!   fleet's drones), [`probes`] (`/healthz`, `/readyz`, `/metrics`),
+//!   fleet's drones), [`probes`] (`/healthz`, `/readyz`, `/healthz/dependencies`, `/metrics`),
 //!   [`admin`] (operator API under `/admin`, bearer token), [`openapi`]
 //!   (`/openapi.json`) and [`console`] (the web console under `/console`,
 //!   static pages over this API) each expose

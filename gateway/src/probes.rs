@@ -1,5 +1,13 @@
 //! Probes and metrics: `/healthz` (liveness), `/readyz` (readiness),
-//! `/metrics` (Prometheus).
+//! `/healthz/dependencies` (what each backend is doing), `/metrics`
+//! (Prometheus).
+//!
+//! Neither probe checks a backend. Liveness failing restarts the pod, and
+//! readiness failing on every replica at once (which a shared backend's
+//! blip would cause) takes the whole service out of load balancing and
+//! turns a partial outage into a total one. Dependencies are reported by
+//! `/healthz/dependencies`, the metrics and their alerts instead, and a
+//! request that needs a down one fails fast with a `503` naming it.
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -9,6 +17,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+use dronedelivery_actors::health::DependencyStatus;
 
 use crate::error::{ApiError, ServiceUnavailable};
 use crate::state::AppState;
@@ -21,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(dependencies))
         .routes(routes!(metrics))
 }
 
@@ -63,15 +74,17 @@ async fn healthz() -> Json<Liveness> {
     })
 }
 
-/// Readiness: the actor tree is running and every backend answers; otherwise
-/// 503 with the reason, so the load balancer stops sending traffic.
+/// Readiness: start-up is done, the actor tree is running and the engine is
+/// not draining; otherwise 503 with the reason. Backends do not count (see
+/// the module docs).
 #[utoipa::path(
     get,
     path = "/readyz",
     operation_id = "readiness",
     tag = "probes",
     summary = "Readiness",
-    description = "Ready when the actor tree runs and every backend answers.",
+    description = "Ready once start-up is done and the actor tree runs, whatever the backends \
+are doing (see `/healthz/dependencies`); 503 only while starting or draining.",
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, response = ServiceUnavailable)
@@ -94,6 +107,43 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiErr
             Err(ApiError::Unavailable(reason))
         }
     }
+}
+
+/// `GET /healthz/dependencies`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Dependencies {
+    /// `up` when every dependency is, `degraded` otherwise.
+    #[schema(example = "up")]
+    pub status: String,
+    /// Each dependency, as last probed (every 2 s).
+    pub dependencies: Vec<DependencyStatus>,
+}
+
+/// What each backend is doing: information for operators, never a reason
+/// to take the engine out of load balancing (always 200).
+#[utoipa::path(
+    get,
+    path = "/healthz/dependencies",
+    operation_id = "dependencies",
+    tag = "probes",
+    summary = "Dependency health",
+    description = "Each dependency (queue and stores) with its backend, whether its last probe \
+succeeded, the workflow's circuit breaker on it, the last error (credentials removed) and since when \
+it is down. While one is down, requests that need it answer 503 at once with `dependency` naming it; \
+the others are served. Always 200: use `/readyz` for readiness.",
+    responses((status = 200, description = "The report", body = Dependencies))
+)]
+async fn dependencies(State(state): State<AppState>) -> Json<Dependencies> {
+    let dependencies = state.engine.dependencies();
+    let status = if dependencies.iter().all(|d| d.up) {
+        "up"
+    } else {
+        "degraded"
+    };
+    Json(Dependencies {
+        status: status.into(),
+        dependencies,
+    })
 }
 
 /// Prometheus scrape endpoint; the renderer refreshes gauges first.

@@ -100,7 +100,16 @@ fn documents_every_normalised_template_and_the_probes() {
         "{templates:?}"
     );
     let mut expected: BTreeSet<String> = templates.into_iter().collect();
-    expected.extend(["/healthz", "/readyz", "/metrics", OPENAPI_PATH].map(str::to_owned));
+    expected.extend(
+        [
+            "/healthz",
+            "/healthz/dependencies",
+            "/readyz",
+            "/metrics",
+            OPENAPI_PATH,
+        ]
+        .map(str::to_owned),
+    );
     assert_eq!(documented, expected);
 }
 
@@ -284,9 +293,17 @@ fn schemas_keep_the_serde_names() {
     );
     assert_eq!(
         props("Problem"),
-        ["type", "title", "status", "detail", "instance", "errors"]
-            .map(str::to_owned)
-            .into()
+        [
+            "type",
+            "title",
+            "status",
+            "detail",
+            "instance",
+            "errors",
+            "dependency"
+        ]
+        .map(str::to_owned)
+        .into()
     );
     assert_eq!(schemas["DeliveryStage"]["type"], "integer");
     assert_eq!(

@@ -35,7 +35,7 @@ use crate::domain::lifecycle::{self, Change, Command, Decision, Effect, Rules, V
 use crate::domain::ownership::{partition_of, Fence, PartitionId};
 use crate::domain::{CancelReason, DeliveryRecord, DeliveryStage, HistoryEntry, TrackingEvent};
 use crate::metrics::{self as m, LiveActor};
-use crate::ports::{DeadLetter, Operation, QueueMessage, Saved, StoreError};
+use crate::ports::{DeadLetter, DeadLetterSource, Operation, QueueMessage, Saved, StoreError};
 use crate::protocol::{CreateOutcome, DeliveryError, DeliveryMsg, DroneMsg, FleetMsg};
 
 /// Retries of a store write the actor keeps in memory: 100 ms doubling up
@@ -427,6 +427,8 @@ impl DeliveryState {
                 attempts: 1,
                 first_seen: now,
                 last_seen: now,
+                source: DeadLetterSource::Engine,
+                description: None,
             })
             .await?;
         tracing::warn!(delivery_id = %self.id, %reason, "delivery compensated: cancelled and dead-lettered");

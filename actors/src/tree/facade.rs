@@ -11,11 +11,17 @@ use crate::domain::{
     Confirmation, DeliveryRecord, DeliveryStage, DeliveryStatus, DroneState, Package, PackagePatch,
     TrackingEvent, Upserted,
 };
+use crate::health::Dependency;
 use crate::ports::{
-    DeadLetter, IdempotencyStore, NotifyMeRequest, QueueMessage, StoreError, StoreResult,
-    Utilization,
+    DeadLetter, DependencyDown, IdempotencyStore, NotifyMeRequest, QueueMessage, StoreError,
+    StoreResult, Utilization,
 };
 use crate::protocol::{DeliveryError, DeliveryMsg};
+
+/// How many of the broker's own dead letters a listing reads at most: the
+/// broker hands them out one request each (Service Bus over REST), so a
+/// flooded dead-letter queue is shown in part (Azure's tools show the rest).
+pub const BROKER_DEAD_LETTERS_LISTED: usize = 100;
 
 /// Why an engine command was refused.
 #[derive(Debug, thiserror::Error)]
@@ -29,33 +35,51 @@ pub enum CommandError {
     /// A backend or actor is unavailable; retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Not tried: a dependency it needs is known to be down.
+    #[error("{} is down", .0.dependency)]
+    DependencyDown(DependencyDown),
 }
 
 impl From<StoreError> for CommandError {
     fn from(e: StoreError) -> Self {
-        Self::Unavailable(e.to_string())
+        match e {
+            StoreError::DependencyDown(down) => Self::DependencyDown(down),
+            e => Self::Unavailable(e.to_string()),
+        }
     }
 }
 
 impl Engine {
+    /// Fails at once when `dependency` is known to be down (see
+    /// [`crate::health`]): the request that needs it gets a quick 503
+    /// naming it instead of waiting for a timeout.
+    fn need(&self, dependency: Dependency) -> StoreResult<()> {
+        self.ctx.health.require(dependency)
+    }
+
     /// Puts a message on the queue; returns once the broker accepted it.
     pub async fn submit(&self, message: QueueMessage) -> StoreResult<()> {
+        self.need(Dependency::Queue)?;
         self.ctx.backends.queue.send(message).await
     }
 
     /// A delivery record, straight from the store (reads never wake actors).
     pub async fn delivery(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
+        self.need(Dependency::Deliveries)?;
         self.ctx.backends.deliveries.get(id).await
     }
 
     /// Status of a delivery: stage and ETAs from its record, position from its
-    /// drone while one is assigned.
+    /// drone while one is assigned. While the drone store is down the
+    /// position is the last one tracked, and the status is still served.
     pub async fn status(&self, id: &str) -> StoreResult<Option<DeliveryStatus>> {
+        self.need(Dependency::Deliveries)?;
         let Some(record) = self.ctx.backends.deliveries.get(id).await? else {
             return Ok(None);
         };
+        let drones_up = self.need(Dependency::Drones).is_ok();
         let drone_position = match (&record.delivery.drone_id, record.stage.is_terminal()) {
-            (Some(drone_id), false) => self
+            (Some(drone_id), false) if drones_up => self
                 .ctx
                 .backends
                 .drones
@@ -88,11 +112,13 @@ impl Engine {
 
     /// A package.
     pub async fn package(&self, id: &str) -> StoreResult<Option<Package>> {
+        self.need(Dependency::Packages)?;
         self.ctx.backends.packages.get(id).await
     }
 
     /// Creates or replaces a package.
     pub async fn upsert_package(&self, package: &Package) -> StoreResult<Upserted> {
+        self.need(Dependency::Packages)?;
         self.ctx.backends.packages.upsert(package).await
     }
 
@@ -102,17 +128,20 @@ impl Engine {
         id: &str,
         patch: &PackagePatch,
     ) -> StoreResult<Option<Package>> {
+        self.need(Dependency::Packages)?;
         self.ctx.backends.packages.patch(id, patch).await
     }
 
     /// Tracking events of a delivery, oldest first.
     pub async fn events(&self, id: &str) -> StoreResult<Vec<TrackingEvent>> {
+        self.need(Dependency::Deliveries)?;
         self.ctx.backends.deliveries.events(id).await
     }
 
     /// Every drone's stored state (of every engine sharing the drone store),
     /// straight from the store like the other reads.
     pub async fn drones(&self) -> StoreResult<Vec<DroneState>> {
+        self.need(Dependency::Drones)?;
         self.ctx.backends.drones.list().await
     }
 
@@ -124,6 +153,7 @@ impl Engine {
         year: i32,
         month: u32,
     ) -> StoreResult<Utilization> {
+        self.need(Dependency::History)?;
         self.ctx
             .backends
             .history
@@ -138,6 +168,7 @@ impl Engine {
         email_address: Option<String>,
         sms: Option<String>,
     ) -> Result<(), CommandError> {
+        self.need(Dependency::Deliveries)?;
         if self.ctx.backends.deliveries.get(id).await?.is_none() {
             return Err(CommandError::NotFound);
         }
@@ -158,6 +189,7 @@ impl Engine {
     /// in the store and sends a `confirm` message that a worker applies
     /// through the actor.
     pub async fn confirm(&self, id: &str, confirmation: Confirmation) -> Result<(), CommandError> {
+        self.need(Dependency::Deliveries)?;
         let Some(record) = self.ctx.backends.deliveries.get(id).await? else {
             return Err(CommandError::NotFound);
         };
@@ -174,6 +206,7 @@ impl Engine {
             })
             .map_err(|e| CommandError::Unavailable(e.to_string()))?;
             let message = QueueMessage::new(crate::ports::Operation::Confirm, &body, None);
+            self.need(Dependency::Queue)?;
             self.ctx.backends.queue.send(message).await?;
             return Ok(());
         }
@@ -202,28 +235,53 @@ impl Engine {
         }
     }
 
-    /// Dead letters, newest first, and how many there are in all.
+    /// Dead letters and how many there are in all: first those the broker
+    /// dead-lettered on its own (at most [`BROKER_DEAD_LETTERS_LISTED`],
+    /// newest first), then the engine's, newest first.
     pub async fn dead_letters(
         &self,
         offset: usize,
         limit: usize,
     ) -> StoreResult<(Vec<DeadLetter>, u64)> {
-        let page = self.ctx.backends.dead_letters.list(offset, limit).await?;
-        let total = self.ctx.backends.dead_letters.count().await?;
+        self.need(Dependency::DeadLetters)?;
+        let mut broker = self
+            .ctx
+            .backends
+            .queue
+            .dead_letters(BROKER_DEAD_LETTERS_LISTED)
+            .await?;
+        broker.sort_by_key(|l| std::cmp::Reverse(l.last_seen));
+        let mut page: Vec<DeadLetter> = broker.iter().skip(offset).take(limit).cloned().collect();
+        let room = limit - page.len();
+        if room > 0 {
+            let from = offset.saturating_sub(broker.len());
+            page.extend(self.ctx.backends.dead_letters.list(from, room).await?);
+        }
+        let total = self.ctx.backends.dead_letters.count().await? + broker.len() as u64;
         Ok((page, total))
     }
 
     /// Puts a dead-lettered message back on the queue (same message id, so
     /// a second failure updates the same dead letter), then removes the dead
     /// letter. Returns the message sent.
+    ///
+    /// A dead letter of the broker's own is replayed by the queue adapter:
+    /// sent back, then removed from the broker's dead-letter queue.
     pub async fn replay_dead_letter(&self, id: &str) -> Result<QueueMessage, CommandError> {
-        let letter = self
-            .ctx
-            .backends
-            .dead_letters
-            .get(id)
-            .await?
-            .ok_or(CommandError::NotFound)?;
+        self.need(Dependency::DeadLetters)?;
+        self.need(Dependency::Queue)?;
+        let Some(letter) = self.ctx.backends.dead_letters.get(id).await? else {
+            let message = self
+                .ctx
+                .backends
+                .queue
+                .replay_dead_letter(id)
+                .await?
+                .ok_or(CommandError::NotFound)?;
+            metrics::counter!(crate::metrics::DEAD_LETTERS_REPLAYED_TOTAL).increment(1);
+            tracing::info!(message_id = %message.message_id, dead_letter = %id, "broker dead letter replayed");
+            return Ok(message);
+        };
         let mut message = letter.message.clone();
         message.enqueued_at = chrono::Utc::now();
         // Remove first: if the replayed message fails again quickly, its new
@@ -247,7 +305,7 @@ impl Engine {
     }
 
     /// Messages waiting in the queue.
-    pub async fn queue_depth(&self) -> StoreResult<u64> {
+    pub async fn queue_depth(&self) -> StoreResult<Option<u64>> {
         self.ctx.backends.queue.depth().await
     }
 }

@@ -50,6 +50,18 @@ pub struct Engine {
     control: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
+/// Probes the dependencies every [`crate::health::PROBE_EVERY`] until the
+/// engine is gone.
+async fn watch_dependencies(ctx: std::sync::Weak<Context>) {
+    let mut every = tokio::time::interval(crate::health::PROBE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(ctx) = ctx.upgrade() else { return };
+        crate::health::probe_all(&ctx.health, &ctx.backends).await;
+    }
+}
+
 fn start_fn<F, Fut>(f: F) -> StartFn
 where
     F: Fn(ActorCell) -> Fut + Send + Sync + 'static,
@@ -195,6 +207,7 @@ impl Engine {
             control: Arc::default(),
         };
         let control = engine.spawn_control();
+        tokio::spawn(watch_dependencies(Arc::downgrade(&engine.ctx)));
         *engine
             .control
             .lock()
@@ -240,6 +253,9 @@ impl Engine {
     /// Messages still unsettled afterwards (work that outlived the grace
     /// period) are abandoned, so the broker redelivers them at once.
     pub async fn shutdown(&self) {
+        self.ctx
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
         let grace = self.ctx.config.shutdown_grace;
         self.leave_cluster().await;
         // Messages received ahead of the pump go back first, while this

@@ -233,10 +233,22 @@ impl Engine {
         }
     }
 
-    /// Ready when the root and every child is running and every backend answers.
+    /// Ready when start-up is done, the root and every child is running, and
+    /// shutdown has not begun. Dependencies do not count (see
+    /// [`crate::health`]): a store outage must not take every replica out
+    /// of load balancing at once.
     pub async fn readiness(&self) -> Result<(), String> {
-        self.tree_readiness().await?;
-        self.ctx.backends.ping().await
+        if self.ctx.draining.load(std::sync::atomic::Ordering::Acquire) {
+            return Err("draining: the engine is shutting down".into());
+        }
+        self.tree_readiness().await
+    }
+
+    /// Every dependency's last known health (see [`crate::health`]).
+    pub fn dependencies(&self) -> Vec<crate::health::DependencyStatus> {
+        self.ctx
+            .health
+            .report(&self.ctx.backends, &self.ctx.breakers)
     }
 
     /// The tree's half of [`Engine::readiness`]: the root and every child

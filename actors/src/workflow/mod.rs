@@ -34,7 +34,7 @@ use crate::context::Context;
 use crate::delivery::ActivationError;
 use crate::domain::{Confirmation, DeliveryRequest, Package, RescheduleRequest};
 use crate::metrics as m;
-use crate::ports::{DeadLetter, Operation, QueueMessage, ReceivedMessage};
+use crate::ports::{DeadLetter, DeadLetterSource, Operation, QueueMessage, ReceivedMessage};
 use crate::protocol::{CreateOutcome, DeliveryError, DeliveryMsg, NewDelivery};
 
 /// Decides the fate of one message. Never panics and never touches the queue.
@@ -228,6 +228,8 @@ async fn dead_letter(
         attempts: received.delivery_count,
         first_seen: now,
         last_seen: now,
+        source: DeadLetterSource::Engine,
+        description: None,
     };
     // Store first: a message is removed from the queue only once its dead
     // letter is safe.

@@ -123,12 +123,22 @@ impl TestApp {
             .to_owned()
     }
 
-    /// The status document, or `None` while the delivery is unknown.
+    /// The status document, or `None` while the delivery is unknown or
+    /// its store is reported down (a `503` naming the dependency, which a
+    /// client retries after `Retry-After`).
     pub async fn status(&self, id: &str) -> Option<Value> {
         let res = self.get(&format!("/api/deliveries/{id}/status")).await;
         match res.status().as_u16() {
             200 => Some(res.json().await.unwrap()),
             404 => None,
+            503 => {
+                let problem: Value = res.json().await.unwrap_or_default();
+                assert!(
+                    problem["dependency"].is_string(),
+                    "status of {id}: a 503 that names no dependency: {problem}"
+                );
+                None
+            }
             other => panic!("status of {id}: HTTP {other}"),
         }
     }

@@ -455,6 +455,7 @@ async fn responses_match_the_documented_schemas() {
     // Probes, this document, the drone list and the console's pages.
     for template in [
         "/healthz",
+        "/healthz/dependencies",
         "/readyz",
         "/metrics",
         "/openapi.json",

@@ -1,7 +1,8 @@
 //! The tree survives failures on its own, on the real backends (Redis
 //! Streams, Redis, MongoDB): crashed actors are restarted and resume from the
 //! store, operator restarts lose nothing, a store outage opens the breaker
-//! without dead-lettering anything, poison messages are dead-lettered and can
+//! without dead-lettering anything (and fails fast only the requests that
+//! need that store, while the engine stays ready), poison messages are dead-lettered and can
 //! be replayed once their cause is fixed, and idle actors passivate and come
 //! back.
 
@@ -360,7 +361,7 @@ async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
     };
     // All created...
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while app.engine.queue_depth().await.unwrap_or(1) > 0
+    while app.engine.queue_depth().await.ok().flatten().unwrap_or(1) > 0
         || !app.engine.context().in_flight.is_empty()
     {
         assert!(
@@ -432,12 +433,50 @@ async fn a_store_outage_opens_the_breaker_and_nothing_is_dead_lettered() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let breaker = app.engine.context().breakers.deliveries.state();
     assert_ne!(breaker, dronedelivery_actors::breaker::BreakerState::Closed);
+    // Readiness does not follow a dependency: every replica would leave
+    // the load balancer together.
     assert_eq!(
         app.get("/readyz").await.status(),
-        503,
-        "not ready while a store is down"
+        200,
+        "still ready while a store is down"
     );
+    // The probe has seen it (it runs every 2 s): reads that need the store
+    // fail at once, naming it; the others are served.
+    let report = wait_for_dependency(&app, "deliveries", false).await;
+    assert_eq!(report["backend"], "switchable-memory");
+    assert_eq!(report["lastError"], "backend unavailable: injected outage");
+    assert!(report["downSince"].is_string(), "{report}");
+    // A slow store as well as a failing one: the request must not wait.
+    store.set_delay(Duration::from_secs(10));
+    let asked = std::time::Instant::now();
+    let res = app.get(&format!("/api/deliveries/{}", ids[0])).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "a request for a down dependency waited {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(res.status(), 503);
+    assert_eq!(
+        res.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+    let problem: serde_json::Value = res.json().await.expect("a problem document");
+    assert_eq!(problem["dependency"], "deliveries", "{problem}");
+    assert_eq!(
+        app.get("/api/packages/no-such-package").await.status(),
+        404,
+        "a request that needs only another store is served"
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap_or_default();
+    assert!(
+        metrics.contains(r#"dronedelivery_dependency_up{dependency="deliveries"} 0"#),
+        "{metrics}"
+    );
+    store.set_delay(Duration::ZERO);
     store.set_down(false);
+    wait_for_dependency(&app, "deliveries", true).await;
     for id in &ids {
         app.wait_for_stage(id, stage::COMPLETED, Duration::from_secs(60))
             .await;
@@ -456,6 +495,31 @@ async fn a_store_outage_opens_the_breaker_and_nothing_is_dead_lettered() {
         dronedelivery_actors::breaker::BreakerState::Closed
     );
     app.stop().await;
+}
+
+/// Polls `/healthz/dependencies` until `name` is `up` (or down), and
+/// returns its entry.
+async fn wait_for_dependency(app: &TestApp, name: &str, up: bool) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = app.get("/healthz/dependencies").await;
+        assert_eq!(res.status(), 200, "the report is always 200");
+        let report: serde_json::Value = res.json().await.expect("the report");
+        let entry = report["dependencies"]
+            .as_array()
+            .and_then(|all| all.iter().find(|d| d["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing from {report}"));
+        if entry["up"] == up {
+            assert_eq!(report["status"], if up { "up" } else { "degraded" });
+            return entry;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never became up={up}: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

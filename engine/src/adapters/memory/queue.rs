@@ -217,9 +217,9 @@ impl MessageQueue for MemoryQueue {
         }
     }
 
-    async fn depth(&self) -> StoreResult<u64> {
+    async fn depth(&self) -> StoreResult<Option<u64>> {
         let inner = self.inner();
-        Ok((inner.ready.len() + inner.delayed.len()) as u64)
+        Ok(Some((inner.ready.len() + inner.delayed.len()) as u64))
     }
 
     async fn unsettled(&self) -> StoreResult<Option<u64>> {
@@ -243,7 +243,7 @@ mod tests {
         q.send(msg(2)).await?;
         let got = q.receive(&[], 10, Duration::from_millis(10)).await?;
         assert_eq!(got.len(), 2);
-        assert_eq!(q.depth().await?, 0);
+        assert_eq!(q.depth().await?, Some(0));
         q.complete(&got[0].lock).await?;
         assert!(
             q.complete(&got[0].lock).await.is_err(),

@@ -5,7 +5,9 @@ use std::future::IntoFuture;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use dronedelivery_actors::ports::{DeadLetter, DeadLetterStore, QueueMessage, StoreResult};
+use dronedelivery_actors::ports::{
+    DeadLetter, DeadLetterSource, DeadLetterStore, QueueMessage, StoreResult,
+};
 use futures::TryStreamExt;
 use mongodb::bson::serde_helpers::chrono_datetime_as_bson_datetime;
 use mongodb::bson::{self, doc, to_bson};
@@ -39,6 +41,8 @@ impl From<DeadLetterDoc> for DeadLetter {
             attempts: d.attempts,
             first_seen: d.first_seen,
             last_seen: d.last_seen,
+            source: DeadLetterSource::Engine,
+            description: None,
         }
     }
 }

@@ -25,24 +25,42 @@
 //! - `DELETE|PUT|POST /{queue}/messages/{sequence number or message id}/{lock token}`:
 //!   complete, unlock, renew (`200`). An unknown, settled or expired lock
 //!   answers `410 Gone`; a lock of another message `404`.
+//! - The same receive and settle requests on `/{queue}/$DeadLetterQueue/…`:
+//!   the queue's **dead-letter subqueue**. Messages arrive there past the
+//!   queue's `max_delivery_count` (a lock released after the last delivery:
+//!   `DeadLetterReason` `MaxDeliveryCountExceeded`) and, when
+//!   `dead_lettering_on_message_expiration` is on, when their time to live
+//!   runs out (`TTLExpiredException`); the reason and a description travel
+//!   as the custom properties `DeadLetterReason` and
+//!   `DeadLetterErrorDescription`, as on the service. Sending to it is
+//!   refused (`400`).
 //! - `GET /{queue}?api-version=...`: the management entity description (an
 //!   Atom entry) with `CountDetails` (`ActiveMessageCount` = messages ready
-//!   for delivery: neither locked nor scheduled).
+//!   for delivery: neither locked nor scheduled; `DeadLetterMessageCount`).
 //!
 //! Locks last `lock_duration`; an expired or unlocked lock makes the message
 //! available again and its next delivery has `DeliveryCount + 1`. A message
-//! whose lock is released after its `max_delivery_count`-th delivery goes to
-//! the queue's dead-letter list (reason `MaxDeliveryCountExceeded`), which
-//! [`DoubleHandle::dead_lettered`] exposes for assertions.
+//! lives for its `TimeToLive` (a `BrokerProperties` field, in seconds) or
+//! the queue's `default_time_to_live`; once expired it is never delivered
+//! again: dead-lettered or dropped, as the queue is set up. A message that
+//! is locked when it expires finishes that delivery first.
 //!
 //! Every request must carry `Authorization: SharedAccessSignature ...`
-//! signed with the configured policy ([`DOUBLE_POLICY_NAME`] /
-//! [`DOUBLE_POLICY_KEY`] by default): HMAC-SHA256 over `sr + "\n" + se`
-//! (computed with `azure_core::hmac::hmac_sha256`), checked along with the
-//! policy name, the expiry and that the signed resource's path covers the
-//! request path. Otherwise `401` with the service's XML error body. Rights
-//! (Send/Listen/Manage) are not modelled, nor are message time-to-live,
-//! sessions, duplicate detection or size quotas.
+//! signed with one of the configured policies: HMAC-SHA256 over
+//! `sr + "\n" + se` (computed with `azure_core::hmac::hmac_sha256`),
+//! checked along with the policy name, the expiry and that the signed
+//! resource's path covers the request path; then the policy's **rights**:
+//! sending needs *Send*, receiving and settling *Listen*, the management
+//! description *Manage* (which includes the other two). Otherwise `401` with
+//! the service's XML error body (`'Listen' claim(s) are required…`). The
+//! default policies ([`DoubleConfig::new`]) are the namespace's
+//! `RootManageSharedAccessKey` (Manage) and least-privilege rules:
+//! [`LISTEN_SEND_POLICY`], [`SEND_POLICY`], [`LISTEN_POLICY`].
+//! Sessions, duplicate detection and size quotas are not modelled.
+//!
+//! The double also runs as its own process (`cargo run -p
+//! dronedelivery-engine --example servicebus-double -- --listen ADDR`),
+//! which prints the settings for each policy.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -67,10 +85,18 @@ use super::{sas, ServiceBusConfig};
 /// Namespace name to put in a [`ServiceBusConfig`] aimed at the double (it
 /// only appears in signed resource URIs).
 pub const DOUBLE_NAMESPACE: &str = "double";
-/// Shared access policy name the double accepts by default.
+/// The namespace's own policy (Manage, hence Listen and Send too).
 pub const DOUBLE_POLICY_NAME: &str = "RootManageSharedAccessKey";
-/// Shared access policy key the double accepts by default (a test value).
+/// Its key (a test value).
 pub const DOUBLE_POLICY_KEY: &str = "ZG91YmxlLWtleS1mb3ItbG9jYWwtZGV2ZWxvcG1lbnQ=";
+/// A least-privilege policy with Listen and Send: what an engine needs.
+pub const LISTEN_SEND_POLICY: &str = "engine";
+/// A policy with Send only (a producer).
+pub const SEND_POLICY: &str = "sender";
+/// A policy with Listen only (a consumer that never sends).
+pub const LISTEN_POLICY: &str = "listener";
+/// The subqueue path segment of a queue's dead-letter queue.
+pub const DEAD_LETTER_SUBQUEUE: &str = "$DeadLetterQueue";
 
 /// Service's `TimeToLive` when none is set (`TimeSpan.MaxValue` in seconds).
 const DEFAULT_TIME_TO_LIVE: f64 = 922_337_203_685.477_5;
@@ -104,6 +130,107 @@ const SETTABLE: &[&str] = &[
     "ViaPartitionKey",
 ];
 
+/// What a shared access policy may do, as Service Bus grants it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rights {
+    /// Receive and settle.
+    pub listen: bool,
+    /// Send.
+    pub send: bool,
+    /// Read and change entity descriptions; includes Listen and Send.
+    pub manage: bool,
+}
+
+impl Rights {
+    /// Manage (with Listen and Send).
+    pub const MANAGE: Self = Self {
+        listen: true,
+        send: true,
+        manage: true,
+    };
+    /// Listen and Send.
+    pub const LISTEN_SEND: Self = Self {
+        listen: true,
+        send: true,
+        manage: false,
+    };
+    /// Send only.
+    pub const SEND: Self = Self {
+        listen: false,
+        send: true,
+        manage: false,
+    };
+    /// Listen only.
+    pub const LISTEN: Self = Self {
+        listen: true,
+        send: false,
+        manage: false,
+    };
+
+    fn allows(self, right: Right) -> bool {
+        self.manage
+            || match right {
+                Right::Listen => self.listen,
+                Right::Send => self.send,
+                Right::Manage => false,
+            }
+    }
+
+    /// `Manage, Listen, Send`-style list, for people.
+    pub fn describe(self) -> String {
+        let mut names = Vec::new();
+        if self.manage {
+            names.push("Manage");
+        }
+        if self.listen || self.manage {
+            names.push("Listen");
+        }
+        if self.send || self.manage {
+            names.push("Send");
+        }
+        names.join(", ")
+    }
+}
+
+/// The right a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Right {
+    Listen,
+    Send,
+    Manage,
+}
+
+impl Right {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Listen => "Listen",
+            Self::Send => "Send",
+            Self::Manage => "Manage",
+        }
+    }
+}
+
+/// A shared access policy (authorization rule) of the namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Its name (`SharedAccessKeyName`).
+    pub name: String,
+    /// Its key (`SharedAccessKey`).
+    pub key: String,
+    /// What it may do.
+    pub rights: Rights,
+}
+
+impl Policy {
+    fn new(name: &str, key: &str, rights: Rights) -> Self {
+        Self {
+            name: name.to_owned(),
+            key: key.to_owned(),
+            rights,
+        }
+    }
+}
+
 /// How the double is set up.
 #[derive(Debug, Clone)]
 pub struct DoubleConfig {
@@ -111,25 +238,53 @@ pub struct DoubleConfig {
     pub lock_duration: Duration,
     /// Queue `maxDeliveryCount`.
     pub max_delivery_count: u32,
-    /// Accepted shared access policy name.
-    pub policy_name: String,
-    /// Accepted shared access policy key.
-    pub policy_key: String,
+    /// Queue `defaultMessageTimeToLive`: `None` for the service's default
+    /// (forever).
+    pub default_time_to_live: Option<Duration>,
+    /// Queue `deadLetteringOnMessageExpiration`: expired messages go to the
+    /// dead-letter subqueue (else they are dropped).
+    pub dead_lettering_on_message_expiration: bool,
+    /// The namespace's shared access policies.
+    pub policies: Vec<Policy>,
     /// Sequence number of each queue's first message. Partitioned entities
     /// carry the partition in the high bits (e.g. `3 << 48`), beyond `i32`.
     pub first_sequence_number: i64,
 }
 
 impl DoubleConfig {
-    /// The default policy, sequence numbers from 1.
+    /// The default policies (see the module docs), messages that live
+    /// forever, sequence numbers from 1.
     pub fn new(lock_duration: Duration, max_delivery_count: u32) -> Self {
         Self {
             lock_duration,
             max_delivery_count,
-            policy_name: DOUBLE_POLICY_NAME.to_owned(),
-            policy_key: DOUBLE_POLICY_KEY.to_owned(),
+            default_time_to_live: None,
+            dead_lettering_on_message_expiration: false,
+            policies: vec![
+                Policy::new(DOUBLE_POLICY_NAME, DOUBLE_POLICY_KEY, Rights::MANAGE),
+                Policy::new(
+                    LISTEN_SEND_POLICY,
+                    "ZG91YmxlLWxpc3Rlbi1zZW5kLWtleS1mb3ItbG9jYWwtdXNl",
+                    Rights::LISTEN_SEND,
+                ),
+                Policy::new(
+                    SEND_POLICY,
+                    "ZG91YmxlLXNlbmQta2V5LWZvci1sb2NhbC11c2U=",
+                    Rights::SEND,
+                ),
+                Policy::new(
+                    LISTEN_POLICY,
+                    "ZG91YmxlLWxpc3Rlbi1rZXktZm9yLWxvY2FsLXVzZQ==",
+                    Rights::LISTEN,
+                ),
+            ],
             first_sequence_number: 1,
         }
+    }
+
+    /// The policy named `name`.
+    pub fn policy(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == name)
     }
 }
 
@@ -148,6 +303,8 @@ pub struct DeadLetteredMessage {
     pub delivery_count: u32,
     /// `DeadLetterReason`.
     pub reason: String,
+    /// `DeadLetterErrorDescription`.
+    pub description: String,
 }
 
 /// Message counts of one queue.
@@ -182,40 +339,60 @@ struct Stored {
     delivery_count: u32,
     lock_token: Option<String>,
     state: MessageState,
+    /// When its time to live runs out (`None`: never).
+    expires_at: Option<Instant>,
+    /// `TimeToLive` in seconds, as reported.
+    time_to_live: f64,
+}
+
+/// Why a message leaves its queue for the dead-letter subqueue.
+#[derive(Debug)]
+struct Fate {
+    message: Stored,
+    reason: &'static str,
+    description: String,
 }
 
 #[derive(Debug)]
 struct QueueState {
     next_seq: i64,
     messages: BTreeMap<i64, Stored>,
-    dead: Vec<DeadLetteredMessage>,
+    /// Whether this is a dead-letter subqueue (no delivery limit, no
+    /// expiry, nothing is dead-lettered from it).
+    dead_letter: bool,
+    /// Messages dead-lettered by the last operation, for the caller to move
+    /// to the subqueue.
+    leaving: Vec<Fate>,
 }
 
 impl QueueState {
-    fn new(first: i64) -> Self {
+    fn new(first: i64, dead_letter: bool) -> Self {
         Self {
             next_seq: first,
             messages: BTreeMap::new(),
-            dead: Vec::new(),
+            dead_letter,
+            leaving: Vec::new(),
         }
     }
 
     /// Makes a message available again, or dead-letters it past the
     /// maximum delivery count.
     fn release(&mut self, seq: i64, max_delivery_count: u32) {
-        let exhausted = self
-            .messages
-            .get(&seq)
-            .is_some_and(|m| m.delivery_count >= max_delivery_count);
+        let exhausted = !self.dead_letter
+            && self
+                .messages
+                .get(&seq)
+                .is_some_and(|m| m.delivery_count >= max_delivery_count);
         if exhausted {
             if let Some(m) = self.messages.remove(&seq) {
-                self.dead.push(DeadLetteredMessage {
-                    message_id: m.message_id,
-                    sequence_number: m.seq,
-                    body: String::from_utf8_lossy(&m.body).into_owned(),
-                    properties: m.properties,
-                    delivery_count: m.delivery_count,
-                    reason: "MaxDeliveryCountExceeded".to_owned(),
+                let description = format!(
+                    "Message could not be consumed after {} delivery attempts.",
+                    m.delivery_count
+                );
+                self.leaving.push(Fate {
+                    message: m,
+                    reason: "MaxDeliveryCountExceeded",
+                    description,
                 });
             }
         } else if let Some(m) = self.messages.get_mut(&seq) {
@@ -224,9 +401,10 @@ impl QueueState {
         }
     }
 
-    /// Applies lock expiries and due schedules.
-    fn reclaim(&mut self, now: Instant, max_delivery_count: u32) {
+    /// Applies lock expiries, due schedules and time-to-live expiries.
+    fn reclaim(&mut self, now: Instant, max_delivery_count: u32, dead_letter_expired: bool) {
         let mut expired = Vec::new();
+        let mut lapsed = Vec::new();
         for m in self.messages.values_mut() {
             match m.state {
                 MessageState::Locked { until } if until <= now => expired.push(m.seq),
@@ -236,6 +414,26 @@ impl QueueState {
         }
         for seq in expired {
             self.release(seq, max_delivery_count);
+        }
+        if self.dead_letter {
+            return;
+        }
+        for m in self.messages.values() {
+            let unlocked = !matches!(m.state, MessageState::Locked { .. });
+            if unlocked && m.expires_at.is_some_and(|at| at <= now) {
+                lapsed.push(m.seq);
+            }
+        }
+        for seq in lapsed {
+            if let Some(m) = self.messages.remove(&seq) {
+                if dead_letter_expired {
+                    self.leaving.push(Fate {
+                        message: m,
+                        reason: "TTLExpiredException",
+                        description: "The message expired and was dead lettered.".to_owned(),
+                    });
+                }
+            }
         }
     }
 
@@ -251,10 +449,7 @@ impl QueueState {
     }
 
     fn counts(&self) -> QueueCounts {
-        let mut c = QueueCounts {
-            dead_lettered: self.dead.len() as u64,
-            ..QueueCounts::default()
-        };
+        let mut c = QueueCounts::default();
         for m in self.messages.values() {
             match m.state {
                 MessageState::Available => c.active += 1,
@@ -289,7 +484,8 @@ impl QueueState {
 
 struct Shared {
     cfg: DoubleConfig,
-    key: azure_core::auth::Secret,
+    /// The policies with their signing secrets.
+    keys: Vec<(Policy, azure_core::auth::Secret)>,
     queues: Mutex<HashMap<String, QueueState>>,
     wake: Notify,
     stop: watch::Sender<bool>,
@@ -301,21 +497,98 @@ impl Shared {
         self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the queue (created on first use) after reclaiming
-    /// expired locks and due messages.
+    /// Runs `f` on the entity `name` (a queue, or `{queue}/$DeadLetterQueue`;
+    /// created on first use) after reclaiming expired locks, due and expired
+    /// messages; what the queue dead-letters meanwhile moves to its subqueue.
     fn with_queue<R>(&self, name: &str, f: impl FnOnce(&mut QueueState, Instant) -> R) -> R {
         let now = Instant::now();
+        let key = name.to_ascii_lowercase();
+        let main = key
+            .strip_suffix(&dlq_suffix())
+            .map_or_else(|| key.clone(), str::to_owned);
         let mut queues = self.queues();
-        let q = queues
-            .entry(name.to_ascii_lowercase())
-            .or_insert_with(|| QueueState::new(self.cfg.first_sequence_number));
-        q.reclaim(now, self.cfg.max_delivery_count);
-        f(q, now)
+        self.entity(&mut queues, &main).reclaim(
+            now,
+            self.cfg.max_delivery_count,
+            self.cfg.dead_lettering_on_message_expiration,
+        );
+        self.move_dead_letters(&mut queues, &main);
+        let q = self.entity(&mut queues, &key);
+        if key != main {
+            // The subqueue's own locks expire too.
+            q.reclaim(now, u32::MAX, false);
+        }
+        let result = f(q, now);
+        // A settle may have dead-lettered (a lock released after the last
+        // delivery).
+        self.move_dead_letters(&mut queues, &main);
+        result
+    }
+
+    fn entity<'a>(
+        &self,
+        queues: &'a mut HashMap<String, QueueState>,
+        key: &str,
+    ) -> &'a mut QueueState {
+        let dead_letter = key.ends_with(&dlq_suffix());
+        queues
+            .entry(key.to_owned())
+            .or_insert_with(|| QueueState::new(self.cfg.first_sequence_number, dead_letter))
+    }
+
+    /// Moves what queue `main` dead-lettered to its subqueue.
+    fn move_dead_letters(&self, queues: &mut HashMap<String, QueueState>, main: &str) {
+        let leaving = std::mem::take(&mut self.entity(queues, main).leaving);
+        if leaving.is_empty() {
+            return;
+        }
+        let subqueue = self.entity(queues, &format!("{main}{}", dlq_suffix()));
+        for fate in leaving {
+            subqueue.dead_letter_in(fate);
+        }
+        self.wake.notify_waiters();
     }
 
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
+}
+
+/// `/$deadletterqueue`, lower case as entity keys are.
+fn dlq_suffix() -> String {
+    format!("/{}", DEAD_LETTER_SUBQUEUE.to_ascii_lowercase())
+}
+
+impl QueueState {
+    /// Takes a dead-lettered message in, with its reason as the service
+    /// gives it: custom properties `DeadLetterReason` and
+    /// `DeadLetterErrorDescription`. It keeps its message id, body,
+    /// properties, sequence number and delivery count (reading it from the
+    /// subqueue counts on).
+    fn dead_letter_in(&mut self, fate: Fate) {
+        let Fate {
+            mut message,
+            reason,
+            description,
+        } = fate;
+        message
+            .properties
+            .retain(|(n, _)| n != "deadletterreason" && n != "deadlettererrordescription");
+        message
+            .properties
+            .push(("deadletterreason".into(), quoted(reason)));
+        message
+            .properties
+            .push(("deadlettererrordescription".into(), quoted(&description)));
+        message.lock_token = None;
+        message.state = MessageState::Available;
+        message.expires_at = None;
+        self.messages.insert(message.seq, message);
+    }
+}
+
+fn quoted(s: &str) -> String {
+    Value::String(s.to_owned()).to_string()
 }
 
 /// Handle on a running double. Dropping it stops the double.
@@ -344,42 +617,96 @@ impl DoubleHandle {
         format!("http://{}", self.addr)
     }
 
-    /// Adapter settings reaching `queue` on this double with its policy.
+    /// Adapter settings reaching `queue` on this double with the first
+    /// policy (the namespace's own, Manage).
     pub fn config(&self, queue: &str) -> ServiceBusConfig {
+        let first = self.shared.cfg.policies.first().map(|p| p.name.clone());
+        self.config_with(queue, first.as_deref().unwrap_or(DOUBLE_POLICY_NAME))
+    }
+
+    /// Adapter settings reaching `queue` with the policy named `policy`
+    /// (an unknown name gets an empty key, which the adapter refuses).
+    pub fn config_with(&self, queue: &str, policy: &str) -> ServiceBusConfig {
         ServiceBusConfig {
             namespace: DOUBLE_NAMESPACE.to_owned(),
             queue: queue.to_owned(),
-            policy_name: self.shared.cfg.policy_name.clone(),
-            policy_key: self.shared.cfg.policy_key.clone(),
+            policy_name: policy.to_owned(),
+            policy_key: self
+                .shared
+                .cfg
+                .policy(policy)
+                .map(|p| p.key.clone())
+                .unwrap_or_default(),
             partitions: 1,
             endpoint: Some(self.endpoint()),
         }
     }
 
+    /// The portal-style connection string of `policy` for this double's
+    /// namespace (use it with the endpoint override [`Self::endpoint`]).
+    pub fn connection_string(&self, policy: &Policy) -> String {
+        format!(
+            "Endpoint=sb://{DOUBLE_NAMESPACE}.servicebus.windows.net/;SharedAccessKeyName={};SharedAccessKey={}",
+            policy.name, policy.key
+        )
+    }
+
+    /// The policies this double accepts.
+    pub fn policies(&self) -> &[Policy] {
+        &self.shared.cfg.policies
+    }
+
     /// A valid `Authorization` header value for requests under
-    /// `resource_path` (e.g. `/myqueue`), valid for an hour: for tests that
-    /// speak raw HTTP to the double.
+    /// `resource_path` (e.g. `/myqueue`), signed with the first policy and
+    /// valid for an hour: for tests that speak raw HTTP to the double.
     pub fn authorization(&self, resource_path: &str) -> String {
+        let first = self.shared.keys.first().map(|(p, _)| p.name.clone());
+        self.authorization_as(resource_path, first.as_deref().unwrap_or_default())
+    }
+
+    /// The same signed with the policy named `policy` (empty when the
+    /// double has no such policy).
+    pub fn authorization_as(&self, resource_path: &str, policy: &str) -> String {
         let resource = format!("https://{DOUBLE_NAMESPACE}.servicebus.windows.net{resource_path}");
+        let Some((policy, key)) = self.shared.keys.iter().find(|(p, _)| p.name == policy) else {
+            return String::new();
+        };
         // Signing only fails on a key that is not base64, and
         // `signing_secret` always produces base64.
-        sas::token(
-            &resource,
-            &self.shared.cfg.policy_name,
-            &self.shared.key,
-            Duration::from_secs(3600),
-        )
-        .unwrap_or_default()
+        sas::token(&resource, &policy.name, key, Duration::from_secs(3600)).unwrap_or_default()
     }
 
-    /// Messages the double moved to `queue`'s dead-letter list, oldest first.
+    /// The messages in `queue`'s dead-letter subqueue, oldest first.
     pub fn dead_lettered(&self, queue: &str) -> Vec<DeadLetteredMessage> {
-        self.shared.with_queue(queue, |q, _| q.dead.clone())
+        let subqueue = format!("{queue}/{DEAD_LETTER_SUBQUEUE}");
+        self.shared.with_queue(&subqueue, |q, _| {
+            q.messages
+                .values()
+                .map(|m| {
+                    let property = |name: &str| {
+                        m.properties
+                            .iter()
+                            .find(|(n, _)| n == name)
+                            .and_then(|(_, v)| serde_json::from_str::<String>(v).ok())
+                            .unwrap_or_default()
+                    };
+                    DeadLetteredMessage {
+                        message_id: m.message_id.clone(),
+                        sequence_number: m.seq,
+                        body: String::from_utf8_lossy(&m.body).into_owned(),
+                        properties: m.properties.clone(),
+                        delivery_count: m.delivery_count,
+                        reason: property("deadletterreason"),
+                        description: property("deadlettererrordescription"),
+                    }
+                })
+                .collect()
+        })
     }
 
-    /// Message counts of `queue`.
+    /// Message counts of `queue` (with its subqueue's as `dead_lettered`).
     pub fn counts(&self, queue: &str) -> QueueCounts {
-        self.shared.with_queue(queue, |q, _| q.counts())
+        counts_of(&self.shared, queue)
     }
 
     /// Stops serving: pending long polls answer `204`, then the listener
@@ -425,16 +752,40 @@ pub async fn spawn_double(
     }
 }
 
+/// A queue's counts, with its subqueue's messages as `dead_lettered`.
+fn counts_of(shared: &Shared, queue: &str) -> QueueCounts {
+    let mut counts = shared.with_queue(queue, |q, _| q.counts());
+    let subqueue = format!("{queue}/{DEAD_LETTER_SUBQUEUE}");
+    counts.dead_lettered = shared.with_queue(&subqueue, |q, _| q.messages.len() as u64);
+    counts
+}
+
 /// Serves a double on `127.0.0.1:0` set up by `cfg`.
 ///
 /// # Errors
 /// When no local port can be bound.
 pub async fn spawn_double_with(cfg: DoubleConfig) -> std::io::Result<(SocketAddr, DoubleHandle)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    serve_double(cfg, listener)
+}
+
+/// Serves a double set up by `cfg` on `listener` (any address: the
+/// standalone double binds the one it is given).
+///
+/// # Errors
+/// When the listener has no local address.
+pub fn serve_double(
+    cfg: DoubleConfig,
+    listener: tokio::net::TcpListener,
+) -> std::io::Result<(SocketAddr, DoubleHandle)> {
     let addr = listener.local_addr()?;
     let (stop, _) = watch::channel(false);
     let shared = Arc::new(Shared {
-        key: sas::signing_secret(&cfg.policy_key),
+        keys: cfg
+            .policies
+            .iter()
+            .map(|p| (p.clone(), sas::signing_secret(&p.key)))
+            .collect(),
         cfg,
         queues: Mutex::new(HashMap::new()),
         wake: Notify::new(),
@@ -450,6 +801,17 @@ pub async fn spawn_double_with(cfg: DoubleConfig) -> std::io::Result<(SocketAddr
         .route(
             "/{queue}/messages/{id}/{lock}",
             post(renew).put(unlock).delete(complete),
+        )
+        .route("/{queue}/{subqueue}/messages", post(send_to_subqueue))
+        .route(
+            "/{queue}/{subqueue}/messages/head",
+            post(peek_lock_subqueue).delete(receive_and_delete_subqueue),
+        )
+        .route(
+            "/{queue}/{subqueue}/messages/{id}/{lock}",
+            post(renew_subqueue)
+                .put(unlock_subqueue)
+                .delete(complete_subqueue),
         )
         .with_state(Arc::clone(&shared));
     let mut stopped = shared.stop.subscribe();
@@ -505,20 +867,41 @@ fn error(status: StatusCode, detail: &str) -> Response {
         .into_response()
 }
 
-/// The `401` answer for a request without a valid token, if it has none.
-fn unauthorized(shared: &Shared, headers: &HeaderMap, uri: &Uri) -> Option<Response> {
+/// The `401` answer for a request without a valid token of a policy that
+/// has `right`, if it has none.
+fn unauthorized(shared: &Shared, headers: &HeaderMap, uri: &Uri, right: Right) -> Option<Response> {
     let auth = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    sas::verify(
-        auth,
-        &shared.cfg.policy_name,
-        &shared.key,
-        uri.path(),
-        Utc::now().timestamp(),
-    )
-    .err()
-    .map(|why| error(StatusCode::UNAUTHORIZED, &why))
+    let policy = sas::policy_of(auth).and_then(|name| {
+        shared
+            .keys
+            .iter()
+            .find(|(p, _)| p.name.eq_ignore_ascii_case(&name))
+    });
+    let Some((policy, key)) = policy else {
+        let why = if auth.is_none() {
+            "MissingToken: the authorization header was not provided"
+        } else {
+            "InvalidSignature: unknown shared access policy, or not a SharedAccessSignature token"
+        };
+        return Some(error(StatusCode::UNAUTHORIZED, why));
+    };
+    if let Err(why) = sas::verify(auth, &policy.name, key, uri.path(), Utc::now().timestamp()) {
+        return Some(error(StatusCode::UNAUTHORIZED, &why));
+    }
+    if !policy.rights.allows(right) {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            &format!(
+                "Unauthorized access. '{}' claim(s) are required to perform this operation. \
+                 Resource: 'sb://{DOUBLE_NAMESPACE}.servicebus.windows.net{}'.",
+                right.name(),
+                uri.path()
+            ),
+        ));
+    }
+    None
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
@@ -534,7 +917,7 @@ async fn send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(denied) = unauthorized(&shared, &headers, &uri) {
+    if let Some(denied) = unauthorized(&shared, &headers, &uri, Right::Send) {
         return denied;
     }
     let broker: Map<String, Value> = match headers.get("brokerproperties") {
@@ -561,6 +944,19 @@ async fn send(
             }
         },
     };
+    let time_to_live = match broker.get("TimeToLive") {
+        None | Some(Value::Null) => shared.cfg.default_time_to_live,
+        Some(v) => match v.as_f64().filter(|t| t.is_finite() && *t > 0.0) {
+            Some(secs) if secs >= DEFAULT_TIME_TO_LIVE => None,
+            Some(secs) => Some(Duration::from_secs_f64(secs)),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "TimeToLive must be a positive number of seconds",
+                )
+            }
+        },
+    };
     let message_id = broker
         .get("MessageId")
         .and_then(Value::as_str)
@@ -568,7 +964,7 @@ async fn send(
         .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
     let settable: Map<String, Value> = broker
         .into_iter()
-        .filter(|(k, _)| SETTABLE.contains(&k.as_str()))
+        .filter(|(k, _)| SETTABLE.contains(&k.as_str()) && k != "TimeToLive")
         .collect();
     let properties: Vec<(String, String)> = headers
         .iter()
@@ -611,6 +1007,8 @@ async fn send(
                 delivery_count: 0,
                 lock_token: None,
                 state,
+                expires_at: time_to_live.map(|ttl| now + ttl),
+                time_to_live: time_to_live.map_or(DEFAULT_TIME_TO_LIVE, |t| t.as_secs_f64()),
             },
         );
     });
@@ -658,7 +1056,11 @@ async fn take_next(shared: &Shared, queue: &str, host: &str, timeout: u64, take:
         if now >= deadline || shared.stopping() {
             return StatusCode::NO_CONTENT.into_response();
         }
-        let until = next_due.map_or(deadline, |t| t.min(deadline));
+        // Look again at least every second: a subqueue's messages arrive
+        // when its queue's locks or times to live run out.
+        let until = next_due
+            .map_or(deadline, |t| t.min(deadline))
+            .min(now + Duration::from_secs(1));
         let _ = tokio::time::timeout_at(until, notified).await;
     }
 }
@@ -684,9 +1086,7 @@ fn deliver(
     props.insert("MessageId".into(), m.message_id.clone().into());
     props.insert("SequenceNumber".into(), m.seq.into());
     props.insert("State".into(), "Active".into());
-    props
-        .entry("TimeToLive")
-        .or_insert_with(|| DEFAULT_TIME_TO_LIVE.into());
+    props.insert("TimeToLive".into(), m.time_to_live.into());
     if let Some(ct) = &m.content_type {
         props.insert("ContentType".into(), ct.clone().into());
     }
@@ -751,7 +1151,7 @@ async fn peek_lock(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(denied) = unauthorized(&shared, &headers, &uri) {
+    if let Some(denied) = unauthorized(&shared, &headers, &uri, Right::Listen) {
         return denied;
     }
     let timeout = query.timeout.unwrap_or(DEFAULT_LONG_POLL);
@@ -765,7 +1165,7 @@ async fn receive_and_delete(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(denied) = unauthorized(&shared, &headers, &uri) {
+    if let Some(denied) = unauthorized(&shared, &headers, &uri, Right::Listen) {
         return denied;
     }
     let timeout = query.timeout.unwrap_or(DEFAULT_LONG_POLL);
@@ -789,7 +1189,7 @@ fn settle(
     headers: &HeaderMap,
     op: Settle,
 ) -> Response {
-    if let Some(denied) = unauthorized(shared, headers, uri) {
+    if let Some(denied) = unauthorized(shared, headers, uri, Right::Listen) {
         return denied;
     }
     let lock_duration = shared.cfg.lock_duration;
@@ -872,10 +1272,10 @@ async fn management(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(denied) = unauthorized(&shared, &headers, &uri) {
+    if let Some(denied) = unauthorized(&shared, &headers, &uri, Right::Manage) {
         return denied;
     }
-    let counts = shared.with_queue(&queue, |q, _| q.counts());
+    let counts = counts_of(&shared, &queue);
     let now = Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
     let host = host_of(&headers);
     let name = xml_escape(&queue);
@@ -894,7 +1294,7 @@ async fn management(
             r#"<content type="application/xml"><QueueDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">"#,
             r#"<LockDuration>{lock}</LockDuration><MaxSizeInMegabytes>1024</MaxSizeInMegabytes>"#,
             r#"<RequiresDuplicateDetection>false</RequiresDuplicateDetection><RequiresSession>false</RequiresSession>"#,
-            r#"<DeadLetteringOnMessageExpiration>false</DeadLetteringOnMessageExpiration>"#,
+            r#"<DeadLetteringOnMessageExpiration>{expiry_dlq}</DeadLetteringOnMessageExpiration>"#,
             r#"<MaxDeliveryCount>{max}</MaxDeliveryCount><EnableBatchedOperations>true</EnableBatchedOperations>"#,
             r#"<MessageCount>{total}</MessageCount>"#,
             r#"<CountDetails xmlns:d2p1="http://schemas.microsoft.com/netservices/2011/06/servicebus">"#,
@@ -912,6 +1312,7 @@ async fn management(
         ns = DOUBLE_NAMESPACE,
         lock = lock,
         max = shared.cfg.max_delivery_count,
+        expiry_dlq = shared.cfg.dead_lettering_on_message_expiration,
         total = total,
         active = counts.active,
         dead = counts.dead_lettered,
@@ -926,4 +1327,112 @@ async fn management(
         body,
     )
         .into_response()
+}
+
+/// The dead-letter subqueue's entity name, `{queue}/$DeadLetterQueue`;
+/// `None` for any other subqueue (see [`no_such_subqueue`]).
+fn subqueue_entity(queue: &str, subqueue: &str) -> Option<String> {
+    subqueue
+        .eq_ignore_ascii_case(DEAD_LETTER_SUBQUEUE)
+        .then(|| format!("{queue}/{DEAD_LETTER_SUBQUEUE}"))
+}
+
+/// The service's `404` for an unknown subqueue.
+fn no_such_subqueue(queue: &str, subqueue: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("The messaging entity '{queue}/{subqueue}' could not be found."),
+    )
+}
+
+async fn send_to_subqueue(
+    State(shared): SharedState,
+    Path((queue, subqueue)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = unauthorized(&shared, &headers, &uri, Right::Send) {
+        return denied;
+    }
+    match subqueue_entity(&queue, &subqueue) {
+        Some(_) => error(
+            StatusCode::BAD_REQUEST,
+            "Cannot send messages to a dead-letter queue.",
+        ),
+        None => no_such_subqueue(&queue, &subqueue),
+    }
+}
+
+async fn peek_lock_subqueue(
+    State(shared): SharedState,
+    Path((queue, subqueue)): Path<(String, String)>,
+    Query(query): Query<TimeoutQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = unauthorized(&shared, &headers, &uri, Right::Listen) {
+        return denied;
+    }
+    let Some(entity) = subqueue_entity(&queue, &subqueue) else {
+        return no_such_subqueue(&queue, &subqueue);
+    };
+    let timeout = query.timeout.unwrap_or(DEFAULT_LONG_POLL);
+    take_next(&shared, &entity, &host_of(&headers), timeout, Take::Lock).await
+}
+
+async fn receive_and_delete_subqueue(
+    State(shared): SharedState,
+    Path((queue, subqueue)): Path<(String, String)>,
+    Query(query): Query<TimeoutQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = unauthorized(&shared, &headers, &uri, Right::Listen) {
+        return denied;
+    }
+    let Some(entity) = subqueue_entity(&queue, &subqueue) else {
+        return no_such_subqueue(&queue, &subqueue);
+    };
+    let timeout = query.timeout.unwrap_or(DEFAULT_LONG_POLL);
+    take_next(&shared, &entity, &host_of(&headers), timeout, Take::Delete).await
+}
+
+fn settle_subqueue(
+    shared: &Shared,
+    (queue, subqueue, id, lock): (String, String, String, String),
+    uri: &Uri,
+    headers: &HeaderMap,
+    op: Settle,
+) -> Response {
+    match subqueue_entity(&queue, &subqueue) {
+        Some(entity) => settle(shared, &entity, &id, &lock, uri, headers, op),
+        None => no_such_subqueue(&queue, &subqueue),
+    }
+}
+
+async fn complete_subqueue(
+    State(shared): SharedState,
+    Path(path): Path<(String, String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    settle_subqueue(&shared, path, &uri, &headers, Settle::Complete)
+}
+
+async fn unlock_subqueue(
+    State(shared): SharedState,
+    Path(path): Path<(String, String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    settle_subqueue(&shared, path, &uri, &headers, Settle::Unlock)
+}
+
+async fn renew_subqueue(
+    State(shared): SharedState,
+    Path(path): Path<(String, String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    settle_subqueue(&shared, path, &uri, &headers, Settle::Renew)
 }

@@ -135,12 +135,14 @@
 //!   find it (`operation` is lower case anyway).
 //! - azure_core's reqwest client has no request timeout and keeps no idle
 //!   connections (a new TLS connection per request); the transport adds a
-//!   deadline (long-poll timeout + 30 s).
+//!   deadline (long-poll timeout + 30 s) and sends through its own pooled
+//!   client, so connections are reused.
 //! - azure_core 0.21 prints the `Authorization` header when a `Request` is
 //!   `Debug`-formatted (its redaction test is inverted): requests are never
 //!   logged, and [`ServiceBusConfig`]'s `Debug` hides the key.
 
 mod config;
+mod deadletters;
 #[cfg(feature = "test-support")]
 pub mod double;
 mod receivers;
@@ -165,17 +167,17 @@ use azure_messaging_servicebus::service_bus::{
 use chrono::Utc;
 use dronedelivery_actors::domain::ownership::{partition_of, Fence, PartitionId};
 use dronedelivery_actors::ports::{
-    LockToken, MessageQueue, QueueMessage, ReceivedMessage, StoreError, StoreResult,
+    DeadLetter, LockToken, MessageQueue, QueueMessage, ReceivedMessage, StoreError, StoreResult,
 };
 use tokio::time::Instant;
 
 use self::config::invalid;
 pub use self::config::{ServiceBusConfig, MAX_PARTITIONS};
 use self::receivers::Receivers;
-use self::transport::{Transport, RAW_BROKER_PROPERTIES};
+use self::transport::Transport;
 use self::wire::{
-    describe, failed, header, lock_duration, parse_active_message_count, parse_http_date,
-    property_value, quoted, status_of, ReceivedProperties,
+    describe, failed, header, lock_duration, parse_active_message_count, property_value, quoted,
+    status_of, ReceivedProperties,
 };
 
 /// Application property carrying the queue operation.
@@ -187,6 +189,9 @@ const DIAGNOSTIC_ID: &str = "Diagnostic-Id";
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// How long after its expected expiry a held lock is forgotten.
 const SWEEP_GRACE: Duration = Duration::from_secs(60);
+/// After the key was refused the queue description (no Manage right), how
+/// long before the depth is asked for again (the key may have been changed).
+const DEPTH_RECHECK: Duration = Duration::from_secs(600);
 
 /// The settle operations on a lock URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +279,13 @@ struct Inner {
     locks: Mutex<HashMap<String, Arc<Held>>>,
     /// The receivers of the partitions held, and what they received ahead.
     receivers: Receivers,
+    /// Since when the key is known not to be allowed to read the depth.
+    depth_denied: Mutex<Option<Instant>>,
+    /// Whether that was logged (once per process).
+    depth_denied_logged: AtomicBool,
+    /// The outcome of the latest request to the service, for `ping` when
+    /// the depth cannot be read.
+    last_outcome: Mutex<Option<Result<(), String>>>,
 }
 
 /// The queue of one partition.
@@ -294,7 +306,25 @@ impl ServiceBusQueue {
     /// Invalid settings (namespace, queue name, endpoint, missing key).
     pub fn new(cfg: ServiceBusConfig) -> Result<Arc<Self>, StoreError> {
         let endpoint = cfg.validate()?;
-        let http: Arc<dyn HttpClient> = Arc::new(Transport::new(endpoint));
+        Self::with_transport(cfg, Transport::new(endpoint))
+    }
+
+    /// The same adapter opening a connection per request, as azure_core's
+    /// own client does: only to measure what connection reuse saves.
+    ///
+    /// # Errors
+    /// As [`ServiceBusQueue::new`].
+    #[cfg(feature = "test-support")]
+    pub fn unpooled(cfg: ServiceBusConfig) -> Result<Arc<Self>, StoreError> {
+        let endpoint = cfg.validate()?;
+        Self::with_transport(cfg, Transport::unpooled(endpoint))
+    }
+
+    fn with_transport(
+        cfg: ServiceBusConfig,
+        transport: Transport,
+    ) -> Result<Arc<Self>, StoreError> {
+        let http: Arc<dyn HttpClient> = Arc::new(transport);
         let mut entities = Vec::new();
         let mut by_name = HashMap::new();
         for partition in 0..cfg.partitions {
@@ -320,6 +350,9 @@ impl ServiceBusQueue {
                 key: sas::signing_secret(&cfg.policy_key),
                 locks: Mutex::new(HashMap::new()),
                 receivers: Receivers::new(),
+                depth_denied: Mutex::new(None),
+                depth_denied_logged: AtomicBool::new(false),
+                last_outcome: Mutex::new(None),
             }),
         }))
     }
@@ -374,6 +407,11 @@ impl Inner {
         let (rest, id) = rest.rsplit_once('/')?;
         let (queue, messages) = rest.rsplit_once('/')?;
         let queue = queue.strip_prefix('/')?;
+        // A lock of the queue's dead-letter subqueue is the queue's too.
+        let queue = match queue.rsplit_once('/') {
+            Some((q, sub)) if sub.eq_ignore_ascii_case(deadletters::SUBQUEUE) => q,
+            _ => queue,
+        };
         if !messages.eq_ignore_ascii_case("messages")
             || id.is_empty()
             || token.is_empty()
@@ -425,6 +463,12 @@ impl Inner {
             ));
         }
         let result = self.lock_request(lock, held.as_deref(), op).await;
+        match &result {
+            Ok(()) => self.note(Ok(())),
+            // A lost lock says nothing about the service's health.
+            Err(e) if matches!(status_of(e), Some(404 | 410)) => {}
+            Err(e) => self.note(Err(describe(e))),
+        }
         match &result {
             Ok(()) if op == LockOp::Renew => {
                 if let Some(h) = &held {
@@ -495,37 +539,28 @@ impl Inner {
             .client
             .peek_lock_message2(Some(Duration::from_secs(timeout_secs)))
             .await
-            .map_err(|e| failed("peek-lock", &e))?;
+            .map_err(|e| failed("peek-lock", &e));
+        let response = self.outcome(response)?;
         let status = u16::from(*response.status());
         match status {
             200 | 201 => {}
             204 => return Ok(None),
             401 | 403 => {
-                return Err(StoreError::Unavailable(format!(
+                return self.outcome(Err(StoreError::Unavailable(format!(
                     "Service Bus peek-lock failed: HTTP {status}: not authorized \
                      (check the shared access policy name, key and Listen right)"
-                )))
+                ))))
             }
-            404 => return Err(missing_queue(&entity.name, self.entities.len())),
+            404 => return self.outcome(Err(missing_queue(&entity.name, self.entities.len()))),
             _ => {
                 let detail: String = response.body().chars().take(200).collect();
-                return Err(StoreError::Unavailable(format!(
+                return self.outcome(Err(StoreError::Unavailable(format!(
                     "Service Bus peek-lock failed: HTTP {status}: {detail}"
-                )));
+                ))));
             }
         }
         let Ok(headers) = response.custom_properties::<Headers>();
-        let raw_properties = headers
-            .get_optional_str(&RAW_BROKER_PROPERTIES)
-            .or_else(|| header(&headers, "BrokerProperties"));
-        let props: ReceivedProperties = match raw_properties.map(serde_json::from_str) {
-            Some(Ok(p)) => p,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "undecodable BrokerProperties on a received message");
-                ReceivedProperties::default()
-            }
-            None => ReceivedProperties::default(),
-        };
+        let props = deadletters::broker_properties(&headers);
         let location = header(&headers, "Location").unwrap_or_default().to_owned();
         let lock_url = if location.is_empty() {
             match (&props.sequence_number, &props.lock_token) {
@@ -543,28 +578,11 @@ impl Inner {
         } else {
             location
         };
-        let message_id = props
-            .message_id
-            .clone()
-            .filter(|m| !m.is_empty())
-            .or_else(|| props.sequence_number.map(|s| s.to_string()))
-            .unwrap_or_else(|| lock_url.clone());
-        let correlation_id = header(&headers, DIAGNOSTIC_ID)
-            .map(property_value)
-            .or_else(|| props.correlation_id.clone());
-        let message = QueueMessage {
-            message_id: message_id.clone(),
-            operation: header(&headers, OPERATION)
-                .map(property_value)
-                .unwrap_or_default(),
-            body: response.body(),
-            correlation_id,
-            enqueued_at: props
-                .enqueued_time_utc
-                .as_deref()
-                .and_then(parse_http_date)
-                .unwrap_or_else(Utc::now),
-        };
+        let fallback_id = props
+            .sequence_number
+            .map_or_else(|| lock_url.clone(), |s| s.to_string());
+        let message = message_of(&headers, &props, response.body(), fallback_id);
+        let message_id = message.message_id.clone();
         let duration = lock_duration(
             props.locked_until_utc.as_deref(),
             headers.get_optional_str(&headers::DATE),
@@ -588,8 +606,40 @@ impl Inner {
 }
 
 impl Inner {
-    /// `ActiveMessageCount` of `partition`'s queue (management API).
-    async fn active_count(&self, partition: PartitionId) -> StoreResult<u64> {
+    /// Notes the outcome of a request for [`Inner::ping`], and passes it on.
+    fn outcome<T>(&self, result: StoreResult<T>) -> StoreResult<T> {
+        self.note(match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        });
+        result
+    }
+
+    fn note(&self, outcome: Result<(), String>) {
+        *self.last_outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+    }
+
+    /// Whether the depth may be asked for now (not refused lately).
+    fn depth_allowed(&self) -> bool {
+        let denied = self.depth_denied.lock().unwrap_or_else(|p| p.into_inner());
+        denied.is_none_or(|at| at.elapsed() >= DEPTH_RECHECK)
+    }
+
+    /// The key was refused the queue description: the depth is unknown.
+    fn deny_depth(&self) {
+        *self.depth_denied.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        if !self.depth_denied_logged.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                "the Service Bus key may not read queue descriptions (no Manage right): \
+                 the queue depth is unknown (no dronedelivery_queue_depth value) and \
+                 asked for again every 10 minutes; KEDA reads it with its own credentials"
+            );
+        }
+    }
+
+    /// `ActiveMessageCount` of `partition`'s queue (management API), or
+    /// `None` when the key may not read it.
+    async fn active_count(&self, partition: PartitionId) -> StoreResult<Option<u64>> {
         let name = &self.entity(partition).name;
         let url =
             Url::parse(&format!("{}/{name}?api-version=2017-04", self.base)).map_err(invalid)?;
@@ -598,16 +648,64 @@ impl Inner {
         request.insert_header(headers::AUTHORIZATION, token);
         let response = self
             .http
-            .execute_request_check_status(&request)
+            .execute_request(&request)
+            .await
+            .map_err(|e| failed("queue description (depth)", &e));
+        let (status, _, body) = match response {
+            Ok(response) => response.deconstruct(),
+            Err(e) => return self.outcome(Err(e)),
+        };
+        let body = body
+            .collect()
             .await
             .map_err(|e| failed("queue description (depth)", &e))?;
-        let body = String::from_utf8_lossy(response.body());
-        parse_active_message_count(&body).ok_or_else(|| {
+        let body = String::from_utf8_lossy(&body);
+        let status = u16::from(status);
+        match status {
+            200..=299 => self.note(Ok(())),
+            // The key is valid but lacks the right ("'Manage' claim(s) are
+            // required"); a wrong key or an expired token is an error.
+            401 | 403 if body.to_ascii_lowercase().contains("claim") => return Ok(None),
+            404 => return Err(missing_queue(name, self.entities.len())),
+            _ => {
+                let detail: String = body.chars().take(200).collect();
+                return self.outcome(Err(StoreError::Unavailable(format!(
+                    "Service Bus queue description (depth) failed: HTTP {status}: {detail}"
+                ))));
+            }
+        }
+        parse_active_message_count(&body).map(Some).ok_or_else(|| {
             StoreError::Unavailable(format!(
                 "Service Bus queue description of '{name}' has no ActiveMessageCount \
                  (does the queue exist?)"
             ))
         })
+    }
+}
+
+/// The queue message a received answer carries: the body as it is, the
+/// `MessageId` (else `fallback_id`), the `operation` and correlation id
+/// properties.
+fn message_of(
+    headers: &Headers,
+    props: &ReceivedProperties,
+    body: String,
+    fallback_id: String,
+) -> QueueMessage {
+    QueueMessage {
+        message_id: props
+            .message_id
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or(fallback_id),
+        operation: header(headers, OPERATION)
+            .map(property_value)
+            .unwrap_or_default(),
+        body,
+        correlation_id: header(headers, DIAGNOSTIC_ID)
+            .map(property_value)
+            .or_else(|| props.correlation_id.clone()),
+        enqueued_at: deadletters::enqueued_at(props),
     }
 }
 
@@ -647,14 +745,15 @@ impl MessageQueue for ServiceBusQueue {
         };
         let partition = partition_of(&message.routing_key(), self.partitions());
         let entity = self.inner.entity(partition);
-        entity
+        let sent = entity
             .client
             .send_message(&message.body, Some(options))
             .await
             .map_err(|e| match status_of(&e) {
                 Some(404) => missing_queue(&entity.name, self.inner.entities.len()),
                 _ => failed("send", &e),
-            })
+            });
+        self.inner.outcome(sent)
     }
 
     async fn receive(
@@ -741,21 +840,71 @@ impl MessageQueue for ServiceBusQueue {
         self.inner.settle(&lock.0, LockOp::Renew).await
     }
 
-    async fn depth(&self) -> StoreResult<u64> {
+    async fn depth(&self) -> StoreResult<Option<u64>> {
+        if !self.inner.depth_allowed() {
+            return Ok(None);
+        }
         let counts = futures::future::try_join_all(
             (0..self.partitions()).map(|p| self.inner.active_count(p)),
         )
         .await?;
-        Ok(counts.into_iter().sum())
+        if counts.iter().any(Option::is_none) {
+            self.inner.deny_depth();
+            return Ok(None);
+        }
+        Ok(Some(counts.into_iter().flatten().sum()))
+    }
+
+    /// The depth when the key may read it; otherwise the outcome of the
+    /// latest request (receive, send, settle): a Listen/Send key has no
+    /// request that only checks, and the receivers ask every few seconds.
+    async fn ping(&self) -> StoreResult<()> {
+        if self.depth().await?.is_some() {
+            return Ok(());
+        }
+        let last = self
+            .inner
+            .last_outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match last {
+            Some(Err(e)) => Err(StoreError::Unavailable(e)),
+            Some(Ok(())) | None => Ok(()),
+        }
     }
 
     async fn close(&self) {
         self.inner.receivers.close(&self.inner).await;
     }
+
+    async fn dead_letters(&self, max: usize) -> StoreResult<Vec<DeadLetter>> {
+        self.inner.dead_letters(max).await
+    }
+
+    async fn replay_dead_letter(&self, id: &str) -> StoreResult<Option<QueueMessage>> {
+        let Some(locked) = self.inner.find_dead_letter(id).await? else {
+            return Ok(None);
+        };
+        let mut message = locked.letter.message.clone();
+        message.enqueued_at = Utc::now();
+        if let Err(e) = self.send(message.clone()).await {
+            self.inner.release_dead_letter(locked).await;
+            return Err(e);
+        }
+        if let Err(e) = self.inner.remove_dead_letter(&locked).await {
+            // Sent already: the workflow absorbs the copy a second replay
+            // would send.
+            tracing::warn!(dead_letter = %id, error = %e,
+                "replayed a Service Bus dead letter but could not remove it from the dead-letter queue");
+        }
+        Ok(Some(message))
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::wire::{parse_http_date, ReceivedProperties};
     use super::*;
 
     #[test]

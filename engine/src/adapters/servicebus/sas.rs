@@ -87,6 +87,17 @@ pub(crate) fn token(
     ))
 }
 
+/// The policy name (`skn`) of an `Authorization` header value, decoded.
+#[cfg(any(test, feature = "test-support"))]
+pub(crate) fn policy_of(authorization: Option<&str>) -> Option<String> {
+    let params = authorization?.strip_prefix("SharedAccessSignature ")?;
+    params
+        .trim()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("skn="))
+        .and_then(form_urldecode)
+}
+
 /// Checks an `Authorization` header value the way the service does: the
 /// scheme, the policy name, the signature, the expiry, and that the signed
 /// resource covers `request_path` (compared by path, so that a token signed

@@ -768,8 +768,8 @@ impl MessageQueue for RedisStreamsQueue {
             .map(|_| ())
     }
 
-    async fn depth(&self) -> StoreResult<u64> {
-        Ok(self.snapshot().await?.waiting)
+    async fn depth(&self) -> StoreResult<Option<u64>> {
+        Ok(Some(self.snapshot().await?.waiting))
     }
 
     async fn unsettled(&self) -> StoreResult<Option<u64>> {
