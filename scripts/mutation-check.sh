@@ -22,6 +22,14 @@ declare -A scenario=(
   [claim-leaves-drone-in-pool]='binary(e2e_real_backends) & test(engines_join_die)'
   [no-announce]='binary(cluster) & test(announcements)'
   [no-drain]='binary(api) & test(every_oversized)'
+  [no-fail-fast]='binary(api) & test(a_store_outage)'
+  [readiness-follows-dependencies]='binary(api) & test(a_store_outage)'
+  [servicebus-dead-letters-unlisted]='binary(e2e_real_backends) & test(listen_send)'
+  [no-trace-propagation]='binary(otel) & test(one_request)'
+)
+# cargo features a scenario needs
+declare -A features=(
+  [no-trace-propagation]='otel'
 )
 
 names=("$@")
@@ -37,7 +45,7 @@ for name in "${names[@]}"; do
   echo "==> $name: running '$filter' on the broken build"
   log="$scratch/mutation.log"
   (cd "$scratch" && CARGO_TARGET_DIR="$root/target/mutation" \
-    cargo nextest run -p dronedelivery-engine --no-fail-fast \
+    cargo nextest run -p dronedelivery-engine --no-fail-fast --features "${features[$name]:-}" \
       --success-output immediate --failure-output immediate -E "$filter") 2>&1 |
     tee "$log" || true
   # Caught only if a test ran and failed; a build or filter error proves

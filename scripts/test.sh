@@ -3,8 +3,10 @@
 # server) and runs the whole check: formatting, lints and every test (unit,
 # integration against the real servers) with cargo-nextest, then the
 # OpenAPI document against the running engine (schemathesis,
-# scripts/schemathesis.sh), the optional `otel` feature (trace export to a
-# local collector) and the web console in headless Chromium
+# scripts/schemathesis.sh), the README's Service Bus walk-through on the
+# standalone double (scripts/servicebus-double-smoke.sh), the optional `otel`
+# feature (trace export to a local collector, one trace across the queue)
+# and the web console in headless Chromium
 # (scripts/console-test.sh).
 #
 #   scripts/test.sh            # everything
@@ -28,6 +30,8 @@ echo "==> cargo nextest"
 cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
 echo "==> the OpenAPI document against the running engine (scripts/schemathesis.sh)"
 scripts/schemathesis.sh
+echo "==> the engine on the standalone Service Bus double (scripts/servicebus-double-smoke.sh)"
+scripts/servicebus-double-smoke.sh
 echo "==> optional OpenTelemetry export (--features otel)"
 cargo clippy -p dronedelivery-engine --features otel --all-targets --locked -- -D warnings
 cargo nextest run -p dronedelivery-engine --features otel --test otel --locked

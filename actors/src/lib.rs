@@ -61,6 +61,8 @@
 //!   (the rules are [`domain::ownership`]; see `docs/ownership.md`).
 //! - [`ports`]: the backend traits; [`tree`]: building and stopping the
 //!   tree, the operators' view of it, and the [`Engine`] facade.
+//! - [`tracecontext`]: W3C trace context carried in queue messages, so a
+//!   request's trace continues in the worker that processes it.
 //! - [`health`]: what each dependency is doing, for the health report and
 //!   for failing fast (readiness does not depend on it).
 //! - [`backoff`], [`breaker`], [`metrics`], [`config`]: shared plumbing.
@@ -81,6 +83,7 @@ pub mod ownership;
 pub mod ports;
 pub mod protocol;
 pub mod supervisor;
+pub mod tracecontext;
 pub mod tree;
 pub mod workflow;
 

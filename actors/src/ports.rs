@@ -115,6 +115,14 @@ pub struct QueueMessage {
     pub correlation_id: Option<String>,
     /// When the producer sent it.
     pub enqueued_at: DateTime<Utc>,
+    /// W3C `traceparent` of the request that sent it, when that request was
+    /// traced: the worker's spans continue the sender's trace (see
+    /// [`crate::tracecontext`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// W3C `tracestate` that came with `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 impl QueueMessage {
@@ -135,6 +143,8 @@ impl QueueMessage {
             body,
             correlation_id,
             enqueued_at: Utc::now(),
+            traceparent: None,
+            tracestate: None,
         }
     }
 

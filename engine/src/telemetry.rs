@@ -5,7 +5,10 @@
 //! OTLP/HTTP (`--otlp-endpoint`) when the binary is built with the `otel`
 //! feature: the same spans (one per HTTP request, carrying its request id)
 //! then reach a collector. The exporter is a feature so that the default
-//! build carries none of the OpenTelemetry crates.
+//! build carries none of the OpenTelemetry crates. With export on, the W3C
+//! trace context of each request travels in the messages it queues (see
+//! the actors' `tracecontext`), so the worker's span for a message joins
+//! the trace of the request that sent it, across processes.
 
 use std::sync::OnceLock;
 
@@ -100,12 +103,48 @@ fn trace_layer(endpoint: Option<&str>) -> anyhow::Result<(Option<BoxedLayer>, Te
         .build();
     let tracer = provider.tracer("dronedelivery");
     let layer = tracing_opentelemetry::layer().with_tracer(tracer).boxed();
+    dronedelivery_actors::tracecontext::install(W3cTraceContext);
     Ok((
         Some(layer),
         TelemetryGuard {
             provider: Some(provider),
         },
     ))
+}
+
+/// W3C trace context through OpenTelemetry's propagator: what the actors'
+/// `tracecontext` needs to carry a trace across the queue.
+#[cfg(feature = "otel")]
+struct W3cTraceContext;
+
+#[cfg(feature = "otel")]
+impl dronedelivery_actors::tracecontext::Propagation for W3cTraceContext {
+    fn current(&self) -> Option<(String, Option<String>)> {
+        use opentelemetry::propagation::TextMapPropagator as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let context = tracing::Span::current().context();
+        let mut carrier = std::collections::HashMap::new();
+        opentelemetry_sdk::propagation::TraceContextPropagator::new()
+            .inject_context(&context, &mut carrier);
+        let traceparent = carrier.remove("traceparent")?;
+        let tracestate = carrier.remove("tracestate").filter(|s| !s.is_empty());
+        Some((traceparent, tracestate))
+    }
+
+    fn continue_in(&self, span: &tracing::Span, traceparent: &str, tracestate: Option<&str>) {
+        use opentelemetry::propagation::TextMapPropagator as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let mut carrier = std::collections::HashMap::new();
+        carrier.insert("traceparent".to_owned(), traceparent.to_owned());
+        if let Some(tracestate) = tracestate {
+            carrier.insert("tracestate".to_owned(), tracestate.to_owned());
+        }
+        let parent =
+            opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+        if let Err(e) = span.set_parent(parent) {
+            tracing::debug!(error = %e, "could not continue a message's trace");
+        }
+    }
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

@@ -1418,9 +1418,10 @@ async fn operators_reach_every_engine_through_the_gateway() {
 ///    dead-lettered by the engine with its reason; a reschedule of a
 ///    delivery that never appears is retried until the double dead-letters
 ///    it (`MaxDeliveryCountExceeded`).
-/// 4. Sixty deliveries are posted; the engine is killed with `kill -9` with
-///    messages in flight and a new one takes over (the locks of the dead
-///    one expire and the messages come back).
+/// 4. Two hundred deliveries are posted by 16 clients; the engine is killed
+///    with `kill -9` as soon as the last is accepted, with messages in
+///    flight, and a new one takes over (the locks of the dead one expire
+///    and the messages come back).
 /// 5. `GET /admin/deadletters` lists both kinds side by side, with their
 ///    sources and reasons; the expired requests are replayed and complete,
 ///    the ghost is dead-lettered by the service again, a poison message
@@ -1437,7 +1438,7 @@ async fn on_service_bus_with_a_listen_send_key_dead_letters_are_listed_and_repla
     };
     use dronedelivery_engine::adapters::servicebus::{ServiceBusConfig, ServiceBusQueue};
     const TOKEN: &str = "sb-token";
-    const COUNT: usize = 60;
+    const COUNT: usize = 200;
 
     let cfg = DoubleConfig {
         dead_lettering_on_message_expiration: true,
@@ -1523,10 +1524,29 @@ async fn on_service_bus_with_a_listen_send_key_dead_letters_are_listed_and_repla
     }
 
     // 4. Work in flight, then kill -9 and take over.
-    let mut ids = Vec::new();
-    for i in 0..COUNT {
-        ids.push(first.post(&numbered_request(&format!("sb12-{i}"))).await);
+    let first = Arc::new(first);
+    let mut posts = tokio::task::JoinSet::new();
+    for worker in 0..16 {
+        let engine = Arc::clone(&first);
+        posts.spawn(async move {
+            let mut ids = Vec::new();
+            for i in (worker..COUNT).step_by(16) {
+                ids.push(engine.post(&numbered_request(&format!("sb12-{i}"))).await);
+            }
+            ids
+        });
     }
+    let mut ids = Vec::with_capacity(COUNT);
+    while let Some(batch) = posts.join_next().await {
+        ids.extend(batch.expect("posting task"));
+    }
+    let mut first = Arc::into_inner(first).expect("engine still shared");
+    // A whole number of deliveries (an absent counter sums to -0.0).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let done_before = first
+        .counter("dronedelivery_deliveries_completed_total", "")
+        .await
+        .max(0.0) as u64;
     first.signal("KILL");
     let _ = first.child.wait();
     let mut second = shared.spawn_with_fleet("sb12", 20, &args);
@@ -1642,9 +1662,11 @@ async fn on_service_bus_with_a_listen_send_key_dead_letters_are_listed_and_repla
     };
     tally.dead_lettered = page["total"].as_u64().unwrap_or(0);
     tally.report(&format!(
-        "scenario 12 on Service Bus with a Listen+Send key ({replayed} expired requests replayed)"
+        "scenario 12 on Service Bus with a Listen+Send key (kill -9 after {COUNT} accepted, \
+         {done_before} completed before it; {replayed} expired requests replayed)"
     ));
     tally.assert_nothing_lost_or_duplicated();
+    assert_eq!(tally.dead_lettered, 3, "the poison only: {page:#}");
     assert_eq!(tally.completed, COUNT + 5, "{tally:?}");
     assert_eq!(tally.packages, (COUNT + 5) as u64, "{tally:?}");
     second.kill();

@@ -58,8 +58,9 @@ impl Engine {
     }
 
     /// Puts a message on the queue; returns once the broker accepted it.
-    pub async fn submit(&self, message: QueueMessage) -> StoreResult<()> {
+    pub async fn submit(&self, mut message: QueueMessage) -> StoreResult<()> {
         self.need(Dependency::Queue)?;
+        crate::tracecontext::inject(&mut message);
         self.ctx.backends.queue.send(message).await
     }
 
@@ -205,8 +206,9 @@ impl Engine {
                 confirmation,
             })
             .map_err(|e| CommandError::Unavailable(e.to_string()))?;
-            let message = QueueMessage::new(crate::ports::Operation::Confirm, &body, None);
+            let mut message = QueueMessage::new(crate::ports::Operation::Confirm, &body, None);
             self.need(Dependency::Queue)?;
+            crate::tracecontext::inject(&mut message);
             self.ctx.backends.queue.send(message).await?;
             return Ok(());
         }

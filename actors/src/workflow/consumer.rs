@@ -25,6 +25,7 @@ use ractor::factory::{
 };
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument as _;
 
 use super::{process, settle};
 use crate::backoff::Backoff;
@@ -82,8 +83,13 @@ impl Worker for WorkflowWorker {
         Job { key, msg, .. }: Job<String, WorkflowJob>,
         ctx: &mut Self::State,
     ) -> Result<String, ActorProcessingErr> {
-        let outcome = process(ctx, &msg.received.message).await;
-        settle(ctx, &msg.received, outcome).await;
+        let span = crate::tracecontext::span_for(&msg.received.message);
+        async {
+            let outcome = process(ctx, &msg.received.message).await;
+            settle(ctx, &msg.received, outcome).await;
+        }
+        .instrument(span)
+        .await;
         ctx.in_flight.remove(&msg.received.lock);
         drop(msg);
         metrics::gauge!(m::MESSAGES_IN_FLIGHT).decrement(1.0);

@@ -62,9 +62,12 @@ pub async fn run_all(queue: Arc<dyn MessageQueue>, lock_duration: Duration) {
 }
 
 /// A sent message is received once, intact (body, operation, correlation
-/// id), with delivery count 1, and is gone once completed.
+/// id, W3C trace context), with delivery count 1, and is gone once
+/// completed.
 pub async fn send_receive_complete(queue: &dyn MessageQueue) {
-    let sent = message(1);
+    let mut sent = message(1);
+    sent.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    sent.tracestate = Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7".into());
     queue.send(sent.clone()).await.expect("send");
     assert_eq!(
         queue.depth().await.ok().flatten(),
@@ -81,6 +84,8 @@ pub async fn send_receive_complete(queue: &dyn MessageQueue) {
         serde_json::from_str::<serde_json::Value>(&sent.body).ok()
     );
     assert_eq!(r.message.correlation_id.as_deref(), Some("corr-1"));
+    assert_eq!(r.message.traceparent, sent.traceparent, "traceparent");
+    assert_eq!(r.message.tracestate, sent.tracestate, "tracestate");
     assert_eq!(r.delivery_count, 1);
     assert_eq!(
         queue.depth().await.ok().flatten(),

@@ -36,7 +36,7 @@
 //!
 //! | Operation | Request | Answer |
 //! |---|---|---|
-//! | [`send`](MessageQueue::send) | `POST /{partition queue}/messages`, body = the JSON text unchanged, `BrokerProperties: {"MessageId":..}`, custom properties as headers: `operation: "delivery"`, `Diagnostic-Id: "<correlation id>"` | `201` |
+//! | [`send`](MessageQueue::send) | `POST /{partition queue}/messages`, body = the JSON text unchanged, `BrokerProperties: {"MessageId":..}`, custom properties as headers: `operation: "delivery"`, `Diagnostic-Id: "<correlation id>"`, and when traced `traceparent`, `tracestate` (W3C) | `201` |
 //! | [`receive`](MessageQueue::receive) | `POST /{partition queue}/messages/head?timeout=3` (peek-lock, by each held partition's receiver) | `201` + body + `BrokerProperties` (`LockToken`, `SequenceNumber`, `DeliveryCount`, `MessageId`, `EnqueuedTimeUtc`, `LockedUntilUtc`) + `Location: {lock url}` + custom properties; `204` when nothing came within `N` s |
 //! | [`complete`](MessageQueue::complete), [`dead_letter`](MessageQueue::dead_letter) | `DELETE {lock url}` | `200`; `404`/`410` when the lock is lost |
 //! | [`abandon`](MessageQueue::abandon) | `PUT {lock url}` (unlock) | `200` |
@@ -185,6 +185,9 @@ const OPERATION: &str = "operation";
 /// Application property carrying the correlation id (the original's
 /// Application Insights `Diagnostic-Id`).
 const DIAGNOSTIC_ID: &str = "Diagnostic-Id";
+/// Application properties carrying the W3C trace context.
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 /// Lifetime of the SAS tokens the adapter signs itself.
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// How long after its expected expiry a held lock is forgotten.
@@ -706,6 +709,8 @@ fn message_of(
             .map(property_value)
             .or_else(|| props.correlation_id.clone()),
         enqueued_at: deadletters::enqueued_at(props),
+        traceparent: header(headers, TRACEPARENT).map(property_value),
+        tracestate: header(headers, TRACESTATE).map(property_value),
     }
 }
 
@@ -734,6 +739,12 @@ impl MessageQueue for ServiceBusQueue {
         custom.insert(OPERATION.to_owned(), quoted(&message.operation));
         if let Some(id) = &message.correlation_id {
             custom.insert(DIAGNOSTIC_ID.to_owned(), quoted(id));
+        }
+        if let Some(traceparent) = &message.traceparent {
+            custom.insert(TRACEPARENT.to_owned(), quoted(traceparent));
+        }
+        if let Some(tracestate) = &message.tracestate {
+            custom.insert(TRACESTATE.to_owned(), quoted(tracestate));
         }
         let options = SendMessageOptions {
             content_type: Some("application/json".to_owned()),

@@ -7,7 +7,8 @@
 //!   before the group existed are delivered too), **consumer**
 //!   [`StreamsConfig::consumer`], unique per process.
 //! - **Entry fields**: `id` (message id), `operation`, `body`,
-//!   `correlation_id` (absent when `None`), `enqueued_at` (RFC 3339) and, on
+//!   `correlation_id` (absent when `None`), `traceparent` and `tracestate`
+//!   (W3C trace context, when the sender was traced), `enqueued_at` (RFC 3339) and, on
 //!   redelivered copies only, `delivery_count` (deliveries before this copy).
 //!   An entry written by another producer with missing fields is still handed
 //!   out (id defaults to the entry id, operation/body to empty, enqueue time
@@ -148,6 +149,8 @@ const F_ID: &str = "id";
 const F_OPERATION: &str = "operation";
 const F_BODY: &str = "body";
 const F_CORRELATION_ID: &str = "correlation_id";
+const F_TRACEPARENT: &str = "traceparent";
+const F_TRACESTATE: &str = "tracestate";
 const F_ENQUEUED_AT: &str = "enqueued_at";
 const F_DELIVERY_COUNT: &str = "delivery_count";
 
@@ -603,6 +606,8 @@ impl RedisStreamsQueue {
             body: fields.remove(F_BODY).unwrap_or_default(),
             correlation_id: fields.remove(F_CORRELATION_ID),
             enqueued_at,
+            traceparent: fields.remove(F_TRACEPARENT),
+            tracestate: fields.remove(F_TRACESTATE),
         };
         if message.operation.is_empty() {
             tracing::warn!(entry = %id, partition, "stream entry without an operation");
@@ -693,6 +698,12 @@ impl MessageQueue for RedisStreamsQueue {
             .arg(&message.body);
         if let Some(correlation_id) = &message.correlation_id {
             cmd.arg(F_CORRELATION_ID).arg(correlation_id);
+        }
+        if let Some(traceparent) = &message.traceparent {
+            cmd.arg(F_TRACEPARENT).arg(traceparent);
+        }
+        if let Some(tracestate) = &message.tracestate {
+            cmd.arg(F_TRACESTATE).arg(tracestate);
         }
         cmd.arg(F_ENQUEUED_AT).arg(
             message
