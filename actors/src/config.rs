@@ -119,6 +119,9 @@ pub struct TreeConfig {
     /// A delivery waiting longer than this for a free drone is compensated:
     /// cancelled with the reason and dead-lettered. `None`: wait forever.
     pub max_drone_wait: Option<Duration>,
+    /// The starvation bound: a normal delivery waiting this long for a
+    /// drone is served as expedited. `None`: expedited ones always go first.
+    pub max_normal_wait: Option<Duration>,
     /// Partition ownership across engines.
     pub ownership: OwnershipSettings,
 }
@@ -178,6 +181,7 @@ impl Default for TreeConfig {
             shutdown_grace: Duration::from_secs(20),
             passivate_after: Duration::from_secs(15),
             max_drone_wait: None,
+            max_normal_wait: Some(Duration::from_secs(120)),
             ownership: OwnershipSettings::default(),
         }
     }

@@ -369,6 +369,12 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_MAX_DRONE_WAIT_SECS", default_value_t = 0)]
     pub max_drone_wait_secs: u64,
 
+    /// Seconds a normal (not expedited) delivery may wait for a drone
+    /// before it is served as expedited, so a stream of expedited requests
+    /// cannot starve it. 0: expedited requests always go first.
+    #[arg(long, env = "DD_EXPEDITE_AFTER_SECS", default_value_t = 120)]
+    pub expedite_after_secs: u64,
+
     /// Partitions deliveries and drones are spread over; engines hold them
     /// by lease, and each is its own stream (Redis Streams) or queue
     /// (Service Bus). Every engine of one deployment must use the same count.
@@ -450,6 +456,8 @@ impl ServeArgs {
             passivate_after: Duration::from_secs(self.passivate_after_secs),
             max_drone_wait: (self.max_drone_wait_secs > 0)
                 .then(|| Duration::from_secs(self.max_drone_wait_secs)),
+            max_normal_wait: (self.expedite_after_secs > 0)
+                .then(|| Duration::from_secs(self.expedite_after_secs)),
             ownership: OwnershipSettings {
                 engine_id: OwnershipSettings::new_engine_id(
                     &std::env::var("HOSTNAME").unwrap_or_else(|_| "engine".into()),

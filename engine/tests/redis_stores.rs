@@ -360,6 +360,8 @@ async fn a_drone_is_claimed_and_flown_only_under_its_delivery_s_current_lease() 
         ticket: 1,
         pickup: Location::new(47.61, -122.3),
         dropoff: Location::new(47.62, -122.3),
+        expedited: false,
+        deadline: None,
     };
     let partition = partition_of(&job.delivery_id, 16);
     let LeaseAnswer::Held(old) = leases

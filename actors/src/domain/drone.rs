@@ -157,6 +157,11 @@ pub struct DroneRequest {
     pub pickup: Location,
     /// Where to drop off.
     pub dropoff: Location,
+    /// Served before every normal request (see `dispatch`).
+    pub expedited: bool,
+    /// The delivery's deadline, when it names a time: earlier deadlines
+    /// are served first within a class.
+    pub deadline: Option<DateTime<Utc>>,
 }
 
 /// Progress reported by the drone serving a delivery. Each carries the
@@ -265,6 +270,8 @@ mod tests {
             ticket: 3,
             pickup: Location::new(47.61, -122.31),
             dropoff: Location::new(47.62, -122.32),
+            expedited: false,
+            deadline: None,
         };
         let claimed = drone.claimed(&job, 9, now);
         assert_eq!(claimed.status, DroneStatus::HeadedToPickup);

@@ -221,6 +221,9 @@ pub fn drone_request(record: &DeliveryRecord) -> DroneRequest {
         ticket: record.ticket,
         pickup: record.delivery.pickup,
         dropoff: record.delivery.dropoff,
+        expedited: record.delivery.expedited,
+        // Free text ("LineOfDeadlyZombiatedPeople") means no deadline.
+        deadline: super::request::parse_time(&record.delivery.deadline),
     }
 }
 

@@ -90,7 +90,11 @@ impl Actor for FleetActor {
         }
         let mut state = FleetState {
             ctx: Arc::clone(&ctx),
-            dispatch: Dispatcher::new(),
+            dispatch: Dispatcher::with_starvation_bound(
+                ctx.config
+                    .max_normal_wait
+                    .and_then(|d| chrono::Duration::from_std(d).ok()),
+            ),
             children: HashMap::new(),
             restarts: HashMap::new(),
             total_restarts: 0,
@@ -395,7 +399,8 @@ impl FleetState {
         }
     }
 
-    /// Claims drones for the waiting requests, oldest first, until none is
+    /// Claims drones for the waiting requests, most urgent first (see
+    /// [`Dispatcher`]), until none is
     /// free or nothing waits; tries again soon when the pool was empty or
     /// the store could not be reached.
     async fn dispatch_pending(&mut self, myself: &ActorRef<FleetMsg>) {
@@ -403,7 +408,7 @@ impl FleetState {
         let mut retry = false;
         while budget > 0 {
             budget -= 1;
-            let Some(waiting) = self.dispatch.next_request() else {
+            let Some(waiting) = self.dispatch.next_request(Utc::now()) else {
                 break;
             };
             let request = waiting.request.clone();
@@ -420,7 +425,7 @@ impl FleetState {
             {
                 Ok(Claimed::Drone(drone)) => self.start_job(myself, *drone).await,
                 Ok(Claimed::NoneFree) => {
-                    self.dispatch.hand_back(waiting);
+                    self.dispatch.hand_back(waiting, Utc::now());
                     retry = true;
                     break;
                 }
@@ -428,7 +433,7 @@ impl FleetState {
                     // The drone of the delivery's older request is still
                     // being released: make sure it is told, try again later.
                     self.ensure_aborted(myself, &drone_id, &request).await;
-                    self.dispatch.defer(waiting);
+                    self.dispatch.defer(waiting, Utc::now());
                     retry = true;
                 }
                 Ok(Claimed::Fenced) => {
@@ -436,7 +441,7 @@ impl FleetState {
                 }
                 Err(e) => {
                     tracing::warn!(delivery_id = %request.delivery_id, error = %e, "could not claim a drone; retrying");
-                    self.dispatch.hand_back(waiting);
+                    self.dispatch.hand_back(waiting, Utc::now());
                     retry = true;
                     break;
                 }

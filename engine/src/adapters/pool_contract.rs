@@ -28,6 +28,8 @@ fn job(delivery: &str, ticket: u64, lat: f64) -> DroneRequest {
         ticket,
         pickup: Location::new(lat, -122.0),
         dropoff: Location::new(lat + 0.05, -122.0),
+        expedited: false,
+        deadline: None,
     }
 }
 

@@ -15,5 +15,6 @@ mod operations;
 mod packages;
 mod probes;
 mod resilience;
+mod scheduling;
 mod slow_clients;
 mod tracking;

@@ -22,7 +22,9 @@ use dronedelivery_actors::ports::{
 };
 use serde_json::json;
 
-use crate::helpers::{ri_example, spawn_app_on, stage, SwitchableDeliveries, TestApp};
+use crate::helpers::{
+    real_backends, ri_example, spawn_app_on, stage, SwitchableDeliveries, TestApp,
+};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -115,25 +117,6 @@ impl DroneStore for PanicOnceDrones {
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }
-}
-
-/// The real backends, under a key prefix and database of this test's own:
-/// Redis Streams queue, Redis stores, MongoDB stores (`scripts/services.sh`
-/// starts the servers).
-async fn real_backends() -> dronedelivery_actors::Backends {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let mut args = dronedelivery_engine::ServeArgs::defaults();
-    args.queue = dronedelivery_engine::config::QueueKind::RedisStreams;
-    args.redis_url = "redis://127.0.0.1:6379".parse().ok();
-    args.redis_prefix = format!("res-{}", &id[..12]);
-    args.mongodb_uri = format!("mongodb://127.0.0.1:27017/res_{}", &id[..12])
-        .parse()
-        .ok();
-    args.lock_duration_secs = 5;
-    dronedelivery_engine::backends::connect(&args)
-        .await
-        .expect("real backends")
-        .backends
 }
 
 async fn stages(app: &TestApp, id: &str) -> Vec<DeliveryStage> {

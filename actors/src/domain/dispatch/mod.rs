@@ -5,9 +5,11 @@
 //! The choice of a drone is the store's: the fleet claims the nearest free
 //! drone from the pool shared by every engine ([`crate::ports::DroneStore`]),
 //! atomically, so two engines never get one drone. What stays here is the
-//! queue of requests waiting for a claim (first come, first served, never
-//! failed; a repeated request is served once; a newer ticket of the same
-//! delivery takes the job off the drone that served the older one) and the
+//! queue of requests waiting for a claim (expedited first, then earliest
+//! deadline, then arrival, a normal request waiting past the starvation
+//! bound served as expedited; never failed; a repeated request is served
+//! once; a newer ticket of the same delivery takes the job off the drone
+//! that served the older one) and the
 //! drones that serve this engine's deliveries (to abort one when its
 //! delivery is cancelled or its partition moves to another engine).
 //!
@@ -60,9 +62,19 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// An empty dispatcher.
+    /// An empty dispatcher whose normal requests never move ahead of
+    /// expedited ones.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty dispatcher that serves a normal request as expedited once
+    /// it has waited `max_normal_wait` (the starvation bound).
+    pub fn with_starvation_bound(max_normal_wait: Option<chrono::Duration>) -> Self {
+        Self {
+            pending: PendingQueue::new(max_normal_wait),
+            ..Self::default()
+        }
     }
 
     /// Records a drone serving its job (claimed, or adopted from the store);
@@ -106,7 +118,7 @@ impl Dispatcher {
     pub fn enqueue(&mut self, request: DroneRequest, since: DateTime<Utc>) {
         self.waiting_since
             .insert(request.delivery_id.clone(), since);
-        self.pending.upsert_back(request);
+        self.pending.upsert_back(request, since);
     }
 
     /// A delivery asks for a drone (idempotent per delivery id). A request
@@ -122,7 +134,7 @@ impl Dispatcher {
             abort = self.release(&request.delivery_id);
         }
         let delivery_id = request.delivery_id.clone();
-        if self.pending.upsert_back(request) {
+        if self.pending.upsert_back(request, now) {
             self.waiting_since.entry(delivery_id).or_insert(now);
         }
         abort
@@ -156,25 +168,29 @@ impl Dispatcher {
         }
     }
 
-    /// Takes the oldest waiting request, to claim a drone for.
-    pub fn next_request(&mut self) -> Option<Waiting> {
-        let request = self.pending.pop_front()?;
+    /// Takes the most urgent waiting request at `now`, to claim a drone
+    /// for.
+    pub fn next_request(&mut self, now: DateTime<Utc>) -> Option<Waiting> {
+        let (request, _) = self.pending.pop_front(now)?;
         let since = self.waiting_since.remove(&request.delivery_id);
         Some(Waiting { request, since })
     }
 
-    /// Gives back a request the claim found no drone for: served first
-    /// next time, its waiting time kept.
-    pub fn hand_back(&mut self, waiting: Waiting) {
+    /// Gives back a request the claim found no drone for: served first of
+    /// its urgency next time, its waiting time kept.
+    pub fn hand_back(&mut self, waiting: Waiting, now: DateTime<Utc>) {
         self.restore_since(&waiting);
-        self.pending.push_front(waiting.request);
+        self.pending
+            .push_front(waiting.request, waiting.since.unwrap_or(now));
     }
 
     /// Puts a request that cannot be served yet (its previous drone is still
-    /// being released) at the back of the queue, its waiting time kept.
-    pub fn defer(&mut self, waiting: Waiting) {
+    /// being released) back behind the others of its urgency, its waiting
+    /// time kept.
+    pub fn defer(&mut self, waiting: Waiting, now: DateTime<Utc>) {
         self.restore_since(&waiting);
-        self.pending.upsert_back(waiting.request);
+        self.pending
+            .upsert_back(waiting.request, waiting.since.unwrap_or(now));
     }
 
     fn restore_since(&mut self, waiting: &Waiting) {

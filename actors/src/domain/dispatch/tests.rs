@@ -20,6 +20,8 @@ fn req(id: &str, ticket: u64) -> DroneRequest {
         ticket,
         pickup: at(47.6, -122.3),
         dropoff: at(47.7, -122.1),
+        expedited: false,
+        deadline: None,
     }
 }
 
@@ -30,7 +32,7 @@ fn claimed(id: &str, job: &DroneRequest) -> DroneState {
 
 /// The ids of the requests taken from the queue until it is empty.
 fn drain(d: &mut Dispatcher) -> Vec<String> {
-    std::iter::from_fn(|| d.next_request().map(|w| w.request.delivery_id)).collect()
+    std::iter::from_fn(|| d.next_request(now()).map(|w| w.request.delivery_id)).collect()
 }
 
 #[test]
@@ -49,22 +51,26 @@ fn a_request_given_back_is_served_next_and_keeps_its_wait() {
     let mut d = Dispatcher::new();
     d.request(req("a", 1), now());
     d.request(req("b", 1), now() + Duration::seconds(5));
-    let a = d.next_request().unwrap();
+    let a = d.next_request(now()).unwrap();
     assert_eq!(a.since, Some(now()));
-    d.hand_back(a);
+    d.hand_back(a, now());
     assert_eq!(
-        d.next_request().map(|w| (w.request.delivery_id, w.since)),
+        d.next_request(now())
+            .map(|w| (w.request.delivery_id, w.since)),
         Some(("a".into(), Some(now())))
     );
     // Deferred: behind the others, still waiting since it first asked.
-    let b = d.next_request().unwrap();
+    let b = d.next_request(now()).unwrap();
     d.request(req("c", 1), now());
-    d.defer(b);
+    d.defer(b, now());
     assert_eq!(drain(&mut d), ["c", "b"]);
-    d.defer(Waiting {
-        request: req("b", 1),
-        since: Some(now()),
-    });
+    d.defer(
+        Waiting {
+            request: req("b", 1),
+            since: Some(now()),
+        },
+        now(),
+    );
     let expired = d.take_expired(now() + Duration::seconds(61), Duration::seconds(60));
     assert_eq!(expired, vec![req("b", 1)]);
 }
@@ -73,7 +79,7 @@ fn a_request_given_back_is_served_next_and_keeps_its_wait() {
 fn a_repeated_request_is_served_once_and_a_newer_ticket_moves_the_job() {
     let mut d = Dispatcher::new();
     d.request(req("a", 1), now());
-    let w = d.next_request().unwrap();
+    let w = d.next_request(now()).unwrap();
     d.serve(&claimed("drone-1", &w.request));
     assert!(d.serves("a"));
     // The same ticket again (a redelivered message): nothing to do.
@@ -90,7 +96,7 @@ fn a_repeated_request_is_served_once_and_a_newer_ticket_moves_the_job() {
         })
     );
     assert!(!d.serves("a"));
-    assert_eq!(d.next_request().map(|w| w.request.ticket), Some(2));
+    assert_eq!(d.next_request(now()).map(|w| w.request.ticket), Some(2));
 }
 
 #[test]
@@ -98,7 +104,7 @@ fn withdrawing_aborts_the_drone_or_leaves_the_queue() {
     let mut d = Dispatcher::new();
     d.request(req("a", 1), now());
     d.request(req("b", 1), now());
-    let a = d.next_request().unwrap();
+    let a = d.next_request(now()).unwrap();
     d.serve(&claimed("drone-1", &a.request));
     assert_eq!(
         d.withdraw("a"),
@@ -143,9 +149,9 @@ fn deliveries_of_a_partition_that_moved_are_forgotten_and_their_drones_stopped()
     for id in ["a", "b", "c", "d"] {
         d.request(req(id, 1), now());
     }
-    let a = d.next_request().unwrap();
+    let a = d.next_request(now()).unwrap();
     d.serve(&claimed("drone-1", &a.request));
-    let b = d.next_request().unwrap();
+    let b = d.next_request(now()).unwrap();
     d.serve(&claimed("drone-2", &b.request));
     let mut stopped = d.drop_deliveries(|id| id == "a" || id == "c");
     stopped.sort_by(|x, y| x.drone_id.cmp(&y.drone_id));

@@ -312,6 +312,8 @@ fn an_unknown_delivery_is_created_and_refuses_everything_else() {
             ticket: 1,
             pickup: r.delivery.pickup,
             dropoff: r.delivery.dropoff,
+            expedited: r.delivery.expedited,
+            deadline: None,
         })]
     );
     for command in [reschedule_command(), Command::Cancel, confirm_command()] {
