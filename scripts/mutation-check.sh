@@ -26,6 +26,7 @@ declare -A scenario=(
   [readiness-follows-dependencies]='binary(api) & test(a_store_outage)'
   [servicebus-dead-letters-unlisted]='binary(e2e_real_backends) & test(listen_send)'
   [no-trace-propagation]='binary(otel) & test(one_request)'
+  [fifo-dispatch]='binary(api) & test(expedited)'
 )
 # cargo features a scenario needs
 declare -A features=(
