@@ -473,6 +473,18 @@ pub struct Utilization {
     pub assigned_hours: f64,
 }
 
+/// An owner's finished deliveries in one month, for invoicing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MonthSummary {
+    /// Deliveries completed.
+    pub completed: u64,
+    /// Deliveries cancelled.
+    pub cancelled: u64,
+    /// Total weight of the completed deliveries' packages (the unit the
+    /// clients use, kilograms by convention).
+    pub total_weight: f64,
+}
+
 /// Finished deliveries.
 #[async_trait]
 pub trait HistoryStore: Send + Sync + 'static {
@@ -482,6 +494,14 @@ pub trait HistoryStore: Send + Sync + 'static {
     async fn record(&self, entry: &HistoryEntry) -> StoreResult<()>;
     /// Sums an owner's deliveries finished in a calendar month (UTC).
     async fn utilization(&self, owner_id: &str, year: i32, month: u32) -> StoreResult<Utilization>;
+    /// Counts an owner's deliveries finished in a calendar month (UTC), and
+    /// the weight of the packages of the completed ones.
+    async fn month_summary(
+        &self,
+        owner_id: &str,
+        year: i32,
+        month: u32,
+    ) -> StoreResult<MonthSummary>;
     /// Liveness of the backend.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -134,6 +134,7 @@ fn record(id: String) -> DeliveryRecord {
         ticket: 1,
         confirmation: None,
         cancel_reason: None,
+        package_weight: 0.0,
     }
 }
 

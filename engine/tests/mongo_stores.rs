@@ -330,6 +330,7 @@ fn entry(
         assigned_hours: hours,
         created_at: finished - Duration::hours(1),
         finished_at: finished,
+        package_weight: 2.5,
     }
 }
 
@@ -370,6 +371,24 @@ async fn history_is_idempotent_and_utilization_sums_one_owner_month() {
     let u = store.utilization("o1", 2024, 2).await.expect("utilization");
     assert!((u.traveled_miles - 3.0).abs() < 1e-9, "{u:?}");
     assert!((u.assigned_hours - 3.5).abs() < 1e-9, "{u:?}");
+
+    // The invoicing summary of the same month: two completed (2.5 each),
+    // and a cancelled one counted apart, its weight not delivered.
+    let mut cancelled = entry("d7", "o1", 0.0, 0.0, at(2024, 2, 15, 8, 0, 0));
+    cancelled.stage = DeliveryStage::Cancelled;
+    store.record(&cancelled).await.expect("record");
+    let summary = store.month_summary("o1", 2024, 2).await.expect("summary");
+    assert_eq!(
+        (summary.completed, summary.cancelled),
+        (2, 1),
+        "{summary:?}"
+    );
+    assert!((summary.total_weight - 5.0).abs() < 1e-9, "{summary:?}");
+    let none = store.month_summary("o9", 2024, 2).await.expect("summary");
+    assert_eq!(
+        (none.completed, none.cancelled, none.total_weight),
+        (0, 0, 0.0)
+    );
 
     let o2 = store.utilization("o2", 2024, 2).await.expect("utilization");
     assert!((o2.traveled_miles - 100_000.0 / METRES_PER_MILE).abs() < 1e-9);

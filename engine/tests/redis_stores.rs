@@ -81,6 +81,7 @@ fn record(id: &str) -> DeliveryRecord {
         ticket: 1,
         confirmation: None,
         cancel_reason: None,
+        package_weight: 0.0,
     }
 }
 

@@ -1,7 +1,17 @@
-//! `GET /api/dronedeliveries/utilization`: drone utilisation of an owner in a
-//! month, the original DroneScheduler service's billing query (ri-spec §1.4),
-//! answered from the history of finished deliveries rather than a Cosmos DB
-//! collection filled by a bulk-import tool.
+//! The billing queries, answered from the history of finished deliveries:
+//!
+//! - `GET /api/dronedeliveries/utilization`: drone utilisation of an owner
+//!   in a month, the original DroneScheduler service's query (ri-spec §1.4),
+//!   rather than a Cosmos DB collection filled by a bulk-import tool;
+//! - `GET /api/packages/summary/{ownerId}?year=&month=`: the total weight of
+//!   the owner's packages delivered that month (the original Package
+//!   service answered a stub, `{"totalWeight":400}`);
+//! - `GET /api/deliveries/summary?ownerId=&year=&month=`: how many of the
+//!   owner's deliveries were completed, and cancelled, that month (the
+//!   original Delivery service answered a random count).
+//!
+//! All three take the month as `year` and `month` (UTC calendar month) and
+//! answer `400` naming each missing or invalid parameter.
 
 use std::collections::HashMap;
 
@@ -9,6 +19,8 @@ use axum::extract::{Query, State};
 use axum::Json;
 use dronedelivery_actors::domain::{FieldError, ValidationError};
 use dronedelivery_actors::ports::Utilization;
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -17,7 +29,10 @@ use crate::state::AppState;
 
 /// Route of the utilisation API, with its documentation.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(utilization))
+    OpenApiRouter::new()
+        .routes(routes!(utilization))
+        .routes(routes!(package_summary))
+        .routes(routes!(delivery_summary))
 }
 
 /// The validated query.
@@ -141,6 +156,115 @@ async fn utilization(
         )));
     }
     Ok(Json(used))
+}
+
+/// `GET /api/packages/summary/{ownerId}`: `{"totalWeight": …}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageSummary {
+    /// Total weight of the owner's packages delivered (completed) in the
+    /// month; 0 when none.
+    #[schema(example = 42.5)]
+    pub total_weight: f64,
+}
+
+/// `GET /api/deliveries/summary`: `{"count": …, "completed": …, "cancelled": …}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverySummary {
+    /// Deliveries completed in the month (what is invoiced; the original's
+    /// field).
+    #[schema(example = 12)]
+    pub count: u64,
+    /// The same as `count`, named.
+    #[schema(example = 12)]
+    pub completed: u64,
+    /// Deliveries cancelled in the month.
+    #[schema(example = 1)]
+    pub cancelled: u64,
+}
+
+/// `GET /api/packages/summary/{ownerId}?year=&month=`.
+#[utoipa::path(
+    get,
+    path = "/api/packages/summary/{ownerId}",
+    operation_id = "getPackageSummary",
+    tag = "packages",
+    summary = "Total weight an owner had delivered in a month",
+    description = "The weight of the packages of the owner's deliveries completed in that \
+calendar month (UTC), from the delivery history; 0 when there are none. Parameter names are \
+case-insensitive.",
+    params(
+        ("ownerId" = String, Path, min_length = 1,
+            pattern = "[^\\t-\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]",
+            description = "The owner (not blank)"),
+        ("year" = i32, Query, minimum = 1, description = "Year"),
+        ("month" = u32, Query, minimum = 1, maximum = 12, description = "Month, 1 to 12")
+    ),
+    responses(
+        (status = 200, description = "The total", body = PackageSummary),
+        (status = 400, description = "A missing or invalid parameter (each listed in `errors`)",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
+    )
+)]
+async fn package_summary(
+    State(state): State<AppState>,
+    axum::extract::Path(owner_id): axum::extract::Path<String>,
+    Query(mut query): Query<HashMap<String, String>>,
+) -> Result<Json<PackageSummary>, ApiError> {
+    query.retain(|k, _| !k.eq_ignore_ascii_case("ownerId"));
+    query.insert("ownerId".into(), owner_id);
+    let q = parse(&query)?;
+    let summary = state
+        .engine
+        .month_summary(&q.owner_id, q.year, q.month)
+        .await?;
+    Ok(Json(PackageSummary {
+        total_weight: summary.total_weight,
+    }))
+}
+
+/// `GET /api/deliveries/summary?ownerId=&year=&month=`.
+#[utoipa::path(
+    get,
+    path = "/api/deliveries/summary",
+    operation_id = "getDeliverySummary",
+    tag = "deliveries",
+    summary = "How many deliveries an owner had in a month",
+    description = "The owner's deliveries completed (`count`, `completed`) and cancelled in that \
+calendar month (UTC), from the delivery history; zeros when there are none. Parameter names are \
+case-insensitive.",
+    params(
+        ("ownerId" = String, Query, min_length = 1,
+            pattern = "[^\\t-\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]",
+            description = "The owner (not blank)"),
+        ("year" = i32, Query, minimum = 1, description = "Year"),
+        ("month" = u32, Query, minimum = 1, maximum = 12, description = "Month, 1 to 12")
+    ),
+    responses(
+        (status = 200, description = "The counts", body = DeliverySummary),
+        (status = 400, description = "A missing or invalid parameter (each listed in `errors`)",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable)
+    )
+)]
+async fn delivery_summary(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<DeliverySummary>, ApiError> {
+    let q = parse(&query)?;
+    let summary = state
+        .engine
+        .month_summary(&q.owner_id, q.year, q.month)
+        .await?;
+    Ok(Json(DeliverySummary {
+        count: summary.completed,
+        completed: summary.completed,
+        cancelled: summary.cancelled,
+    }))
 }
 
 #[cfg(test)]

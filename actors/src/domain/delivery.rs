@@ -268,6 +268,10 @@ pub struct DeliveryRecord {
     /// Why the engine cancelled it (compensation), when it was not the client.
     #[serde(default)]
     pub cancel_reason: Option<CancelReason>,
+    /// The package's weight as requested, for the monthly summaries (0 in
+    /// records written before it was kept).
+    #[serde(default)]
+    pub package_weight: f64,
 }
 
 /// Why the engine (not the client) cancelled a delivery. Stored as the text
@@ -441,6 +445,9 @@ pub struct HistoryEntry {
     pub created_at: DateTime<Utc>,
     /// When it ended.
     pub finished_at: DateTime<Utc>,
+    /// Its package's weight, as requested.
+    #[serde(default)]
+    pub package_weight: f64,
 }
 
 impl HistoryEntry {
@@ -455,6 +462,7 @@ impl HistoryEntry {
             assigned_hours,
             created_at: record.created_at,
             finished_at: record.updated_at,
+            package_weight: record.package_weight,
         }
     }
 }

@@ -290,6 +290,7 @@ fn create(
             drone_id: None,
         },
         stage: DeliveryStage::Created,
+        package_weight: req.package.weight,
         package_id: req.package.package_id,
         pickup_location: req.pickup_location,
         dropoff_location: req.dropoff_location,

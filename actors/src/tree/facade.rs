@@ -13,8 +13,8 @@ use crate::domain::{
 };
 use crate::health::Dependency;
 use crate::ports::{
-    DeadLetter, DependencyDown, IdempotencyStore, NotifyMeRequest, QueueMessage, StoreError,
-    StoreResult, Utilization,
+    DeadLetter, DependencyDown, IdempotencyStore, MonthSummary, NotifyMeRequest, QueueMessage,
+    StoreError, StoreResult, Utilization,
 };
 use crate::protocol::{DeliveryError, DeliveryMsg};
 
@@ -159,6 +159,22 @@ impl Engine {
             .backends
             .history
             .utilization(owner_id, year, month)
+            .await
+    }
+
+    /// An owner's deliveries finished in a month (UTC): completed and
+    /// cancelled counts, and the weight of the completed ones' packages.
+    pub async fn month_summary(
+        &self,
+        owner_id: &str,
+        year: i32,
+        month: u32,
+    ) -> StoreResult<MonthSummary> {
+        self.need(Dependency::History)?;
+        self.ctx
+            .backends
+            .history
+            .month_summary(owner_id, year, month)
             .await
     }
 

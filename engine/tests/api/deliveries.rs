@@ -221,3 +221,86 @@ async fn unknown_ids_are_404_problems() {
     }
     app.stop().await;
 }
+
+/// The original's invoicing stubs, made real: the package weight an owner
+/// had delivered in a month and how many of its deliveries were completed
+/// and cancelled, from the delivery history; zeros for another owner or
+/// month; 400 naming each bad parameter.
+#[tokio::test]
+async fn monthly_summaries_come_from_the_delivery_history() {
+    use chrono::Datelike;
+    // Flights of a few seconds: the third delivery is cancelled before its
+    // drone delivers it.
+    let app = crate::helpers::spawn_app_on(|a| a.sim_speed = 400.0, None).await;
+    let owner = format!("summary-owner-{}", uuid::Uuid::new_v4().simple());
+    let mut completed = Vec::new();
+    for (n, weight) in [(0, 2.5), (1, 4.0)] {
+        let mut body = ri_example();
+        body["ownerId"] = json!(owner);
+        body["pickupLocation"] = json!(format!("summary pickup {n}"));
+        body["packageInfo"]["packageId"] = json!(format!("summary-package-{n}-{owner}"));
+        body["packageInfo"]["weight"] = json!(weight);
+        completed.push(app.post_delivery(&body).await);
+    }
+    for id in &completed {
+        app.wait_for_stage(id, stage::COMPLETED, Duration::from_secs(30))
+            .await;
+    }
+    // A third one cancelled: counted apart, its weight not delivered.
+    let mut body = ri_example();
+    body["ownerId"] = json!(owner);
+    body["packageInfo"]["weight"] = json!(100);
+    let cancelled = app.post_delivery(&body).await;
+    let res = app
+        .send_json(
+            Method::DELETE,
+            &format!("/api/deliveryrequests/{cancelled}"),
+            &json!({}),
+        )
+        .await;
+    assert!(res.status().is_success(), "cancel: {}", res.status());
+    app.wait_for_stage(&cancelled, stage::CANCELLED, Duration::from_secs(30))
+        .await;
+
+    let now = chrono::Utc::now();
+    let (year, month) = (now.year(), now.month());
+    let read = |path: String| {
+        let app = &app;
+        async move {
+            let res = app.get(&path).await;
+            assert_eq!(res.status(), 200, "{path}");
+            res.json::<Value>().await.expect("a JSON answer")
+        }
+    };
+    let weight = read(format!(
+        "/api/packages/summary/{owner}?year={year}&month={month}"
+    ))
+    .await;
+    assert_eq!(weight, json!({"totalWeight": 6.5}));
+    let counts = read(format!(
+        "/api/deliveries/summary?ownerId={owner}&Year={year}&MONTH={month}"
+    ))
+    .await;
+    assert_eq!(counts, json!({"count": 2, "completed": 2, "cancelled": 1}));
+    let other = read(format!(
+        "/api/deliveries/summary?ownerId=someone-else&year={year}&month={month}"
+    ))
+    .await;
+    assert_eq!(other, json!({"count": 0, "completed": 0, "cancelled": 0}));
+    let earlier = read(format!("/api/packages/summary/{owner}?year=2019&month=5")).await;
+    assert_eq!(earlier, json!({"totalWeight": 0.0}));
+
+    let res = app
+        .get(&format!("/api/packages/summary/{owner}?year=x&month=13"))
+        .await;
+    let problem = assert_problem(res, 400).await;
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|f| f["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["year", "month"], "{problem}");
+    let res = app.get("/api/deliveries/summary?year=2026").await;
+    let problem = assert_problem(res, 400).await;
+    assert!(problem.to_string().contains("ownerId"), "{problem}");
+    app.stop().await;
+}

@@ -10,12 +10,13 @@ use chrono::{DateTime, Utc};
 use dronedelivery_actors::domain::drone::nearest;
 use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::domain::{
-    DeliveryRecord, DroneRequest, DroneState, Package, PackagePatch, TrackingEvent, Upserted,
+    DeliveryRecord, DeliveryStage, DroneRequest, DroneState, Package, PackagePatch, TrackingEvent,
+    Upserted,
 };
 use dronedelivery_actors::ports::{
     Claimed, DeadLetter, DeadLetterStore, DeliveryStore, DroneStore, HistoryEntry, HistoryStore,
-    IdempotencyStore, NotifyMeRequest, NotifyMeStore, PackageStore, Saved, StoreResult,
-    Utilization,
+    IdempotencyStore, MonthSummary, NotifyMeRequest, NotifyMeStore, PackageStore, Saved,
+    StoreResult, Utilization,
 };
 
 /// Poison-tolerant lock helpers: every write is a single map operation, so a
@@ -362,6 +363,35 @@ impl HistoryStore for MemoryHistoryStore {
                 u.traveled_miles += e.distance_m / METRES_PER_MILE;
                 u.assigned_hours += e.assigned_hours;
                 u
+            }))
+    }
+
+    async fn month_summary(
+        &self,
+        owner_id: &str,
+        year: i32,
+        month: u32,
+    ) -> StoreResult<MonthSummary> {
+        use chrono::Datelike;
+        Ok(self
+            .entries
+            .read_map()
+            .values()
+            .filter(|e| {
+                e.owner_id == owner_id
+                    && e.finished_at.year() == year
+                    && e.finished_at.month() == month
+            })
+            .fold(MonthSummary::default(), |mut s, e| {
+                match e.stage {
+                    DeliveryStage::Completed => {
+                        s.completed += 1;
+                        s.total_weight += e.package_weight;
+                    }
+                    DeliveryStage::Cancelled => s.cancelled += 1,
+                    _ => {}
+                }
+                s
             }))
     }
 

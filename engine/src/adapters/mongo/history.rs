@@ -1,13 +1,16 @@
 //! The `deliveryhistory` collection: one document per finished delivery,
 //! `{_id: <delivery id>, ownerId, droneId, stage, distanceM, assignedHours,
-//! createdAt, finishedAt}`, summed per owner and month for utilisation.
+//! packageWeight, createdAt, finishedAt}`, summed per owner and month for
+//! utilisation and the invoicing summaries.
 
 use std::future::IntoFuture;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use dronedelivery_actors::domain::DeliveryStage;
-use dronedelivery_actors::ports::{HistoryEntry, HistoryStore, StoreResult, Utilization};
+use dronedelivery_actors::ports::{
+    HistoryEntry, HistoryStore, MonthSummary, StoreResult, Utilization,
+};
 use futures::TryStreamExt;
 use mongodb::bson::serde_helpers::chrono_datetime_as_bson_datetime;
 use mongodb::bson::{self, doc, Document};
@@ -29,6 +32,8 @@ struct HistoryDoc {
     stage: DeliveryStage,
     distance_m: f64,
     assigned_hours: f64,
+    #[serde(default)]
+    package_weight: f64,
     #[serde(with = "chrono_datetime_as_bson_datetime")]
     created_at: DateTime<Utc>,
     #[serde(with = "chrono_datetime_as_bson_datetime")]
@@ -44,6 +49,7 @@ impl From<&HistoryEntry> for HistoryDoc {
             stage: e.stage,
             distance_m: e.distance_m,
             assigned_hours: e.assigned_hours,
+            package_weight: e.package_weight,
             created_at: e.created_at,
             finished_at: e.finished_at,
         }
@@ -132,6 +138,54 @@ impl HistoryStore for MongoHistoryStore {
             traveled_miles: number(&d, "distance") / METRES_PER_MILE,
             assigned_hours: number(&d, "hours"),
         }))
+    }
+
+    async fn month_summary(
+        &self,
+        owner_id: &str,
+        year: i32,
+        month: u32,
+    ) -> StoreResult<MonthSummary> {
+        let Some((start, end)) = month_range(year, month) else {
+            return Ok(MonthSummary::default());
+        };
+        let pipeline = [
+            doc! { "$match": {
+                "ownerId": owner_id,
+                "finishedAt": { "$gte": start, "$lt": end },
+            } },
+            doc! { "$group": {
+                "_id": "$stage",
+                "count": { "$sum": 1 },
+                "weight": { "$sum": "$packageWeight" },
+            } },
+        ];
+        let mut cursor = self
+            .entries
+            .aggregate(pipeline)
+            .await
+            .map_err(|e| store_error("deliveryhistory.summary", e))?;
+        let mut summary = MonthSummary::default();
+        while let Some(group) = cursor
+            .try_next()
+            .await
+            .map_err(|e| store_error("deliveryhistory.summary", e))?
+        {
+            // The stage is stored as its code (see `DeliveryStage`).
+            let stage = group.get("_id").cloned();
+            let stage: Option<DeliveryStage> = stage.and_then(|s| bson::from_bson(s).ok());
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let count = number(&group, "count").max(0.0) as u64;
+            match stage {
+                Some(DeliveryStage::Completed) => {
+                    summary.completed += count;
+                    summary.total_weight += number(&group, "weight");
+                }
+                Some(DeliveryStage::Cancelled) => summary.cancelled += count,
+                _ => {}
+            }
+        }
+        Ok(summary)
     }
 
     async fn ping(&self) -> StoreResult<()> {
