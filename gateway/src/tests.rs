@@ -286,7 +286,8 @@ fn schemas_keep_the_serde_names() {
             "lastKnownLocation",
             "pickupETA",
             "deliveryETA",
-            "droneId"
+            "droneId",
+            "deadline"
         ]
         .map(str::to_owned)
         .into()

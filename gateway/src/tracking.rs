@@ -406,6 +406,7 @@ mod tests {
             pickup_eta: None,
             delivery_eta: None,
             drone_id: Some("d1".into()),
+            deadline: None,
         }
     }
 

@@ -505,4 +505,10 @@ pub struct DeliveryStatus {
     pub delivery_eta: Option<DateTime<Utc>>,
     /// Assigned drone.
     pub drone_id: Option<String>,
+    /// The deadline, when the request's `deadline` names a time (ISO-8601
+    /// or epoch milliseconds); `null` for free text or none. Waiting
+    /// deliveries with earlier deadlines get drones first.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub deadline: Option<DateTime<Utc>>,
 }

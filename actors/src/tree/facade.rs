@@ -108,6 +108,7 @@ impl Engine {
             pickup_eta: record.pickup_eta,
             delivery_eta: record.delivery_eta,
             drone_id: record.delivery.drone_id.clone(),
+            deadline: crate::domain::request::parse_time(&record.delivery.deadline),
         }))
     }
 

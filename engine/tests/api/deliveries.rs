@@ -97,6 +97,8 @@ async fn reads_follow_the_original_shapes_and_prefixes() {
         status["pickupETA"].is_string() && status["deliveryETA"].is_string(),
         "{status}"
     );
+    // The example's deadline is empty: no time, so null.
+    assert_eq!(status["deadline"], Value::Null, "{status}");
     assert_eq!(
         status["lastKnownLocation"]["latitude"], delivery["dropoff"]["latitude"],
         "a completed delivery was last seen at its dropoff"
@@ -240,12 +242,16 @@ async fn monthly_summaries_come_from_the_delivery_history() {
         body["pickupLocation"] = json!(format!("summary pickup {n}"));
         body["packageInfo"]["packageId"] = json!(format!("summary-package-{n}-{owner}"));
         body["packageInfo"]["weight"] = json!(weight);
+        // A deadline that names a time is returned parsed; free text is not.
+        body["deadline"] = json!(["2030-01-02T03:04:05Z", "LineOfDeadlyZombiatedPeople"][n]);
         completed.push(app.post_delivery(&body).await);
     }
     for id in &completed {
         app.wait_for_stage(id, stage::COMPLETED, Duration::from_secs(30))
             .await;
     }
+    let deadlines: Vec<Value> = deadlines_of(&app, &completed).await;
+    assert_eq!(deadlines, [json!("2030-01-02T03:04:05Z"), Value::Null]);
     // A third one cancelled: counted apart, its weight not delivered.
     let mut body = ri_example();
     body["ownerId"] = json!(owner);
@@ -303,4 +309,14 @@ async fn monthly_summaries_come_from_the_delivery_history() {
     let problem = assert_problem(res, 400).await;
     assert!(problem.to_string().contains("ownerId"), "{problem}");
     app.stop().await;
+}
+
+/// The `deadline` of each delivery's status.
+async fn deadlines_of(app: &crate::helpers::TestApp, ids: &[String]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for id in ids {
+        let status = app.status(id).await.expect("a status");
+        out.push(status["deadline"].clone());
+    }
+    out
 }
