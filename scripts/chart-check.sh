@@ -249,6 +249,7 @@ RENDERINGS=(
   "all-ingress+servicemonitor|--set mode=all,ingress.enabled=true,serviceMonitor.enabled=true"
   "split-keda-redis-streams|--set ${KEDA_REDIS}"
   "split-keda-redis-streams-pending-tls|--set ${KEDA_REDIS},worker.keda.redisStreams.metric=pendingEntriesCount,worker.keda.redisStreams.enableTLS=true,secrets.keys.redisPassword="
+  "split-redis-private-ca|--set config.redis.tlsCa.secretName=redis-ca,config.redis.tlsCa.key=ca.pem"
   "all-keda-redis-streams|--set mode=all,${KEDA_REDIS}"
   "split-keda-servicebus|--set ${SERVICEBUS},worker.autoscaling.enabled=false,worker.keda.enabled=true"
   "split-keda-servicebus-manage-key|--set ${SERVICEBUS},worker.autoscaling.enabled=false,worker.keda.enabled=true,worker.keda.servicebus.connectionStringKey=servicebus-manage-connection-string"
@@ -332,6 +333,16 @@ for w in workloads:
         ref = e.get("valueFrom", {}).get("secretKeyRef")
         if ref:
             pod_secret_names.add(ref["name"]); pod_secret_keys.add(ref["key"])
+    # A private Redis CA: the file DD_REDIS_TLS_CA_FILE names is the mounted key.
+    ca_file = env.get("DD_REDIS_TLS_CA_FILE", {}).get("value")
+    if ca_file:
+        mounts = {m.get("name"): m for m in c.get("volumeMounts", [])}
+        vols = {v.get("name"): v for v in spec.get("volumes", [])}
+        mount, vol = mounts.get("redis-ca", {}), vols.get("redis-ca", {}).get("secret", {})
+        item = (vol.get("items") or [{}])[0]
+        check(mount.get("readOnly") is True, f"{n}: the Redis CA is not mounted read-only")
+        check(ca_file == f"{mount.get('mountPath')}/{item.get('path')}", f"{n}: DD_REDIS_TLS_CA_FILE {ca_file} is not the mounted key")
+        check(vol.get("secretName") == "redis-ca" and item.get("key") == "ca.pem", f"{n}: Redis CA volume {vol}")
     # hardening
     psc, csc = spec.get("securityContext", {}), c.get("securityContext", {})
     check(psc.get("runAsNonRoot") is True and csc.get("runAsNonRoot") is True, f"{n}: runAsNonRoot")

@@ -109,6 +109,11 @@ spec:
         - name: DD_CONSUMER_GROUP
           value: {{ $v.config.redis.consumerGroup | quote }}
         {{- end }}
+        {{- $redisCa := ($v.config.redis.tlsCa | default dict) }}
+        {{- if $redisCa.secretName }}
+        - name: DD_REDIS_TLS_CA_FILE
+          value: {{ printf "/etc/dronedelivery/redis-ca/%s" $redisCa.key | quote }}
+        {{- end }}
         {{- with $v.config.servicebus }}
         {{- if .namespace }}
         - name: DD_SERVICEBUS_NAMESPACE
@@ -167,11 +172,16 @@ spec:
         {{- toYaml $b.resources | nindent 8 }}
       securityContext:
         {{- toYaml $v.securityContext | nindent 8 }}
-      {{- if or $v.tmpVolume.enabled $v.secrets.keyVault.enabled }}
+      {{- if or $v.tmpVolume.enabled $v.secrets.keyVault.enabled $redisCa.secretName }}
       volumeMounts:
         {{- if $v.tmpVolume.enabled }}
         - name: tmp
           mountPath: /tmp
+        {{- end }}
+        {{- if $redisCa.secretName }}
+        - name: redis-ca
+          mountPath: /etc/dronedelivery/redis-ca
+          readOnly: true
         {{- end }}
         {{- if $v.secrets.keyVault.enabled }}
         # The CSI volume must be mounted for the driver to sync the Secret.
@@ -180,12 +190,20 @@ spec:
           readOnly: true
         {{- end }}
       {{- end }}
-  {{- if or $v.tmpVolume.enabled $v.secrets.keyVault.enabled }}
+  {{- if or $v.tmpVolume.enabled $v.secrets.keyVault.enabled $redisCa.secretName }}
   volumes:
     {{- if $v.tmpVolume.enabled }}
     - name: tmp
       emptyDir:
         sizeLimit: {{ $v.tmpVolume.sizeLimit }}
+    {{- end }}
+    {{- if $redisCa.secretName }}
+    - name: redis-ca
+      secret:
+        secretName: {{ $redisCa.secretName | quote }}
+        items:
+          - key: {{ $redisCa.key | quote }}
+            path: {{ $redisCa.key | quote }}
     {{- end }}
     {{- if $v.secrets.keyVault.enabled }}
     - name: secrets-store
