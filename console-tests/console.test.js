@@ -291,8 +291,11 @@ describe("web console", { timeout: 300_000 }, () => {
     const stages = await page.$$eval("#timeline li", (items) => items.map((li) => `${li.dataset.stage}:${li.dataset.state}`));
     assert.deepEqual(stages, ["Created:done", "HeadedToPickup:done", "HeadedToDropoff:done", "Completed:done"]);
     assert.match(await page.textContent("#delivery-eta"), /^delivered at /);
+    // The example's deadline is empty: none.
+    assert.equal(await page.textContent("#deadline"), "none");
     const status = await apiJson(`/api/deliveries/${deliveryId}/status`);
     assert.equal(status.body.stageName, "Completed");
+    assert.equal(status.body.deadline, null);
     await shot("03-track-completed");
   });
 

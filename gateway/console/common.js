@@ -89,6 +89,14 @@ export function clock(iso) {
   return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
 
+/** A date and time in the reader's locale (`5 Dec 2026, 14:05`). */
+export function dateTime(iso) {
+  if (!iso) return "—";
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return "—";
+  return date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+}
+
 /** `1 h 02 min`, `3 min 05 s`, `42 s`. */
 export function duration(ms) {
   const total = Math.max(0, Math.round(ms / 1000));

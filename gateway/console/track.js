@@ -3,7 +3,7 @@
 // stream `/api/deliveries/{id}/events`: `stage` events build the timeline,
 // `position` events move the drone and update the ETAs.
 
-import { api, clock, coords, countdown, el, isTerminal, label, problemText, setText, STAGE_NAMES, STAGE_PATH } from "./common.js";
+import { api, clock, coords, countdown, dateTime, el, isTerminal, label, problemText, setText, STAGE_NAMES, STAGE_PATH } from "./common.js";
 import { Plan } from "./plan.js";
 
 const id = decodeURIComponent(location.pathname.replace(/^\/console\/track\//, ""));
@@ -27,6 +27,8 @@ const state = {
   position: null,
   pickupEta: null,
   deliveryEta: null,
+  /** The deadline when the request's names a time (from the status). */
+  deadline: null,
   trail: [],
   stream: null,
   finished: false,
@@ -171,8 +173,16 @@ function renderFacts() {
   else if (stage === "Cancelled") delivery = "cancelled";
   else delivery = state.deliveryEta ? countdown(state.deliveryEta) : "once a drone is assigned";
   setText($("delivery-eta"), delivery);
+  setText($("deadline"), deadlineText());
   setText($("drone-id"), state.droneId ?? "not assigned yet");
   setText($("drone-position"), state.position ? coords(state.position) : "—");
+}
+
+/** The deadline as a time, or as the client wrote it when it names none. */
+function deadlineText() {
+  if (state.deadline) return dateTime(state.deadline);
+  const given = state.delivery?.deadline;
+  return given ? `“${given}” (not a time)` : "none";
 }
 
 function live(what, text) {
@@ -188,6 +198,7 @@ function applyStatus(s) {
   state.droneId = s.droneId ?? state.droneId;
   state.pickupEta = s.pickupETA ?? state.pickupEta;
   state.deliveryEta = s.deliveryETA ?? state.deliveryEta;
+  if ("deadline" in s) state.deadline = s.deadline;
   if (s.lastKnownLocation) move(s.lastKnownLocation);
 }
 
