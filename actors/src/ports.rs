@@ -485,6 +485,22 @@ pub struct MonthSummary {
     pub total_weight: f64,
 }
 
+impl MonthSummary {
+    /// Counts `count` deliveries that ended in `stage` with packages
+    /// weighing `weight` in all: completed ones count with their weight,
+    /// cancelled ones without; other stages are not finished.
+    pub fn add(&mut self, stage: crate::domain::DeliveryStage, count: u64, weight: f64) {
+        match stage {
+            crate::domain::DeliveryStage::Completed => {
+                self.completed += count;
+                self.total_weight += weight;
+            }
+            crate::domain::DeliveryStage::Cancelled => self.cancelled += count,
+            _ => {}
+        }
+    }
+}
+
 /// Finished deliveries.
 #[async_trait]
 pub trait HistoryStore: Send + Sync + 'static {

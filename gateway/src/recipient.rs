@@ -189,7 +189,8 @@ fn parse_notify_me(body: &Value) -> Result<NotifyMe, ValidationError> {
             f.fail("emailAddress", "must be an e-mail address (name@domain)");
         }
     }
-    if sms.as_ref().is_some_and(|s| s.len() > MAX_SMS) {
+    // Characters, as the schema's maxLength counts them, not UTF-8 bytes.
+    if sms.as_ref().is_some_and(|s| s.chars().count() > MAX_SMS) {
         f.fail("sms", format!("must be at most {MAX_SMS} characters"));
     }
     if email_address.is_none() && sms.is_none() && f.errors.is_empty() {
@@ -522,6 +523,12 @@ mod tests {
             })
         );
         assert!(parse_notify_me(&json!({"sms": "+1 555 0100"})).is_ok());
+        // 64 characters of several UTF-8 bytes each are within the limit.
+        assert!(parse_notify_me(&json!({"sms": "पन्ह".repeat(16)})).is_ok());
+        assert_eq!(
+            fields(parse_notify_me(&json!({"sms": "é".repeat(65)}))),
+            ["sms"]
+        );
         assert_eq!(fields(parse_notify_me(&json!({}))), ["emailAddress"]);
         assert_eq!(
             fields(parse_notify_me(&json!({"emailAddress": null, "sms": ""}))),

@@ -10,8 +10,7 @@ use chrono::{DateTime, Utc};
 use dronedelivery_actors::domain::drone::nearest;
 use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::domain::{
-    DeliveryRecord, DeliveryStage, DroneRequest, DroneState, Package, PackagePatch, TrackingEvent,
-    Upserted,
+    DeliveryRecord, DroneRequest, DroneState, Package, PackagePatch, TrackingEvent, Upserted,
 };
 use dronedelivery_actors::ports::{
     Claimed, DeadLetter, DeadLetterStore, DeliveryStore, DroneStore, HistoryEntry, HistoryStore,
@@ -335,6 +334,23 @@ pub struct MemoryHistoryStore {
     entries: RwLock<HashMap<String, HistoryEntry>>,
 }
 
+impl MemoryHistoryStore {
+    /// The owner's entries of deliveries that ended in that month (UTC).
+    fn of_month(&self, owner_id: &str, year: i32, month: u32) -> Vec<HistoryEntry> {
+        use chrono::Datelike;
+        self.entries
+            .read_map()
+            .values()
+            .filter(|e| {
+                e.owner_id == owner_id
+                    && e.finished_at.year() == year
+                    && e.finished_at.month() == month
+            })
+            .cloned()
+            .collect()
+    }
+}
+
 #[async_trait]
 impl HistoryStore for MemoryHistoryStore {
     fn backend(&self) -> &'static str {
@@ -349,16 +365,9 @@ impl HistoryStore for MemoryHistoryStore {
     }
 
     async fn utilization(&self, owner_id: &str, year: i32, month: u32) -> StoreResult<Utilization> {
-        use chrono::Datelike;
         Ok(self
-            .entries
-            .read_map()
-            .values()
-            .filter(|e| {
-                e.owner_id == owner_id
-                    && e.finished_at.year() == year
-                    && e.finished_at.month() == month
-            })
+            .of_month(owner_id, year, month)
+            .iter()
             .fold(Utilization::default(), |mut u, e| {
                 u.traveled_miles += e.distance_m / METRES_PER_MILE;
                 u.assigned_hours += e.assigned_hours;
@@ -372,25 +381,11 @@ impl HistoryStore for MemoryHistoryStore {
         year: i32,
         month: u32,
     ) -> StoreResult<MonthSummary> {
-        use chrono::Datelike;
         Ok(self
-            .entries
-            .read_map()
-            .values()
-            .filter(|e| {
-                e.owner_id == owner_id
-                    && e.finished_at.year() == year
-                    && e.finished_at.month() == month
-            })
+            .of_month(owner_id, year, month)
+            .iter()
             .fold(MonthSummary::default(), |mut s, e| {
-                match e.stage {
-                    DeliveryStage::Completed => {
-                        s.completed += 1;
-                        s.total_weight += e.package_weight;
-                    }
-                    DeliveryStage::Cancelled => s.cancelled += 1,
-                    _ => {}
-                }
+                s.add(e.stage, 1, e.package_weight);
                 s
             }))
     }

@@ -176,13 +176,8 @@ impl HistoryStore for MongoHistoryStore {
             let stage: Option<DeliveryStage> = stage.and_then(|s| bson::from_bson(s).ok());
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let count = number(&group, "count").max(0.0) as u64;
-            match stage {
-                Some(DeliveryStage::Completed) => {
-                    summary.completed += count;
-                    summary.total_weight += number(&group, "weight");
-                }
-                Some(DeliveryStage::Cancelled) => summary.cancelled += count,
-                _ => {}
+            if let Some(stage) = stage {
+                summary.add(stage, count, number(&group, "weight"));
             }
         }
         Ok(summary)

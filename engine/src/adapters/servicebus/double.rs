@@ -1364,28 +1364,33 @@ async fn send_to_subqueue(
 }
 
 async fn peek_lock_subqueue(
-    State(shared): SharedState,
-    Path((queue, subqueue)): Path<(String, String)>,
-    Query(query): Query<TimeoutQuery>,
+    shared: SharedState,
+    path: Path<(String, String)>,
+    query: Query<TimeoutQuery>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(denied) = unauthorized(&shared, &headers, &uri, Right::Listen) {
-        return denied;
-    }
-    let Some(entity) = subqueue_entity(&queue, &subqueue) else {
-        return no_such_subqueue(&queue, &subqueue);
-    };
-    let timeout = query.timeout.unwrap_or(DEFAULT_LONG_POLL);
-    take_next(&shared, &entity, &host_of(&headers), timeout, Take::Lock).await
+    take_from_subqueue(shared, path, query, uri, headers, Take::Lock).await
 }
 
 async fn receive_and_delete_subqueue(
+    shared: SharedState,
+    path: Path<(String, String)>,
+    query: Query<TimeoutQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    take_from_subqueue(shared, path, query, uri, headers, Take::Delete).await
+}
+
+/// A receive on the dead-letter subqueue (Listen, like any receive).
+async fn take_from_subqueue(
     State(shared): SharedState,
     Path((queue, subqueue)): Path<(String, String)>,
     Query(query): Query<TimeoutQuery>,
     uri: Uri,
     headers: HeaderMap,
+    take: Take,
 ) -> Response {
     if let Some(denied) = unauthorized(&shared, &headers, &uri, Right::Listen) {
         return denied;
@@ -1394,7 +1399,7 @@ async fn receive_and_delete_subqueue(
         return no_such_subqueue(&queue, &subqueue);
     };
     let timeout = query.timeout.unwrap_or(DEFAULT_LONG_POLL);
-    take_next(&shared, &entity, &host_of(&headers), timeout, Take::Delete).await
+    take_next(&shared, &entity, &host_of(&headers), timeout, take).await
 }
 
 fn settle_subqueue(
