@@ -89,6 +89,16 @@ fn month_range(year: i32, month: u32) -> Option<(bson::DateTime, bson::DateTime)
     Some((at_midnight(start)?, at_midnight(end)?))
 }
 
+/// The `$match` stage of an owner's deliveries that ended in a month (on
+/// the `{ownerId, finishedAt}` index), or `None` for an invalid month.
+fn month_match(owner_id: &str, year: i32, month: u32) -> Option<Document> {
+    let (start, end) = month_range(year, month)?;
+    Some(doc! { "$match": {
+        "ownerId": owner_id,
+        "finishedAt": { "$gte": start, "$lt": end },
+    } })
+}
+
 #[async_trait]
 impl HistoryStore for MongoHistoryStore {
     fn backend(&self) -> &'static str {
@@ -111,14 +121,11 @@ impl HistoryStore for MongoHistoryStore {
     }
 
     async fn utilization(&self, owner_id: &str, year: i32, month: u32) -> StoreResult<Utilization> {
-        let Some((start, end)) = month_range(year, month) else {
+        let Some(matching) = month_match(owner_id, year, month) else {
             return Ok(Utilization::default());
         };
         let pipeline = [
-            doc! { "$match": {
-                "ownerId": owner_id,
-                "finishedAt": { "$gte": start, "$lt": end },
-            } },
+            matching,
             doc! { "$group": {
                 "_id": null,
                 "distance": { "$sum": "$distanceM" },
@@ -146,14 +153,11 @@ impl HistoryStore for MongoHistoryStore {
         year: i32,
         month: u32,
     ) -> StoreResult<MonthSummary> {
-        let Some((start, end)) = month_range(year, month) else {
+        let Some(matching) = month_match(owner_id, year, month) else {
             return Ok(MonthSummary::default());
         };
         let pipeline = [
-            doc! { "$match": {
-                "ownerId": owner_id,
-                "finishedAt": { "$gte": start, "$lt": end },
-            } },
+            matching,
             doc! { "$group": {
                 "_id": "$stage",
                 "count": { "$sum": 1 },

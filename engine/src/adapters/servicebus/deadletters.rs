@@ -113,18 +113,13 @@ impl Inner {
                     .into(),
             ));
         };
-        let lock_url = match (header(&headers, "Location"), &props.lock_token) {
-            (Some(location), _) if !location.is_empty() => location.to_owned(),
-            (_, Some(token)) => format!(
-                "{}/{name}/{SUBQUEUE}/messages/{sequence_number}/{token}",
-                self.base
-            ),
-            _ => {
-                return Err(StoreError::Corrupt(
+        let lock_url = self
+            .lock_url_of(&headers, &props, &format!("{name}/{SUBQUEUE}"))
+            .ok_or_else(|| {
+                StoreError::Corrupt(
                     "a dead-lettered message came without Location nor LockToken".into(),
-                ))
-            }
-        };
+                )
+            })?;
         let message = super::message_of(&headers, &props, body, sequence_number.to_string());
         let seen = message.enqueued_at;
         let reason = header(&headers, "DeadLetterReason")

@@ -564,23 +564,15 @@ impl Inner {
         }
         let Ok(headers) = response.custom_properties::<Headers>();
         let props = deadletters::broker_properties(&headers);
-        let location = header(&headers, "Location").unwrap_or_default().to_owned();
-        let lock_url = if location.is_empty() {
-            match (&props.sequence_number, &props.lock_token) {
-                (Some(seq), Some(token)) => {
-                    format!("{}/{}/messages/{seq}/{token}", self.base, entity.name)
-                }
-                _ => {
-                    return Err(StoreError::Corrupt(
-                        "a peek-locked message came without Location nor LockToken; \
-                         it returns when its lock expires"
-                            .into(),
-                    ))
-                }
-            }
-        } else {
-            location
-        };
+        let lock_url = self
+            .lock_url_of(&headers, &props, &entity.name)
+            .ok_or_else(|| {
+                StoreError::Corrupt(
+                    "a peek-locked message came without Location nor LockToken; \
+                     it returns when its lock expires"
+                        .into(),
+                )
+            })?;
         let fallback_id = props
             .sequence_number
             .map_or_else(|| lock_url.clone(), |s| s.to_string());
@@ -609,6 +601,27 @@ impl Inner {
 }
 
 impl Inner {
+    /// The lock URL of a peek-lock answer on `entity_path` (a queue, or its
+    /// dead-letter subqueue): its `Location`, else rebuilt from
+    /// `SequenceNumber` and `LockToken`; `None` when it has neither.
+    fn lock_url_of(
+        &self,
+        headers: &Headers,
+        props: &ReceivedProperties,
+        entity_path: &str,
+    ) -> Option<String> {
+        if let Some(location) = header(headers, "Location").filter(|l| !l.is_empty()) {
+            return Some(location.to_owned());
+        }
+        match (props.sequence_number, &props.lock_token) {
+            (Some(seq), Some(token)) => Some(format!(
+                "{}/{entity_path}/messages/{seq}/{token}",
+                self.base
+            )),
+            _ => None,
+        }
+    }
+
     /// Notes the outcome of a request for [`Inner::ping`], and passes it on.
     fn outcome<T>(&self, result: StoreResult<T>) -> StoreResult<T> {
         self.note(match &result {
