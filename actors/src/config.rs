@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::domain::ServiceArea;
+use crate::domain::{FleetSpec, ServiceArea};
 
 /// How the drone simulation runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +97,9 @@ pub struct TreeConfig {
     pub fleet_size: usize,
     /// Depots the fleet is spread over.
     pub depots: usize,
+    /// The seeded drones' payload classes, weight limits and batteries;
+    /// also what the gateway checks a package against.
+    pub drones: FleetSpec,
     /// Drone simulation.
     pub sim: SimSettings,
     /// Workers in the competing-consumer pool.
@@ -172,6 +175,7 @@ impl Default for TreeConfig {
             fleet_id: String::new(),
             fleet_size: 100,
             depots: 4,
+            drones: FleetSpec::default(),
             sim: SimSettings::default(),
             consumers: 16,
             prefetch: 256,

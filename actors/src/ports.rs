@@ -325,6 +325,10 @@ pub enum Claimed {
     Drone(Box<DroneState>),
     /// No drone is free.
     NoneFree,
+    /// Drones are free, but none can take this job now: the package does
+    /// not fit them, or their batteries do not hold the flight (see
+    /// [`crate::domain::limits`]). Another job may still find one.
+    NoneFits,
     /// The delivery's drone of an older request (a reschedule) is still
     /// serving it: the claim waits until that drone is released.
     Busy(String),
@@ -353,7 +357,8 @@ pub trait DroneStore: Send + Sync + 'static {
     /// added. A stored free drone missing from the pool (stored by an
     /// earlier version) is put back in it.
     async fn seed(&self, drones: &[DroneState]) -> StoreResult<usize>;
-    /// Claims a drone for `job` (see [`Claimed`]), atomically, if `fence`
+    /// Claims the nearest free drone that can take `job` at `now` (see
+    /// [`crate::domain::limits::choose`] and [`Claimed`]), atomically, if `fence`
     /// (the delivery's partition) is current; the claimed drone is stored
     /// with the job (`HeadedToPickup`, a new claim number) as of `now`.
     async fn claim(

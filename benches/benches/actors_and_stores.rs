@@ -135,6 +135,7 @@ fn record(id: String) -> DeliveryRecord {
         confirmation: None,
         cancel_reason: None,
         package_weight: 0.0,
+        package_size: None,
     }
 }
 

@@ -18,7 +18,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use dronedelivery_actors::domain::ServiceArea;
+use dronedelivery_actors::domain::{FleetMix, FleetSpec, PayloadLimits, ServiceArea};
 use dronedelivery_actors::{OwnershipSettings, Role, SimSettings, TreeConfig};
 use dronedelivery_gateway::ratelimit::RateLimitSettings;
 
@@ -245,6 +245,27 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_SERVICE_AREA", default_value_t = ServiceArea::default())]
     pub service_area: ServiceArea,
 
+    /// Payload classes of the seeded drones, in parts: `small=70,medium=25,large=5`.
+    /// Every class with a share gets at least one drone, largest first. A
+    /// package no class of the mix can carry is refused with 400.
+    #[arg(long, env = "DD_FLEET_MIX", default_value_t = FleetMix::default())]
+    pub fleet_mix: FleetMix,
+
+    /// Weight each payload class carries at most (kg): `small=20,medium=100,large=500`;
+    /// `inf` for no limit. A class not named keeps its default.
+    #[arg(long, env = "DD_PAYLOAD_LIMITS_KG", default_value_t = PayloadLimits::default())]
+    pub payload_limits_kg: PayloadLimits,
+
+    /// Range of a drone on a full battery, in km. A drone takes a job only if
+    /// it can fly to the pickup, the dropoff and home on what it has; a job
+    /// beyond every drone's range is cancelled (compensated). 0: unlimited.
+    #[arg(long, env = "DD_DRONE_RANGE_KM", default_value_t = 100.0, value_parser = non_negative_f64)]
+    pub drone_range_km: f64,
+
+    /// Range a drone parked at its depot regains per hour of simulated time, in km.
+    #[arg(long, env = "DD_DRONE_RECHARGE_KM_PER_HOUR", default_value_t = 50.0, value_parser = positive_f64)]
+    pub drone_recharge_km_per_hour: f64,
+
     /// Drone cruise speed in metres per second (simulated time).
     #[arg(long, env = "DD_DRONE_SPEED", default_value_t = 15.0, value_parser = positive_f64)]
     pub drone_speed: f64,
@@ -396,6 +417,13 @@ pub struct ServeArgs {
     pub fleet_id: String,
 }
 
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a number >= 0")),
+    }
+}
+
 fn positive_f64(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
@@ -442,6 +470,12 @@ impl ServeArgs {
             fleet_id: self.fleet_id.clone(),
             fleet_size: self.fleet_size as usize,
             depots: self.depots as usize,
+            drones: FleetSpec {
+                mix: self.fleet_mix,
+                limits: self.payload_limits_kg,
+                range_m: (self.drone_range_km > 0.0).then_some(self.drone_range_km * 1000.0),
+                recharge_mps: self.drone_recharge_km_per_hour * 1000.0 / 3600.0,
+            },
             sim: SimSettings {
                 speed_factor: self.sim_speed,
                 drone_speed_mps: self.drone_speed,

@@ -17,7 +17,7 @@ use chrono::Utc;
 use dronedelivery_actors::domain::ownership::{partition_of, Fence, LeaseAnswer, LeaseOp};
 use dronedelivery_actors::domain::{
     ConfirmationRequired, Delivery, DeliveryRecord, DeliveryStage, DroneRequest, DroneState,
-    Location, TrackingEvent, UserAccount,
+    Location, PackageSize, TrackingEvent, UserAccount,
 };
 use dronedelivery_actors::ports::{
     Claimed, DeliveryStore, DroneStore, IdempotencyStore, OwnershipStore, Saved,
@@ -82,6 +82,7 @@ fn record(id: &str) -> DeliveryRecord {
         confirmation: None,
         cancel_reason: None,
         package_weight: 0.0,
+        package_size: None,
     }
 }
 
@@ -363,6 +364,8 @@ async fn a_drone_is_claimed_and_flown_only_under_its_delivery_s_current_lease() 
         dropoff: Location::new(47.62, -122.3),
         expedited: false,
         deadline: None,
+        package_size: PackageSize::Small,
+        package_weight: 1.0,
     };
     let partition = partition_of(&job.delivery_id, 16);
     let LeaseAnswer::Held(old) = leases

@@ -13,7 +13,9 @@ use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dronedelivery_actors::domain::{DeliveryRequest, PackageInfo, PackageSize, RescheduleRequest};
+use dronedelivery_actors::domain::{
+    DeliveryRequest, PackageInfo, PackageSize, RescheduleRequest, ValidationError,
+};
 use dronedelivery_actors::metrics::DELIVERIES_ACCEPTED_TOTAL;
 use dronedelivery_actors::ports::{Operation, QueueMessage};
 use serde_json::Value;
@@ -71,7 +73,7 @@ with the same key and request gets the first answer again (`Idempotent-Replayed:
                 ("Location" = String, description = "`/api/deliveries/{deliveryId}`, where the delivery appears once created"),
                 ("Idempotent-Replayed" = bool, description = "`true` on an answer replayed for a repeated `Idempotency-Key`")
             )),
-        (status = 400, description = "Invalid request (every invalid field listed in `errors`), malformed JSON, or an invalid `Idempotency-Key`",
+        (status = 400, description = "Invalid request (every invalid field listed in `errors`), a package no drone of the fleet can carry (`packageInfo.size` or `packageInfo.weight`, naming the limit), malformed JSON, or an invalid `Idempotency-Key`",
             body = Problem, content_type = "application/problem+json"),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
@@ -91,6 +93,13 @@ async fn create(
     integral_float_as_integer(&mut body, "pickupTime");
     let mut request = DeliveryRequest::from_external(&body, String::new())?;
     check_pickup_time(request.pickup_time)?;
+    // A package no drone of the fleet can ever carry is refused now, not
+    // left waiting for a drone that does not exist.
+    state
+        .engine
+        .fleet_spec()
+        .check_payload(request.package.size, request.package.weight)
+        .map_err(ValidationError::from)?;
     let Some(key) = key else {
         request.delivery_id = uuid::Uuid::new_v4().to_string();
         queue_delivery(&state, &request, &headers).await?;

@@ -7,21 +7,19 @@
 //! shares the store. A drone's stored position is written on every
 //! simulation tick, so polling this route shows the fleet moving.
 //!
-//! ## Battery
-//! The engine does not simulate batteries. `batteryPercent` is an estimate
-//! derived from the distance flown, so that operators see which drones have
-//! been flying longest: a drone parked at its depot (`Available`) is full
-//! (it charges there), and on a job it loses charge linearly with the metres
-//! flown since it accepted that job (`flownM` minus the odometer at the
-//! job's start), against a nominal range of [`NOMINAL_RANGE_M`]. A drone
-//! that takes a new job while flying home starts that job's count afresh,
-//! so the figure is an indication, not a state of charge.
+//! ## Battery and payload
+//! `batteryPercent` is the simulated battery (see
+//! [`dronedelivery_actors::domain::limits`]): drained by the metres flown,
+//! recharged while parked at the depot, as of the moment of the read.
+//! A drone stored without a battery (an unlimited range: `--drone-range-km
+//! 0`, or seeded by an earlier version) shows 100 and no `rangeLeftM`.
+//! `payload` is what the drone carries (class and weight limit).
 
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use dronedelivery_actors::cluster::FleetSummary;
-use dronedelivery_actors::domain::{DroneState, DroneStatus, Location, ServiceArea};
+use dronedelivery_actors::domain::{DroneState, DroneStatus, Location, Payload, ServiceArea};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -29,11 +27,6 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, InternalError, ServiceUnavailable};
 use crate::state::AppState;
-
-/// Distance a drone flies on a full battery in the battery estimate, in
-/// metres (a small delivery drone; longer than any job in the default
-/// service area).
-pub const NOMINAL_RANGE_M: f64 = 60_000.0;
 
 /// Routes of the drone list and the cluster's fleet figures, with their
 /// documentation.
@@ -87,10 +80,15 @@ pub struct DroneView {
     pub delivery_id: Option<String>,
     /// Metres flown since the drone was seeded.
     pub flown_m: f64,
-    /// Estimated charge, 0 to 100 (see the battery model in the route's
-    /// description).
+    /// Charge, 0 to 100, of the simulated battery (100: unlimited range).
     #[schema(minimum = 0, maximum = 100)]
     pub battery_percent: u8,
+    /// Range left on the battery, metres; `null` for an unlimited range.
+    #[schema(required = true)]
+    pub range_left_m: Option<f64>,
+    /// What it carries: payload class and weight limit (`null`: anything).
+    #[schema(required = true)]
+    pub payload: Option<Payload>,
     /// When its state last changed.
     pub updated_at: DateTime<Utc>,
 }
@@ -105,19 +103,15 @@ pub struct DroneList {
     pub drones: Vec<DroneView>,
 }
 
-/// The battery estimate of the [module docs](self), in whole percent.
-pub fn battery_percent(drone: &DroneState) -> u8 {
-    if drone.status == DroneStatus::Available {
-        return 100;
-    }
-    let used = (drone.flown_m - drone.job_start_m).max(0.0);
-    let percent = (100.0 * (1.0 - used / NOMINAL_RANGE_M)).clamp(0.0, 100.0);
-    // In 0..=100 after the clamp.
-    percent.round() as u8
+/// The simulated battery's charge at `now`, in whole percent (100 for a
+/// drone without a battery limit).
+pub fn battery_percent(drone: &DroneState, now: DateTime<Utc>) -> u8 {
+    drone.battery.map_or(100, |b| b.percent_at(now))
 }
 
-impl From<&DroneState> for DroneView {
-    fn from(drone: &DroneState) -> Self {
+impl DroneView {
+    /// The view of `drone` at `now` (its battery charges while parked).
+    pub fn at(drone: &DroneState, now: DateTime<Utc>) -> Self {
         Self {
             id: drone.id.clone(),
             status: drone.status,
@@ -126,7 +120,9 @@ impl From<&DroneState> for DroneView {
             target: drone.target(),
             delivery_id: drone.delivery_id.clone(),
             flown_m: drone.flown_m,
-            battery_percent: battery_percent(drone),
+            battery_percent: battery_percent(drone, now),
+            range_left_m: drone.battery.map(|b| b.level_at(now)),
+            payload: drone.payload,
             updated_at: drone.updated_at,
         }
     }
@@ -142,8 +138,9 @@ impl From<&DroneState> for DroneView {
     description = "Every drone's status, position, target and current delivery, ordered by id, \
 read from the drone store (all engines sharing it), with the service area. Positions change on \
 every simulation tick.\n\n\
-`batteryPercent` is an estimate, not simulated state: 100 while parked at the depot, then \
-decreasing linearly with the metres flown on the current job against a nominal range of 60 km.",
+`batteryPercent` and `rangeLeftM` are the simulated battery: drained by the metres flown, \
+recharged while parked at the depot. A drone takes a job only if its battery holds the flight \
+to the pickup, the dropoff and home. `payload` is the drone's class and weight limit.",
     responses(
         (status = 200, description = "The drones", body = DroneList),
         (status = 500, response = InternalError),
@@ -152,7 +149,8 @@ decreasing linearly with the metres flown on the current job against a nominal r
 )]
 async fn drones(State(state): State<AppState>) -> Result<Json<DroneList>, ApiError> {
     let stored = state.engine.drones().await?;
-    let mut drones: Vec<DroneView> = stored.iter().map(DroneView::from).collect();
+    let now = Utc::now();
+    let mut drones: Vec<DroneView> = stored.iter().map(|d| DroneView::at(d, now)).collect();
     drones.sort_by(|a, b| a.id.cmp(&b.id));
     let area = state.engine.context().config.area;
     Ok(Json(DroneList { area, drones }))
@@ -161,51 +159,53 @@ async fn drones(State(state): State<AppState>) -> Result<Json<DroneList>, ApiErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dronedelivery_actors::domain::{Battery, PackageSize};
 
-    fn drone(status: DroneStatus, job_start_m: f64, flown_m: f64) -> DroneState {
+    fn drone(status: DroneStatus) -> DroneState {
         let mut d = DroneState::parked("d".into(), Location::new(47.6, -122.3));
         d.status = status;
-        d.job_start_m = job_start_m;
-        d.flown_m = flown_m;
         d
     }
 
     #[test]
-    fn battery_is_full_at_the_depot_and_drains_with_the_job() {
-        assert_eq!(
-            battery_percent(&drone(DroneStatus::Available, 0.0, 90_000.0)),
-            100
-        );
-        assert_eq!(
-            battery_percent(&drone(DroneStatus::HeadedToPickup, 1_000.0, 1_000.0)),
-            100
-        );
-        assert_eq!(
-            battery_percent(&drone(DroneStatus::HeadedToDropoff, 1_000.0, 31_000.0)),
-            50
-        );
-        assert_eq!(
-            battery_percent(&drone(DroneStatus::Returning, 0.0, 200_000.0)),
-            0
-        );
-        // An odometer behind the job's start (a corrupt document) is full.
-        assert_eq!(
-            battery_percent(&drone(DroneStatus::Returning, 5.0, 0.0)),
-            100
-        );
+    fn battery_is_the_simulated_one_and_charges_while_parked() {
+        let now = Utc::now();
+        let mut d = drone(DroneStatus::Returning);
+        assert_eq!(battery_percent(&d, now), 100, "no battery: unlimited");
+        d.battery = Some(Battery {
+            capacity_m: 10_000.0,
+            level_m: 2_500.0,
+            recharge_mps: 10.0,
+            charging_since_ms: None,
+        });
+        assert_eq!(battery_percent(&d, now), 25);
+        let view = DroneView::at(&d, now);
+        assert_eq!(view.range_left_m, Some(2_500.0));
+        // Parked 100 s ago: 1 km charged since.
+        if let Some(b) = d.battery.as_mut() {
+            b.charging_since_ms = Some(now.timestamp_millis() - 100_000);
+        }
+        assert_eq!(battery_percent(&d, now), 35);
     }
 
     #[test]
     fn a_view_names_its_target() {
-        let mut d = drone(DroneStatus::HeadedToPickup, 0.0, 0.0);
+        let mut d = drone(DroneStatus::HeadedToPickup);
         d.pickup = Some(Location::new(47.7, -122.2));
         d.delivery_id = Some("x".into());
-        let view = DroneView::from(&d);
+        d.payload = Some(Payload {
+            class: PackageSize::Medium,
+            max_weight_kg: 100.0,
+        });
+        let view = DroneView::at(&d, Utc::now());
         assert_eq!(view.target, d.pickup);
         assert_eq!(view.status, DroneStatus::HeadedToPickup);
         let json = serde_json::to_value(&view).unwrap_or_default();
         assert_eq!(json["deliveryId"], "x");
         assert_eq!(json["status"], "HeadedToPickup");
         assert_eq!(json["batteryPercent"], 100);
+        assert_eq!(json["rangeLeftM"], serde_json::Value::Null);
+        assert_eq!(json["payload"]["class"], "Medium");
+        assert_eq!(json["payload"]["maxWeightKg"], 100.0);
     }
 }

@@ -272,6 +272,10 @@ pub struct DeliveryRecord {
     /// records written before it was kept).
     #[serde(default)]
     pub package_weight: f64,
+    /// The package's size as requested: the drone's class must be at least
+    /// this (`None` in records written before it was kept: any drone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_size: Option<super::PackageSize>,
 }
 
 /// Why the engine (not the client) cancelled a delivery. Stored as the text

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::geo::Location;
+use super::limits::{Battery, Payload};
+use super::package::PackageSize;
 
 /// What a drone is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +59,14 @@ pub struct DroneState {
     /// [`crate::ports::DroneStore`]).
     #[serde(default)]
     pub claim: u64,
+    /// What it carries (`None`: anything; a drone stored by an earlier
+    /// version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Payload>,
+    /// Its battery (`None`: unlimited range; a drone stored by an earlier
+    /// version, or a fleet configured without batteries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery: Option<Battery>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
@@ -76,7 +86,18 @@ impl DroneState {
             job_start_m: 0.0,
             flown_m: 0.0,
             claim: 0,
+            payload: None,
+            battery: None,
             updated_at: Utc::now(),
+        }
+    }
+
+    /// The same drone with a payload class and a battery.
+    pub fn with_limits(self, payload: Payload, battery: Option<Battery>) -> Self {
+        Self {
+            payload: Some(payload),
+            battery,
+            ..self
         }
     }
 
@@ -92,6 +113,10 @@ impl DroneState {
             ticket: job.ticket,
             job_start_m: self.flown_m,
             claim,
+            battery: self.battery.map(|mut b| {
+                b.take_off(now);
+                b
+            }),
             updated_at: now,
             ..self.clone()
         }
@@ -100,13 +125,20 @@ impl DroneState {
     /// The drone as stored when its job ends (delivered, or aborted): free
     /// for the next claim, flying home unless it is there.
     pub fn released(&self, now: DateTime<Utc>) -> Self {
-        let status = if self.position == self.depot {
+        let home = self.position == self.depot;
+        let status = if home {
             DroneStatus::Available
         } else {
             DroneStatus::Returning
         };
         Self {
             status,
+            battery: self.battery.map(|mut b| {
+                if home {
+                    b.land(now);
+                }
+                b
+            }),
             delivery_id: None,
             pickup: None,
             dropoff: None,
@@ -131,20 +163,6 @@ impl DroneState {
     }
 }
 
-/// The nearest of `free` drones to `pickup` (ties: the lowest id, so the
-/// choice is deterministic): the pool's rule for choosing a drone.
-pub fn nearest<'a>(
-    free: impl IntoIterator<Item = &'a DroneState>,
-    pickup: &Location,
-) -> Option<&'a DroneState> {
-    free.into_iter().min_by(|a, b| {
-        a.position
-            .distance_m(pickup)
-            .total_cmp(&b.position.distance_m(pickup))
-            .then_with(|| a.id.cmp(&b.id))
-    })
-}
-
 /// A delivery's request for a drone, as the fleet queues and assigns it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DroneRequest {
@@ -162,6 +180,10 @@ pub struct DroneRequest {
     /// The delivery's deadline, when it names a time: earlier deadlines
     /// are served first within a class.
     pub deadline: Option<DateTime<Utc>>,
+    /// The package's size: the drone's class must be at least this.
+    pub package_size: PackageSize,
+    /// The package's weight: within the drone's limit.
+    pub package_weight: f64,
 }
 
 /// Progress reported by the drone serving a delivery. Each carries the
@@ -245,22 +267,6 @@ mod tests {
     }
 
     #[test]
-    fn the_nearest_drone_is_chosen_and_ties_go_to_the_lowest_id() {
-        let pickup = Location::new(47.60, -122.30);
-        let drones = [
-            parked_at("drone-3", 47.70, -122.30),
-            parked_at("drone-2", 47.61, -122.30),
-            parked_at("drone-1", 47.61, -122.30),
-            parked_at("drone-0", 47.90, -122.30),
-        ];
-        assert_eq!(
-            nearest(&drones, &pickup).map(|d| d.id.as_str()),
-            Some("drone-1")
-        );
-        assert_eq!(nearest([], &pickup), None);
-    }
-
-    #[test]
     fn a_claim_sets_the_job_and_a_release_frees_the_drone_where_it_is() {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
         let mut drone = parked_at("drone-1", 47.6, -122.3);
@@ -272,6 +278,8 @@ mod tests {
             dropoff: Location::new(47.62, -122.32),
             expedited: false,
             deadline: None,
+            package_size: PackageSize::Small,
+            package_weight: 1.0,
         };
         let claimed = drone.claimed(&job, 9, now);
         assert_eq!(claimed.status, DroneStatus::HeadedToPickup);

@@ -224,6 +224,8 @@ pub fn drone_request(record: &DeliveryRecord) -> DroneRequest {
         expedited: record.delivery.expedited,
         // Free text ("LineOfDeadlyZombiatedPeople") means no deadline.
         deadline: super::request::parse_time(&record.delivery.deadline),
+        package_size: record.package_size.unwrap_or(super::PackageSize::Small),
+        package_weight: record.package_weight,
     }
 }
 
@@ -291,6 +293,7 @@ fn create(
         },
         stage: DeliveryStage::Created,
         package_weight: req.package.weight,
+        package_size: Some(req.package.size),
         package_id: req.package.package_id,
         pickup_location: req.pickup_location,
         dropoff_location: req.dropoff_location,

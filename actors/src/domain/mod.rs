@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod drone;
 pub mod geo;
 pub mod lifecycle;
+pub mod limits;
 pub mod ownership;
 pub mod package;
 pub mod request;
@@ -21,5 +22,6 @@ pub use delivery::{
 };
 pub use drone::{DroneReport, DroneRequest, DroneState, DroneStatus};
 pub use geo::{Location, LocationSpec, ServiceArea};
+pub use limits::{Battery, FleetMix, FleetSpec, Payload, PayloadLimits};
 pub use package::{Package, PackageInfo, PackagePatch, PackageSize, Upserted};
 pub use request::{DeliveryRequest, FieldError, RescheduleRequest, ValidationError};

@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 /// Package size class. The original swagger said lower case while the workflow
 /// sent `"Small"`; input is accepted in any case and written in the canonical
 /// capitalised form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+///
+/// The sizes are ordered (`Small < Medium < Large`): a drone's payload class
+/// is the largest size it carries (see [`super::limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PackageSize {
     /// Fits any drone.

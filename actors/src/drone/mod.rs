@@ -29,6 +29,13 @@
 //! actor ignores a repeated `Delivered` and releases the drone again. This
 //! is the same at-least-once-plus-idempotent-receiver rule the queue
 //! follows.
+//!
+//! # Battery
+//!
+//! Every metre flown drains the drone's battery (stored with its position
+//! on each tick); parked at its depot it charges (see
+//! [`crate::domain::limits::Battery`]). The claim that gave it the job has
+//! checked the battery holds the whole flight and the way home.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -289,7 +296,11 @@ impl DroneActorState {
         }
         let step = elapsed * self.ctx.config.sim.real_speed_mps();
         let next = self.drone.position.step_towards(&target, step);
-        self.drone.flown_m += self.drone.position.distance_m(&next);
+        let flown = self.drone.position.distance_m(&next);
+        self.drone.flown_m += flown;
+        if let Some(battery) = self.drone.battery.as_mut() {
+            battery.drain(flown);
+        }
         self.drone.position = next;
         if next == target {
             self.arrive().await;
@@ -327,7 +338,13 @@ impl DroneActorState {
             // The drone keeps the job (and stores it, in `tick`) until the
             // delivery releases it; see the module docs.
             DroneStatus::HeadedToDropoff => self.delivered_sent = None,
-            DroneStatus::Returning => self.drone.status = DroneStatus::Available,
+            DroneStatus::Returning => {
+                self.drone.status = DroneStatus::Available;
+                // Home: it charges from now on (see `domain::limits`).
+                if let Some(battery) = self.drone.battery.as_mut() {
+                    battery.land(Utc::now());
+                }
+            }
             DroneStatus::Available => {}
         }
     }

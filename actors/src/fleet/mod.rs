@@ -48,6 +48,10 @@ const RESPAWN_BACKOFF: Backoff =
 /// released by other engines are only seen by claiming.
 const RETRY_CLAIM: Duration = Duration::from_millis(200);
 
+/// Requests a dispatch round tries that no free drone can take (each costs
+/// a claim in the store) before it waits for the next round.
+const MAX_UNFIT_PER_ROUND: usize = 32;
+
 /// How often the fleet reads the pool's counts (drones, free) for operators.
 const POOL_READ_EVERY: Duration = Duration::from_secs(1);
 
@@ -65,6 +69,8 @@ pub struct FleetState {
     /// Drones in the pool and free, as last read, and when.
     pool: (u64, u64),
     pool_read: Option<std::time::Instant>,
+    /// The depots of the service area (for jobs beyond every drone's range).
+    depots: Vec<crate::domain::Location>,
     /// A `Dispatch` is scheduled.
     retry_armed: bool,
     _live: LiveActor,
@@ -101,6 +107,7 @@ impl Actor for FleetActor {
             intensity: crate::supervisor::Intensity::new(20, Duration::from_secs(30)),
             pool: (0, 0),
             pool_read: None,
+            depots: ctx.config.area.depots(ctx.config.depots),
             retry_armed: false,
             _live: LiveActor::new("fleet"),
         };
@@ -150,6 +157,10 @@ impl Actor for FleetActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             FleetMsg::Request(req) => {
+                if state.beyond_range(&req).await {
+                    state.publish();
+                    return Ok(());
+                }
                 let abort = state.dispatch.request(req, Utc::now());
                 state.abort(abort);
                 state.dispatch_pending(&myself).await;
@@ -239,11 +250,23 @@ pub fn drone_prefix(fleet_id: &str) -> String {
     }
 }
 
+/// This engine's share of drones: spread over the depots round-robin, each
+/// with its payload class (the mix interleaved, so every depot gets its
+/// share of each class) and a full battery. Drones stored already keep what
+/// they have (the seed is idempotent).
 fn seed(ctx: &Context) -> Vec<DroneState> {
-    let depots = ctx.config.area.depots(ctx.config.depots);
-    let prefix = drone_prefix(&ctx.config.fleet_id);
-    (0..ctx.config.fleet_size)
-        .map(|i| DroneState::parked(format!("{prefix}{i:04}"), depots[i % depots.len()]))
+    let config = &ctx.config;
+    let depots = config.area.depots(config.depots);
+    let prefix = drone_prefix(&config.fleet_id);
+    let classes = config.drones.mix.classes(config.fleet_size);
+    let now = Utc::now();
+    (0..config.fleet_size)
+        .map(|i| {
+            DroneState::parked(format!("{prefix}{i:04}"), depots[i % depots.len()]).with_limits(
+                config.drones.payload(&classes, i),
+                config.drones.battery(config.sim.speed_factor, now),
+            )
+        })
         .collect()
 }
 
@@ -406,7 +429,10 @@ impl FleetState {
     async fn dispatch_pending(&mut self, myself: &ActorRef<FleetMsg>) {
         let mut budget = self.dispatch.waiting();
         let mut retry = false;
-        while budget > 0 {
+        // Requests no free drone can take now (too heavy or too far for
+        // them): the next ones are tried, and these keep their place.
+        let mut unfit = Vec::new();
+        while budget > 0 && unfit.len() < MAX_UNFIT_PER_ROUND {
             budget -= 1;
             let Some(waiting) = self.dispatch.next_request(Utc::now()) else {
                 break;
@@ -429,6 +455,10 @@ impl FleetState {
                     retry = true;
                     break;
                 }
+                Ok(Claimed::NoneFits) => {
+                    unfit.push(waiting);
+                    retry = true;
+                }
                 Ok(Claimed::Busy(drone_id)) => {
                     // The drone of the delivery's older request is still
                     // being released: make sure it is told, try again later.
@@ -446,6 +476,10 @@ impl FleetState {
                     break;
                 }
             }
+        }
+        let now = Utc::now();
+        for waiting in unfit.into_iter().rev() {
+            self.dispatch.hand_back(waiting, now);
         }
         if retry && !self.retry_armed && self.dispatch.waiting() > 0 {
             self.retry_armed = true;
@@ -501,6 +535,36 @@ impl FleetState {
             let _ = drone.cast(DroneMsg::Abort {
                 delivery_id: request.delivery_id.clone(),
             });
+        }
+    }
+
+    /// Compensation at once for a job no drone can ever fly (even a full
+    /// battery from the best depot does not hold it): its delivery is
+    /// cancelled with the reason and dead-lettered, not left waiting.
+    /// Returns whether it was.
+    async fn beyond_range(&mut self, req: &DroneRequest) -> bool {
+        let Some(need) = self.ctx.config.drones.beyond_range(req, &self.depots) else {
+            return false;
+        };
+        let range = self.ctx.config.drones.range_m.unwrap_or(f64::INFINITY);
+        let reason = format!(
+            "beyond the range of every drone: the shortest flight from a depot and back is {:.1} km, a full battery holds {:.1} km",
+            need / 1000.0,
+            range / 1000.0
+        );
+        tracing::warn!(delivery_id = %req.delivery_id, %reason, "compensating: giving up on the delivery");
+        let msg = DeliveryMsg::Compensate {
+            ticket: req.ticket,
+            reason,
+        };
+        match crate::delivery::tell(&self.ctx, &req.delivery_id, msg).await {
+            Ok(()) => true,
+            Err(e) => {
+                // Left waiting: compensation by wait time (if configured)
+                // or an operator's cancel ends it.
+                tracing::warn!(delivery_id = %req.delivery_id, error = %e, "could not reach the delivery to compensate");
+                false
+            }
         }
     }
 

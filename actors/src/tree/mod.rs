@@ -247,6 +247,12 @@ impl Engine {
         self.ctx.config.role
     }
 
+    /// The fleet's payload classes, limits and batteries, as configured:
+    /// what the gateway checks a package against before queueing it.
+    pub fn fleet_spec(&self) -> &crate::domain::FleetSpec {
+        &self.ctx.config.drones
+    }
+
     /// Stops the tree gracefully: the queue hands back what it received
     /// ahead, the pump stops taking messages, the
     /// workflow pool finishes its jobs, children stop in reverse start order.

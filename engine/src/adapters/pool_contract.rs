@@ -14,8 +14,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::Utc;
-use dronedelivery_actors::domain::{DroneRequest, DroneState, DroneStatus, Location};
+use chrono::{DateTime, Utc};
+use dronedelivery_actors::domain::{
+    Battery, DroneRequest, DroneState, DroneStatus, Location, PackageSize, Payload, PayloadLimits,
+};
 use dronedelivery_actors::ports::{Claimed, DroneStore};
 
 fn parked(id: &str, lat: f64) -> DroneState {
@@ -30,6 +32,8 @@ fn job(delivery: &str, ticket: u64, lat: f64) -> DroneRequest {
         dropoff: Location::new(lat + 0.05, -122.0),
         expedited: false,
         deadline: None,
+        package_size: PackageSize::Small,
+        package_weight: 1.0,
     }
 }
 
@@ -59,6 +63,7 @@ pub async fn run_all(store: Arc<dyn DroneStore>) {
     a_claim_takes_the_nearest_free_drone_once(store).await;
     writes_need_the_current_claim(store).await;
     concurrent_claims_never_share_a_drone(store).await;
+    a_claim_honours_payload_and_battery(store).await;
 }
 
 async fn seeding_is_idempotent_and_fills_the_pool(store: &dyn DroneStore) {
@@ -189,4 +194,86 @@ async fn concurrent_claims_never_share_a_drone(store: &dyn DroneStore) {
     assert_eq!(drones.len(), 3, "three drones, three claims");
     assert_eq!(distinct.len(), 3, "a drone claimed twice: {drones:?}");
     assert_eq!(store.counts().await.expect("counts"), (3, 0));
+}
+
+/// A drone at latitude `lat` (longitude -122) of `class` with `level_m` of
+/// a 10 km battery, charging at 1 m/s since `since`.
+fn limited(
+    id: &str,
+    lat: f64,
+    class: PackageSize,
+    level_m: f64,
+    since: DateTime<Utc>,
+) -> DroneState {
+    parked(id, lat).with_limits(
+        Payload {
+            class,
+            max_weight_kg: PayloadLimits::default().of(class),
+        },
+        Some(Battery {
+            capacity_m: 10_000.0,
+            level_m,
+            recharge_mps: 1.0,
+            charging_since_ms: Some(since.timestamp_millis()),
+        }),
+    )
+}
+
+/// Runs after the other checks, with their drones all claimed.
+async fn a_claim_honours_payload_and_battery(store: &dyn DroneStore) {
+    let t0 = Utc::now();
+    let fleet = [
+        // Nearest to the jobs below, medium, nearly empty.
+        limited("q-low", 10.0, PackageSize::Medium, 1_000.0, t0),
+        limited("q-small", 10.001, PackageSize::Small, 10_000.0, t0),
+        limited("q-large", 10.05, PackageSize::Large, 10_000.0, t0),
+    ];
+    assert_eq!(store.seed(&fleet).await.expect("seed"), 3);
+    // 1.1 km to the pickup, 1.1 km on, 2.2 km home: 4.4 km.
+    let sized = |id: &str, size, weight| DroneRequest {
+        package_size: size,
+        package_weight: weight,
+        dropoff: Location::new(10.02, -122.0),
+        ..job(id, 1, 10.01)
+    };
+    let heavy = sized("d-heavy", PackageSize::Small, 300.0);
+    let large = claimed(store.claim(&heavy, None, t0).await.expect("claim"));
+    assert_eq!(large.id, "q-large", "only the large drone carries 300 kg");
+    let battery = large.battery.expect("a battery");
+    assert_eq!(
+        battery.charging_since_ms, None,
+        "charging stops at take-off"
+    );
+    let medium = sized("d-medium", PackageSize::Medium, 1.0);
+    // q-small is too small, q-low too empty: free drones, none fits.
+    assert_eq!(
+        store.claim(&medium, None, t0).await.expect("claim"),
+        Claimed::NoneFits
+    );
+    // Two hours on the charger later (7,200 m more), q-low can.
+    let later = t0 + chrono::Duration::hours(2);
+    let charged = claimed(store.claim(&medium, None, later).await.expect("claim"));
+    assert_eq!(charged.id, "q-low");
+    let b = charged.battery.expect("a battery");
+    let expected = fleet[0]
+        .battery
+        .map(|b| b.level_at(later))
+        .unwrap_or_default();
+    assert!((b.level_m - expected).abs() < 1e-3, "{b:?} vs {expected}");
+    assert_eq!(b.charging_since_ms, None);
+    // The small drone still takes what fits it.
+    let small = claimed(
+        store
+            .claim(&sized("d-small", PackageSize::Small, 5.0), None, t0)
+            .await
+            .expect("claim"),
+    );
+    assert_eq!(small.id, "q-small");
+    assert_eq!(
+        store
+            .claim(&sized("d-none", PackageSize::Small, 1.0), None, t0)
+            .await
+            .expect("claim"),
+        Claimed::NoneFree
+    );
 }

@@ -181,7 +181,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::domain::Location;
+    use crate::domain::{Location, PackageSize};
 
     fn t0() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
@@ -195,6 +195,8 @@ mod tests {
             dropoff: Location::new(47.7, -122.2),
             expedited: false,
             deadline: None,
+            package_size: PackageSize::Small,
+            package_weight: 1.0,
         }
     }
 

@@ -4,7 +4,7 @@
 use chrono::{Duration, TimeZone, Utc};
 
 use super::*;
-use crate::domain::{DroneStatus, Location};
+use crate::domain::{DroneStatus, Location, PackageSize};
 
 fn at(lat: f64, lon: f64) -> Location {
     Location::new(lat, lon)
@@ -22,6 +22,8 @@ fn req(id: &str, ticket: u64) -> DroneRequest {
         dropoff: at(47.7, -122.1),
         expedited: false,
         deadline: None,
+        package_size: PackageSize::Small,
+        package_weight: 1.0,
     }
 }
 

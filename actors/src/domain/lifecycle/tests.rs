@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::*;
-use crate::domain::{ConfirmationRequired, ConfirmationTime, Location};
+use crate::domain::{ConfirmationRequired, ConfirmationTime, Location, PackageSize};
 
 const D1: &str = "drone-0001";
 const D2: &str = "drone-0002";
@@ -314,6 +314,8 @@ fn an_unknown_delivery_is_created_and_refuses_everything_else() {
             dropoff: r.delivery.dropoff,
             expedited: r.delivery.expedited,
             deadline: None,
+            package_size: r.package_size.unwrap_or(PackageSize::Small),
+            package_weight: r.package_weight,
         })]
     );
     for command in [reschedule_command(), Command::Cancel, confirm_command()] {

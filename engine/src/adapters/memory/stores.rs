@@ -7,7 +7,7 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use dronedelivery_actors::domain::drone::nearest;
+use dronedelivery_actors::domain::limits::{choose, Choice};
 use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::domain::{
     DeliveryRecord, DroneRequest, DroneState, Package, PackagePatch, TrackingEvent, Upserted,
@@ -168,12 +168,14 @@ impl DroneStore for MemoryDroneStore {
                 }
             }
         }
-        let Some(id) = nearest(
+        let id = match choose(
             pool.free.iter().filter_map(|id| pool.drones.get(id)),
-            &job.pickup,
-        )
-        .map(|d| d.id.clone()) else {
-            return Ok(Claimed::NoneFree);
+            job,
+            now,
+        ) {
+            Choice::Drone(d) => d.id.clone(),
+            Choice::NoneFits => return Ok(Claimed::NoneFits),
+            Choice::NoneFree => return Ok(Claimed::NoneFree),
         };
         pool.last_claim += 1;
         let claim = pool.last_claim;

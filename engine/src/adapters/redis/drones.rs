@@ -23,7 +23,9 @@
 //!
 //! The claim script sets the job's fields on the stored document with
 //! `cjson` (numbers keep 14 significant digits: micrometres here), the same
-//! fields [`DroneState::claimed`] sets.
+//! fields [`DroneState::claimed`] sets, and takes only a drone that can take
+//! the job (payload and battery, the rules of [`DroneState::can_take`]): the
+//! nearest such one, reading the pool nearest first.
 
 use ::redis::aio::ConnectionManager;
 use ::redis::Script;
@@ -48,10 +50,18 @@ end
 "#;
 
 /// KEYS lease, pool, delivery's drone, claim counter; ARGV epoch, lon, lat,
-/// delivery id, ticket, pickup JSON, dropoff JSON, updatedAt, key prefix.
-/// Returns `{-1}` fenced, `{0}` none free, `{1, doc}` claimed (or the
-/// delivery's drone, repeated), `{2, id}` the delivery's drone of an older
-/// ticket still serves it.
+/// delivery id, ticket, pickup JSON, dropoff JSON, updatedAt, key prefix,
+/// package size rank (0 small, 1 medium, 2 large), package weight, metres
+/// from pickup to dropoff, now (epoch ms), dropoff lat, dropoff lon.
+/// Returns `{-1}` fenced, `{0}` none free, `{3}` free drones but none can
+/// take the job, `{1, doc}` claimed (or the delivery's drone, repeated),
+/// `{2, id}` the delivery's drone of an older ticket still serves it.
+///
+/// The free drones are read nearest first, 16 at a time and then four times
+/// as many each round, and the first that can take the job is claimed: its
+/// payload fits (class and weight limit) and its battery, charge included,
+/// holds the flight to the pickup, the dropoff and home (the rules of
+/// `DroneState::can_take`, with the same haversine).
 const CLAIM: &str = r#"
 local prefix = ARGV[9]
 local id = redis.call('GET', KEYS[3])
@@ -66,33 +76,95 @@ if id then
   end
   redis.call('DEL', KEYS[3])
 end
+local rank = {Small = 0, Medium = 1, Large = 2}
+local size, weight = tonumber(ARGV[10]), tonumber(ARGV[11])
+local leg, now = tonumber(ARGV[12]), tonumber(ARGV[13])
+local plat, plon = tonumber(ARGV[3]), tonumber(ARGV[2])
+local dlat, dlon = tonumber(ARGV[14]), tonumber(ARGV[15])
+local function distance(lat1, lon1, lat2, lon2)
+  local r = math.pi / 180
+  local dlat2 = (lat2 - lat1) * r / 2
+  local dlon2 = (lon2 - lon1) * r / 2
+  local a = math.sin(dlat2) ^ 2 + math.cos(lat1 * r) * math.cos(lat2 * r) * math.sin(dlon2) ^ 2
+  return 2 * 6371008.8 * math.atan2(math.sqrt(a), math.sqrt(1 - a))
+end
+local function number(x)
+  if type(x) == 'number' then return x end
+  return nil
+end
+-- The battery's level at `now` (nil: no battery, unlimited).
+local function level(b)
+  if type(b) ~= 'table' or not number(b['levelM']) then return nil end
+  local l = b['levelM']
+  local since = number(b['chargingSinceMs'])
+  if since then
+    l = l + math.max(0, now - since) / 1000 * (number(b['rechargeMps']) or 0)
+  end
+  return math.max(0, math.min(l, number(b['capacityM']) or l))
+end
+local function can_take(doc)
+  local p = doc['payload']
+  if type(p) == 'table' then
+    local class = rank[p['class']]
+    local limit = number(p['maxWeightKg'])
+    if (class and class < size) or (limit and weight > limit) then return false end
+  end
+  local l = level(doc['battery'])
+  if l then
+    local pos, depot = doc['position'], doc['depot']
+    local need = distance(pos['latitude'], pos['longitude'], plat, plon) + leg
+      + distance(dlat, dlon, depot['latitude'], depot['longitude'])
+    if need > l then return false end
+  end
+  return true
+end
+local checked = {}
+local count = 16
 while true do
   local found = redis.call('GEOSEARCH', KEYS[2], 'FROMLONLAT', ARGV[2], ARGV[3],
-    'BYRADIUS', 20040, 'km', 'ASC', 'COUNT', 1)
+    'BYRADIUS', 20040, 'km', 'ASC', 'COUNT', count)
   if not found[1] then
     return {0}
   end
-  id = found[1]
-  redis.call('ZREM', KEYS[2], id)
-  local raw = redis.call('GET', prefix .. ':drone:' .. id)
-  if raw then
-    local doc = cjson.decode(raw)
-    local claim = redis.call('INCR', KEYS[4])
-    doc['status'] = 'HeadedToPickup'
-    doc['deliveryId'] = ARGV[4]
-    doc['pickup'] = cjson.decode(ARGV[6])
-    doc['dropoff'] = cjson.decode(ARGV[7])
-    doc['ticket'] = tonumber(ARGV[5])
-    doc['jobStartM'] = doc['flownM'] or 0
-    doc['claim'] = claim
-    doc['updatedAt'] = ARGV[8]
-    local out = cjson.encode(doc)
-    redis.call('SET', prefix .. ':drone:' .. id, out)
-    redis.call('SET', prefix .. ':drone-claim:' .. id, claim)
-    redis.call('SET', KEYS[3], id)
-    return {1, out}
+  for _, candidate in ipairs(found) do
+    if not checked[candidate] then
+      checked[candidate] = true
+      local raw = redis.call('GET', prefix .. ':drone:' .. candidate)
+      if not raw then
+        -- A pool member without a document (deleted by hand): dropped.
+        redis.call('ZREM', KEYS[2], candidate)
+      else
+        local doc = cjson.decode(raw)
+        if can_take(doc) then
+          redis.call('ZREM', KEYS[2], candidate)
+          local claim = redis.call('INCR', KEYS[4])
+          doc['status'] = 'HeadedToPickup'
+          doc['deliveryId'] = ARGV[4]
+          doc['pickup'] = cjson.decode(ARGV[6])
+          doc['dropoff'] = cjson.decode(ARGV[7])
+          doc['ticket'] = tonumber(ARGV[5])
+          doc['jobStartM'] = doc['flownM'] or 0
+          doc['claim'] = claim
+          doc['updatedAt'] = ARGV[8]
+          local l = level(doc['battery'])
+          if l then
+            -- Takes off: the charge so far is kept, charging stops.
+            doc['battery']['levelM'] = l
+            doc['battery']['chargingSinceMs'] = nil
+          end
+          local out = cjson.encode(doc)
+          redis.call('SET', prefix .. ':drone:' .. candidate, out)
+          redis.call('SET', prefix .. ':drone-claim:' .. candidate, claim)
+          redis.call('SET', KEYS[3], candidate)
+          return {1, out}
+        end
+      end
+    end
   end
-  -- A pool member without a document (deleted by hand): dropped.
+  if #found < count then
+    return {3}
+  end
+  count = count * 4
 end
 "#;
 
@@ -270,7 +342,13 @@ impl DroneStore for RedisDroneStore {
             .arg(location(job.pickup)?)
             .arg(location(job.dropoff)?)
             .arg(now.to_rfc3339_opts(SecondsFormat::Millis, true))
-            .arg(self.keys.prefix());
+            .arg(self.keys.prefix())
+            .arg(job.package_size as u8)
+            .arg(job.package_weight)
+            .arg(job.pickup.distance_m(&job.dropoff))
+            .arg(now.timestamp_millis())
+            .arg(job.dropoff.latitude)
+            .arg(job.dropoff.longitude);
         let mut c = self.conn.clone();
         let reply: Vec<::redis::Value> =
             invocation.invoke_async(&mut c).await.map_err(unavailable)?;
@@ -283,6 +361,7 @@ impl DroneStore for RedisDroneStore {
             (0, _) => Ok(Claimed::NoneFree),
             (1, Some(doc)) => Ok(Claimed::Drone(Box::new(decode("claimed drone", &doc)?))),
             (2, Some(id)) => Ok(Claimed::Busy(id)),
+            (3, _) => Ok(Claimed::NoneFits),
             other => Err(StoreError::Unavailable(format!(
                 "redis: unexpected claim reply {other:?}"
             ))),
