@@ -125,6 +125,9 @@ pub struct TreeConfig {
     /// The starvation bound: a normal delivery waiting this long for a
     /// drone is served as expedited. `None`: expedited ones always go first.
     pub max_normal_wait: Option<Duration>,
+    /// How long before its pickup time a scheduled delivery asks for a
+    /// drone; a pickup time within this from now means now.
+    pub pickup_lead: Duration,
     /// Partition ownership across engines.
     pub ownership: OwnershipSettings,
 }
@@ -186,6 +189,7 @@ impl Default for TreeConfig {
             passivate_after: Duration::from_secs(15),
             max_drone_wait: None,
             max_normal_wait: Some(Duration::from_secs(120)),
+            pickup_lead: Duration::from_secs(300),
             ownership: OwnershipSettings::default(),
         }
     }

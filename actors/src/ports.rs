@@ -312,6 +312,12 @@ pub trait DeliveryStore: Send + Sync + 'static {
     async fn awaiting_drone_count(&self) -> StoreResult<u64> {
         Ok(self.awaiting_drone().await?.len() as u64)
     }
+    /// Ids of deliveries whose durable timer ([`DeliveryRecord::wake_at`])
+    /// is due at `now`, earliest first, at most `limit`. The store keeps the
+    /// timers indexed by time in the same atomic write as each record
+    /// ([`Self::save`]), so a due timer stays listed until a save clears or
+    /// moves it.
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<String>>;
     /// Liveness of the backend (readiness probe).
     async fn ping(&self) -> StoreResult<()>;
 }

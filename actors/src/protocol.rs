@@ -68,6 +68,9 @@ pub enum DeliveryMsg {
     Flush,
     /// Idle timer of the given generation expired: stop if still idle.
     Passivate(u64),
+    /// The delivery's durable timer is due (from the fleet's timer
+    /// poller): a scheduled delivery asks for its drone.
+    Wake,
     /// The fleet gave up finding a drone for this request: cancel with the
     /// reason and dead-letter the request (compensation).
     Compensate {
@@ -138,6 +141,8 @@ pub enum FleetMsg {
     },
     /// Give up on deliveries that waited longer than `--max-drone-wait-secs`.
     Expire,
+    /// Read the deliveries' due timers and wake them (scheduled pickups).
+    Timers,
 }
 
 /// What the fleet looks like now.

@@ -136,6 +136,7 @@ fn record(id: String) -> DeliveryRecord {
         cancel_reason: None,
         package_weight: 0.0,
         package_size: None,
+        wake_at: None,
     }
 }
 

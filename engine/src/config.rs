@@ -263,7 +263,7 @@ pub struct ServeArgs {
     pub drone_range_km: f64,
 
     /// Range a drone parked at its depot regains per hour of simulated time, in km.
-    #[arg(long, env = "DD_DRONE_RECHARGE_KM_PER_HOUR", default_value_t = 50.0, value_parser = positive_f64)]
+    #[arg(long, env = "DD_DRONE_RECHARGE_KM_PER_HOUR", default_value_t = 600.0, value_parser = positive_f64)]
     pub drone_recharge_km_per_hour: f64,
 
     /// Drone cruise speed in metres per second (simulated time).
@@ -396,6 +396,13 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_EXPEDITE_AFTER_SECS", default_value_t = 120)]
     pub expedite_after_secs: u64,
 
+    /// How long before its `pickupTime` a delivery asks for a drone. A later
+    /// pickup keeps the delivery `Scheduled` (stage 6) until then, under a
+    /// durable timer; a time within this from now, in the past or
+    /// unreadable means now.
+    #[arg(long, env = "DD_PICKUP_LEAD_SECS", default_value_t = 300)]
+    pub pickup_lead_secs: u64,
+
     /// Partitions deliveries and drones are spread over; engines hold them
     /// by lease, and each is its own stream (Redis Streams) or queue
     /// (Service Bus). Every engine of one deployment must use the same count.
@@ -492,6 +499,7 @@ impl ServeArgs {
                 .then(|| Duration::from_secs(self.max_drone_wait_secs)),
             max_normal_wait: (self.expedite_after_secs > 0)
                 .then(|| Duration::from_secs(self.expedite_after_secs)),
+            pickup_lead: Duration::from_secs(self.pickup_lead_secs),
             ownership: OwnershipSettings {
                 engine_id: OwnershipSettings::new_engine_id(
                     &std::env::var("HOSTNAME").unwrap_or_else(|_| "engine".into()),

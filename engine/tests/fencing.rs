@@ -41,6 +41,7 @@ fn created(id: &str) -> DeliveryRecord {
     let rules = Rules {
         area: &area,
         drone_speed_mps: 15.0,
+        pickup_lead: chrono::Duration::minutes(5),
     };
     lifecycle::apply(None, command, rules, Utc::now())
         .unwrap()

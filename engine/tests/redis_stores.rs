@@ -83,6 +83,7 @@ fn record(id: &str) -> DeliveryRecord {
         cancel_reason: None,
         package_weight: 0.0,
         package_size: None,
+        wake_at: None,
     }
 }
 

@@ -90,7 +90,7 @@ function renderPlan() {
   for (const d of drones) {
     plan.marker(d.id, d.position, {
       status: d.status,
-      title: `${d.id}: ${label(d.status).toLowerCase()}, battery ${d.batteryPercent} %${d.deliveryId ? `, delivery ${d.deliveryId}` : ""}`,
+      title: `${d.id}${d.payload ? ` (${d.payload.class.toLowerCase()}, up to ${d.payload.maxWeightKg} kg)` : ""}: ${label(d.status).toLowerCase()}, battery ${d.batteryPercent} %${d.deliveryId ? `, delivery ${d.deliveryId}` : ""}`,
     });
   }
   plan.prune(new Set(drones.map((d) => d.id)));

@@ -14,7 +14,7 @@
 //!   appears only once its queued request is processed, so the page waits a
 //!   little before it says an id is unknown, and then says so plainly).
 //! - `/console/fleet`: every drone on a plan of the area with its status,
-//!   estimated battery and current delivery (`GET /api/drones`,
+//!   simulated battery and current delivery (`GET /api/drones`,
 //!   [`crate::drones`]); deliveries per stage, throughput and dead letters.
 //! - `/console/ops`: the operator page: the supervision tree with restarts
 //!   and last failure, a restart button per supervisor behind a confirm
@@ -246,7 +246,7 @@ async fn track(Path(_id): Path<String>, headers: HeaderMap) -> Response {
     operation_id = "consoleFleet",
     tag = "console",
     summary = "Web console: the fleet",
-    description = "An HTML page: every drone on a plan with its status, battery estimate and \
+    description = "An HTML page: every drone on a plan with its status, simulated battery and \
 delivery; deliveries per stage, throughput and dead letters from this process's metrics.",
     responses(
         (status = 200, description = "The page", body = String, content_type = "text/html"),

@@ -407,6 +407,7 @@ mod tests {
             delivery_eta: None,
             drone_id: Some("d1".into()),
             deadline: None,
+            scheduled_for: None,
         }
     }
 

@@ -163,6 +163,13 @@ impl Actor for DeliveryActor {
                 let _ = reply.send(state.record.clone());
             }
             DeliveryMsg::Drone(report) => state.on_drone(report).await,
+            DeliveryMsg::Wake => {
+                if let Err(e) = state.command(Command::Wake).await {
+                    // The timer stays due in the store: the next poll
+                    // wakes the delivery again.
+                    tracing::warn!(delivery_id = %state.id, error = %e, "could not act on a due timer; it is tried again");
+                }
+            }
             DeliveryMsg::Compensate { ticket, reason } => {
                 let command = Command::Compensate {
                     ticket,
@@ -244,6 +251,8 @@ impl DeliveryState {
         Rules {
             area: &self.ctx.config.area,
             drone_speed_mps: self.ctx.config.sim.drone_speed_mps,
+            pickup_lead: chrono::Duration::from_std(self.ctx.config.pickup_lead)
+                .unwrap_or(chrono::Duration::MAX),
         }
     }
 

@@ -21,17 +21,22 @@ pub enum DeliveryStage {
     Completed = 4,
     /// Cancelled by the client (terminal).
     Cancelled = 5,
+    /// Booked for a pickup time later than the lead time: no drone yet;
+    /// the delivery asks for one at `pickupTime` minus the lead time (a
+    /// durable timer, see [`DeliveryRecord::wake_at`]).
+    Scheduled = 6,
 }
 
 impl DeliveryStage {
     /// All stages in declaration order.
-    pub const ALL: [DeliveryStage; 6] = [
+    pub const ALL: [DeliveryStage; 7] = [
         Self::Created,
         Self::Rescheduled,
         Self::HeadedToPickup,
         Self::HeadedToDropoff,
         Self::Completed,
         Self::Cancelled,
+        Self::Scheduled,
     ];
 
     /// The stage's name (`"HeadedToPickup"`).
@@ -43,6 +48,7 @@ impl DeliveryStage {
             Self::HeadedToDropoff => "HeadedToDropoff",
             Self::Completed => "Completed",
             Self::Cancelled => "Cancelled",
+            Self::Scheduled => "Scheduled",
         }
     }
 
@@ -276,6 +282,13 @@ pub struct DeliveryRecord {
     /// this (`None` in records written before it was kept: any drone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package_size: Option<super::PackageSize>,
+    /// When the engine must look at this delivery again: the durable timer
+    /// of a scheduled pickup. The delivery store indexes it by time in the
+    /// same atomic write as the record, so a timer is never lost nor
+    /// orphaned; the engine holding the delivery's partition wakes it when
+    /// due (another engine after a takeover, the same after a restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<DateTime<Utc>>,
 }
 
 /// Why the engine (not the client) cancelled a delivery. Stored as the text
@@ -515,4 +528,10 @@ pub struct DeliveryStatus {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub deadline: Option<DateTime<Utc>>,
+    /// The booked pickup time while the delivery is `Scheduled` (stage 6):
+    /// it asks for a drone at this time minus the lead time. `null` once it
+    /// has, or when it was never scheduled.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub scheduled_for: Option<DateTime<Utc>>,
 }

@@ -19,6 +19,9 @@
 //!                      │  ▲   reschedule (new ticket)  │
 //!                      │  └── Rescheduled ◀───────────┘
 //!                      └── cancel (any stage before Completed) ──▶ Cancelled
+//!
+//! create or reschedule with a pickup time beyond the lead time
+//!   ──▶ Scheduled ── wake (durable timer, lead time before pickup) ──▶ Created
 //! ```
 //!
 //! Drone reports cannot be refused (the drone has flown): a stale ticket, a
@@ -63,6 +66,9 @@ pub enum Command {
     Confirm(Box<Confirmation>),
     /// Progress from a drone.
     Drone(DroneReport),
+    /// The delivery's durable timer is due (a scheduled pickup's lead
+    /// time has come).
+    Wake,
     /// The fleet gave up finding a drone for the request with this ticket.
     Compensate {
         /// The request ticket given up on.
@@ -80,6 +86,9 @@ pub struct Rules<'a> {
     pub area: &'a ServiceArea,
     /// Simulated cruise speed, m/s.
     pub drone_speed_mps: f64,
+    /// How long before its pickup time a delivery asks for a drone: a
+    /// pickup time later than this from now keeps it `Scheduled` until then.
+    pub pickup_lead: chrono::Duration,
 }
 
 /// Why a command was refused. An answer to the caller, not a failure.
@@ -210,6 +219,7 @@ pub fn apply(
             confirm(current.ok_or(Rejection::NotFound)?, *confirmation, now)
         }
         Command::Drone(report) => Ok(drone_report(current, report, rules, now)),
+        Command::Wake => Ok(wake(current, now)),
         Command::Compensate { ticket, reason } => Ok(compensate(current, ticket, reason, now)),
     }
 }
@@ -307,10 +317,52 @@ fn create(
         ticket: 1,
         confirmation: None,
         cancel_reason: None,
+        wake_at: None,
     };
+    if let Some(start) = start_later(record.pickup_time, rules, now) {
+        record.wake_at = Some(start);
+        let event = record.advance_at(DeliveryStage::Scheduled, None, now);
+        return changed(Verdict::Created, record, vec![event], Vec::new());
+    }
     let event = record.advance_at(DeliveryStage::Created, None, now);
     let effects = vec![Effect::RequestDrone(drone_request(&record))];
     changed(Verdict::Created, record, vec![event], effects)
+}
+
+/// When a delivery picked up at `pickup_time` asks for a drone, if that is
+/// later than `now`: the lead time before the pickup. A time in the past,
+/// within the lead time or none means now (`None`).
+pub fn start_later(
+    pickup_time: Option<DateTime<Utc>>,
+    rules: Rules<'_>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let start = pickup_time?.checked_sub_signed(rules.pickup_lead)?;
+    (start > now).then_some(start)
+}
+
+/// The durable timer is due: a scheduled delivery asks for its drone now.
+/// A wake that is early (the timer moved later meanwhile) changes nothing;
+/// a timer left on a delivery that moved on is cleared, so the store's
+/// index never holds a due entry that nothing clears.
+fn wake(current: Option<&DeliveryRecord>, now: DateTime<Utc>) -> Decision {
+    let Some(current) = current else {
+        return Decision::ignored(Ignored::UnknownDelivery, Vec::new());
+    };
+    match current.wake_at {
+        Some(due) if due <= now => {}
+        _ => return Decision::unchanged(Verdict::Unchanged),
+    }
+    let mut next = current.clone();
+    next.wake_at = None;
+    if current.stage == DeliveryStage::Scheduled {
+        let event = next.advance_at(DeliveryStage::Created, None, now);
+        let effects = vec![Effect::RequestDrone(drone_request(&next))];
+        return changed(Verdict::Applied, next, vec![event], effects);
+    }
+    next.version += 1;
+    next.updated_at = now;
+    changed(Verdict::Applied, next, Vec::new(), Vec::new())
 }
 
 fn reschedule(
@@ -337,11 +389,23 @@ fn reschedule(
         next.pickup_time = req.pickup_time;
     }
     // The route changed: whatever drone was coming is released and a new
-    // request (with a new ticket) goes to the fleet.
+    // request (with a new ticket) goes to the fleet, now or, for a pickup
+    // time later than the lead time, when the lead time comes.
     next.delivery.drone_id = None;
     next.pickup_eta = None;
     next.delivery_eta = None;
     next.ticket += 1;
+    if let Some(start) = start_later(next.pickup_time, rules, now) {
+        next.wake_at = Some(start);
+        let event = next.advance_at(DeliveryStage::Scheduled, None, now);
+        return Ok(changed(
+            Verdict::Applied,
+            next,
+            vec![event],
+            vec![Effect::Withdraw],
+        ));
+    }
+    next.wake_at = None;
     let event = next.advance_at(DeliveryStage::Rescheduled, None, now);
     let effects = vec![Effect::RequestDrone(drone_request(&next))];
     Ok(changed(Verdict::Applied, next, vec![event], effects))
@@ -352,6 +416,7 @@ fn cancel(current: &DeliveryRecord, now: DateTime<Utc>) -> Result<Decision, Reje
         return Ok(Decision::unchanged(Verdict::Unchanged));
     }
     let mut next = current.clone();
+    next.wake_at = None;
     let event = next.advance_at(DeliveryStage::Cancelled, None, now);
     Ok(Decision {
         verdict: Verdict::Applied,

@@ -447,13 +447,14 @@ pub struct FleetSpec {
 impl Default for FleetSpec {
     /// The default mix and limits, 100 km of range (any job inside the
     /// default service area, from the depot nearest its pickup and back)
-    /// and a recharge of 50 km per simulated hour (two hours from empty).
+    /// and a recharge of 600 km per simulated hour (ten minutes from empty:
+    /// a fast charger or a battery swap at the depot).
     fn default() -> Self {
         Self {
             mix: FleetMix::default(),
             limits: PayloadLimits::default(),
             range_m: Some(100_000.0),
-            recharge_mps: 50_000.0 / 3600.0,
+            recharge_mps: 600_000.0 / 3600.0,
         }
     }
 }
@@ -537,7 +538,8 @@ impl FleetSpec {
         let class = classes.get(index).copied().unwrap_or(PackageSize::Large);
         Payload {
             class,
-            max_weight_kg: self.limits.of(class),
+            // JSON has no infinity: no limit is stored as the largest number.
+            max_weight_kg: self.limits.of(class).min(f64::MAX),
         }
     }
 

@@ -52,6 +52,13 @@ const RETRY_CLAIM: Duration = Duration::from_millis(200);
 /// a claim in the store) before it waits for the next round.
 const MAX_UNFIT_PER_ROUND: usize = 32;
 
+/// How often the fleet reads the deliveries' due timers (scheduled
+/// pickups): the precision of a pickup's start.
+const TIMER_POLL: Duration = Duration::from_millis(500);
+
+/// Due timers read per poll: more wait for the next one.
+const TIMERS_PER_POLL: usize = 256;
+
 /// How often the fleet reads the pool's counts (drones, free) for operators.
 const POOL_READ_EVERY: Duration = Duration::from_secs(1);
 
@@ -144,6 +151,7 @@ impl Actor for FleetActor {
         if state.ctx.config.max_drone_wait.is_some() {
             myself.send_interval(Duration::from_secs(1), || FleetMsg::Expire);
         }
+        myself.send_interval(TIMER_POLL, || FleetMsg::Timers);
         state.dispatch_pending(&myself).await;
         state.publish();
         Ok(())
@@ -185,6 +193,7 @@ impl Actor for FleetActor {
                 let _ = reply.send(state.snapshot());
             }
             FleetMsg::Expire => state.expire().await,
+            FleetMsg::Timers => state.wake_due().await,
             FleetMsg::Partitions { gained, lost } => {
                 state.give_up(&lost);
                 if let Err(e) = state.take_up(&myself, &gained).await {
@@ -564,6 +573,36 @@ impl FleetState {
                 // or an operator's cancel ends it.
                 tracing::warn!(delivery_id = %req.delivery_id, error = %e, "could not reach the delivery to compensate");
                 false
+            }
+        }
+    }
+
+    /// Wakes the deliveries whose durable timer is due, in the partitions
+    /// this engine holds (after a takeover, the new holder's poll finds
+    /// them; after a restart, this engine's). A wake that does not arrive
+    /// leaves the timer due in the store, so the next poll tries again; a
+    /// repeated wake is ignored by the delivery's rules.
+    async fn wake_due(&mut self) {
+        let due = match self
+            .ctx
+            .backends
+            .deliveries
+            .due(Utc::now(), TIMERS_PER_POLL)
+            .await
+        {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read due timers; next poll tries again");
+                return;
+            }
+        };
+        let partitioned = self.ctx.backends.queue.partitioned();
+        for id in due {
+            if partitioned && self.ctx.owned.fence(self.partition(&id)).is_none() {
+                continue; // another engine's partition: its fleet wakes it
+            }
+            if let Err(e) = crate::delivery::tell(&self.ctx, &id, DeliveryMsg::Wake).await {
+                tracing::warn!(delivery_id = %id, error = %e, "could not wake a delivery; next poll tries again");
             }
         }
     }

@@ -109,6 +109,9 @@ impl Engine {
             delivery_eta: record.delivery_eta,
             drone_id: record.delivery.drone_id.clone(),
             deadline: crate::domain::request::parse_time(&record.delivery.deadline),
+            scheduled_for: record
+                .pickup_time
+                .filter(|_| record.stage == DeliveryStage::Scheduled),
         }))
     }
 

@@ -99,6 +99,16 @@ spec:
         - name: DD_LEASE_SECS
           value: {{ $v.config.leaseSecs | quote }}
         {{- end }}
+        {{- with $v.config.drones }}
+        - name: DD_FLEET_MIX
+          value: {{ .mix | quote }}
+        - name: DD_PAYLOAD_LIMITS_KG
+          value: {{ .payloadLimitsKg | quote }}
+        - name: DD_DRONE_RANGE_KM
+          value: {{ .rangeKm | toString | quote }}
+        - name: DD_DRONE_RECHARGE_KM_PER_HOUR
+          value: {{ .rechargeKmPerHour | toString | quote }}
+        {{- end }}
         - name: DD_PARTITIONS
           value: {{ $v.config.partitions | quote }}
         {{- if ne $v.config.queue "memory" }}

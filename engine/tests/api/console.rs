@@ -11,7 +11,9 @@ use dronedelivery_gateway::console::{ASSETS, CONTENT_SECURITY_POLICY, PAGES};
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, header, ri_example, spawn_app, spawn_app_on, stage, TestApp};
+use crate::helpers::{
+    assert_problem, header, ri_example, spawn_app, spawn_app_on, spawn_app_with, stage, TestApp,
+};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -194,7 +196,9 @@ async fn only_processes_serving_the_api_serve_the_console() {
 
 #[tokio::test]
 async fn the_drone_list_shows_the_fleet_at_work() {
-    let app = spawn_app().await;
+    // A slow charger (about 0.6 km per real second at this simulation's
+    // speed), so the drained battery is seen charging.
+    let app = spawn_app_with(|a| a.drone_recharge_km_per_hour = 1.0).await;
     let list: Value = app
         .get("/api/drones")
         .await
@@ -239,8 +243,27 @@ async fn the_drone_list_shows_the_fleet_at_work() {
             .unwrap_or_default();
         assert!(d["flownM"].as_f64().unwrap_or(0.0) > 0.0, "{d}");
         if d["status"] == "Available" {
-            assert_eq!(d["batteryPercent"], 100, "{d}");
+            // The simulated battery: the flight drained it (its first
+            // flight, so by what it flew, less what it has charged since it
+            // parked), and it charges at the depot.
+            let flown = d["flownM"].as_f64().unwrap_or_default();
+            let range = d["rangeLeftM"].as_f64().unwrap_or_default();
+            assert!(range >= 100_000.0 - flown - 1.0, "{d}");
+            assert!(
+                range < 100_000.0 && d["batteryPercent"].as_u64() < Some(100),
+                "{d}"
+            );
             assert_eq!(d["position"], d["depot"], "{d}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let again: Value = app.get("/api/drones").await.json().await.expect("json");
+            let later = again["drones"]
+                .as_array()
+                .and_then(|ds| ds.iter().find(|d| d["id"] == drone.as_str()).cloned())
+                .unwrap_or_default();
+            assert!(
+                later["rangeLeftM"].as_f64().unwrap_or_default() > range,
+                "charging at the depot: {d} then {later}"
+            );
             break;
         }
         assert!(

@@ -295,6 +295,14 @@ impl DeliveryStore for SwitchableDeliveries {
         self.check().await?;
         self.inner.events(id).await
     }
+    async fn due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        self.check().await?;
+        self.inner.due(now, limit).await
+    }
     async fn awaiting_drone(&self) -> StoreResult<Vec<String>> {
         self.check().await?;
         self.inner.awaiting_drone().await

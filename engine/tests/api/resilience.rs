@@ -62,6 +62,13 @@ impl DeliveryStore for PanicOnceDeliveries {
     async fn awaiting_drone(&self) -> StoreResult<Vec<String>> {
         self.inner.awaiting_drone().await
     }
+    async fn due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        self.inner.due(now, limit).await
+    }
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }

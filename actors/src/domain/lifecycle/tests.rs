@@ -22,6 +22,7 @@ fn rules(area: &ServiceArea) -> Rules<'_> {
     Rules {
         area,
         drone_speed_mps: 10.0,
+        pickup_lead: Duration::minutes(5),
     }
 }
 
@@ -237,6 +238,22 @@ fn table() -> Vec<(DeliveryStage, [Expect; 8])> {
                 Yes(Ign(Ignored::Finished), None, 0, &[]),
                 Yes(Ign(Ignored::Finished), None, 0, &[]),
                 Yes(Ign(Ignored::Finished), None, 0, &["release"]),
+                Yes(Ign(Ignored::NotWaiting), None, 0, &[]),
+            ],
+        ),
+        (
+            Scheduled,
+            [
+                // No drone asked for yet: a redelivered create asks none.
+                Yes(AlreadyExists, None, 0, &[]),
+                // Moved to a time that is now: a drone at once.
+                Yes(Applied, Some(Rescheduled), 1, &["request"]),
+                Yes(Applied, Some(Cancelled), 1, &["withdraw"]),
+                No(Rejection::WrongStage(Scheduled)),
+                // No drone serves it: reports are another drone's.
+                Yes(Ign(Ignored::OtherDrone), None, 0, &[]),
+                Yes(Ign(Ignored::OtherDrone), None, 0, &[]),
+                Yes(Ign(Ignored::OtherDrone), None, 0, &["release"]),
                 Yes(Ign(Ignored::NotWaiting), None, 0, &[]),
             ],
         ),
@@ -529,4 +546,141 @@ fn the_replayed_request_is_a_valid_delivery_message() {
     assert_eq!(again.delivery_id, "d-1");
     assert_eq!(again.package.package_id, "p1");
     assert!(again.expedited);
+}
+
+/// A create for a pickup at `pickup`.
+fn create_for(pickup: Option<DateTime<Utc>>) -> Command {
+    let mut request = request("d-s");
+    request.pickup_time = pickup;
+    Command::Create(Box::new(NewDelivery {
+        request,
+        correlation_id: None,
+    }))
+}
+
+#[test]
+fn a_pickup_beyond_the_lead_time_is_scheduled_and_a_due_timer_starts_it_once() {
+    let area = area();
+    let rules = rules(&area);
+    let pickup = t0() + Duration::minutes(60);
+    let created = apply(None, create_for(Some(pickup)), rules, t0()).unwrap();
+    assert_eq!(created.verdict, Verdict::Created);
+    assert!(created.effects.is_empty(), "no drone yet");
+    let change = created.change.unwrap();
+    let r = change.record;
+    assert_eq!(r.stage, Scheduled);
+    assert_eq!(
+        r.wake_at,
+        Some(pickup - Duration::minutes(5)),
+        "the lead time before the pickup"
+    );
+    assert_eq!(change.events.len(), 1);
+    assert_eq!(change.events[0].stage, Scheduled);
+    // Early (the timer moved, or a clock ahead): nothing.
+    let early = apply(Some(&r), Command::Wake, rules, t0() + Duration::minutes(54)).unwrap();
+    assert_eq!((early.verdict, early.change.is_none()), (Unchanged, true));
+    // Due: the delivery asks for its drone, and its timer is cleared.
+    let due = apply(Some(&r), Command::Wake, rules, t0() + Duration::minutes(55)).unwrap();
+    assert_eq!(due.verdict, Applied);
+    assert_eq!(effect_names(&due), ["request"]);
+    let started = due.change.unwrap().record;
+    assert_eq!((started.stage, started.wake_at), (Created, None));
+    assert!(started.version > r.version);
+    // A repeated wake (another engine's poll, a retry) changes nothing.
+    let again = apply(
+        Some(&started),
+        Command::Wake,
+        rules,
+        t0() + Duration::minutes(56),
+    )
+    .unwrap();
+    assert_eq!((again.verdict, again.effects.len()), (Unchanged, 0));
+    // A timer left on a delivery that moved on is cleared, not fired.
+    let mut stray = started.clone();
+    stray.wake_at = Some(t0());
+    let cleared = apply(
+        Some(&stray),
+        Command::Wake,
+        rules,
+        t0() + Duration::minutes(56),
+    )
+    .unwrap();
+    let cleared_record = cleared.change.unwrap().record;
+    assert_eq!(
+        (cleared_record.stage, cleared_record.wake_at),
+        (Created, None)
+    );
+    assert!(cleared.effects.is_empty());
+    assert_eq!(
+        apply(None, Command::Wake, rules, t0()).unwrap().verdict,
+        Ign(Ignored::UnknownDelivery)
+    );
+}
+
+#[test]
+fn a_pickup_now_in_the_past_or_within_the_lead_time_asks_for_a_drone_at_once() {
+    let area = area();
+    let rules = rules(&area);
+    for pickup in [
+        None,
+        Some(t0() - Duration::days(400)),
+        Some(t0() + Duration::minutes(5)),
+    ] {
+        let created = apply(None, create_for(pickup), rules, t0()).unwrap();
+        assert_eq!(effect_names(&created), ["request"], "{pickup:?}");
+        let r = created.change.unwrap().record;
+        assert_eq!((r.stage, r.wake_at), (Created, None), "{pickup:?}");
+    }
+}
+
+#[test]
+fn a_scheduled_delivery_is_rescheduled_or_cancelled_with_its_timer() {
+    let area = area();
+    let rules = rules(&area);
+    let pickup = t0() + Duration::hours(2);
+    let scheduled = apply(None, create_for(Some(pickup)), rules, t0())
+        .unwrap()
+        .change
+        .unwrap()
+        .record;
+    // Cancelled: the timer goes with it.
+    let cancelled = apply(Some(&scheduled), Command::Cancel, rules, t0()).unwrap();
+    let c = cancelled.change.unwrap().record;
+    assert_eq!((c.stage, c.wake_at), (Cancelled, None));
+    // Moved to now: a drone at once, with a new ticket.
+    let now = RescheduleRequest {
+        delivery_id: "d-s".into(),
+        pickup_location: None,
+        dropoff_location: None,
+        deadline: None,
+        pickup_time: Some(t0()),
+    };
+    let now_request = || now.clone();
+    let moved = apply(
+        Some(&scheduled),
+        Command::Reschedule(now.clone()),
+        rules,
+        t0(),
+    )
+    .unwrap();
+    assert_eq!(effect_names(&moved), ["request"]);
+    let m = moved.change.unwrap().record;
+    assert_eq!(
+        (m.stage, m.wake_at, m.ticket),
+        (Rescheduled, None, scheduled.ticket + 1)
+    );
+    // A waiting delivery moved to tomorrow: scheduled again, its drone
+    // request withdrawn.
+    let later = RescheduleRequest {
+        pickup_time: Some(t0() + Duration::days(1)),
+        ..now_request()
+    };
+    let deferred = apply(Some(&m), Command::Reschedule(later), rules, t0()).unwrap();
+    assert_eq!(effect_names(&deferred), ["withdraw"]);
+    let d = deferred.change.unwrap().record;
+    assert_eq!(d.stage, Scheduled);
+    assert_eq!(
+        d.wake_at,
+        Some(t0() + Duration::days(1) - Duration::minutes(5))
+    );
 }

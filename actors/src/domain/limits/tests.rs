@@ -279,3 +279,17 @@ fn a_job_beyond_every_full_battery_is_recognised() {
     };
     assert_eq!(unlimited.beyond_range(&across, &depots), None);
 }
+
+#[test]
+fn no_weight_limit_is_stored_as_a_number() {
+    let spec = FleetSpec {
+        limits: "small=inf,medium=inf,large=inf".parse().unwrap(),
+        ..FleetSpec::default()
+    };
+    let payload = spec.payload(&[PackageSize::Small], 0);
+    let json = serde_json::to_string(&payload).unwrap();
+    let back: Payload = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, payload);
+    assert!(back.fits(PackageSize::Small, 1e300));
+    assert_eq!(spec.check_payload(PackageSize::Large, 1e300), Ok(()));
+}

@@ -88,6 +88,21 @@ impl DeliveryStore for MemoryDeliveryStore {
             .collect())
     }
 
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<String>> {
+        let mut due: Vec<(DateTime<Utc>, String)> = self
+            .records
+            .read_map()
+            .values()
+            .filter_map(|r| {
+                r.wake_at
+                    .filter(|at| *at <= now)
+                    .map(|at| (at, r.delivery.id.clone()))
+            })
+            .collect();
+        due.sort();
+        Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! | `{p}:delivery:{id}` | string | JSON of the `DeliveryRecord` |
 //! | `{p}:delivery:{id}:events` | list | JSON `TrackingEvent`s, oldest first (`RPUSH`) |
 //! | `{p}:deliveries:awaiting` | set | ids of deliveries whose stage awaits a drone |
+//! | `{p}:deliveries:timers` | sorted set | ids of deliveries with a durable timer, by due time (epoch ms) |
 //! | `{p}:drone:{id}` | string | JSON of the `DroneState` |
 //! | `{p}:drones` | set | ids of all stored drones |
 //! | `{p}:drones:free` | geo set | the pool: free drones at their positions |
@@ -69,6 +70,12 @@ impl Keys {
     /// `{p}:deliveries:awaiting`: set of ids of deliveries waiting for a drone.
     pub fn deliveries_awaiting(&self) -> String {
         format!("{}:deliveries:awaiting", self.prefix)
+    }
+
+    /// `{p}:deliveries:timers`: sorted set of delivery ids by the time
+    /// their durable timer is due (epoch ms).
+    pub fn delivery_timers(&self) -> String {
+        format!("{}:deliveries:timers", self.prefix)
     }
 
     /// `{p}:drone:{id}`: one drone's state (JSON).

@@ -5,6 +5,7 @@ use std::time::Duration;
 use ::redis::aio::ConnectionManager;
 use ::redis::Script;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::domain::{DeliveryRecord, TrackingEvent};
 use dronedelivery_actors::ports::{
@@ -30,11 +31,15 @@ use super::{corrupt, millis, unavailable, Keys};
 /// the writer's epoch (see `domain::ownership`): checked here, in the same
 /// script as the write, so a stale owner cannot slip a write in between.
 ///
+/// The record's durable timer (`wakeAt`) is indexed in the timers sorted
+/// set in the same step, so a timer is stored, moved or cleared exactly
+/// with the record that carries it.
+///
 /// KEYS: record, events list, awaiting set, the partition's lease (only
-/// read with a fence).
+/// read with a fence), timers sorted set.
 /// ARGV: version, record JSON, event JSON (`""`: none), delivery id,
 /// `"1"` if awaiting a drone, `"1"` if terminal, retention in ms, fence
-/// epoch (`""`: none).
+/// epoch (`""`: none), timer due in epoch ms (`""`: none).
 /// Returns 1 when written, 0 when ignored as stale, 2 when written without
 /// appending the repeated event, -1 when fenced.
 const SAVE_DELIVERY: &str = r#"
@@ -92,6 +97,11 @@ if ARGV[5] == '1' then
   redis.call('SADD', KEYS[3], ARGV[4])
 else
   redis.call('SREM', KEYS[3], ARGV[4])
+end
+if ARGV[9] ~= '' then
+  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[4])
+else
+  redis.call('ZREM', KEYS[5], ARGV[4])
 end
 if ARGV[6] == '1' then
   redis.call('PEXPIRE', KEYS[1], ARGV[7])
@@ -190,6 +200,7 @@ impl DeliveryStore for RedisDeliveryStore {
             .key(self.keys.delivery_events(id))
             .key(self.keys.deliveries_awaiting())
             .key(self.keys.lease(fence.map_or(0, |f| f.partition)))
+            .key(self.keys.delivery_timers())
             .arg(record.version)
             .arg(record_json)
             .arg(event_json)
@@ -198,6 +209,11 @@ impl DeliveryStore for RedisDeliveryStore {
             .arg(flag(record.stage.is_terminal()))
             .arg(millis(self.retention))
             .arg(fence.map_or(String::new(), |f| f.epoch.to_string()))
+            .arg(
+                record
+                    .wake_at
+                    .map_or(String::new(), |t| t.timestamp_millis().to_string()),
+            )
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
@@ -247,6 +263,21 @@ impl DeliveryStore for RedisDeliveryStore {
         let mut c = self.conn.clone();
         ::redis::cmd("SCARD")
             .arg(self.keys.deliveries_awaiting())
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<String>> {
+        let mut c = self.conn.clone();
+        ::redis::cmd("ZRANGE")
+            .arg(self.keys.delivery_timers())
+            .arg("-inf")
+            .arg(now.timestamp_millis())
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
             .query_async(&mut c)
             .await
             .map_err(unavailable)
