@@ -62,6 +62,10 @@ pub struct FleetSummary {
     pub counts: CountsView,
     /// Deliveries waiting for a drone (from the store).
     pub waiting_for_drone: u64,
+    /// Deliveries under way at risk of missing their deadline (from the
+    /// store).
+    #[serde(default)]
+    pub at_risk: u64,
     /// Messages waiting on the queue; `null` when the broker does not tell
     /// this engine (a Service Bus key without the Manage right).
     #[cfg_attr(feature = "openapi", schema(required = true))]
@@ -141,6 +145,7 @@ impl Engine {
             engines: members.len(),
             counts,
             waiting_for_drone: b.deliveries.awaiting_drone_count().await?,
+            at_risk: b.deliveries.at_risk_count().await?,
             queue_depth: b.queue.depth().await?,
             dead_letters: b.dead_letters.count().await?,
             drones_flying: members.iter().map(|c| c.drones_flying).sum(),

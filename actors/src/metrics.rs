@@ -51,6 +51,11 @@ pub const ACTIVATIONS_TOTAL: &str = "dronedelivery_actor_activations_total";
 pub const PASSIVATIONS_TOTAL: &str = "dronedelivery_actor_passivations_total";
 /// Actor restarts, by supervisor.
 pub const ACTOR_RESTARTS_TOTAL: &str = "dronedelivery_actor_restarts_total";
+/// Deliveries under way at risk of missing their deadline (read from the
+/// delivery store: the whole cluster's).
+pub const DELIVERIES_AT_RISK: &str = "dronedelivery_deliveries_at_risk";
+/// Deliveries completed after their deadline.
+pub const DEADLINES_MISSED_TOTAL: &str = "dronedelivery_deadlines_missed_total";
 /// Deliveries waiting for a free drone.
 pub const FLEET_PENDING: &str = "dronedelivery_fleet_pending_requests";
 /// Drones currently free.
@@ -98,6 +103,8 @@ pub const ALL: &[&str] = &[
     MESSAGES_IN_FLIGHT,
     DEAD_LETTERS_REPLAYED_TOTAL,
     DEAD_LETTERS_TOTAL,
+    DELIVERIES_AT_RISK,
+    DEADLINES_MISSED_TOTAL,
     ACTORS_LIVE,
     BREAKER_STATE,
     COMPENSATIONS_TOTAL,

@@ -318,6 +318,10 @@ pub trait DeliveryStore: Send + Sync + 'static {
     /// ([`Self::save`]), so a due timer stays listed until a save clears or
     /// moves it.
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<String>>;
+    /// How many deliveries under way are at risk of missing their deadline
+    /// ([`DeliveryRecord::at_risk`], not yet completed or cancelled),
+    /// indexed by [`Self::save`] like the timers.
+    async fn at_risk_count(&self) -> StoreResult<u64>;
     /// Liveness of the backend (readiness probe).
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -137,6 +137,7 @@ fn record(id: String) -> DeliveryRecord {
         package_weight: 0.0,
         package_size: None,
         wake_at: None,
+        at_risk: None,
     }
 }
 

@@ -185,7 +185,8 @@ async fn forget_idle_clients(limiter: Arc<RateLimiter>) {
     }
 }
 
-/// Queue depth is a property of the broker, not of this process: poll it.
+/// Queue depth is a property of the broker, not of this process, and the
+/// deliveries at risk one of the stores: poll them.
 async fn refresh_gauges(engine: Engine) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -199,6 +200,10 @@ async fn refresh_gauges(engine: Engine) {
         }
         if let Ok(Some(unsettled)) = engine.context().backends.queue.unsettled().await {
             metrics::gauge!(m::QUEUE_UNSETTLED).set(unsettled as f64);
+        }
+        // A property of the stores too: the whole cluster's deliveries.
+        if let Ok(at_risk) = engine.context().backends.deliveries.at_risk_count().await {
+            metrics::gauge!(m::DELIVERIES_AT_RISK).set(at_risk as f64);
         }
     }
 }

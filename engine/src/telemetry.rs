@@ -216,6 +216,14 @@ fn describe() {
     describe_gauge!(m::ACTORS_LIVE, "Live actors by kind");
     describe_counter!(m::ACTOR_RESTARTS_TOTAL, "Actor restarts by supervisor");
     describe_gauge!(m::FLEET_PENDING, "Deliveries waiting for a free drone");
+    describe_gauge!(
+        m::DELIVERIES_AT_RISK,
+        "Deliveries under way at risk of missing their deadline (the whole cluster's)"
+    );
+    describe_counter!(
+        m::DEADLINES_MISSED_TOTAL,
+        "Deliveries completed after their deadline"
+    );
     describe_gauge!(m::FLEET_FREE_DRONES, "Drones free to take a job");
     describe_gauge!(
         m::OWNED_PARTITIONS,

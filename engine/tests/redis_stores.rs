@@ -84,6 +84,7 @@ fn record(id: &str) -> DeliveryRecord {
         package_weight: 0.0,
         package_size: None,
         wake_at: None,
+        at_risk: None,
     }
 }
 
@@ -93,6 +94,7 @@ fn created_event(r: &DeliveryRecord) -> TrackingEvent {
         stage: r.stage,
         location: None,
         at: r.created_at,
+        at_risk: None,
     }
 }
 

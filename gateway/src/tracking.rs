@@ -3,8 +3,9 @@
 //!
 //! ## What is sent
 //! - `event: stage`, one per tracking event, oldest first: the stored
-//!   [`TrackingEvent`] (`deliveryId`, `stage`, `location`, `at`) plus
-//!   `stageName`. Its SSE `id` is the event's 1-based position in the
+//!   [`TrackingEvent`] (`deliveryId`, `stage`, `location`, `at`, and
+//!   `atRisk` with the reason on the event that marks the delivery at risk
+//!   of missing its deadline, in the stage it is in) plus `stageName`. Its SSE `id` is the event's 1-based position in the
 //!   delivery's history, so a reconnecting `EventSource` (which sends
 //!   `Last-Event-ID`) gets only the stage events it missed.
 //! - `event: position`, `{"droneId","location","stage","stageName",
@@ -408,6 +409,8 @@ mod tests {
             drone_id: Some("d1".into()),
             deadline: None,
             scheduled_for: None,
+            at_risk: false,
+            at_risk_reason: None,
         }
     }
 
@@ -417,6 +420,7 @@ mod tests {
             stage,
             location: None,
             at: chrono::Utc::now(),
+            at_risk: None,
         }
     }
 

@@ -552,7 +552,7 @@ fn observe(ctx: &Context, before: Option<&DeliveryRecord>, change: &Change) {
         });
     for TrackingEvent {
         stage: next, at, ..
-    } in &change.events
+    } in change.events.iter().filter(|e| e.at_risk.is_none())
     {
         let secs = (*at - since).num_milliseconds().max(0) as f64 / 1000.0;
         metrics::histogram!(m::STAGE_DURATION_SECONDS, "stage" => stage.name()).record(secs);
@@ -564,6 +564,11 @@ fn observe(ctx: &Context, before: Option<&DeliveryRecord>, change: &Change) {
                 let secs =
                     (record.updated_at - record.created_at).num_milliseconds() as f64 / 1000.0;
                 metrics::histogram!(m::DELIVERY_DURATION_SECONDS).record(secs);
+                if crate::domain::request::parse_time(&record.delivery.deadline)
+                    .is_some_and(|deadline| *at > deadline)
+                {
+                    metrics::counter!(m::DEADLINES_MISSED_TOTAL).increment(1);
+                }
             }
             DeliveryStage::Cancelled => {
                 metrics::counter!(m::DELIVERIES_CANCELLED_TOTAL).increment(1);

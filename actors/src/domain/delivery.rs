@@ -289,6 +289,12 @@ pub struct DeliveryRecord {
     /// due (another engine after a takeover, the same after a restart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_at: Option<DateTime<Utc>>,
+    /// Why the delivery is at risk of missing its deadline (the deadline
+    /// passed, or the expected delivery time is after it); `None` while it
+    /// is not, or has no deadline. Kept on a completed delivery that missed
+    /// its deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_risk: Option<String>,
 }
 
 /// Why the engine (not the client) cancelled a delivery. Stored as the text
@@ -437,6 +443,7 @@ impl DeliveryRecord {
             stage,
             location,
             at: self.updated_at,
+            at_risk: None,
         }
     }
 }
@@ -498,6 +505,10 @@ pub struct TrackingEvent {
     pub location: Option<Location>,
     /// When.
     pub at: DateTime<Utc>,
+    /// Set on the event that marks the delivery at risk of missing its
+    /// deadline (the stage is the one it is in): why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_risk: Option<String>,
 }
 
 /// `GET /api/deliveries/{id}/status`: the original's field names
@@ -534,4 +545,14 @@ pub struct DeliveryStatus {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// Whether the delivery is at risk of missing its deadline: the
+    /// deadline passed before delivery, or the expected delivery time is
+    /// after it (see `atRiskReason`). A completed delivery that missed its
+    /// deadline keeps it.
+    #[serde(default)]
+    pub at_risk: bool,
+    /// Why it is at risk; `null` when it is not.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub at_risk_reason: Option<String>,
 }

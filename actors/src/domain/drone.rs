@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::capacity::{Battery, Payload};
 use super::geo::Location;
-use super::limits::{Battery, Payload};
 use super::package::PackageSize;
 
 /// What a drone is doing.

@@ -209,7 +209,7 @@ pub fn apply(
     rules: Rules<'_>,
     now: DateTime<Utc>,
 ) -> Result<Decision, Rejection> {
-    match command {
+    let mut decision = match command {
         Command::Create(new) => Ok(create(current, *new, rules, now)),
         Command::Reschedule(req) => {
             reschedule(current.ok_or(Rejection::NotFound)?, req, rules, now)
@@ -219,9 +219,13 @@ pub fn apply(
             confirm(current.ok_or(Rejection::NotFound)?, *confirmation, now)
         }
         Command::Drone(report) => Ok(drone_report(current, report, rules, now)),
-        Command::Wake => Ok(wake(current, now)),
+        Command::Wake => Ok(wake(current, rules, now)),
         Command::Compensate { ticket, reason } => Ok(compensate(current, ticket, reason, now)),
+    }?;
+    if let Some(change) = decision.change.as_mut() {
+        watch(change, rules, now);
     }
+    Ok(decision)
 }
 
 /// The drone request of a record's current ticket.
@@ -318,9 +322,9 @@ fn create(
         confirmation: None,
         cancel_reason: None,
         wake_at: None,
+        at_risk: None,
     };
-    if let Some(start) = start_later(record.pickup_time, rules, now) {
-        record.wake_at = Some(start);
+    if start_later(record.pickup_time, rules, now).is_some() {
         let event = record.advance_at(DeliveryStage::Scheduled, None, now);
         return changed(Verdict::Created, record, vec![event], Vec::new());
     }
@@ -341,11 +345,12 @@ pub fn start_later(
     (start > now).then_some(start)
 }
 
-/// The durable timer is due: a scheduled delivery asks for its drone now.
-/// A wake that is early (the timer moved later meanwhile) changes nothing;
-/// a timer left on a delivery that moved on is cleared, so the store's
-/// index never holds a due entry that nothing clears.
-fn wake(current: Option<&DeliveryRecord>, now: DateTime<Utc>) -> Decision {
+/// The durable timer is due: a scheduled delivery whose lead time has come
+/// asks for its drone; a deadline that has come marks the delivery at risk
+/// (see [`watch`]). A wake that is early (the timer moved later meanwhile)
+/// changes nothing. Whatever it finds, the record's next timer is in the
+/// future or none, so the store's index never keeps a due entry.
+fn wake(current: Option<&DeliveryRecord>, rules: Rules<'_>, now: DateTime<Utc>) -> Decision {
     let Some(current) = current else {
         return Decision::ignored(Ignored::UnknownDelivery, Vec::new());
     };
@@ -354,15 +359,148 @@ fn wake(current: Option<&DeliveryRecord>, now: DateTime<Utc>) -> Decision {
         _ => return Decision::unchanged(Verdict::Unchanged),
     }
     let mut next = current.clone();
-    next.wake_at = None;
-    if current.stage == DeliveryStage::Scheduled {
+    if current.stage == DeliveryStage::Scheduled
+        && start_later(current.pickup_time, rules, now).is_none()
+    {
         let event = next.advance_at(DeliveryStage::Created, None, now);
         let effects = vec![Effect::RequestDrone(drone_request(&next))];
         return changed(Verdict::Applied, next, vec![event], effects);
     }
+    // Only the watch changes (see `watch`); the stage's time stays.
     next.version += 1;
-    next.updated_at = now;
     changed(Verdict::Applied, next, Vec::new(), Vec::new())
+}
+
+/// Keeps a changed record's watch on its time limits current: whether it
+/// is at risk of missing its deadline (marked once, with a tracking event
+/// that says why; cleared if a reschedule moves the deadline away) and
+/// when the engine must look at it next ([`DeliveryRecord::wake_at`]: the
+/// lead time of a scheduled pickup, or the deadline of one not at risk).
+/// Applied to every change [`apply`] decides, so no rule can forget it.
+fn watch(change: &mut Change, rules: Rules<'_>, now: DateTime<Utc>) {
+    let record = &mut change.record;
+    let risk = at_risk(record, now);
+    match (&record.at_risk, risk) {
+        (None, Some(reason)) => {
+            change.events.push(TrackingEvent {
+                delivery_id: record.delivery.id.clone(),
+                stage: record.stage,
+                location: None,
+                at: now,
+                at_risk: Some(reason.clone()),
+            });
+            record.at_risk = Some(reason);
+        }
+        (Some(_), None) => record.at_risk = None,
+        // Delivered: the outcome (a miss) replaces the warning.
+        (Some(_), Some(reason)) if record.stage == DeliveryStage::Completed => {
+            record.at_risk = Some(reason);
+        }
+        // Still at risk: the first reason stands.
+        (Some(_), Some(_)) | (None, None) => {}
+    }
+    record.wake_at = next_wake(record, rules);
+}
+
+/// Why `record` is at risk of missing its deadline at `now`, if it is: the
+/// deadline passed before delivery, or the expected delivery time is after
+/// it. A deadline that is free text is none. A completed delivery is at
+/// risk (it missed) if it was completed after the deadline.
+pub fn at_risk(record: &DeliveryRecord, now: DateTime<Utc>) -> Option<String> {
+    let deadline = super::request::parse_time(&record.delivery.deadline)?;
+    match record.stage {
+        DeliveryStage::Cancelled => None,
+        DeliveryStage::Completed => (record.updated_at > deadline).then(|| {
+            format!(
+                "missed: delivered at {}, after the deadline {}",
+                stamp(record.updated_at),
+                stamp(deadline)
+            )
+        }),
+        _ if now > deadline => Some(format!(
+            "the deadline {} passed before delivery",
+            stamp(deadline)
+        )),
+        _ => record
+            .delivery_eta
+            .filter(|eta| *eta > deadline)
+            .map(|eta| {
+                format!(
+                    "expected at {}, after the deadline {}",
+                    stamp(eta),
+                    stamp(deadline)
+                )
+            }),
+    }
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The ETAs of `record` as its `drone` flies now at `speed_mps` (metres
+/// per real second), straight to the pickup and on to the dropoff, rather
+/// than as the drone reported them when it took the job or picked up
+/// (a drone held up, by an outage say, is later than it said). A drone
+/// that does not serve this delivery's current request leaves them as
+/// stored.
+pub fn live_etas(
+    record: &DeliveryRecord,
+    drone: &super::DroneState,
+    speed_mps: f64,
+    now: DateTime<Utc>,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let stored = (record.pickup_eta, record.delivery_eta);
+    if drone.delivery_id.as_deref() != Some(record.delivery.id.as_str())
+        || drone.ticket != record.ticket
+        || speed_mps <= 0.0
+    {
+        return stored;
+    }
+    let after = |metres: f64| {
+        chrono::Duration::try_milliseconds((metres / speed_mps * 1000.0) as i64)
+            .and_then(|d| now.checked_add_signed(d))
+    };
+    let (pickup, dropoff) = (record.delivery.pickup, record.delivery.dropoff);
+    match record.stage {
+        DeliveryStage::HeadedToPickup => {
+            let to_pickup = drone.position.distance_m(&pickup);
+            (
+                after(to_pickup),
+                after(to_pickup + pickup.distance_m(&dropoff)),
+            )
+        }
+        DeliveryStage::HeadedToDropoff => (
+            record.pickup_eta,
+            after(drone.position.distance_m(&dropoff)),
+        ),
+        _ => stored,
+    }
+}
+
+/// When the engine must look at `record` again: a scheduled pickup's lead
+/// time, and the deadline of a delivery not yet at risk (to mark it when
+/// it passes), whichever comes first; none once it has ended.
+pub fn next_wake(record: &DeliveryRecord, rules: Rules<'_>) -> Option<DateTime<Utc>> {
+    if record.stage.is_terminal() {
+        return None;
+    }
+    let start = (record.stage == DeliveryStage::Scheduled)
+        .then(|| {
+            record
+                .pickup_time
+                .and_then(|t| t.checked_sub_signed(rules.pickup_lead))
+        })
+        .flatten();
+    let deadline = record
+        .at_risk
+        .is_none()
+        .then(|| super::request::parse_time(&record.delivery.deadline))
+        .flatten();
+    match (start, deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn reschedule(
@@ -395,8 +533,7 @@ fn reschedule(
     next.pickup_eta = None;
     next.delivery_eta = None;
     next.ticket += 1;
-    if let Some(start) = start_later(next.pickup_time, rules, now) {
-        next.wake_at = Some(start);
+    if start_later(next.pickup_time, rules, now).is_some() {
         let event = next.advance_at(DeliveryStage::Scheduled, None, now);
         return Ok(changed(
             Verdict::Applied,
@@ -405,7 +542,6 @@ fn reschedule(
             vec![Effect::Withdraw],
         ));
     }
-    next.wake_at = None;
     let event = next.advance_at(DeliveryStage::Rescheduled, None, now);
     let effects = vec![Effect::RequestDrone(drone_request(&next))];
     Ok(changed(Verdict::Applied, next, vec![event], effects))
@@ -416,7 +552,6 @@ fn cancel(current: &DeliveryRecord, now: DateTime<Utc>) -> Result<Decision, Reje
         return Ok(Decision::unchanged(Verdict::Unchanged));
     }
     let mut next = current.clone();
-    next.wake_at = None;
     let event = next.advance_at(DeliveryStage::Cancelled, None, now);
     Ok(Decision {
         verdict: Verdict::Applied,

@@ -6,6 +6,7 @@
 //! drone serves which request), and the validation of client input
 //! ([`request`]). The actors around them load, store and send.
 
+pub mod capacity;
 pub mod delivery;
 pub mod dispatch;
 pub mod drone;

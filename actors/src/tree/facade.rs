@@ -79,16 +79,23 @@ impl Engine {
             return Ok(None);
         };
         let drones_up = self.need(Dependency::Drones).is_ok();
-        let drone_position = match (&record.delivery.drone_id, record.stage.is_terminal()) {
-            (Some(drone_id), false) if drones_up => self
-                .ctx
-                .backends
-                .drones
-                .get(drone_id)
-                .await?
-                .map(|d| d.position),
+        let drone = match (&record.delivery.drone_id, record.stage.is_terminal()) {
+            (Some(drone_id), false) if drones_up => self.ctx.backends.drones.get(drone_id).await?,
             _ => None,
         };
+        let drone_position = drone.as_ref().map(|d| d.position);
+        // The ETAs as the drone flies now, not as they were at assignment.
+        let (pickup_eta, delivery_eta) =
+            drone
+                .as_ref()
+                .map_or((record.pickup_eta, record.delivery_eta), |d| {
+                    crate::domain::lifecycle::live_etas(
+                        &record,
+                        d,
+                        self.ctx.config.sim.real_speed_mps(),
+                        chrono::Utc::now(),
+                    )
+                });
         let last_event_location = if drone_position.is_none() {
             self.ctx
                 .backends
@@ -105,13 +112,15 @@ impl Engine {
             stage: record.stage,
             stage_name: record.stage.name().to_owned(),
             last_known_location: drone_position.or(last_event_location),
-            pickup_eta: record.pickup_eta,
-            delivery_eta: record.delivery_eta,
+            pickup_eta,
+            delivery_eta,
             drone_id: record.delivery.drone_id.clone(),
             deadline: crate::domain::request::parse_time(&record.delivery.deadline),
             scheduled_for: record
                 .pickup_time
                 .filter(|_| record.stage == DeliveryStage::Scheduled),
+            at_risk: record.at_risk.is_some(),
+            at_risk_reason: record.at_risk.clone(),
         }))
     }
 

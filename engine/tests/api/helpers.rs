@@ -303,6 +303,10 @@ impl DeliveryStore for SwitchableDeliveries {
         self.check().await?;
         self.inner.due(now, limit).await
     }
+    async fn at_risk_count(&self) -> StoreResult<u64> {
+        self.check().await?;
+        self.inner.at_risk_count().await
+    }
     async fn awaiting_drone(&self) -> StoreResult<Vec<String>> {
         self.check().await?;
         self.inner.awaiting_drone().await

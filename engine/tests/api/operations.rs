@@ -104,6 +104,10 @@ async fn after_a_flow_every_documented_metric_is_reported_non_zero() {
     for i in 0..8 {
         let mut body = ri_example();
         body["pickupLocation"] = json!(format!("operations pickup {i}"));
+        if i == 0 {
+            // A deadline already past: at risk all the way, then missed.
+            body["deadline"] = json!("2000-01-01T00:00:00Z");
+        }
         ids.push(app.post_delivery(&body).await);
     }
     let first = ids[0].clone();

@@ -69,6 +69,9 @@ impl DeliveryStore for PanicOnceDeliveries {
     ) -> StoreResult<Vec<String>> {
         self.inner.due(now, limit).await
     }
+    async fn at_risk_count(&self) -> StoreResult<u64> {
+        self.inner.at_risk_count().await
+    }
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }

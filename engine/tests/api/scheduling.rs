@@ -382,3 +382,91 @@ async fn scheduled_pickups_start_at_their_lead_time_once_across_a_restart() {
     }
     app.stop().await;
 }
+
+/// The tracking events of `id` as the events route serves them (the SSE
+/// stream's `stage` events), as JSON.
+async fn at_risk_events(app: &TestApp, id: &str) -> Vec<serde_json::Value> {
+    app.engine
+        .events(id)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.at_risk.is_some())
+        .map(|e| serde_json::to_value(e).expect("json"))
+        .collect()
+}
+
+/// One drone, flights of several seconds. A delivery whose deadline falls
+/// before its drone can arrive is marked at risk when the drone reports its
+/// ETA, with a tracking event, counted in `GET /api/fleet` and the gauge;
+/// it is delivered late and counted as a miss. A second one waits for the
+/// busy drone while its deadline passes: the durable timer marks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_that_cannot_be_met_raises_at_risk_and_the_event() {
+    let app = spawn_app_on(
+        |a| {
+            a.fleet_size = 1;
+            a.depots = 1;
+            a.sim_speed = 100.0;
+            a.drone_range_km = 0.0;
+        },
+        Some(real_backends().await),
+    )
+    .await;
+    // 10 km out and 10 km on at 1.5 km/s: about 13 s to the dropoff.
+    let mut late = trip(30, "47.689932,-122.25", "47.779864,-122.25", "Small", 1.0);
+    let deadline = Utc::now() + chrono::Duration::seconds(4);
+    late["deadline"] = json!(deadline.to_rfc3339());
+    let late = app.post_delivery(&late).await;
+    wait_assigned(&app, &late, Duration::from_secs(10)).await;
+    let status = app
+        .wait_for(&late, Duration::from_secs(5), |s| s["atRisk"] == true)
+        .await;
+    let reason = status["atRiskReason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.starts_with("expected at"), "{status}");
+    let deadline_read: DateTime<Utc> =
+        serde_json::from_value(status["deadline"].clone()).expect("a parsed deadline");
+    assert!((deadline_read - deadline).num_milliseconds().abs() < 1);
+    let events = at_risk_events(&app, &late).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["atRisk"], reason.as_str());
+    assert_eq!(events[0]["stage"], stage::HEADED_TO_PICKUP);
+
+    // Behind it, a nearby job due in 2 s: it waits for the only drone.
+    let mut waiting = trip(31, "47.61,-122.25", "47.62,-122.25", "Small", 1.0);
+    waiting["deadline"] = json!((Utc::now() + chrono::Duration::seconds(2)).to_rfc3339());
+    let waiting = app.post_delivery(&waiting).await;
+    let status = app
+        .wait_for(&waiting, Duration::from_secs(8), |s| s["atRisk"] == true)
+        .await;
+    assert_eq!(status["stage"], stage::CREATED, "still waiting: {status}");
+    assert!(
+        status["atRiskReason"]
+            .as_str()
+            .is_some_and(|r| r.contains("passed")),
+        "{status}"
+    );
+    let fleet: serde_json::Value = app.get("/api/fleet").await.json().await.expect("json");
+    assert_eq!(fleet["atRisk"], 2, "{fleet}");
+    let done = app
+        .wait_for_stage(&late, stage::COMPLETED, Duration::from_secs(30))
+        .await;
+    assert_eq!(done["atRisk"], true);
+    assert!(
+        done["atRiskReason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("missed")),
+        "{done}"
+    );
+    app.wait_for_stage(&waiting, stage::COMPLETED, Duration::from_secs(30))
+        .await;
+    let fleet: serde_json::Value = app.get("/api/fleet").await.json().await.expect("json");
+    assert_eq!(
+        fleet["atRisk"], 0,
+        "only deliveries under way count: {fleet}"
+    );
+    app.stop().await;
+}

@@ -684,3 +684,188 @@ fn a_scheduled_delivery_is_rescheduled_or_cancelled_with_its_timer() {
         Some(t0() + Duration::days(1) - Duration::minutes(5))
     );
 }
+
+/// A create with `deadline` (text) and pickup at `pickup`.
+fn create_due(deadline: &str, pickup: Option<DateTime<Utc>>) -> Command {
+    let mut request = request("d-r");
+    request.deadline = deadline.into();
+    request.pickup_time = pickup;
+    Command::Create(Box::new(NewDelivery {
+        request,
+        correlation_id: None,
+    }))
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339()
+}
+
+#[test]
+fn a_deadline_is_watched_by_the_timer_and_marked_at_risk_once_when_it_passes() {
+    let area = area();
+    let rules = rules(&area);
+    let deadline = t0() + Duration::minutes(30);
+    let created = apply(None, create_due(&stamp(deadline), None), rules, t0()).unwrap();
+    let r = created.change.unwrap().record;
+    assert_eq!((r.at_risk.as_deref(), r.wake_at), (None, Some(deadline)));
+    // Free text is no deadline: nothing to watch.
+    let text = apply(
+        None,
+        create_due("LineOfDeadlyZombiatedPeople", None),
+        rules,
+        t0(),
+    )
+    .unwrap();
+    assert_eq!(text.change.unwrap().record.wake_at, None);
+    // The deadline passes while it waits: at risk, with an event saying why.
+    let late = t0() + Duration::minutes(31);
+    let woken = apply(Some(&r), Command::Wake, rules, late).unwrap();
+    let change = woken.change.unwrap();
+    let reason = change.record.at_risk.clone().expect("at risk");
+    assert!(reason.contains("passed"), "{reason}");
+    assert_eq!(change.record.wake_at, None, "nothing more to watch");
+    assert_eq!(change.record.stage, Created, "the stage does not change");
+    assert_eq!(change.events.len(), 1);
+    assert_eq!(change.events[0].at_risk.as_deref(), Some(reason.as_str()));
+    assert_eq!(change.events[0].stage, Created);
+    // Later changes keep the mark and add no second event.
+    let assigned = apply(Some(&change.record), assigned(1, D1), rules, late).unwrap();
+    let a = assigned.change.unwrap();
+    assert_eq!(a.record.at_risk, Some(reason));
+    assert!(a.events.iter().all(|e| e.at_risk.is_none()));
+    // Delivered after the deadline: a miss, kept on the completed record.
+    let done = apply(Some(&a.record), delivered(1, D1), rules, late).unwrap();
+    let d = done.change.unwrap().record;
+    assert_eq!(d.stage, Completed);
+    assert!(
+        d.at_risk
+            .as_deref()
+            .is_some_and(|r| r.starts_with("missed")),
+        "{d:?}"
+    );
+    assert_eq!(d.wake_at, None);
+}
+
+#[test]
+fn an_eta_after_the_deadline_marks_it_at_risk_and_a_later_deadline_clears_it() {
+    let area = area();
+    let rules = rules(&area);
+    // The drone's ETA (assigned(…) reports one hour ahead) is after it.
+    let deadline = t0() + Duration::minutes(10);
+    let r = apply(None, create_due(&stamp(deadline), None), rules, t0())
+        .unwrap()
+        .change
+        .unwrap()
+        .record;
+    let mut report = assigned(1, D1);
+    if let Command::Drone(DroneReport::Assigned { delivery_eta, .. }) = &mut report {
+        *delivery_eta = t0() + Duration::minutes(20);
+    }
+    let change = apply(Some(&r), report, rules, t0())
+        .unwrap()
+        .change
+        .unwrap();
+    let reason = change.record.at_risk.clone().expect("at risk by its ETA");
+    assert!(reason.starts_with("expected at"), "{reason}");
+    assert_eq!(
+        change.events.last().and_then(|e| e.at_risk.clone()),
+        Some(reason)
+    );
+    assert_eq!(change.record.wake_at, None);
+    // Rescheduled to a later deadline: no longer at risk, watched again.
+    let later = t0() + Duration::hours(3);
+    let moved = RescheduleRequest {
+        delivery_id: "d-r".into(),
+        pickup_location: None,
+        dropoff_location: None,
+        deadline: Some(stamp(later)),
+        pickup_time: None,
+    };
+    let m = apply(
+        Some(&change.record),
+        Command::Reschedule(moved),
+        rules,
+        t0(),
+    )
+    .unwrap()
+    .change
+    .unwrap()
+    .record;
+    assert_eq!((m.at_risk, m.wake_at), (None, Some(later)));
+}
+
+#[test]
+fn a_scheduled_pickup_wakes_at_the_earlier_of_its_lead_time_and_its_deadline() {
+    let area = area();
+    let rules = rules(&area);
+    let pickup = t0() + Duration::hours(2);
+    let soon = t0() + Duration::minutes(30);
+    let r = apply(None, create_due(&stamp(soon), Some(pickup)), rules, t0())
+        .unwrap()
+        .change
+        .unwrap()
+        .record;
+    assert_eq!((r.stage, r.wake_at), (Scheduled, Some(soon)));
+    // At the deadline: at risk, still scheduled, woken next at the lead time.
+    let at = apply(Some(&r), Command::Wake, rules, soon + Duration::seconds(1))
+        .unwrap()
+        .change
+        .unwrap()
+        .record;
+    assert!(at.at_risk.is_some());
+    assert_eq!(
+        (at.stage, at.wake_at),
+        (Scheduled, Some(pickup - Duration::minutes(5)))
+    );
+    // A deadline already past at creation is at risk from the start.
+    let past = apply(
+        None,
+        create_due(&stamp(t0() - Duration::days(1)), None),
+        rules,
+        t0(),
+    )
+    .unwrap()
+    .change
+    .unwrap();
+    assert!(past.record.at_risk.is_some());
+    assert_eq!(past.events.len(), 2, "created, then at risk");
+}
+
+#[test]
+fn etas_follow_the_drone_as_it_flies() {
+    let area = area();
+    let rules = rules(&area);
+    let created = apply(None, create_command("d-1"), rules, t0()).unwrap();
+    let r = created.change.unwrap().record;
+    let mut heading = apply(Some(&r), assigned(1, D1), rules, t0())
+        .unwrap()
+        .change
+        .unwrap()
+        .record;
+    let job = drone_request(&heading);
+    let mut drone = crate::domain::DroneState::parked(D1.into(), job.pickup).claimed(&job, 1, t0());
+    // Held up 10 km from the pickup, an hour after it said it would be there.
+    drone.position = Location::new(
+        job.pickup.latitude - 10_000.0 / 111_195.0,
+        job.pickup.longitude,
+    );
+    let now = t0() + Duration::hours(1);
+    let (pickup_eta, delivery_eta) = live_etas(&heading, &drone, 100.0, now);
+    let to_pickup = drone.position.distance_m(&job.pickup) / 100.0;
+    let leg = job.pickup.distance_m(&job.dropoff) / 100.0;
+    let secs = |t: Option<DateTime<Utc>>| (t.unwrap() - now).num_milliseconds() as f64 / 1000.0;
+    assert!((secs(pickup_eta) - to_pickup).abs() < 0.01);
+    assert!((secs(delivery_eta) - to_pickup - leg).abs() < 0.01);
+    // On board: only the way to the dropoff is left.
+    heading.stage = HeadedToDropoff;
+    drone.position = job.pickup;
+    let (kept, eta) = live_etas(&heading, &drone, 100.0, now);
+    assert_eq!(kept, heading.pickup_eta);
+    assert!((secs(eta) - leg).abs() < 0.01);
+    // A drone of another request: the stored ETAs.
+    drone.ticket += 1;
+    assert_eq!(
+        live_etas(&heading, &drone, 100.0, now),
+        (heading.pickup_eta, heading.delivery_eta)
+    );
+}

@@ -88,6 +88,15 @@ impl DeliveryStore for MemoryDeliveryStore {
             .collect())
     }
 
+    async fn at_risk_count(&self) -> StoreResult<u64> {
+        Ok(self
+            .records
+            .read_map()
+            .values()
+            .filter(|r| r.at_risk.is_some() && !r.stage.is_terminal())
+            .count() as u64)
+    }
+
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<String>> {
         let mut due: Vec<(DateTime<Utc>, String)> = self
             .records

@@ -9,6 +9,7 @@
 //! | `{p}:delivery:{id}` | string | JSON of the `DeliveryRecord` |
 //! | `{p}:delivery:{id}:events` | list | JSON `TrackingEvent`s, oldest first (`RPUSH`) |
 //! | `{p}:deliveries:awaiting` | set | ids of deliveries whose stage awaits a drone |
+//! | `{p}:deliveries:at-risk` | set | ids of deliveries under way at risk of missing their deadline |
 //! | `{p}:deliveries:timers` | sorted set | ids of deliveries with a durable timer, by due time (epoch ms) |
 //! | `{p}:drone:{id}` | string | JSON of the `DroneState` |
 //! | `{p}:drones` | set | ids of all stored drones |
@@ -70,6 +71,12 @@ impl Keys {
     /// `{p}:deliveries:awaiting`: set of ids of deliveries waiting for a drone.
     pub fn deliveries_awaiting(&self) -> String {
         format!("{}:deliveries:awaiting", self.prefix)
+    }
+
+    /// `{p}:deliveries:at-risk`: set of ids of deliveries under way at
+    /// risk of missing their deadline.
+    pub fn deliveries_at_risk(&self) -> String {
+        format!("{}:deliveries:at-risk", self.prefix)
     }
 
     /// `{p}:deliveries:timers`: sorted set of delivery ids by the time

@@ -36,10 +36,11 @@ use super::{corrupt, millis, unavailable, Keys};
 /// with the record that carries it.
 ///
 /// KEYS: record, events list, awaiting set, the partition's lease (only
-/// read with a fence), timers sorted set.
+/// read with a fence), timers sorted set, at-risk set.
 /// ARGV: version, record JSON, event JSON (`""`: none), delivery id,
 /// `"1"` if awaiting a drone, `"1"` if terminal, retention in ms, fence
-/// epoch (`""`: none), timer due in epoch ms (`""`: none).
+/// epoch (`""`: none), timer due in epoch ms (`""`: none), `"1"` if at
+/// risk and under way.
 /// Returns 1 when written, 0 when ignored as stale, 2 when written without
 /// appending the repeated event, -1 when fenced.
 const SAVE_DELIVERY: &str = r#"
@@ -83,6 +84,7 @@ local function repeats_last(event)
   local ok2, b = pcall(cjson.decode, event)
   return ok1 and ok2 and type(a) == 'table' and type(b) == 'table'
     and a['stage'] == b['stage'] and same_place(a['location'], b['location'])
+    and a['atRisk'] == b['atRisk']
 end
 local written = 1
 redis.call('SET', KEYS[1], ARGV[2])
@@ -102,6 +104,11 @@ if ARGV[9] ~= '' then
   redis.call('ZADD', KEYS[5], ARGV[9], ARGV[4])
 else
   redis.call('ZREM', KEYS[5], ARGV[4])
+end
+if ARGV[10] == '1' then
+  redis.call('SADD', KEYS[6], ARGV[4])
+else
+  redis.call('SREM', KEYS[6], ARGV[4])
 end
 if ARGV[6] == '1' then
   redis.call('PEXPIRE', KEYS[1], ARGV[7])
@@ -201,6 +208,7 @@ impl DeliveryStore for RedisDeliveryStore {
             .key(self.keys.deliveries_awaiting())
             .key(self.keys.lease(fence.map_or(0, |f| f.partition)))
             .key(self.keys.delivery_timers())
+            .key(self.keys.deliveries_at_risk())
             .arg(record.version)
             .arg(record_json)
             .arg(event_json)
@@ -214,6 +222,9 @@ impl DeliveryStore for RedisDeliveryStore {
                     .wake_at
                     .map_or(String::new(), |t| t.timestamp_millis().to_string()),
             )
+            .arg(flag(
+                record.at_risk.is_some() && !record.stage.is_terminal(),
+            ))
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
@@ -263,6 +274,15 @@ impl DeliveryStore for RedisDeliveryStore {
         let mut c = self.conn.clone();
         ::redis::cmd("SCARD")
             .arg(self.keys.deliveries_awaiting())
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn at_risk_count(&self) -> StoreResult<u64> {
+        let mut c = self.conn.clone();
+        ::redis::cmd("SCARD")
+            .arg(self.keys.deliveries_at_risk())
             .query_async(&mut c)
             .await
             .map_err(unavailable)
