@@ -495,6 +495,39 @@ describe("web console", { timeout: 300_000 }, () => {
     }
   });
 
+  test("track: a booked pickup is Scheduled, and a passed deadline shows at risk", async () => {
+    const pickup = new Date(Date.now() + 24 * 3600 * 1000).toISOString();
+    const res = await apiJson("/api/deliveryrequests", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        ownerId: "console-booked",
+        pickupLocation: "47.61,-122.25",
+        dropOffLocation: "47.62,-122.25",
+        pickupTime: pickup,
+        confirmationRequired: "None",
+        deadline: "2020-01-01T00:00:00Z",
+        expedited: false,
+        packageInfo: { packageId: "console-booked", size: "Small", weight: 2, tag: "booked" },
+      }),
+    });
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+    await page.goto(`${engine.url}/console/track/${res.body.deliveryId}`);
+    await page.waitForSelector('#stage[data-stage="Scheduled"]', { timeout: 15_000 });
+    await page.waitForSelector('#at-risk[data-risk="yes"]', { timeout: 15_000 });
+    assert.match(await page.textContent("#at-risk"), /passed before delivery/);
+    assert.match(await page.textContent("#pickup-eta"), /^booked for /);
+    const stages = await page.$$eval("#timeline li", (items) => items.map((li) => `${li.dataset.stage}:${li.dataset.state}`));
+    assert.deepEqual(stages, ["Scheduled:current", "Created:upcoming", "HeadedToPickup:upcoming", "HeadedToDropoff:upcoming", "Completed:upcoming"]);
+    const status = await apiJson(`/api/deliveries/${res.body.deliveryId}/status`);
+    assert.equal(status.body.atRisk, true);
+    assert.equal(new Date(status.body.scheduledFor).toISOString(), pickup);
+    await assertAccessible("booked");
+    await shot("09-track-booked-at-risk", { fullPage: false });
+    await page.goto(`${engine.url}/console/fleet`);
+    await page.waitForFunction(() => Number(document.getElementById("count-at-risk").textContent) >= 1, null, { timeout: 15_000 });
+  });
+
   test("track: an unknown id is said to be unknown", async () => {
     await page.goto(`${engine.url}/console/track/no-such-delivery`);
     await page.waitForSelector("#not-found:not([hidden])", { timeout: 15_000 });

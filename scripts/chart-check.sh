@@ -221,7 +221,7 @@ rules = yaml.safe_load(open(sys.argv[2]))
 errors += check_rule_groups(rules.get("groups"), "alerts.yaml")
 alerts = {r.get("alert") for g in rules.get("groups") or [] for r in g.get("rules") or []}
 for want in ("DeadLettersGrowing", "ActorRestartStorm", "ReadinessFlapping", "QueueBacklog",
-             "BreakerOpen", "HighIngestionErrorRate"):
+             "BreakerOpen", "HighIngestionErrorRate", "DeliveriesAtRisk", "DeadlinesMissed"):
     if want not in alerts:
         errors.append(f"alerts.yaml lacks {want}")
 if errors:

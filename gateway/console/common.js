@@ -13,12 +13,13 @@ export const LABELS = {
   HeadedToDropoff: "Headed to drop-off",
   Completed: "Completed",
   Cancelled: "Cancelled",
+  Scheduled: "Scheduled",
   Available: "Available",
   Returning: "Returning",
 };
 
 /** The stage names by integer code (the API's `stage`). */
-export const STAGE_NAMES = ["Created", "Rescheduled", "HeadedToPickup", "HeadedToDropoff", "Completed", "Cancelled"];
+export const STAGE_NAMES = ["Created", "Rescheduled", "HeadedToPickup", "HeadedToDropoff", "Completed", "Cancelled", "Scheduled"];
 
 export const isTerminal = (stage) => stage === "Completed" || stage === "Cancelled";
 

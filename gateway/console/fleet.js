@@ -180,6 +180,7 @@ async function refreshFigures() {
   }
   const f = res.body;
   setText($("count-waiting"), count(f.waitingForDrone));
+  setText($("count-at-risk"), count(f.atRisk ?? 0));
   setText($("count-completed"), count(f.counts.completed));
   setText($("count-cancelled"), count(f.counts.cancelled));
   setText($("queue-depth"), count(f.queueDepth));

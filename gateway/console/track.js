@@ -29,6 +29,10 @@ const state = {
   deliveryEta: null,
   /** The deadline when the request's names a time (from the status). */
   deadline: null,
+  /** The booked pickup while the delivery is Scheduled (from the status). */
+  scheduledFor: null,
+  /** Why the delivery is at risk of missing its deadline, if it is. */
+  atRisk: null,
   trail: [],
   stream: null,
   finished: false,
@@ -117,8 +121,11 @@ function describe() {
   return `${state.droneId ?? "The drone"} is ${km} km from the ${target[0]}.`;
 }
 
+/** The stage events: the history without its at-risk marks. */
+const stageEvents = () => state.events.filter((e) => e && !e.atRisk);
+
 function renderTimeline() {
-  const events = state.events.filter(Boolean);
+  const events = stageEvents();
   const current = state.stage;
   const items = events.map((e, i) => ({
     stage: e.stage,
@@ -128,7 +135,7 @@ function renderTimeline() {
   if (items.length === 0 && current) items.push({ stage: current, at: null, state: isTerminal(current) ? "done" : "current" });
   const last = items.length ? items[items.length - 1].stage : "Created";
   if (!isTerminal(last)) {
-    const from = last === "Rescheduled" ? 0 : Math.max(0, STAGE_PATH.indexOf(last));
+    const from = last === "Rescheduled" ? 0 : last === "Scheduled" ? -1 : Math.max(0, STAGE_PATH.indexOf(last));
     for (const stage of STAGE_PATH.slice(from + 1)) items.push({ stage, at: null, state: "upcoming" });
   }
   $("timeline").replaceChildren(
@@ -156,7 +163,7 @@ function setStage(stage) {
 }
 
 function reachedAt(stage) {
-  return state.events.filter(Boolean).findLast((e) => e.stage === stage)?.at ?? null;
+  return stageEvents().findLast((e) => e.stage === stage)?.at ?? null;
 }
 
 /** ETAs and where the drone is, refreshed every second (the countdowns). */
@@ -166,6 +173,7 @@ function renderFacts() {
   let pickup;
   if (stage === "Cancelled") pickup = "cancelled";
   else if (pickedUp && stage !== "Rescheduled" && stage !== "HeadedToPickup") pickup = `picked up at ${clock(pickedUp)}`;
+  else if (stage === "Scheduled" && state.scheduledFor) pickup = `booked for ${dateTime(state.scheduledFor)}`;
   else pickup = state.pickupEta ? countdown(state.pickupEta) : "once a drone is assigned";
   setText($("pickup-eta"), pickup);
   let delivery;
@@ -174,6 +182,9 @@ function renderFacts() {
   else delivery = state.deliveryEta ? countdown(state.deliveryEta) : "once a drone is assigned";
   setText($("delivery-eta"), delivery);
   setText($("deadline"), deadlineText());
+  const risk = $("at-risk");
+  risk.dataset.risk = state.atRisk ? "yes" : "no";
+  setText(risk, state.atRisk ?? "no");
   setText($("drone-id"), state.droneId ?? "not assigned yet");
   setText($("drone-position"), state.position ? coords(state.position) : "—");
 }
@@ -199,6 +210,8 @@ function applyStatus(s) {
   state.pickupEta = s.pickupETA ?? state.pickupEta;
   state.deliveryEta = s.deliveryETA ?? state.deliveryEta;
   if ("deadline" in s) state.deadline = s.deadline;
+  if ("scheduledFor" in s) state.scheduledFor = s.scheduledFor;
+  if ("atRisk" in s) state.atRisk = s.atRisk ? s.atRiskReason ?? "at risk" : null;
   if (s.lastKnownLocation) move(s.lastKnownLocation);
 }
 
@@ -219,7 +232,9 @@ function onStage(event) {
     stage,
     at: data.at,
     location: data.location,
+    atRisk: data.atRisk ?? null,
   };
+  if (data.atRisk) state.atRisk = data.atRisk;
   const latest = state.events[state.events.length - 1];
   if (latest) setStage(latest.stage);
   if (data.location && isTerminal(stage)) move(data.location);

@@ -287,7 +287,10 @@ fn schemas_keep_the_serde_names() {
             "pickupETA",
             "deliveryETA",
             "droneId",
-            "deadline"
+            "deadline",
+            "scheduledFor",
+            "atRisk",
+            "atRiskReason"
         ]
         .map(str::to_owned)
         .into()
@@ -309,7 +312,7 @@ fn schemas_keep_the_serde_names() {
     assert_eq!(schemas["DeliveryStage"]["type"], "integer");
     assert_eq!(
         schemas["DeliveryStage"]["enum"],
-        serde_json::json!([0, 1, 2, 3, 4, 5])
+        serde_json::json!([0, 1, 2, 3, 4, 5, 6])
     );
     assert_eq!(
         schemas["ConfirmationRequired"]["enum"],

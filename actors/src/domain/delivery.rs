@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::geo::Location;
 
 /// Stage of a delivery. Serialised as the original's integers
-/// (`0 Created … 5 Cancelled`) so that existing clients keep working.
+/// (`0 Created … 5 Cancelled`, and `6 Scheduled` of its own) so that existing
+/// clients keep working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeliveryStage {
     /// Accepted and stored; waiting for a drone.
