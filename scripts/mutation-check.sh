@@ -27,6 +27,10 @@ declare -A scenario=(
   [servicebus-dead-letters-unlisted]='binary(e2e_real_backends) & test(listen_send)'
   [no-trace-propagation]='binary(otel) & test(one_request)'
   [fifo-dispatch]='binary(api) & test(expedited)'
+  [claim-ignores-battery]='binary(api) & test(short_of_range)'
+  [claim-ignores-payload]='binary(api) & test(too_heavy_for_the_free_drones)'
+  [timers-not-indexed]='binary(api) & test(scheduled_pickups_start)'
+  [deadline-not-watched]='binary(api) & test(deadline_that_cannot_be_met)'
 )
 # cargo features a scenario needs
 declare -A features=(
