@@ -333,11 +333,12 @@ pub enum Claimed {
     /// already served the delivery (its job updated when the ticket is
     /// newer), or the nearest free drone, taken out of the pool.
     Drone(Box<DroneState>),
-    /// No drone is free.
+    /// No drone of a class that carries the package's size is free (no
+    /// drone at all, for a small package).
     NoneFree,
-    /// Drones are free, but none can take this job now: the package does
-    /// not fit them, or their batteries do not hold the flight (see
-    /// [`crate::domain::limits`]). Another job may still find one.
+    /// Drones of those classes are free, but none can take this job now:
+    /// over their weight limit, or their batteries do not hold the flight
+    /// (see [`crate::domain::limits`]). Another job may still find one.
     NoneFits,
     /// The delivery's drone of an older request (a reschedule) is still
     /// serving it: the claim waits until that drone is released.

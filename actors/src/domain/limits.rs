@@ -305,28 +305,59 @@ impl DroneState {
     }
 }
 
-/// The nearest of `free` drones to the job's pickup that can take it at
-/// `now` (ties: the lowest id): the pool's rule for choosing a drone.
+/// The free drones a claim reads at most (nearest first, over the classes
+/// it looks at) before it answers that none can take the job now: a bound
+/// on the cost of a claim when many free drones are short of range.
+pub const CLAIM_SCAN_MAX: usize = 256;
+
+/// The payload class a drone is pooled under: its own, or `Large` (carries
+/// anything) for a drone stored without one.
+pub fn pool_class(drone: &DroneState) -> PackageSize {
+    drone.payload.map_or(PackageSize::Large, |p| p.class)
+}
+
+/// The pool's rule for choosing a drone: the **smallest class** that
+/// carries the package's size, then the next ones, so the larger drones
+/// stay free for what only they can carry; within a class the nearest free
+/// drone to the pickup (ties: the lowest id) that can take the job at `now`
+/// (weight limit and battery). At most [`CLAIM_SCAN_MAX`] drones are
+/// looked at.
 pub fn choose<'a>(
     free: impl IntoIterator<Item = &'a DroneState>,
     job: &DroneRequest,
     now: DateTime<Utc>,
 ) -> Choice<'a> {
+    let mut by_class: [Vec<&DroneState>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for d in free {
+        by_class[pool_class(d) as usize].push(d);
+    }
+    let mut scanned = 0;
     let mut any = false;
-    let best = free
-        .into_iter()
-        .inspect(|_| any = true)
-        .filter(|d| d.can_take(job, now))
-        .min_by(|a, b| {
+    for class in &mut by_class[job.package_size as usize..] {
+        if class.is_empty() {
+            continue;
+        }
+        any = true;
+        class.sort_by(|a, b| {
             a.position
                 .distance_m(&job.pickup)
                 .total_cmp(&b.position.distance_m(&job.pickup))
                 .then_with(|| a.id.cmp(&b.id))
         });
-    match best {
-        Some(d) => Choice::Drone(d),
-        None if any => Choice::NoneFits,
-        None => Choice::NoneFree,
+        for d in class.iter() {
+            if scanned == CLAIM_SCAN_MAX {
+                return Choice::NoneFits;
+            }
+            scanned += 1;
+            if d.can_take(job, now) {
+                return Choice::Drone(d);
+            }
+        }
+    }
+    if any {
+        Choice::NoneFits
+    } else {
+        Choice::NoneFree
     }
 }
 
@@ -335,10 +366,12 @@ pub fn choose<'a>(
 pub enum Choice<'a> {
     /// The drone to claim.
     Drone(&'a DroneState),
-    /// Free drones, none of which can take this job now (too small, or
-    /// short of range): another job may still find one.
+    /// Free drones of the classes that carry the package, none of which can
+    /// take this job now (over its weight limit, or short of range):
+    /// another job may still find one.
     NoneFits,
-    /// No free drone at all.
+    /// No free drone of a class that carries the package's size: no other
+    /// job of that size or larger finds one either.
     NoneFree,
 }
 

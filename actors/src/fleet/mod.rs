@@ -34,7 +34,7 @@ use crate::context::Context;
 use crate::domain::dispatch::{Abort, Dispatcher};
 use crate::domain::lifecycle::drone_request;
 use crate::domain::ownership::{partition_of, PartitionId};
-use crate::domain::{DroneRequest, DroneState};
+use crate::domain::{DroneRequest, DroneState, PackageSize};
 use crate::drone::DroneActor;
 use crate::metrics::{self as m, LiveActor};
 use crate::ports::{Claimed, StoreError};
@@ -49,8 +49,9 @@ const RESPAWN_BACKOFF: Backoff =
 const RETRY_CLAIM: Duration = Duration::from_millis(200);
 
 /// Requests a dispatch round tries that no free drone can take (each costs
-/// a claim in the store) before it waits for the next round.
-const MAX_UNFIT_PER_ROUND: usize = 32;
+/// a claim in the store that reads up to `limits::CLAIM_SCAN_MAX` drones)
+/// before it waits for the next round.
+const MAX_UNFIT_PER_ROUND: usize = 8;
 
 /// How often the fleet reads the deliveries' due timers (scheduled
 /// pickups): the precision of a pickup's start.
@@ -439,13 +440,22 @@ impl FleetState {
         let mut budget = self.dispatch.waiting();
         let mut retry = false;
         // Requests no free drone can take now (too heavy or too far for
-        // them): the next ones are tried, and these keep their place.
+        // the free ones, or none of their classes free): the next ones are
+        // tried, and these keep their place.
         let mut unfit = Vec::new();
-        while budget > 0 && unfit.len() < MAX_UNFIT_PER_ROUND {
+        let mut tried_unfit = 0;
+        // The smallest package size no free drone carries this round: a
+        // request of that size or larger is not claimed for again.
+        let mut none_free_from: Option<PackageSize> = None;
+        while budget > 0 && tried_unfit < MAX_UNFIT_PER_ROUND {
             budget -= 1;
             let Some(waiting) = self.dispatch.next_request(Utc::now()) else {
                 break;
             };
+            if none_free_from.is_some_and(|size| waiting.request.package_size >= size) {
+                unfit.push(waiting);
+                continue;
+            }
             let request = waiting.request.clone();
             let fence = self.ctx.owned.fence(self.partition(&request.delivery_id));
             if fence.is_none() && self.ctx.backends.queue.partitioned() {
@@ -460,12 +470,19 @@ impl FleetState {
             {
                 Ok(Claimed::Drone(drone)) => self.start_job(myself, *drone).await,
                 Ok(Claimed::NoneFree) => {
-                    self.dispatch.hand_back(waiting, Utc::now());
+                    // No drone of its classes is free: nor for any larger
+                    // package; none at all for a small one.
                     retry = true;
-                    break;
+                    let size = request.package_size;
+                    unfit.push(waiting);
+                    if size == PackageSize::Small {
+                        break;
+                    }
+                    none_free_from = Some(none_free_from.map_or(size, |s| s.min(size)));
                 }
                 Ok(Claimed::NoneFits) => {
                     unfit.push(waiting);
+                    tried_unfit += 1;
                     retry = true;
                 }
                 Ok(Claimed::Busy(drone_id)) => {

@@ -88,7 +88,10 @@ async fn time_to_drone(
                 return Ok(since.elapsed().as_secs_f64() * 1000.0);
             }
         }
-        anyhow::ensure!(since.elapsed() < timeout, "{id}: no drone after {timeout:?}");
+        anyhow::ensure!(
+            since.elapsed() < timeout,
+            "{id}: no drone after {timeout:?}"
+        );
         tokio::time::sleep(poll).await;
     }
 }

@@ -213,7 +213,7 @@ fn a_drone_takes_a_job_only_if_its_battery_holds_the_flight_and_the_way_home() {
 }
 
 #[test]
-fn the_nearest_drone_that_can_take_the_job_is_chosen() {
+fn the_smallest_class_then_the_nearest_drone_that_can_take_the_job_is_chosen() {
     let pickup = north(HOME, 1_000.0);
     let work = job(PackageSize::Medium, 50.0, pickup, north(HOME, 3_000.0));
     let drones = [
@@ -253,6 +253,18 @@ fn the_nearest_drone_that_can_take_the_job_is_chosen() {
     );
     assert_eq!(choose(&drones[..2], &work, t0()), Choice::NoneFits);
     assert_eq!(choose([], &work, t0()), Choice::NoneFree);
+    // Only drones too small for the package are free: none of its classes.
+    assert_eq!(choose(&drones[..1], &work, t0()), Choice::NoneFree);
+    // The smallest class that carries it goes first, though farther: the
+    // larger drones stay free for what only they can carry.
+    let small_job = job(PackageSize::Small, 5.0, pickup, north(HOME, 2_000.0));
+    let near_large = drone("n-large", PackageSize::Large, pickup, 10_000.0);
+    let far_small = drone("f-small", PackageSize::Small, HOME, 10_000.0);
+    let pair = [near_large, far_small];
+    assert_eq!(choose(&pair, &small_job, t0()), Choice::Drone(&pair[1]));
+    // A small drone too weak for the weight: the next class takes it.
+    let heavy_small = job(PackageSize::Small, 50.0, pickup, north(HOME, 2_000.0));
+    assert_eq!(choose(&pair, &heavy_small, t0()), Choice::Drone(&pair[0]));
 }
 
 #[test]

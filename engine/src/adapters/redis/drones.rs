@@ -2,14 +2,17 @@
 //!
 //! A drone's state is a JSON document (`{p}:drone:{id}`, listed in
 //! `{p}:drones`). The free ones are also in the pool, a geo set
-//! (`{p}:drones:free`) at their positions, so the nearest free drone to a
-//! pickup is one `GEOSEARCH … ASC COUNT 1`. Three Lua scripts keep the
-//! pool's invariants where the data lives:
+//! (`{p}:drones:free`) at their positions, and in the pool of their payload
+//! class (`{p}:drones:free:{small|medium|large}`), so the nearest free
+//! drones of a class to a pickup are one `GEOSEARCH … ASC COUNT n`, and a
+//! class with no free drone costs a claim nothing. Three Lua scripts keep
+//! the pools' invariants where the data lives:
 //!
 //! - **claim** checks the delivery's fence (its partition's lease epoch),
 //!   then returns the drone already claimed for the delivery
 //!   (`{p}:delivery-drone:{id}`: a repeated request) or, if none, takes the
-//!   nearest free drone out of the pool, gives it a new claim number from
+//!   free drone that can take the job (smallest class that carries the
+//!   package first, then the nearest; see [`CLAIM`]) out of the pools, gives it a new claim number from
 //!   `{p}:drone-claims` (kept in `{p}:drone-claim:{id}`) and stores it with
 //!   the job, all in one step: two engines claiming at once get two
 //!   different drones, and one delivery never gets two.
@@ -31,6 +34,7 @@ use ::redis::aio::ConnectionManager;
 use ::redis::Script;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
+use dronedelivery_actors::domain::limits::{pool_class, CLAIM_SCAN_MAX};
 use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::domain::{DroneRequest, DroneState};
 use dronedelivery_actors::ports::{Claimed, DroneStore, StoreError, StoreResult};
@@ -52,16 +56,20 @@ end
 /// KEYS lease, pool, delivery's drone, claim counter; ARGV epoch, lon, lat,
 /// delivery id, ticket, pickup JSON, dropoff JSON, updatedAt, key prefix,
 /// package size rank (0 small, 1 medium, 2 large), package weight, metres
-/// from pickup to dropoff, now (epoch ms), dropoff lat, dropoff lon.
-/// Returns `{-1}` fenced, `{0}` none free, `{3}` free drones but none can
-/// take the job, `{1, doc}` claimed (or the delivery's drone, repeated),
-/// `{2, id}` the delivery's drone of an older ticket still serves it.
+/// from pickup to dropoff, now (epoch ms), dropoff lat, dropoff lon, the
+/// most free drones to read.
+/// Returns `{-1}` fenced, `{0}` no drone of a class that carries the size
+/// is free, `{3}` some are but none can take the job, `{1, doc}` claimed
+/// (or the delivery's drone, repeated), `{2, id}` the delivery's drone of
+/// an older ticket still serves it.
 ///
-/// The free drones are read nearest first, 16 at a time and then four times
-/// as many each round, and the first that can take the job is claimed: its
-/// payload fits (class and weight limit) and its battery, charge included,
-/// holds the flight to the pickup, the dropoff and home (the rules of
-/// `DroneState::can_take`, with the same haversine).
+/// The class pools (`{p}:drones:free:{class}`) are read from the smallest
+/// class that carries the package's size up, each nearest first (16 at a
+/// time, then four times as many), and the first drone that can take the
+/// job is claimed: its weight limit holds the package and its battery,
+/// charge included, the flight to the pickup, the dropoff and home (the
+/// rules of `limits::choose` and `DroneState::can_take`, with the same
+/// haversine). It leaves the class pool and the whole pool together.
 const CLAIM: &str = r#"
 local prefix = ARGV[9]
 local id = redis.call('GET', KEYS[3])
@@ -76,11 +84,12 @@ if id then
   end
   redis.call('DEL', KEYS[3])
 end
-local rank = {Small = 0, Medium = 1, Large = 2}
+local names = {'small', 'medium', 'large'}
 local size, weight = tonumber(ARGV[10]), tonumber(ARGV[11])
 local leg, now = tonumber(ARGV[12]), tonumber(ARGV[13])
 local plat, plon = tonumber(ARGV[3]), tonumber(ARGV[2])
 local dlat, dlon = tonumber(ARGV[14]), tonumber(ARGV[15])
+local max = tonumber(ARGV[16])
 local function distance(lat1, lon1, lat2, lon2)
   local r = math.pi / 180
   local dlat2 = (lat2 - lat1) * r / 2
@@ -105,9 +114,8 @@ end
 local function can_take(doc)
   local p = doc['payload']
   if type(p) == 'table' then
-    local class = rank[p['class']]
     local limit = number(p['maxWeightKg'])
-    if (class and class < size) or (limit and weight > limit) then return false end
+    if limit and weight > limit then return false end
   end
   local l = level(doc['battery'])
   if l then
@@ -118,54 +126,66 @@ local function can_take(doc)
   end
   return true
 end
-local checked = {}
-local count = 16
-while true do
-  local found = redis.call('GEOSEARCH', KEYS[2], 'FROMLONLAT', ARGV[2], ARGV[3],
-    'BYRADIUS', 20040, 'km', 'ASC', 'COUNT', count)
-  if not found[1] then
-    return {0}
-  end
-  for _, candidate in ipairs(found) do
-    if not checked[candidate] then
-      checked[candidate] = true
-      local raw = redis.call('GET', prefix .. ':drone:' .. candidate)
-      if not raw then
-        -- A pool member without a document (deleted by hand): dropped.
-        redis.call('ZREM', KEYS[2], candidate)
-      else
-        local doc = cjson.decode(raw)
-        if can_take(doc) then
+local scanned, any = 0, false
+for c = size + 1, 3 do
+  local pool = prefix .. ':drones:free:' .. names[c]
+  local checked = {}
+  local count = 16
+  while true do
+    local found = redis.call('GEOSEARCH', pool, 'FROMLONLAT', ARGV[2], ARGV[3],
+      'BYRADIUS', 20040, 'km', 'ASC', 'COUNT', count)
+    for _, candidate in ipairs(found) do
+      if not checked[candidate] then
+        checked[candidate] = true
+        local raw = redis.call('GET', prefix .. ':drone:' .. candidate)
+        if not raw then
+          -- A pool member without a document (deleted by hand): dropped.
+          redis.call('ZREM', pool, candidate)
           redis.call('ZREM', KEYS[2], candidate)
-          local claim = redis.call('INCR', KEYS[4])
-          doc['status'] = 'HeadedToPickup'
-          doc['deliveryId'] = ARGV[4]
-          doc['pickup'] = cjson.decode(ARGV[6])
-          doc['dropoff'] = cjson.decode(ARGV[7])
-          doc['ticket'] = tonumber(ARGV[5])
-          doc['jobStartM'] = doc['flownM'] or 0
-          doc['claim'] = claim
-          doc['updatedAt'] = ARGV[8]
-          local l = level(doc['battery'])
-          if l then
-            -- Takes off: the charge so far is kept, charging stops.
-            doc['battery']['levelM'] = l
-            doc['battery']['chargingSinceMs'] = nil
+        else
+          any = true
+          if scanned >= max then
+            return {3}
           end
-          local out = cjson.encode(doc)
-          redis.call('SET', prefix .. ':drone:' .. candidate, out)
-          redis.call('SET', prefix .. ':drone-claim:' .. candidate, claim)
-          redis.call('SET', KEYS[3], candidate)
-          return {1, out}
+          scanned = scanned + 1
+          local doc = cjson.decode(raw)
+          if can_take(doc) then
+            redis.call('ZREM', pool, candidate)
+            redis.call('ZREM', KEYS[2], candidate)
+            local claim = redis.call('INCR', KEYS[4])
+            doc['status'] = 'HeadedToPickup'
+            doc['deliveryId'] = ARGV[4]
+            doc['pickup'] = cjson.decode(ARGV[6])
+            doc['dropoff'] = cjson.decode(ARGV[7])
+            doc['ticket'] = tonumber(ARGV[5])
+            doc['jobStartM'] = doc['flownM'] or 0
+            doc['claim'] = claim
+            doc['updatedAt'] = ARGV[8]
+            local l = level(doc['battery'])
+            if l then
+              -- Takes off: the charge so far is kept, charging stops.
+              doc['battery']['levelM'] = l
+              doc['battery']['chargingSinceMs'] = nil
+            end
+            local out = cjson.encode(doc)
+            redis.call('SET', prefix .. ':drone:' .. candidate, out)
+            redis.call('SET', prefix .. ':drone-claim:' .. candidate, claim)
+            redis.call('SET', KEYS[3], candidate)
+            return {1, out}
+          end
         end
       end
     end
+    if #found < count then
+      break
+    end
+    count = count * 4
   end
-  if #found < count then
-    return {3}
-  end
-  count = count * 4
 end
+if any then
+  return {3}
+end
+return {0}
 "#;
 
 /// Lua prelude of put and release: KEYS lease, claim key; ARGV epoch,
@@ -178,53 +198,65 @@ if held ~= ARGV[2] then
 end
 "#;
 
-/// KEYS lease, claim key, doc, pool; ARGV epoch, claim, doc JSON, lon, lat,
-/// drone id, `'1'` when the drone is free (in the pool).
+/// KEYS lease, claim key, doc, pool, class pool; ARGV epoch, claim, doc
+/// JSON, lon, lat, drone id, `'1'` when the drone is free (in the pools).
 const PUT: &str = r#"
 redis.call('SET', KEYS[3], ARGV[3])
 if ARGV[7] == '1' then
   redis.call('GEOADD', KEYS[4], 'XX', ARGV[4], ARGV[5], ARGV[6])
+  redis.call('GEOADD', KEYS[5], 'XX', ARGV[4], ARGV[5], ARGV[6])
 end
 return {1}
 "#;
 
-/// KEYS lease, claim key, doc, pool, delivery's drone; ARGV epoch, claim,
-/// doc JSON, lon, lat, drone id.
+/// KEYS lease, claim key, doc, pool, class pool, delivery's drone; ARGV
+/// epoch, claim, doc JSON, lon, lat, drone id.
 const RELEASE: &str = r#"
 redis.call('SET', KEYS[3], ARGV[3])
-if redis.call('GET', KEYS[5]) == ARGV[6] then
-  redis.call('DEL', KEYS[5])
+if redis.call('GET', KEYS[6]) == ARGV[6] then
+  redis.call('DEL', KEYS[6])
 end
 redis.call('GEOADD', KEYS[4], ARGV[4], ARGV[5], ARGV[6])
+redis.call('GEOADD', KEYS[5], ARGV[4], ARGV[5], ARGV[6])
 return {1}
 "#;
 
-/// KEYS drones, pool; ARGV prefix, then (id, doc JSON, lon, lat) for each
-/// drone to seed. Adds those not stored; then puts back in the pool every
-/// stored free drone without a claim that is missing from it (stored by an
-/// earlier version). Returns how many were added.
+/// KEYS drones, pool; ARGV prefix, then (id, doc JSON, lon, lat, class
+/// pool key) for each drone to seed. Adds those not stored, to the pool and
+/// their class pool; then puts back in both every stored free drone without
+/// a claim that is missing from either (stored by an earlier version, which
+/// had no class pools). Returns how many were added.
 const SEED: &str = r#"
 local prefix = ARGV[1]
 local added = 0
-for i = 2, #ARGV, 4 do
+for i = 2, #ARGV, 5 do
   local id = ARGV[i]
   local key = prefix .. ':drone:' .. id
   if redis.call('EXISTS', key) == 0 then
     redis.call('SET', key, ARGV[i + 1])
     redis.call('SADD', KEYS[1], id)
     redis.call('GEOADD', KEYS[2], ARGV[i + 2], ARGV[i + 3], id)
+    redis.call('GEOADD', ARGV[i + 4], ARGV[i + 2], ARGV[i + 3], id)
     added = added + 1
   end
 end
+local names = {Small = 'small', Medium = 'medium', Large = 'large'}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if not redis.call('ZSCORE', KEYS[2], id)
-    and redis.call('EXISTS', prefix .. ':drone-claim:' .. id) == 0 then
+  if redis.call('EXISTS', prefix .. ':drone-claim:' .. id) == 0 then
     local raw = redis.call('GET', prefix .. ':drone:' .. id)
     if raw then
       local doc = cjson.decode(raw)
+      local class = 'large'
+      if type(doc['payload']) == 'table' and names[doc['payload']['class']] then
+        class = names[doc['payload']['class']]
+      end
+      local pool = prefix .. ':drones:free:' .. class
       local free = doc['status'] == 'Available' or doc['status'] == 'Returning'
-      if free and type(doc['position']) == 'table' then
-        redis.call('GEOADD', KEYS[2], doc['position']['longitude'], doc['position']['latitude'], id)
+      if free and type(doc['position']) == 'table'
+        and (not redis.call('ZSCORE', KEYS[2], id) or not redis.call('ZSCORE', pool, id)) then
+        local lon, lat = doc['position']['longitude'], doc['position']['latitude']
+        redis.call('GEOADD', KEYS[2], lon, lat, id)
+        redis.call('GEOADD', pool, lon, lat, id)
       end
     end
   end
@@ -314,7 +346,8 @@ impl DroneStore for RedisDroneStore {
                 .arg(&d.id)
                 .arg(encode("drone", d)?)
                 .arg(d.position.longitude)
-                .arg(d.position.latitude);
+                .arg(d.position.latitude)
+                .arg(self.keys.drones_free_class(pool_class(d)));
         }
         let mut c = self.conn.clone();
         let added: i64 = invocation.invoke_async(&mut c).await.map_err(unavailable)?;
@@ -348,7 +381,8 @@ impl DroneStore for RedisDroneStore {
             .arg(job.pickup.distance_m(&job.dropoff))
             .arg(now.timestamp_millis())
             .arg(job.dropoff.latitude)
-            .arg(job.dropoff.longitude);
+            .arg(job.dropoff.longitude)
+            .arg(CLAIM_SCAN_MAX);
         let mut c = self.conn.clone();
         let reply: Vec<::redis::Value> =
             invocation.invoke_async(&mut c).await.map_err(unavailable)?;
@@ -369,8 +403,11 @@ impl DroneStore for RedisDroneStore {
     }
 
     async fn put(&self, drone: &DroneState, fence: Option<Fence>) -> StoreResult<bool> {
-        self.checked(&self.put, drone, fence, &[self.keys.drones_free()])
-            .await
+        let pools = [
+            self.keys.drones_free(),
+            self.keys.drones_free_class(pool_class(drone)),
+        ];
+        self.checked(&self.put, drone, fence, &pools).await
     }
 
     async fn release(
@@ -384,7 +421,11 @@ impl DroneStore for RedisDroneStore {
             &self.release,
             drone,
             fence,
-            &[self.keys.drones_free(), delivery],
+            &[
+                self.keys.drones_free(),
+                self.keys.drones_free_class(pool_class(drone)),
+                delivery,
+            ],
         )
         .await
     }

@@ -14,6 +14,7 @@
 //! | `{p}:drone:{id}` | string | JSON of the `DroneState` |
 //! | `{p}:drones` | set | ids of all stored drones |
 //! | `{p}:drones:free` | geo set | the pool: free drones at their positions |
+//! | `{p}:drones:free:{class}` | geo set | the free drones of one payload class (`small`, `medium`, `large`) |
 //! | `{p}:drone-claim:{id}` | string | claim number of a claimed drone (absent while free) |
 //! | `{p}:delivery-drone:{id}` | string | the drone claimed for a delivery |
 //! | `{p}:drone-claims` | string | counter claim numbers are taken from |
@@ -33,6 +34,8 @@
 //! Ids are embedded verbatim. Delivery ids are UUIDs minted by the gateway
 //! and drone ids look like `drone-0042`, so they cannot contain the
 //! `:events` suffix and collide with another key.
+
+use dronedelivery_actors::domain::PackageSize;
 
 /// Builds the keys of one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +102,18 @@ impl Keys {
     /// positions.
     pub fn drones_free(&self) -> String {
         format!("{}:drones:free", self.prefix)
+    }
+
+    /// `{p}:drones:free:{small|medium|large}`: the free drones of one
+    /// payload class (a geo set, like the whole pool), which claims search
+    /// class by class.
+    pub fn drones_free_class(&self, class: PackageSize) -> String {
+        let name = match class {
+            PackageSize::Small => "small",
+            PackageSize::Medium => "medium",
+            PackageSize::Large => "large",
+        };
+        format!("{}:drones:free:{name}", self.prefix)
     }
 
     /// `{p}:drone-claim:{id}`: the claim number of a claimed drone (absent
