@@ -60,6 +60,10 @@ const TIMER_POLL: Duration = Duration::from_millis(500);
 /// Due timers read per poll: more wait for the next one.
 const TIMERS_PER_POLL: usize = 256;
 
+/// Every how many timer polls (5 s) the fleet looks for drones left
+/// flying home with no actor (their engine stopped).
+const STRAYS_EVERY_POLLS: u64 = 10;
+
 /// How often the fleet reads the pool's counts (drones, free) for operators.
 const POOL_READ_EVERY: Duration = Duration::from_secs(1);
 
@@ -81,6 +85,8 @@ pub struct FleetState {
     depots: Vec<crate::domain::Location>,
     /// A `Dispatch` is scheduled.
     retry_armed: bool,
+    /// Timer polls so far (the strays check runs every few).
+    timer_polls: u64,
     _live: LiveActor,
 }
 
@@ -117,6 +123,7 @@ impl Actor for FleetActor {
             pool_read: None,
             depots: ctx.config.area.depots(ctx.config.depots),
             retry_armed: false,
+            timer_polls: 0,
             _live: LiveActor::new("fleet"),
         };
         // The partitions held: their flying drones and waiting deliveries.
@@ -194,7 +201,13 @@ impl Actor for FleetActor {
                 let _ = reply.send(state.snapshot());
             }
             FleetMsg::Expire => state.expire().await,
-            FleetMsg::Timers => state.wake_due().await,
+            FleetMsg::Timers => {
+                state.wake_due().await;
+                state.timer_polls = state.timer_polls.wrapping_add(1);
+                if state.timer_polls % STRAYS_EVERY_POLLS == 0 {
+                    state.fly_strays(&myself).await;
+                }
+            }
             FleetMsg::Partitions { gained, lost } => {
                 state.give_up(&lost);
                 if let Err(e) = state.take_up(&myself, &gained).await {
@@ -561,6 +574,33 @@ impl FleetState {
             let _ = drone.cast(DroneMsg::Abort {
                 delivery_id: request.delivery_id.clone(),
             });
+        }
+    }
+
+    /// Flies home the drones left on their way home with no actor: freed
+    /// by an engine that stopped before they reached their depot, they
+    /// would hang where they were, never charging. Each stray is flown by
+    /// the engine holding its id's partition (one engine; a claim by any
+    /// engine meanwhile refuses this flight's writes and stops it).
+    async fn fly_strays(&mut self, myself: &ActorRef<FleetMsg>) {
+        let Ok(drones) = self.ctx.backends.drones.list().await else {
+            return;
+        };
+        let tick = self.ctx.config.sim.tick;
+        let stale = chrono::Duration::from_std((tick * 4).max(Duration::from_secs(3)))
+            .unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        let partitioned = self.ctx.backends.queue.partitioned();
+        for drone in drones {
+            let stray = drone.status == crate::domain::DroneStatus::Returning
+                && drone.delivery_id.is_none()
+                && now - drone.updated_at > stale
+                && self.ctx.drone(&drone.id).is_none()
+                && (!partitioned || self.ctx.owned.fence(self.partition(&drone.id)).is_some());
+            if stray {
+                tracing::info!(drone_id = %drone.id, "flying home a drone its engine left on the way");
+                self.fly(myself, drone).await;
+            }
         }
     }
 
