@@ -1672,3 +1672,84 @@ async fn on_service_bus_with_a_listen_send_key_dead_letters_are_listed_and_repla
     second.kill();
     shared.cleanup().await;
 }
+
+/// Scheduled pickups survive their engine: two engines share the
+/// partitions; twelve deliveries are booked 15 s ahead (lead time 2 s);
+/// the engine holding some of them is killed with `kill -9` while they are
+/// `Scheduled`; the survivor takes its partitions over (2 s leases) and
+/// starts every one, once, not before its time. Counted from Redis: one
+/// `Created` event per delivery, none before it was due.
+#[tokio::test]
+async fn scheduled_pickups_of_a_killed_engine_start_on_time_once_on_the_survivor() {
+    let shared = Shared::new();
+    let args = ["--pickup-lead-secs", "2", "--lease-secs", "2"];
+    let mut victim = shared.spawn("a", &args);
+    victim.ready().await;
+    let mut survivor = shared.spawn("b", &args);
+    survivor.ready().await;
+    let mut r = shared.redis().await;
+    shared.wait_balanced(&mut r, 2).await;
+    let pickup = chrono::Utc::now() + chrono::Duration::seconds(15);
+    let due = pickup - chrono::Duration::seconds(2);
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let mut body = numbered_request(&format!("booked-{i}"));
+        body["pickupTime"] = json!(pickup.to_rfc3339());
+        ids.push(survivor.post(&body).await);
+    }
+    for id in &ids {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while survivor.stage(id).await != Some(6) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} never Scheduled"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Which of them the victim holds.
+    let victim_tag = format!("-{}-", victim.child.id());
+    let mut theirs = 0;
+    for id in &ids {
+        let owner: Option<String> = redis::cmd("HGET")
+            .arg(format!("{}:lease:{}", shared.prefix, partition_of(id, 16)))
+            .arg("owner")
+            .query_async(&mut r)
+            .await
+            .expect("HGET");
+        theirs += usize::from(owner.is_some_and(|o| o.contains(&victim_tag)));
+    }
+    assert!(
+        theirs > 0,
+        "the victim held none of the scheduled deliveries"
+    );
+    victim.kill();
+    for id in &ids {
+        survivor.wait_completed(id, Duration::from_secs(60)).await;
+    }
+    let mut early = Vec::new();
+    let mut starts = Vec::new();
+    for id in &ids {
+        let events: Vec<String> = r
+            .lrange(format!("{}:delivery:{id}:events", shared.prefix), 0, -1)
+            .await
+            .expect("LRANGE");
+        let created: Vec<chrono::DateTime<chrono::Utc>> = events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter(|e| e["stage"] == 0)
+            .filter_map(|e| serde_json::from_value(e["at"].clone()).ok())
+            .collect();
+        assert_eq!(created.len(), 1, "{id} started {} times", created.len());
+        if created[0] < due {
+            early.push(id.clone());
+        }
+        starts.push((created[0] - due).num_milliseconds());
+    }
+    eprintln!(
+        "scheduled takeover: {theirs} of {} on the killed engine; started {starts:?} ms after due",
+        ids.len()
+    );
+    assert!(early.is_empty(), "started before their time: {early:?}");
+    shared.cleanup().await;
+}
