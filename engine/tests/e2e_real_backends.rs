@@ -119,19 +119,27 @@ impl Shared {
         }
     }
 
+    /// The engine holding partition `p`'s lease, as stored.
+    async fn lease_owner(
+        &self,
+        r: &mut redis::aio::MultiplexedConnection,
+        p: u32,
+    ) -> Option<String> {
+        redis::cmd("HGET")
+            .arg(format!("{}:lease:{p}", self.prefix))
+            .arg("owner")
+            .query_async(r)
+            .await
+            .expect("HGET")
+    }
+
     /// Waits until the 16 partitions are spread over `engines` holders.
     async fn wait_balanced(&self, r: &mut redis::aio::MultiplexedConnection, engines: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let mut owners = std::collections::BTreeMap::<String, u32>::new();
             for p in 0..16 {
-                let owner: Option<String> = redis::cmd("HGET")
-                    .arg(format!("{}:lease:{p}", self.prefix))
-                    .arg("owner")
-                    .query_async(r)
-                    .await
-                    .expect("HGET");
-                if let Some(owner) = owner {
+                if let Some(owner) = self.lease_owner(r, p).await {
                     *owners.entry(owner).or_default() += 1;
                 }
             }
@@ -562,12 +570,7 @@ async fn a_killed_engines_unacknowledged_messages_are_claimed_and_finished() {
     let victim_tag = format!("-{}-", victim.child.id());
     let mut victims = std::collections::HashSet::new();
     for p in 0..16u32 {
-        let owner: Option<String> = redis::cmd("HGET")
-            .arg(format!("{}:lease:{p}", shared.prefix))
-            .arg("owner")
-            .query_async(&mut r)
-            .await
-            .expect("HGET");
+        let owner = shared.lease_owner(&mut r, p).await;
         if owner.is_some_and(|o| o.contains(&victim_tag)) {
             victims.insert(p);
         }
@@ -1711,12 +1714,7 @@ async fn scheduled_pickups_of_a_killed_engine_start_on_time_once_on_the_survivor
     let victim_tag = format!("-{}-", victim.child.id());
     let mut theirs = 0;
     for id in &ids {
-        let owner: Option<String> = redis::cmd("HGET")
-            .arg(format!("{}:lease:{}", shared.prefix, partition_of(id, 16)))
-            .arg("owner")
-            .query_async(&mut r)
-            .await
-            .expect("HGET");
+        let owner = shared.lease_owner(&mut r, partition_of(id, 16)).await;
         theirs += usize::from(owner.is_some_and(|o| o.contains(&victim_tag)));
     }
     assert!(

@@ -564,9 +564,9 @@ fn observe(ctx: &Context, before: Option<&DeliveryRecord>, change: &Change) {
                 let secs =
                     (record.updated_at - record.created_at).num_milliseconds() as f64 / 1000.0;
                 metrics::histogram!(m::DELIVERY_DURATION_SECONDS).record(secs);
-                if crate::domain::request::parse_time(&record.delivery.deadline)
-                    .is_some_and(|deadline| *at > deadline)
-                {
+                // Completed after its deadline: the rules keep the miss as
+                // its at-risk reason (`lifecycle::at_risk`).
+                if record.at_risk.is_some() {
                     metrics::counter!(m::DEADLINES_MISSED_TOTAL).increment(1);
                 }
             }

@@ -341,8 +341,13 @@ pub fn start_later(
     rules: Rules<'_>,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let start = pickup_time?.checked_sub_signed(rules.pickup_lead)?;
-    (start > now).then_some(start)
+    start_of(pickup_time, rules).filter(|start| *start > now)
+}
+
+/// When a delivery picked up at `pickup_time` asks for a drone: the lead
+/// time before it.
+fn start_of(pickup_time: Option<DateTime<Utc>>, rules: Rules<'_>) -> Option<DateTime<Utc>> {
+    pickup_time?.checked_sub_signed(rules.pickup_lead)
 }
 
 /// The durable timer is due: a scheduled delivery whose lead time has come
@@ -486,11 +491,7 @@ pub fn next_wake(record: &DeliveryRecord, rules: Rules<'_>) -> Option<DateTime<U
         return None;
     }
     let start = (record.stage == DeliveryStage::Scheduled)
-        .then(|| {
-            record
-                .pickup_time
-                .and_then(|t| t.checked_sub_signed(rules.pickup_lead))
-        })
+        .then(|| start_of(record.pickup_time, rules))
         .flatten();
     let deadline = record
         .at_risk

@@ -96,19 +96,14 @@ fn parse_class_list(text: &str) -> Result<Vec<(PackageSize, f64)>, ClassListErro
             return Err(ClassListError(format!("{part}: must be >= 0")));
         }
         if out.iter().any(|(c, _)| *c == class) {
-            return Err(ClassListError(format!("{} given twice", class_name(class))));
+            return Err(ClassListError(format!(
+                "{} given twice",
+                class.lower_name()
+            )));
         }
         out.push((class, value));
     }
     Ok(out)
-}
-
-fn class_name(class: PackageSize) -> &'static str {
-    match class {
-        PackageSize::Small => "small",
-        PackageSize::Medium => "medium",
-        PackageSize::Large => "large",
-    }
 }
 
 impl FromStr for PayloadLimits {
@@ -253,7 +248,7 @@ impl FromStr for FleetMix {
             if value.fract() != 0.0 || value > f64::from(u32::MAX) {
                 return Err(ClassListError(format!(
                     "{}={value}: parts must be whole numbers",
-                    class_name(class)
+                    class.lower_name()
                 )));
             }
             let parts = value as u32;

@@ -30,6 +30,16 @@ impl PackageSize {
         }
     }
 
+    /// The lower-case name (`small`), as configuration and store keys
+    /// spell it.
+    pub fn lower_name(self) -> &'static str {
+        match self {
+            Self::Small => "small",
+            Self::Medium => "medium",
+            Self::Large => "large",
+        }
+    }
+
     /// The numeric value the original DroneScheduler model used.
     pub fn as_int(self) -> u8 {
         self as u8

@@ -618,6 +618,15 @@ impl FleetState {
             need / 1000.0,
             range / 1000.0
         );
+        // Not reached: left waiting; compensation by wait time (if
+        // configured) or an operator's cancel ends it.
+        self.compensate(req, reason).await
+    }
+
+    /// Tells the delivery of `req` that the fleet gives up on it with
+    /// `reason` (its actor cancels it and dead-letters the request);
+    /// whether the delivery was reached.
+    async fn compensate(&self, req: &DroneRequest, reason: String) -> bool {
         tracing::warn!(delivery_id = %req.delivery_id, %reason, "compensating: giving up on the delivery");
         let msg = DeliveryMsg::Compensate {
             ticket: req.ticket,
@@ -626,8 +635,6 @@ impl FleetState {
         match crate::delivery::tell(&self.ctx, &req.delivery_id, msg).await {
             Ok(()) => true,
             Err(e) => {
-                // Left waiting: compensation by wait time (if configured)
-                // or an operator's cancel ends it.
                 tracing::warn!(delivery_id = %req.delivery_id, error = %e, "could not reach the delivery to compensate");
                 false
             }
@@ -677,14 +684,8 @@ impl FleetState {
         let now = Utc::now();
         for req in self.dispatch.take_expired(now, max) {
             let reason = format!("no drone became free within {} s", max.num_seconds());
-            tracing::warn!(delivery_id = %req.delivery_id, %reason, "compensating: giving up on the delivery");
-            let msg = DeliveryMsg::Compensate {
-                ticket: req.ticket,
-                reason,
-            };
-            if let Err(e) = crate::delivery::tell(&self.ctx, &req.delivery_id, msg).await {
+            if !self.compensate(&req, reason).await {
                 // Keep it waiting, already expired; the next tick tries again.
-                tracing::warn!(delivery_id = %req.delivery_id, error = %e, "could not reach the delivery to compensate");
                 self.dispatch
                     .enqueue(req, now - max - chrono::Duration::seconds(1));
             }

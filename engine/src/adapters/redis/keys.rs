@@ -108,12 +108,7 @@ impl Keys {
     /// payload class (a geo set, like the whole pool), which claims search
     /// class by class.
     pub fn drones_free_class(&self, class: PackageSize) -> String {
-        let name = match class {
-            PackageSize::Small => "small",
-            PackageSize::Medium => "medium",
-            PackageSize::Large => "large",
-        };
-        format!("{}:drones:free:{name}", self.prefix)
+        format!("{}:drones:free:{}", self.prefix, class.lower_name())
     }
 
     /// `{p}:drone-claim:{id}`: the claim number of a claimed drone (absent
