@@ -12,10 +12,12 @@
 #   LOADGEN         a `loadgen` binary (for the cleanup)
 #
 # Environment: DD_BENCH_REDIS_URL (redis://127.0.0.1:6379), DD_BENCH_MONGODB
-# (mongodb://127.0.0.1:27017), DD_AL_ARGS (extra `serve` arguments). The
+# (mongodb://127.0.0.1:27017), DD_AL_ARGS (extra `serve` arguments),
+# DD_AL_BENCH_ARGS (extra `assign_latency` arguments: `--until created
+# --backlog-concurrency 64` times the queue instead of the fleet). The
 # run's key prefix and database are deleted afterwards.
 set -euo pipefail
-[ $# -ge 3 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 3 ] || { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 ENGINE=$1 BENCH=$2 LOADGEN=$3 BACKLOG=${4:-300} PAIRS=${5:-30}
 REDIS_URL=${DD_BENCH_REDIS_URL:-redis://127.0.0.1:6379}
 MONGO=${DD_BENCH_MONGODB:-mongodb://127.0.0.1:27017}
@@ -41,4 +43,5 @@ until curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/readyz"; do
   kill -0 "$PID" 2>/dev/null || { cat "$LOG" >&2; exit 1; }
   sleep 0.1
 done
-"$BENCH" --url "http://127.0.0.1:$PORT" --backlog "$BACKLOG" --pairs "$PAIRS"
+# shellcheck disable=SC2086
+"$BENCH" --url "http://127.0.0.1:$PORT" --backlog "$BACKLOG" --pairs "$PAIRS" ${DD_AL_BENCH_ARGS:-}

@@ -18,7 +18,8 @@ pub const DELIVERY_DURATION_SECONDS: &str = "dronedelivery_delivery_duration_sec
 /// Time a delivery spent in a stage before leaving it, by the stage left.
 pub const STAGE_DURATION_SECONDS: &str = "dronedelivery_stage_duration_seconds";
 /// Time from a message's enqueueing to its first delivery to a consumer
-/// (consumer lag).
+/// (consumer lag), by `lane` (`expedited` or `normal`, see the queue's
+/// expedited lane).
 pub const QUEUE_LAG_SECONDS: &str = "dronedelivery_queue_lag_seconds";
 /// 1 when the last readiness check passed, 0 when it failed.
 pub const READY: &str = "dronedelivery_ready";

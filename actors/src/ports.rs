@@ -123,6 +123,14 @@ pub struct QueueMessage {
     /// W3C `tracestate` that came with `traceparent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracestate: Option<String>,
+    /// Whether the message travels in the queue's **expedited lane**: the
+    /// create of an expedited delivery, so that it is not stuck behind a
+    /// backlog of normal messages. A queue with lanes sends it there and
+    /// marks what it receives from there; a queue without lanes ignores it.
+    /// Only creates take the lane: everything sent later about the same
+    /// delivery (reschedule, cancel, confirm) stays behind its create.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expedited: bool,
 }
 
 impl QueueMessage {
@@ -145,6 +153,7 @@ impl QueueMessage {
             enqueued_at: Utc::now(),
             traceparent: None,
             tracestate: None,
+            expedited: false,
         }
     }
 

@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _};
 use dronedelivery_actors::ports::MessageQueue;
 use dronedelivery_actors::Backends;
 
+use crate::adapters::lanes::Lanes;
 use crate::adapters::memory;
 use crate::adapters::mongo::{self, MongoConfig};
 use crate::adapters::redis::{self as redis_adapter, RedisConfig, StreamsConfig, TlsRoots};
@@ -104,16 +105,36 @@ pub async fn connect(args: &ServeArgs) -> anyhow::Result<Connected> {
                 &args.fleet_id
             };
             cfg.consumer = format!("{host}-{fleet}-{}", std::process::id());
-            let q: Arc<dyn MessageQueue> = redis_adapter::RedisStreamsQueue::connect(cfg)
+            // The expedited lane: the same streams under another name
+            // (`{stream}-expedited`, one per partition), read first.
+            let mut lane = cfg.clone();
+            lane.stream = format!("{}-expedited", cfg.stream);
+            let normal: Arc<dyn MessageQueue> = redis_adapter::RedisStreamsQueue::connect(cfg)
                 .await
                 .context("could not open the Redis stream")?;
-            q
+            let expedited: Arc<dyn MessageQueue> = redis_adapter::RedisStreamsQueue::connect(lane)
+                .await
+                .context("could not open the expedited Redis stream")?;
+            Lanes::new(normal, expedited)
         }
         QueueKind::Servicebus => {
             let cfg = servicebus_config(args)?;
-            let q: Arc<dyn MessageQueue> =
+            let lane = args.servicebus_expedited_queue.as_ref().map(|name| {
+                let mut lane = cfg.clone();
+                lane.queue.clone_from(name);
+                lane
+            });
+            let normal: Arc<dyn MessageQueue> =
                 ServiceBusQueue::new(cfg).context("invalid Service Bus settings")?;
-            q
+            match lane {
+                // Service Bus queues are the operator's to create: the
+                // expedited lane is one more, named by its setting.
+                Some(lane) => Lanes::new(
+                    normal,
+                    ServiceBusQueue::new(lane).context("invalid expedited Service Bus queue")?,
+                ),
+                None => normal,
+            }
         }
     };
     Ok(Connected {

@@ -356,6 +356,14 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_SERVICEBUS_QUEUE")]
     pub servicebus_queue: Option<String>,
 
+    /// Service Bus queue of the expedited lane, read before
+    /// `--servicebus-queue` so that expedited deliveries are not stuck
+    /// behind a backlog (partition n: `{name}-{n}`, created by the operator
+    /// like the main queues). Without it expedited deliveries share the
+    /// main queue.
+    #[arg(long, env = "DD_SERVICEBUS_EXPEDITED_QUEUE")]
+    pub servicebus_expedited_queue: Option<String>,
+
     /// Service Bus SAS policy name.
     #[arg(long, env = "DD_SERVICEBUS_POLICY_NAME")]
     pub servicebus_policy_name: Option<String>,

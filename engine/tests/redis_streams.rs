@@ -17,6 +17,7 @@ use std::time::Duration;
 use dronedelivery_actors::domain::ownership::{partition_of, Fence};
 use dronedelivery_actors::ports::{MessageQueue, Operation, QueueMessage, ReceivedMessage};
 use dronedelivery_engine::adapters::contract;
+use dronedelivery_engine::adapters::lanes::Lanes;
 use dronedelivery_engine::adapters::redis::{Keys, RedisStreamsQueue, StreamsConfig};
 
 /// The one partition of a queue with the default configuration.
@@ -87,6 +88,25 @@ async fn passes_the_queue_contract() {
     let q = queue(&cfg).await;
     assert_eq!(q.backend(), "redis-streams");
     contract::run_all(q, lock).await;
+    cleanup(&cfg).await;
+}
+
+/// The engine's Redis Streams queue: the streams `{stream}` and
+/// `{stream}-expedited`, read expedited first.
+#[tokio::test]
+async fn with_an_expedited_lane_passes_the_queue_contract_and_overtakes_a_backlog() {
+    let lock = Duration::from_millis(1000);
+    let cfg = fresh_config(lock);
+    let lanes = |stream: &str| {
+        let mut normal = cfg.clone();
+        normal.stream = stream.to_owned();
+        let mut expedited = cfg.clone();
+        expedited.stream = format!("{stream}-expedited");
+        async move { Lanes::new(queue(&normal).await, queue(&expedited).await) }
+    };
+    let q = lanes("first").await;
+    assert_eq!(q.backend(), "redis-streams");
+    contract::run_all_with_lanes(q, lanes("second").await, lock).await;
     cleanup(&cfg).await;
 }
 

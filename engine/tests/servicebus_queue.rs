@@ -28,6 +28,7 @@ use std::time::Duration;
 use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::ports::{DeadLetterSource, MessageQueue, Operation, QueueMessage};
 use dronedelivery_engine::adapters::contract;
+use dronedelivery_engine::adapters::lanes::Lanes;
 use dronedelivery_engine::adapters::servicebus::double::{
     spawn_double, spawn_double_with, DoubleConfig, DOUBLE_NAMESPACE, DOUBLE_POLICY_KEY,
     DOUBLE_POLICY_NAME, LISTEN_POLICY, LISTEN_SEND_POLICY, SEND_POLICY,
@@ -71,6 +72,21 @@ async fn passes_the_queue_contract() {
     let queue = queue_on(addr, "contract");
     assert_eq!(queue.backend(), "servicebus");
     contract::run_all(queue, Duration::from_secs(1)).await;
+}
+
+/// With `--servicebus-expedited-queue`: a second queue read first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_an_expedited_lane_passes_the_queue_contract_and_overtakes_a_backlog() {
+    let (addr, _double) = spawn_double(Duration::from_secs(1), 10).await;
+    let lanes = |name: &str| {
+        Lanes::new(
+            queue_on(addr, name),
+            queue_on(addr, &format!("{name}-expedited")),
+        )
+    };
+    let queue = lanes("first");
+    assert_eq!(queue.backend(), "servicebus");
+    contract::run_all_with_lanes(queue, lanes("second"), Duration::from_secs(1)).await;
 }
 
 /// What the original Java ingestion service put on the queue: the Gson body

@@ -185,11 +185,14 @@ async fn queue_delivery(
     request: &DeliveryRequest,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
-    let message = QueueMessage::with_body(
+    let mut message = QueueMessage::with_body(
         Operation::Delivery,
         request.message_body(),
         correlation_id(headers),
     );
+    // An expedited create takes the queue's expedited lane, ahead of any
+    // backlog of normal messages.
+    message.expedited = request.expedited;
     state.engine.submit(message).await?;
     tracing::info!(delivery_id = %request.delivery_id, "delivery request queued");
     Ok(())

@@ -426,6 +426,7 @@ impl DeliveryState {
         let mut message =
             QueueMessage::new(Operation::Delivery, &body, record.correlation_id.clone());
         message.message_id = format!("compensated-{}", record.delivery.id);
+        message.expedited = record.delivery.expedited;
         let now = Utc::now();
         backends
             .dead_letters

@@ -299,7 +299,12 @@ impl PumpState {
                     .num_milliseconds()
                     .max(0) as f64
                     / 1000.0;
-                metrics::histogram!(m::QUEUE_LAG_SECONDS).record(lag);
+                let lane = if received.message.expedited {
+                    "expedited"
+                } else {
+                    "normal"
+                };
+                metrics::histogram!(m::QUEUE_LAG_SECONDS, "lane" => lane).record(lag);
             }
             self.ctx.in_flight.insert(&received.lock);
             metrics::gauge!(m::MESSAGES_IN_FLIGHT).increment(1.0);

@@ -3,10 +3,12 @@
 //! which starts the engine).
 //!
 //! It posts `--backlog` normal delivery requests, so the fleet has far more
-//! work than drones, then `--pairs` pairs of requests, one expedited and one
+//! work than drones (or, with `--backlog-concurrency` high enough, so the
+//! queue holds more than the workflow drains meanwhile), then `--pairs` pairs of requests, one expedited and one
 //! normal, one pair every `--interval-ms`. Each request of a pair is timed
 //! from its `202` until its status first names a drone (polled every
-//! `--poll-ms`, so that is the resolution). The expedited ones should be
+//! `--poll-ms`, so that is the resolution), or with `--until created` until
+//! it has a status at all: the time it spent in the queue. The expedited ones should be
 //! served as soon as a drone frees up; the normal ones only after the
 //! backlog ahead of them.
 //!
@@ -39,6 +41,25 @@ struct Args {
     /// Give up on a request not assigned after this long.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Backlog requests in flight at once: 1 builds the backlog at the
+    /// fleet (each request is taken from the queue as it comes); more
+    /// builds it in the queue itself, faster than the workflow drains it.
+    #[arg(long, default_value_t = 1)]
+    backlog_concurrency: usize,
+    /// What a timed request waits for: `drone` (its status names a drone)
+    /// or `created` (the workflow took it from the queue and created it:
+    /// its status exists).
+    #[arg(long, value_enum, default_value_t = Until::Drone)]
+    until: Until,
+}
+
+/// The event a timed request waits for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Until {
+    /// A drone is assigned.
+    Drone,
+    /// The delivery exists (the queue handed it to the workflow).
+    Created,
 }
 
 fn body(n: usize, expedited: bool) -> Value {
@@ -68,8 +89,10 @@ async fn post(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Resu
         .context("no deliveryId")
 }
 
-/// Milliseconds from `since` until the delivery's status names a drone.
-async fn time_to_drone(
+/// Milliseconds from `since` until the delivery's status names a drone
+/// (or, with `until` = created, until it has a status at all).
+async fn time_to(
+    until: Until,
     client: reqwest::Client,
     url: String,
     id: String,
@@ -84,13 +107,13 @@ async fn time_to_drone(
             .await?;
         if res.status() == 200 {
             let s: Value = res.json().await?;
-            if s["droneId"].is_string() {
+            if until == Until::Created || s["droneId"].is_string() {
                 return Ok(since.elapsed().as_secs_f64() * 1000.0);
             }
         }
         anyhow::ensure!(
             since.elapsed() < timeout,
-            "{id}: no drone after {timeout:?}"
+            "{id}: not {until:?} after {timeout:?}"
         );
         tokio::time::sleep(poll).await;
     }
@@ -123,8 +146,19 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(64)
         .build()?;
     let url = args.url.trim_end_matches('/').to_owned();
+    // The backlog, `backlog_concurrency` requests in flight at once.
+    let mut posts = tokio::task::JoinSet::new();
     for n in 0..args.backlog {
-        post(&client, &url, &body(n, false)).await?;
+        if posts.len() >= args.backlog_concurrency.max(1) {
+            if let Some(done) = posts.join_next().await {
+                done??;
+            }
+        }
+        let (client, url) = (client.clone(), url.clone());
+        posts.spawn(async move { post(&client, &url, &body(n, false)).await });
+    }
+    while let Some(done) = posts.join_next().await {
+        done??;
     }
     let poll = Duration::from_millis(args.poll_ms);
     let timeout = Duration::from_secs(args.timeout_secs);
@@ -135,7 +169,8 @@ async fn main() -> anyhow::Result<()> {
             let n = args.backlog + 2 * k + usize::from(!urgent);
             let id = post(&client, &url, &body(n, urgent)).await?;
             let since = Instant::now();
-            list.push(tokio::spawn(time_to_drone(
+            list.push(tokio::spawn(time_to(
+                args.until,
                 client.clone(),
                 url.clone(),
                 id,
@@ -152,7 +187,8 @@ async fn main() -> anyhow::Result<()> {
     let (e, n) = (percentiles(expedited), percentiles(normal));
     let ratio = median(&n) / median(&e);
     eprintln!(
-        "request to drone, behind a backlog of {}: expedited p50 {:.0} ms p90 {:.0} ms; normal p50 {:.0} ms p90 {:.0} ms; normal/expedited (p50) {:.1}",
+        "request to {:?}, behind a backlog of {}: expedited p50 {:.0} ms p90 {:.0} ms; normal p50 {:.0} ms p90 {:.0} ms; normal/expedited (p50) {:.1}",
+        args.until,
         args.backlog,
         median(&e),
         e["p90_ms"].as_f64().unwrap_or(f64::NAN),
@@ -164,6 +200,8 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         json!({
             "backlog": args.backlog,
+            "backlog_concurrency": args.backlog_concurrency,
+            "until": format!("{:?}", args.until).to_lowercase(),
             "pairs": args.pairs,
             "poll_ms": args.poll_ms,
             "expedited": e,

@@ -133,6 +133,10 @@ spec:
         - name: DD_SERVICEBUS_QUEUE
           value: {{ .queue | quote }}
         {{- end }}
+        {{- if .expeditedQueue }}
+        - name: DD_SERVICEBUS_EXPEDITED_QUEUE
+          value: {{ .expeditedQueue | quote }}
+        {{- end }}
         {{- if .policyName }}
         - name: DD_SERVICEBUS_POLICY_NAME
           value: {{ .policyName | quote }}

@@ -15,8 +15,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use dronedelivery_actors::domain::ownership::Fence;
-use dronedelivery_actors::ports::{MessageQueue, Operation, QueueMessage, ReceivedMessage};
+use dronedelivery_actors::ports::{
+    DeadLetter, LockToken, MessageQueue, Operation, QueueMessage, ReceivedMessage, StoreResult,
+};
 
 /// The partitions read: a queue under test has one partition (queues that
 /// are not partitioned ignore it).
@@ -59,6 +62,146 @@ pub async fn run_all(queue: Arc<dyn MessageQueue>, lock_duration: Duration) {
     renew_keeps_the_lock(queue.as_ref(), lock_duration).await;
     dead_letter_removes(queue.as_ref()).await;
     competing_receivers_get_disjoint_messages(Arc::clone(&queue)).await;
+}
+
+/// Runs [`run_all`] on two fresh queues with an expedited lane
+/// ([`crate::adapters::lanes`]): on `queue` with normal messages and on
+/// `expedited_run` with every message expedited (the lane keeps the
+/// peek-lock semantics of its broker), then the checks of the lanes
+/// themselves on `queue`. Two queues, because the contract starts from a
+/// queue nothing has received from yet.
+pub async fn run_all_with_lanes(
+    queue: Arc<dyn MessageQueue>,
+    expedited_run: Arc<dyn MessageQueue>,
+    lock_duration: Duration,
+) {
+    run_all(Arc::clone(&queue), lock_duration).await;
+    run_all(Arc::new(AllExpedited(expedited_run)), lock_duration).await;
+    expedited_overtakes_a_backlog(queue.as_ref()).await;
+    the_normal_lane_keeps_its_share(queue.as_ref()).await;
+}
+
+/// A queue whose messages are all sent expedited, and which checks that
+/// each comes back marked so.
+struct AllExpedited(Arc<dyn MessageQueue>);
+
+#[async_trait]
+impl MessageQueue for AllExpedited {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+    fn partitioned(&self) -> bool {
+        self.0.partitioned()
+    }
+    async fn send(&self, mut message: QueueMessage) -> StoreResult<()> {
+        message.expedited = true;
+        self.0.send(message).await
+    }
+    async fn receive(
+        &self,
+        from: &[Fence],
+        max: usize,
+        wait: Duration,
+    ) -> StoreResult<Vec<ReceivedMessage>> {
+        let got = self.0.receive(from, max, wait).await?;
+        for r in &got {
+            assert!(
+                r.message.expedited,
+                "a message sent expedited came back normal"
+            );
+        }
+        Ok(got)
+    }
+    async fn complete(&self, lock: &LockToken) -> StoreResult<()> {
+        self.0.complete(lock).await
+    }
+    async fn abandon(&self, lock: &LockToken, delay: Duration) -> StoreResult<()> {
+        self.0.abandon(lock, delay).await
+    }
+    async fn dead_letter(&self, lock: &LockToken, reason: &str) -> StoreResult<()> {
+        self.0.dead_letter(lock, reason).await
+    }
+    async fn renew(&self, lock: &LockToken) -> StoreResult<()> {
+        self.0.renew(lock).await
+    }
+    async fn depth(&self) -> StoreResult<Option<u64>> {
+        self.0.depth().await
+    }
+    async fn dead_letters(&self, max: usize) -> StoreResult<Vec<DeadLetter>> {
+        self.0.dead_letters(max).await
+    }
+    async fn replay_dead_letter(&self, id: &str) -> StoreResult<Option<QueueMessage>> {
+        self.0.replay_dead_letter(id).await
+    }
+}
+
+/// Receives and completes until `want` messages came or `within` passed,
+/// `batch` at a time; whether each was expedited, in the order received.
+async fn drain_in_order(
+    queue: &dyn MessageQueue,
+    want: usize,
+    batch: usize,
+    within: Duration,
+) -> Vec<bool> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut order = Vec::new();
+    while order.len() < want && tokio::time::Instant::now() < deadline {
+        let got = queue
+            .receive(ALL, batch, Duration::from_millis(200))
+            .await
+            .expect("receive failed");
+        for r in got {
+            queue.complete(&r.lock).await.expect("complete");
+            order.push(r.message.expedited);
+        }
+    }
+    order
+}
+
+/// Sends `normal` normal messages, then `expedited` expedited ones, after
+/// a first receive (queues that receive ahead start doing so on it) and
+/// gives such queues a moment to fetch what was sent.
+async fn send_lanes(queue: &dyn MessageQueue, first: usize, normal: usize, expedited: usize) {
+    let _ = queue.receive(ALL, 1, Duration::from_millis(100)).await;
+    for n in 0..normal {
+        queue.send(message(first + n)).await.expect("send");
+    }
+    for n in 0..expedited {
+        let mut m = message(first + normal + n);
+        m.expedited = true;
+        queue.send(m).await.expect("send");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Expedited messages sent behind a backlog of normal ones are received
+/// within the next two batches, not after the backlog.
+pub async fn expedited_overtakes_a_backlog(queue: &dyn MessageQueue) {
+    send_lanes(queue, 300, 30, 3).await;
+    let order = drain_in_order(queue, 33, 5, Duration::from_secs(20)).await;
+    assert_eq!(order.len(), 33, "every message is received");
+    let positions: Vec<usize> = (0..order.len()).filter(|&i| order[i]).collect();
+    assert_eq!(positions.len(), 3, "three expedited messages: {order:?}");
+    assert!(
+        positions.iter().all(|&i| i < 10),
+        "expedited messages must overtake the backlog: received at {positions:?}"
+    );
+}
+
+/// A flood of expedited messages does not stop the normal lane: with one
+/// message per receive, the normal ones come within their share of the
+/// receives, long before the flood is drained.
+pub async fn the_normal_lane_keeps_its_share(queue: &dyn MessageQueue) {
+    let every = crate::adapters::lanes::NORMAL_FIRST_EVERY as usize;
+    send_lanes(queue, 400, 4, 40).await;
+    let order = drain_in_order(queue, 44, 1, Duration::from_secs(30)).await;
+    assert_eq!(order.len(), 44, "every message is received");
+    let normal: Vec<usize> = (0..order.len()).filter(|&i| !order[i]).collect();
+    assert_eq!(normal.len(), 4);
+    assert!(
+        normal.iter().all(|&i| i < 4 * every + every),
+        "normal messages must get one receive in {every}: received at {normal:?}"
+    );
 }
 
 /// A sent message is received once, intact (body, operation, correlation

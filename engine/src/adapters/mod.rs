@@ -1,5 +1,6 @@
 //! Adapters: implementations of the ports of `dronedelivery-actors`.
 //!
+//! - [`lanes`]: the expedited lane in front of any queue adapter.
 //! - [`memory`]: in-process queue and in-memory stores (the embedded default).
 //! - [`redis`]: delivery, drone and idempotency stores, and the Redis Streams queue.
 //! - [`mongo`]: packages, delivery history, dead letters and notify-me requests.
@@ -12,6 +13,7 @@
 pub mod contract;
 #[cfg(feature = "test-support")]
 pub mod control_contract;
+pub mod lanes;
 pub mod memory;
 pub mod mongo;
 #[cfg(feature = "test-support")]

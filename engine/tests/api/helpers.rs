@@ -320,6 +320,14 @@ impl DeliveryStore for SwitchableDeliveries {
 /// Redis Streams queue, Redis stores, MongoDB stores (`scripts/services.sh`
 /// starts the servers).
 pub async fn real_backends() -> dronedelivery_actors::Backends {
+    real_backends_with(|_| {}).await
+}
+
+/// Same, with the settings that shape the backends (partitions, lock
+/// duration) adjusted by `configure`; the engines on them need the same.
+pub async fn real_backends_with(
+    configure: impl FnOnce(&mut dronedelivery_engine::ServeArgs),
+) -> dronedelivery_actors::Backends {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let mut args = dronedelivery_engine::ServeArgs::defaults();
     args.queue = dronedelivery_engine::config::QueueKind::RedisStreams;
@@ -329,6 +337,7 @@ pub async fn real_backends() -> dronedelivery_actors::Backends {
         .parse()
         .ok();
     args.lock_duration_secs = 5;
+    configure(&mut args);
     dronedelivery_engine::backends::connect(&args)
         .await
         .expect("real backends")

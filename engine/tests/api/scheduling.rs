@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use dronedelivery_actors::domain::DeliveryStage;
 use serde_json::json;
 
-use crate::helpers::{assert_problem, real_backends, ri_example, spawn_app_on, stage, TestApp};
+use crate::helpers::{
+    assert_problem, real_backends, real_backends_with, ri_example, spawn_app_on, stage, TestApp,
+};
 
 /// When `id` got its drone (its `HeadedToPickup` event), if it has one.
 async fn assigned_at(app: &TestApp, id: &str) -> Option<DateTime<Utc>> {
@@ -106,6 +108,87 @@ async fn expedited_deliveries_take_the_next_drones_before_a_backlog() {
         "the expedited ones jumped a backlog ({waiting_then} normal ones were still waiting)"
     );
     app.stop().await;
+}
+
+/// When `id` was created by the workflow (its `Created` event), once it is.
+async fn created_at(app: &TestApp, id: &str) -> Option<DateTime<Utc>> {
+    app.engine
+        .events(id)
+        .await
+        .ok()?
+        .into_iter()
+        .find(|e| e.stage == DeliveryStage::Created)
+        .map(|e| e.at)
+}
+
+/// Expedited requests skip a backlog in the queue itself: a gateway-only
+/// engine queues 200 normal requests and then 5 expedited ones while no
+/// worker runs; then a worker starts on the same stores. The expedited
+/// ones are taken from the queue's expedited lane first: they are among the
+/// first deliveries the workflow creates, not behind the 200. One
+/// partition, so that the order is the queue's alone (with several, a
+/// worker reads each partition from when it gains its lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expedited_requests_skip_a_backlog_in_the_queue() {
+    let backends = real_backends_with(|a| a.partitions = 1).await;
+    let gateway = spawn_app_on(
+        |a| {
+            a.role = dronedelivery_engine::config::RoleArg::Gateway;
+            a.partitions = 1;
+        },
+        Some(backends.clone()),
+    )
+    .await;
+    let mut normal = Vec::new();
+    for n in 0..200 {
+        let mut body = trip(n, "47.61,-122.25", "47.62,-122.25", "Small", 1.0);
+        body["expedited"] = json!(false);
+        normal.push(gateway.post_delivery(&body).await);
+    }
+    let mut expedited = Vec::new();
+    for n in 200..205 {
+        let mut body = trip(n, "47.61,-122.25", "47.62,-122.25", "Small", 1.0);
+        body["expedited"] = json!(true);
+        expedited.push(gateway.post_delivery(&body).await);
+    }
+    let worker = spawn_app_on(
+        |a| {
+            a.role = dronedelivery_engine::config::RoleArg::Worker;
+            a.partitions = 1;
+            a.fleet_size = 20;
+        },
+        Some(backends),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut created = Vec::new();
+    for (id, is_expedited) in normal
+        .iter()
+        .map(|id| (id, false))
+        .chain(expedited.iter().map(|id| (id, true)))
+    {
+        loop {
+            if let Some(at) = created_at(&worker, id).await {
+                created.push((at, is_expedited));
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} was never created"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    created.sort();
+    let ranks: Vec<usize> = (0..created.len()).filter(|&i| created[i].1).collect();
+    eprintln!("scheduling: the five expedited requests were created {ranks:?} of 205");
+    assert_eq!(ranks.len(), 5);
+    assert!(
+        ranks.iter().all(|&r| r < 100),
+        "expedited requests must not wait behind the queue's backlog: created {ranks:?} of 205"
+    );
+    worker.stop().await;
+    gateway.stop().await;
 }
 
 /// A delivery request from `pickup` to `dropoff` (`lat,lon`) with a

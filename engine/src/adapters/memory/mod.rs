@@ -21,10 +21,14 @@ pub use stores::{
 };
 
 /// Every backend in memory. `lock_duration` is the queue's peek-lock time;
-/// `capacity` bounds the queue.
+/// `capacity` bounds each of the queue's two lanes (normal and expedited,
+/// see [`crate::adapters::lanes`]).
 pub fn backends(lock_duration: Duration, capacity: usize) -> Backends {
     Backends {
-        queue: MemoryQueue::new(lock_duration, capacity),
+        queue: crate::adapters::lanes::Lanes::new(
+            MemoryQueue::new(lock_duration, capacity),
+            MemoryQueue::new(lock_duration, capacity),
+        ),
         deliveries: Arc::new(MemoryDeliveryStore::default()),
         drones: Arc::new(MemoryDroneStore::default()),
         packages: Arc::new(MemoryPackageStore::default()),

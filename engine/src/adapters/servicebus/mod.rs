@@ -724,6 +724,7 @@ fn message_of(
         enqueued_at: deadletters::enqueued_at(props),
         traceparent: header(headers, TRACEPARENT).map(property_value),
         tracestate: header(headers, TRACESTATE).map(property_value),
+        expedited: false,
     }
 }
 

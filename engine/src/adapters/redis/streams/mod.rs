@@ -608,6 +608,7 @@ impl RedisStreamsQueue {
             enqueued_at,
             traceparent: fields.remove(F_TRACEPARENT),
             tracestate: fields.remove(F_TRACESTATE),
+            expedited: false,
         };
         if message.operation.is_empty() {
             tracing::warn!(entry = %id, partition, "stream entry without an operation");
