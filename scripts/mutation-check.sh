@@ -31,6 +31,7 @@ declare -A scenario=(
   [claim-ignores-payload]='binary(api) & test(too_heavy_for_the_free_drones)'
   [timers-not-indexed]='binary(api) & test(scheduled_pickups_start)'
   [deadline-not-watched]='binary(api) & test(deadline_that_cannot_be_met)'
+  [normal-lane-first]='binary(api) & test(skip_a_backlog_in_the_queue)'
 )
 # cargo features a scenario needs
 declare -A features=(

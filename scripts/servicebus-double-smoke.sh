@@ -44,6 +44,7 @@ connection_string=$(grep -A1 '(Listen, Send)$' "$work/double.out" |
 DD_SERVICEBUS_ENDPOINT="http://127.0.0.1:${double_port}" \
 DD_SERVICEBUS_CONNECTION_STRING="$connection_string" \
 DD_SERVICEBUS_QUEUE=deliveries \
+DD_SERVICEBUS_EXPEDITED_QUEUE=deliveries-expedited \
   target/debug/dronedelivery serve --queue servicebus --partitions 4 \
   --listen "127.0.0.1:${engine_port}" --sim-speed 2000 --tick-ms 20 \
   > "$work/engine.log" 2>&1 &

@@ -49,7 +49,8 @@ impl Shared {
     }
 
     /// Engines on the Service Bus queue of `cfg` (a double's settings; one
-    /// queue per partition), with the same Redis and MongoDB stores.
+    /// queue per partition, and as many for the expedited lane), with the
+    /// same Redis and MongoDB stores.
     fn on_service_bus(cfg: &dronedelivery_engine::adapters::servicebus::ServiceBusConfig) -> Self {
         let mut shared = Self::new();
         shared.queue = vec![
@@ -59,6 +60,10 @@ impl Shared {
             cfg.namespace.clone(),
             "--servicebus-queue".into(),
             cfg.queue.clone(),
+            // Expedited creates (the example request is expedited) travel
+            // in the lane's own queues.
+            "--servicebus-expedited-queue".into(),
+            format!("{}-expedited", cfg.queue),
             "--servicebus-policy-name".into(),
             cfg.policy_name.clone(),
             "--servicebus-policy-key".into(),

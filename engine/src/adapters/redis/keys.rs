@@ -22,6 +22,7 @@
 //! | `{p}:stream:{stream}` | stream | queue messages of partition 0 (consumer group: the queue's group) |
 //! | `{p}:stream:{stream}:{n}` | stream | queue messages of partition `n` > 0 |
 //! | `{p}:stream:{stream}[:{n}]:delayed` | sorted set | a partition's abandoned-with-delay messages, score = due time (epoch ms) |
+//! | `{p}:stream:{stream}-expedited[:{n}][:delayed]` | stream, sorted set | the same for the expedited lane (see `adapters::lanes`), read first |
 //! | `{p}:engines` | sorted set | live engines, score = when their membership lapses (server clock, ms) |
 //! | `{p}:lease:{n}` | hash | `owner`, `epoch`, `expires` of partition `n`'s lease |
 //! | `{p}:lease-epoch` | string | counter every lease grant takes its epoch from |
