@@ -558,7 +558,12 @@ async fn a_killed_engines_unacknowledged_messages_are_claimed_and_finished() {
         let mut batch = Vec::new();
         for i in 0..40 {
             let tag = format!("claim-{attempt}-{i}");
-            batch.push(survivor.post(&numbered_request(&tag)).await);
+            // Normal requests: an idle engine's blocked read waits on the
+            // queue's normal lane (see `adapters::lanes`); expedited ones
+            // would wait in the expedited streams, which it only polls.
+            let mut request = numbered_request(&tag);
+            request["expedited"] = json!(false);
+            batch.push(survivor.post(&request).await);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         ids.extend(batch);
