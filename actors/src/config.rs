@@ -111,6 +111,11 @@ pub struct TreeConfig {
     pub max_delivery_attempts: u32,
     /// Base delay before a failed message is redelivered (doubles per attempt).
     pub retry_delay: Duration,
+    /// How long a message about a delivery that does not exist yet is kept
+    /// before its last attempt: twice the queue's lock duration, time for a
+    /// create held by an engine that died to come back (see
+    /// [`crate::workflow::await_create_delay`]).
+    pub create_grace: Duration,
     /// Timeout of calls between actors.
     pub call_timeout: Duration,
     /// How long a graceful stop may take (SIGTERM, operator restarts):
@@ -184,6 +189,7 @@ impl Default for TreeConfig {
             prefetch: 256,
             max_delivery_attempts: 5,
             retry_delay: Duration::from_millis(200),
+            create_grace: Duration::from_secs(120),
             call_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
             passivate_after: Duration::from_secs(15),

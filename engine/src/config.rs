@@ -290,8 +290,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_RETRY_DELAY_MS", default_value_t = 200)]
     pub retry_delay_ms: u64,
 
-    /// Peek-lock duration of the in-process queue, in seconds: an unsettled
-    /// message is redelivered after this.
+    /// Peek-lock duration of the in-process queue and of Redis Streams, in
+    /// seconds: an unsettled message is redelivered after this. With Service
+    /// Bus, set it to the queues' LockDuration: twice this is how long a
+    /// reschedule or cancel of a delivery not created yet is kept (its
+    /// create may be held by an engine that died) before it is dead-lettered.
     #[arg(long, env = "DD_LOCK_DURATION_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lock_duration_secs: u64,
 
@@ -500,6 +503,7 @@ impl ServeArgs {
             prefetch: self.prefetch as usize,
             max_delivery_attempts: self.max_delivery_attempts,
             retry_delay: Duration::from_millis(self.retry_delay_ms),
+            create_grace: Duration::from_secs(self.lock_duration_secs.saturating_mul(2)),
             call_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             passivate_after: Duration::from_secs(self.passivate_after_secs),

@@ -782,7 +782,12 @@ async fn poison_messages_on_the_real_queue_are_dead_lettered_without_blocking_ot
     use dronedelivery_engine::adapters::redis::{RedisStreamsQueue, StreamsConfig};
 
     let shared = Shared::new();
-    let mut engine = shared.spawn("a", &["--max-delivery-attempts", "3"]);
+    // The ghost (a reschedule of a delivery that never appears) is kept
+    // twice the lock duration before its last attempt.
+    let mut engine = shared.spawn(
+        "a",
+        &["--max-delivery-attempts", "3", "--lock-duration-secs", "3"],
+    );
     engine.ready().await;
     let queue = RedisStreamsQueue::connect(StreamsConfig::new(REDIS, shared.prefix.clone()))
         .await

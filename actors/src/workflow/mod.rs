@@ -26,7 +26,8 @@ pub use consumer::{
     drain_workflow, start_workflow, Pump, PumpMsg, WorkflowJob, WorkflowWorker, WORKER_STARTS,
 };
 pub use outcome::{
-    call_failed, refused, settlement, CallError, DeadLetterReason, Outcome, Settlement,
+    await_create_delay, call_failed, refused, settlement, CallError, DeadLetterReason, Outcome,
+    Settlement,
 };
 
 use crate::backoff::Backoff;
@@ -195,6 +196,20 @@ pub async fn settle(ctx: &Context, received: &ReceivedMessage, outcome: Outcome)
         Settlement::RetryLater(reason) => {
             let delay = retry_delay(ctx, received.delivery_count, Duration::from_secs(60));
             tracing::warn!(message_id = %received.message.message_id, attempt = received.delivery_count, %reason, ?delay, "retrying message");
+            ("retried", queue.abandon(&received.lock, delay).await)
+        }
+        Settlement::AwaitCreate(reason) => {
+            let age = (chrono::Utc::now() - received.message.enqueued_at)
+                .to_std()
+                .unwrap_or_default();
+            let delay = outcome::await_create_delay(
+                retry_delay(ctx, received.delivery_count, Duration::from_secs(60)),
+                received.delivery_count,
+                ctx.config.max_delivery_attempts,
+                age,
+                ctx.config.create_grace,
+            );
+            tracing::warn!(message_id = %received.message.message_id, attempt = received.delivery_count, %reason, ?delay, "the delivery does not exist yet; retrying");
             ("retried", queue.abandon(&received.lock, delay).await)
         }
         Settlement::DeadLetter(reason) => {

@@ -6,6 +6,8 @@
 //! however many attempts that takes because a backend is down: an outage
 //! must not turn accepted requests into dead letters.
 
+use std::time::Duration;
+
 use crate::domain::lifecycle::Rejection;
 use crate::domain::DeliveryStage;
 use crate::metrics::DeadLetterKind;
@@ -20,6 +22,11 @@ pub enum Outcome {
     Done,
     /// A transient failure; redeliver later (dead-letter after the last attempt).
     Retry(String),
+    /// The delivery the message is about does not exist yet: its create may
+    /// still be on its way. Retried like [`Outcome::Retry`], except that the
+    /// last attempt waits until the message is older than the create grace
+    /// (see [`await_create_delay`]).
+    AwaitCreate(String),
     /// It can never succeed; dead-letter it with this reason.
     DeadLetter(DeadLetterReason),
     /// A backend is down: redeliver later, however many attempts that takes.
@@ -115,7 +122,9 @@ pub fn refused(e: DeliveryError) -> Outcome {
     match e {
         // The create may still be on its way (another consumer, another
         // process): retry, and dead-letter only after the last attempt.
-        DeliveryError::Rejected(Rejection::NotFound) => Outcome::Retry("delivery not found".into()),
+        DeliveryError::Rejected(Rejection::NotFound) => {
+            Outcome::AwaitCreate("delivery not found".into())
+        }
         DeliveryError::Store(e) => Outcome::Unavailable(format!("delivery store: {e}")),
         // Another writer got there first: apply the command again on the
         // delivery as it is now.
@@ -137,6 +146,9 @@ pub enum Settlement {
     Complete,
     /// Put it back for another attempt after a backoff.
     RetryLater(String),
+    /// Put it back for another attempt, waiting for the delivery's create
+    /// (see [`await_create_delay`]).
+    AwaitCreate(String),
     /// Dead-letter it.
     DeadLetter(DeadLetterReason),
     /// Put it back (a backend is down), whatever the attempt count.
@@ -148,11 +160,39 @@ pub fn settlement(outcome: Outcome, attempts: u32, max_attempts: u32) -> Settlem
     match outcome {
         Outcome::Done => Settlement::Complete,
         Outcome::Retry(reason) if attempts < max_attempts => Settlement::RetryLater(reason),
-        Outcome::Retry(last) => {
+        Outcome::AwaitCreate(reason) if attempts < max_attempts => Settlement::AwaitCreate(reason),
+        Outcome::Retry(last) | Outcome::AwaitCreate(last) => {
             Settlement::DeadLetter(DeadLetterReason::RetriesExhausted { attempts, last })
         }
         Outcome::DeadLetter(reason) => Settlement::DeadLetter(reason),
         Outcome::Unavailable(reason) => Settlement::Defer(reason),
+    }
+}
+
+/// The delay before retrying a message whose delivery does not exist yet,
+/// after `attempts` deliveries of at most `max_attempts`, `age` after it
+/// was sent.
+///
+/// The create of a delivery and what follows it (a reschedule or cancel
+/// sent a moment later) do not always travel together: the create may be in
+/// the queue's expedited lane, or locked by an engine that died holding it,
+/// invisible until its lock expires. Dead-lettering the follow-up after the
+/// usual quick retries would then drop a request the client was told was
+/// accepted. So the retries keep their `backoff`, but the **last** one
+/// waits until the message is `grace` old (twice the lock duration: time
+/// for a held create's lock to expire and for it to be taken over), so a
+/// create that is coming at all has come.
+pub fn await_create_delay(
+    backoff: Duration,
+    attempts: u32,
+    max_attempts: u32,
+    age: Duration,
+    grace: Duration,
+) -> Duration {
+    if attempts.saturating_add(1) >= max_attempts {
+        backoff.max(grace.saturating_sub(age))
+    } else {
+        backoff
     }
 }
 
@@ -166,7 +206,7 @@ mod tests {
         let table = [
             (
                 DeliveryError::Rejected(Rejection::NotFound),
-                Outcome::Retry("delivery not found".into()),
+                Outcome::AwaitCreate("delivery not found".into()),
             ),
             (
                 DeliveryError::Store(StoreError::Unavailable("down".into())),
@@ -192,6 +232,36 @@ mod tests {
         for (error, outcome) in table {
             assert_eq!(refused(error.clone()), outcome, "{error:?}");
         }
+    }
+
+    #[test]
+    fn a_missing_delivery_is_awaited_for_the_grace_before_the_last_attempt() {
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        // Early attempts keep their backoff.
+        assert_eq!(
+            await_create_delay(ms(400), 2, 5, ms(600), secs(10)),
+            ms(400)
+        );
+        // The last retry waits until the message is `grace` old.
+        assert_eq!(
+            await_create_delay(ms(1_600), 4, 5, secs(3), secs(10)),
+            secs(7)
+        );
+        assert_eq!(
+            await_create_delay(ms(1_600), 4, 5, secs(30), secs(10)),
+            ms(1_600)
+        );
+        // Retried until the last attempt, then dead-lettered.
+        let wait = Outcome::AwaitCreate("delivery not found".into());
+        assert_eq!(
+            settlement(wait.clone(), 4, 5),
+            Settlement::AwaitCreate("delivery not found".into())
+        );
+        assert!(matches!(
+            settlement(wait, 5, 5),
+            Settlement::DeadLetter(DeadLetterReason::RetriesExhausted { attempts: 5, .. })
+        ));
     }
 
     #[test]

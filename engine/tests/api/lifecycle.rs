@@ -240,7 +240,13 @@ async fn a_redelivered_message_has_no_second_effect() {
 
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_with_a_reason() {
-    let app = spawn_app_with(|a| a.max_delivery_attempts = 3).await;
+    // A short lock: a reschedule of a delivery that never appears is kept
+    // twice that long before its last attempt.
+    let app = spawn_app_with(|a| {
+        a.max_delivery_attempts = 3;
+        a.lock_duration_secs = 1;
+    })
+    .await;
     let dead = &app.engine.context().backends.dead_letters;
 
     // Unknown operation: dead-lettered at once.

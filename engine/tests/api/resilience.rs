@@ -241,7 +241,15 @@ async fn operator_restarts_during_a_burst_lose_no_delivery() {
 
 #[tokio::test]
 async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
-    let app = spawn_app_on(|a| a.max_delivery_attempts = 2, Some(real_backends().await)).await;
+    let app = spawn_app_on(
+        |a| {
+            a.max_delivery_attempts = 2;
+            // Kept twice this long before its last attempt.
+            a.lock_duration_secs = 1;
+        },
+        Some(real_backends().await),
+    )
+    .await;
     // A reschedule for a delivery that does not exist (yet): retried, then
     // dead-lettered with the reason.
     let reschedule = QueueMessage::new(
