@@ -14,9 +14,12 @@
 # running beside ingestion. LOADGEN names the loadgen binary (default:
 # target/release/loadgen; build it with
 # `cargo build --release -p dronedelivery-benches --bin loadgen`).
+# DD_AB_A_ARGS / DD_AB_B_ARGS add `serve` flags to one side only, and
+# DD_AB_A_LOADGEN / DD_AB_B_LOADGEN `loadgen` flags (`--bearer TOKEN`):
+# benches/auth-cost.sh compares one binary with authentication off and on.
 set -euo pipefail
 
-[ $# -ge 2 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 A=$1
 B=$2
 shift 2
@@ -51,10 +54,11 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
 for round in $(seq 1 "$ROUNDS"); do
   for side in A B; do
-    bin=$A
-    [ "$side" = B ] && bin=$B
+    bin=$A side_args=${DD_AB_A_ARGS:-} side_loadgen=${DD_AB_A_LOADGEN:-}
+    [ "$side" = B ] && bin=$B side_args=${DD_AB_B_ARGS:-} side_loadgen=${DD_AB_B_LOADGEN:-}
     port=$(free_port)
-    RUST_LOG=warn "$bin" serve --listen "127.0.0.1:$port" --role "$ROLE" "${EXTRA[@]}" \
+    # shellcheck disable=SC2086
+    RUST_LOG=warn "$bin" serve --listen "127.0.0.1:$port" --role "$ROLE" "${EXTRA[@]}" $side_args \
       </dev/null >"$WORK/engine-$side.log" 2>&1 &
     ENGINE_PID=$!
     for _ in $(seq 1 100); do
@@ -64,7 +68,8 @@ for round in $(seq 1 "$ROUNDS"); do
     sleep 1
     c0=$(cpu_ticks "$ENGINE_PID")
     load=$(cut -d' ' -f1 /proc/loadavg)
-    "$LOADGEN" ingest --url "http://127.0.0.1:$port" --concurrency 64 --duration "$SECS" \
+    # shellcheck disable=SC2086
+    "$LOADGEN" $side_loadgen ingest --url "http://127.0.0.1:$port" --concurrency 64 --duration "$SECS" \
       2>"$WORK/loadgen.err" >"$WORK/run.json"
     c1=$(cpu_ticks "$ENGINE_PID")
     python3 - "$side" "$round" "$ROLE" "$c0" "$c1" "$TCK" "$load" "$WORK/run.json" >>"$RESULTS" <<'PY'

@@ -258,6 +258,7 @@ RENDERINGS=(
   "split-keyvault+keda-redis|--set ${KEYVAULT},${WORKLOAD_ID},${KEDA_REDIS},secrets.keyVault.objects[3].objectName=dronedelivery-redis-password,secrets.keyVault.objects[3].key=redis-password,secrets.keyVault.objects[0].objectName=dronedelivery-admin-token,secrets.keyVault.objects[0].key=admin-token,secrets.keyVault.objects[1].objectName=dronedelivery-redis-url,secrets.keyVault.objects[1].key=redis-url,secrets.keyVault.objects[2].objectName=dronedelivery-mongodb-uri,secrets.keyVault.objects[2].key=mongodb-uri"
   "split-no-hpa-pdb-netpol|--set gateway.autoscaling.enabled=false,gateway.pdb.enabled=false,worker.autoscaling.enabled=false,worker.pdb.enabled=false,networkPolicy.enabled=false"
   "all-no-hpa-pdb-netpol|--set mode=all,worker.autoscaling.enabled=false,worker.pdb.enabled=false,networkPolicy.enabled=false"
+  "split-jwt-auth|--set config.auth.mode=jwt,config.auth.issuer=https://login.microsoftonline.com/00000000-0000-0000-0000-000000000003/v2.0,config.auth.audience=api://dronedelivery,config.auth.ownerClaim=oid"
   "embedded-demo|--set mode=all,config.queue=memory,worker.replicaCount=1,worker.autoscaling.enabled=false,worker.pdb.enabled=false,secrets.existingSecret="
 )
 
@@ -276,6 +277,7 @@ MUST_FAIL=(
   "workload-identity-without-client-id|--set workloadIdentity.enabled=true|workloadIdentity.clientId"
   "removed-0.1-value-replicaCount|--set replicaCount=3|replicaCount"
   "unknown-mode|--set mode=gateway|mode"
+  "jwt-without-issuer|--set config.auth.mode=jwt,config.auth.audience=api://dd|config.auth.issuer"
   "two-pdb-bounds|--set gateway.pdb.minAvailable=1|only one of minAvailable"
 )
 
@@ -304,6 +306,7 @@ services = of("Service")
 check(workloads, "no workload rendered")
 pod_secret_names, pod_secret_keys = set(), set()
 partition_counts = set()
+auth_modes = set()
 queue = None
 for w in workloads:
     n, kind = name(w), w["kind"]
@@ -329,6 +332,11 @@ for w in workloads:
         check("DD_FLEET_ID" not in env, f"{n}: DD_FLEET_ID set by default")
         check("DD_LEASE_SECS" in env, f"{n}: DD_LEASE_SECS missing")
         check({"DD_CONSUMERS", "DD_PREFETCH"} <= env.keys(), f"{n}: consumer settings missing")
+    # Authentication: every role the same (workers serve /admin to Operators).
+    auth_mode = env.get("DD_AUTH_MODE", {}).get("value", "none")
+    if auth_mode == "jwt":
+        check(env.get("DD_AUTH_ISSUER", {}).get("value") and env.get("DD_AUTH_AUDIENCE", {}).get("value"), f"{n}: jwt without issuer or audience")
+    auth_modes.add(auth_mode)
     for e in env.values():
         ref = e.get("valueFrom", {}).get("secretKeyRef")
         if ref:
@@ -408,6 +416,8 @@ if policies:
             check(6379 in egress_ports, f"{name(w)}: no Redis egress")
         if queue == "servicebus":
             check(443 in egress_ports, f"{name(w)}: no Service Bus egress")
+        if "jwt" in auth_modes:
+            check(443 in egress_ports, f"{name(w)}: no egress to the token issuer")
         ns_sel = [f.get("namespaceSelector", {}).get("matchLabels", {}) for r in p.get("ingress", []) for f in r.get("from", [])]
         from_ingress_nginx = any(s.get("kubernetes.io/metadata.name") == "ingress-nginx" for s in ns_sel)
         check(from_ingress_nginx == (component(w) != "worker"), f"{name(w)}: ingress controller allowed={from_ingress_nginx}")
@@ -442,6 +452,7 @@ for d in of("ServiceMonitor"):
         check(n == 1, f"ServiceMonitor scrapes {name(w)} through {n} Services, want 1")
 
 # The gateway routes messages to the partitions the workers hold: one count.
+check(len(auth_modes) == 1, f"DD_AUTH_MODE differs between workloads: {auth_modes}")
 check(len(partition_counts) == 1 and None not in partition_counts, f"DD_PARTITIONS differs between workloads: {partition_counts}")
 
 for d in of("PrometheusRule"):

@@ -107,6 +107,18 @@ pub enum QueueKind {
     Servicebus,
 }
 
+/// How API callers are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// No authentication: anyone who reaches the API may use it (the
+    /// original's behaviour).
+    None,
+    /// OAuth 2.0 bearer tokens (JWT) of an OpenID Connect issuer, with
+    /// per-owner scoping and roles (needs `--auth-issuer` and
+    /// `--auth-audience`).
+    Jwt,
+}
+
 /// A secret string (connection string, key): never printed by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -204,8 +216,9 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
 
-    /// Delivery requests (POST/PATCH/DELETE) per second allowed per client
-    /// before 429 Too Many Requests. 0 disables the limit.
+    /// Write requests (POST/PUT/PATCH/DELETE under /api) per second allowed
+    /// per client (the token's owner with authentication on, else the
+    /// address) before 429 Too Many Requests. 0 disables the limit.
     #[arg(long, env = "DD_RATE_LIMIT_PER_SECOND", default_value_t = 0)]
     pub rate_limit_per_second: u32,
 
@@ -385,6 +398,37 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_ADMIN_TOKEN")]
     pub admin_token: Option<Secret>,
 
+    /// How API callers are authenticated: `none`, or `jwt` (bearer tokens
+    /// of `--auth-issuer` for `--auth-audience`; callers see and change
+    /// only their own deliveries unless their roles say otherwise).
+    #[arg(long, env = "DD_AUTH_MODE", value_enum, default_value_t = AuthMode::None)]
+    pub auth_mode: AuthMode,
+
+    /// Token issuer (`iss`), e.g. `https://login.microsoftonline.com/{tenant}/v2.0`.
+    #[arg(long, env = "DD_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+
+    /// Audience (`aud`) tokens must be issued for: this API's application id or URI.
+    #[arg(long, env = "DD_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+
+    /// URL of the issuer's signing keys (JWKS); default: the `jwks_uri` of
+    /// `{issuer}/.well-known/openid-configuration`.
+    #[arg(long, env = "DD_AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+
+    /// Claim naming the owner a token speaks for (`oid` for Entra ID).
+    #[arg(long, env = "DD_AUTH_OWNER_CLAIM", default_value = "sub")]
+    pub auth_owner_claim: String,
+
+    /// Claim listing a token's roles (`Dispatcher`, `Operator`, `PackageWriter`).
+    #[arg(long, env = "DD_AUTH_ROLES_CLAIM", default_value = "roles")]
+    pub auth_roles_claim: String,
+
+    /// Clock skew allowed on a token's `exp` and `nbf`, in seconds.
+    #[arg(long, env = "DD_AUTH_LEEWAY_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub auth_leeway_secs: u64,
+
     /// Seconds a graceful stop (SIGTERM, operator restart) may take; work
     /// still running then is returned to the queue.
     #[arg(long, env = "DD_SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -461,7 +505,31 @@ impl ServeArgs {
         }
     }
 
-    /// The ingestion rate limit, if enabled.
+    /// The bearer-token settings, when `--auth-mode jwt`.
+    ///
+    /// # Errors
+    /// `jwt` without an issuer or an audience.
+    pub fn oidc(&self) -> anyhow::Result<Option<crate::adapters::oidc::OidcSettings>> {
+        if self.auth_mode == AuthMode::None {
+            return Ok(None);
+        }
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let (Some(issuer), Some(audience)) =
+            (nonempty(&self.auth_issuer), nonempty(&self.auth_audience))
+        else {
+            anyhow::bail!("--auth-mode jwt needs --auth-issuer and --auth-audience");
+        };
+        Ok(Some(crate::adapters::oidc::OidcSettings {
+            issuer,
+            audience,
+            jwks_url: nonempty(&self.auth_jwks_url),
+            owner_claim: self.auth_owner_claim.clone(),
+            roles_claim: self.auth_roles_claim.clone(),
+            leeway: Duration::from_secs(self.auth_leeway_secs),
+        }))
+    }
+
+    /// The write rate limit, if enabled.
     pub fn rate_limit(&self) -> Option<RateLimitSettings> {
         Some(RateLimitSettings {
             per_second: NonZeroU32::new(self.rate_limit_per_second)?,

@@ -81,12 +81,19 @@ impl Application {
             .filter(|o| !o.is_empty())
             .map(|o| HeaderValue::from_str(o).with_context(|| format!("invalid CORS origin '{o}'")))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let auth = match args.oidc()? {
+            Some(settings) => dronedelivery_gateway::auth::Auth::Jwt(
+                crate::adapters::oidc::OidcAuthenticator::start(settings).await?,
+            ),
+            None => dronedelivery_gateway::auth::Auth::Off,
+        };
         let state = AppState::new(engine.clone(), move || {
             prometheus.as_ref().map(|h| h.render()).unwrap_or_default()
         })
         .with_admin_token(args.admin_token.as_ref().map(|t| t.expose()))
         .with_rate_limit(args.rate_limit())
-        .with_cors_origins(cors_origins);
+        .with_cors_origins(cors_origins)
+        .with_auth(auth);
         let gauges = tokio::spawn(refresh_gauges(engine.clone()));
         if let Some(limiter) = state.rate_limiter.clone() {
             tokio::spawn(forget_idle_clients(limiter));

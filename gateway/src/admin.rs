@@ -4,13 +4,18 @@
 //! ## Authentication
 //! Every `/admin` path, known or not, and every method on it, is guarded by
 //! [`authorize`] *before* routing by method:
-//! - no token configured ([`AppState::admin_token`] `None` or empty): **404**
-//!   problem, exactly what the router answers for a path that does not exist,
-//!   so a deployment without a token does not even reveal the API;
+//! - no token configured ([`AppState::admin_token`] `None` or empty) and
+//!   bearer-token authentication off: **404** problem, exactly what the
+//!   router answers for a path that does not exist, so a deployment without
+//!   a token does not even reveal the API;
 //! - no `Authorization` header, or one that is not `Bearer <token>`: **401**
-//!   problem with `WWW-Authenticate: Bearer realm="dronedelivery-admin"`;
-//! - a well-formed bearer token that is not the configured one: **403**
-//!   problem.
+//!   problem with `WWW-Authenticate: Bearer realm="dronedelivery"`;
+//! - the configured (static, break-glass) token: allowed;
+//! - with bearer-token authentication on ([`crate::auth`]), a valid token
+//!   with the `Operator` role: allowed; a valid token without it: **403**; a
+//!   token that is not valid: **401** with `error="invalid_token"`;
+//! - otherwise, a well-formed bearer token that is not the configured one:
+//!   **403** problem.
 //!
 //! Only then is the request routed by method, so a wrong method answers 405
 //! (with `Allow`) to authenticated callers only: unauthenticated ones cannot
@@ -31,6 +36,7 @@
 use std::collections::HashMap;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, OriginalUri, Path, Query, Request, State};
 use axum::http::header::{AUTHORIZATION, USER_AGENT};
@@ -49,6 +55,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+use crate::auth::{identify, Auth, Caller, Role};
 use crate::error::{
     ApiError, Forbidden, GatewayTimeout, InternalError, Problem, ServiceUnavailable, Unauthorized,
 };
@@ -85,7 +92,7 @@ fn guarded(inner: MethodRouter<AppState>) -> MethodRouter<AppState> {
                 .extensions()
                 .get::<OriginalUri>()
                 .map_or_else(|| req.uri().path().to_owned(), |o| o.0.path().to_owned());
-            if let Err(e) = authorize(state.admin_token.as_deref(), req.headers(), &path) {
+            if let Err(e) = authorize_operator(&state, req.headers(), &path).await {
                 return e.into_response();
             }
             match tower::ServiceExt::oneshot(inner.with_state(state), req).await {
@@ -94,6 +101,28 @@ fn guarded(inner: MethodRouter<AppState>) -> MethodRouter<AppState> {
             }
         }
     })
+}
+
+/// The static token first (break-glass), then, with bearer-token
+/// authentication on, a token with the `Operator` role (see the
+/// [module docs](self)).
+async fn authorize_operator(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<(), ApiError> {
+    let Auth::Jwt(authenticator) = &state.auth else {
+        return authorize(state.admin_token.as_deref(), headers, path);
+    };
+    match authorize(state.admin_token.as_deref(), headers, path) {
+        Ok(()) => Ok(()),
+        // No header, or not a bearer token: the same 401 either way.
+        Err(e @ ApiError::Unauthorized(_)) => Err(e),
+        Err(_) => {
+            let caller = Caller::Token(Arc::new(identify(authenticator.as_ref(), headers).await?));
+            caller.must_have(Role::Operator)
+        }
+    }
 }
 
 /// Checks the request's bearer token against the configured one (see the

@@ -13,6 +13,7 @@ use dronedelivery_actors::domain::{Delivery, DeliveryRecord, DeliveryStatus, Use
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, InternalError, Problem, ServiceUnavailable};
 use crate::state::AppState;
 
@@ -37,6 +38,35 @@ async fn record(state: &AppState, id: &str) -> Result<DeliveryRecord, ApiError> 
         .ok_or_else(|| not_found(id))
 }
 
+/// The record of `id` when `caller` may read it; `404` otherwise, for
+/// another owner's delivery too, so that ids do not leak (see
+/// [`crate::auth`]).
+pub(crate) async fn readable(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<DeliveryRecord, ApiError> {
+    let record = record(state, id).await?;
+    if caller.may_read(&record.delivery.owner.user_id) {
+        Ok(record)
+    } else {
+        Err(not_found(id))
+    }
+}
+
+/// `Ok` when `caller` may read delivery `id`, without reading it when the
+/// caller reads every delivery (or authentication is off).
+pub(crate) async fn check_readable(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(), ApiError> {
+    if caller.reads_everything() {
+        return Ok(());
+    }
+    readable(state, caller, id).await.map(|_| ())
+}
+
 /// `GET /api/deliveries/{id}`: the delivery document, field for field the
 /// original's, with enums as integers.
 #[utoipa::path(
@@ -58,9 +88,10 @@ with enums as integers.",
 )]
 async fn delivery(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Delivery>, ApiError> {
-    Ok(Json(record(&state, &id).await?.delivery))
+    Ok(Json(readable(&state, &caller, &id).await?.delivery))
 }
 
 /// `GET /api/deliveries/public/{id}` (the path the original ingress
@@ -84,9 +115,10 @@ public ingress rewrote calls to.",
 )]
 async fn public_delivery(
     state: State<AppState>,
+    caller: Caller,
     id: Path<String>,
 ) -> Result<Json<Delivery>, ApiError> {
-    delivery(state, id).await
+    delivery(state, caller, id).await
 }
 
 /// `GET /api/deliveries/{id}/owner`: `{"userId","accountId"}`.
@@ -107,9 +139,10 @@ async fn public_delivery(
 )]
 async fn owner(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<UserAccount>, ApiError> {
-    Ok(Json(record(&state, &id).await?.delivery.owner))
+    Ok(Json(readable(&state, &caller, &id).await?.delivery.owner))
 }
 
 /// `GET /api/deliveries/{id}/status`: stage, ETAs and last known location,
@@ -133,8 +166,10 @@ assigned).",
 )]
 async fn status(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryStatus>, ApiError> {
+    check_readable(&state, &caller, &id).await?;
     state
         .engine
         .status(&id)

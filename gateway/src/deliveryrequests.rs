@@ -14,7 +14,7 @@ use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dronedelivery_actors::domain::{
-    DeliveryRequest, PackageInfo, PackageSize, RescheduleRequest, ValidationError,
+    DeliveryRecord, DeliveryRequest, PackageInfo, PackageSize, RescheduleRequest, ValidationError,
 };
 use dronedelivery_actors::metrics::DELIVERIES_ACCEPTED_TOTAL;
 use dronedelivery_actors::ports::{Operation, QueueMessage};
@@ -25,6 +25,7 @@ use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Caller;
 use crate::error::{
     ApiError, InternalError, PayloadTooLarge, Problem, ServiceUnavailable, TooManyRequests,
     UnsupportedMediaType,
@@ -86,12 +87,15 @@ with the same key and request gets the first answer again (`Idempotent-Replayed:
 )]
 async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     JsonBody(mut body): JsonBody,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key(&headers)?;
     integral_float_as_integer(&mut body, "pickupTime");
     let mut request = DeliveryRequest::from_external(&body, String::new())?;
+    // A token creates deliveries for its own owner only.
+    caller.must_be_owner(&request.owner_id)?;
     check_pickup_time(request.pickup_time)?;
     // A package no drone of the fleet can ever carry is refused now, not
     // left waiting for a drone that does not exist.
@@ -234,6 +238,7 @@ may have been requested a moment ago.",
 )]
 async fn reschedule(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     JsonBody(mut body): JsonBody,
@@ -241,7 +246,7 @@ async fn reschedule(
     integral_float_as_integer(&mut body, "pickupTime");
     let request = RescheduleRequest::from_external(&body, id.clone())?;
     check_pickup_time(request.pickup_time)?;
-    if let Some(record) = state.engine.delivery(&id).await? {
+    if let Some(record) = writable(&state, &caller, &id).await? {
         // The same rule the delivery's actor applies when the message arrives.
         if let Err(stage) = record.check_reschedule() {
             return Err(ApiError::Conflict(format!(
@@ -290,11 +295,15 @@ is still queued.",
 )]
 async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     // The same rule the delivery's actor applies when the message arrives.
-    match state.engine.delivery(&id).await?.map(|r| r.check_cancel()) {
+    match writable(&state, &caller, &id)
+        .await?
+        .map(|r| r.check_cancel())
+    {
         Some(Err(stage)) => {
             return Err(ApiError::Conflict(format!(
                 "cannot cancel: delivery is {}",
@@ -312,6 +321,25 @@ async fn cancel(
     state.engine.submit(message).await?;
     tracing::info!(delivery_id = %id, "cancellation queued");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The stored delivery `id`, if any, when `caller` may change it. A caller
+/// scoped to its own deliveries gets `404` for another owner's, and for an
+/// id not stored yet: its owner cannot be checked before the workflow has
+/// created it (retry once it appears). Callers that read every delivery,
+/// or any caller with authentication off, may still queue a change for an
+/// id not known yet.
+async fn writable(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Option<DeliveryRecord>, ApiError> {
+    if caller.reads_everything() {
+        return Ok(state.engine.delivery(id).await?);
+    }
+    crate::deliveries::readable(state, caller, id)
+        .await
+        .map(Some)
 }
 
 // ---------------------------------------------------------------------------

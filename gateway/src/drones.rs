@@ -25,6 +25,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, InternalError, ServiceUnavailable};
 use crate::state::AppState;
 
@@ -147,10 +148,21 @@ to the pickup, the dropoff and home. `payload` is the drone's class and weight l
         (status = 503, response = ServiceUnavailable)
     )
 )]
-async fn drones(State(state): State<AppState>) -> Result<Json<DroneList>, ApiError> {
+async fn drones(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<DroneList>, ApiError> {
     let stored = state.engine.drones().await?;
     let now = Utc::now();
     let mut drones: Vec<DroneView> = stored.iter().map(|d| DroneView::at(d, now)).collect();
+    if !caller.reads_everything() {
+        // Which delivery a drone carries, and where it flies for it, are
+        // other owners' business: dispatchers and operators only.
+        for d in &mut drones {
+            d.delivery_id = None;
+            d.target = None;
+        }
+    }
     drones.sort_by(|a, b| a.id.cmp(&b.id));
     let area = state.engine.context().config.area;
     Ok(Json(DroneList { area, drones }))

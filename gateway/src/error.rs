@@ -33,8 +33,8 @@ const INTERNAL_DETAIL: &str = "an internal error occurred; it has been logged";
 /// logged, not sent, for the same reason as [`INTERNAL_DETAIL`].
 const BACKEND_DETAIL: &str = "a backend is temporarily unavailable; retry later";
 
-/// `WWW-Authenticate` challenge of a 401 (RFC 6750 §3).
-pub const BEARER_CHALLENGE: &str = "Bearer realm=\"dronedelivery-admin\"";
+/// `WWW-Authenticate` challenge of a 401 without credentials (RFC 6750 §3).
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"dronedelivery\"";
 
 /// Everything that can go wrong while serving a request, one variant per HTTP
 /// status the gateway answers with on its own. Each renders as a problem
@@ -74,6 +74,11 @@ pub enum ApiError {
     /// well-formed bearer token.
     #[error("{0}")]
     Unauthorized(String),
+    /// 401 with `WWW-Authenticate: Bearer …, error="invalid_token"`: a
+    /// bearer token that is not valid (see [`crate::auth`]); the text says
+    /// why and is safe to send.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
     /// 403: well-formed credentials that do not grant access.
     #[error("{0}")]
     Forbidden(String),
@@ -85,7 +90,7 @@ pub enum ApiError {
     /// delivery already on its way to the dropoff, cancelling a completed one).
     #[error("{0}")]
     Conflict(String),
-    /// 429 with `Retry-After`: the client is over its ingestion rate limit
+    /// 429 with `Retry-After`: the client is over its write rate limit
     /// (see [`crate::ratelimit`]).
     #[error("too many requests")]
     TooManyRequests {
@@ -128,7 +133,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -164,9 +169,9 @@ impl ApiError {
                 BODY_LIMIT / 1024
             ),
             Self::MethodNotAllowed => "the resource exists but does not support this method".into(),
-            Self::TooManyRequests { retry_after_secs } => format!(
-                "too many delivery requests from this client; retry in {retry_after_secs} s"
-            ),
+            Self::TooManyRequests { retry_after_secs } => {
+                format!("too many write requests from this client; retry in {retry_after_secs} s")
+            }
             Self::DependencyDown {
                 dependency,
                 retry_after_secs,
@@ -174,9 +179,25 @@ impl ApiError {
                 "this request needs the {dependency} store, which is down; \
                  retry in {retry_after_secs} s (requests that do not need it are served)"
             ),
+            Self::InvalidToken(m) => format!("the bearer token is not valid: {m}"),
             Self::Internal(_) => INTERNAL_DETAIL.into(),
         }
     }
+}
+
+/// The `WWW-Authenticate` value of a 401 for an invalid token: the realm,
+/// `error="invalid_token"` and the reason as `error_description`, reduced
+/// to the characters RFC 6750 allows there (no quote, no backslash).
+fn invalid_token_challenge(why: &str) -> HeaderValue {
+    let description: String = why
+        .chars()
+        .filter(|c| matches!(c, ' ' | '!' | '#'..='[' | ']'..='~'))
+        .take(200)
+        .collect();
+    HeaderValue::from_str(&format!(
+        "Bearer realm=\"dronedelivery\", error=\"invalid_token\", error_description=\"{description}\""
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(BEARER_CHALLENGE))
 }
 
 /// Backend failures: `Unavailable` is transient (503, retry), `Corrupt` is a
@@ -263,7 +284,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        if status == StatusCode::UNAUTHORIZED {
+        if let Self::InvalidToken(why) = &self {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, invalid_token_challenge(why));
+        } else if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static(BEARER_CHALLENGE));
@@ -354,7 +379,7 @@ pub struct PayloadTooLarge(pub Problem);
 #[response(content_type = "application/problem+json")]
 pub struct UnsupportedMediaType(pub Problem);
 
-/// The client is over its ingestion rate limit; retry after the delay given.
+/// The client is over its write rate limit; retry after the delay given.
 #[derive(ToResponse)]
 #[response(
     content_type = "application/problem+json",
@@ -383,15 +408,18 @@ pub struct GatewayTimeout(pub Problem);
 #[response(content_type = "application/problem+json")]
 pub struct InternalError(pub Problem);
 
-/// No `Authorization: Bearer <token>` header, or a malformed one.
+/// No `Authorization: Bearer <token>` header, a malformed one, or (with
+/// bearer-token authentication on) a token that is not valid.
 #[derive(ToResponse)]
 #[response(
     content_type = "application/problem+json",
-    headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"dronedelivery-admin\"`"))
+    headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"dronedelivery\"`, with \
+`error=\"invalid_token\"` and an `error_description` when a token was sent and refused"))
 )]
 pub struct Unauthorized(pub Problem);
 
-/// The bearer token is not the configured one.
+/// The bearer token does not grant this: not the admin token, not a role
+/// the route needs, or another owner's resources.
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
 pub struct Forbidden(pub Problem);

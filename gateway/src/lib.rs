@@ -34,6 +34,14 @@
 //!   friends); handlers parse the body, call the engine and map the outcome.
 //!   Writes to deliveries go through the queue, answered only once the broker
 //!   accepted the message; reads go to the stores and never wake an actor.
+//! - **Who may do what is decided in one place.** [`auth`] turns the bearer
+//!   token of each `/api` request into a [`auth::Caller`] (a route layer in
+//!   [`finish`], so no route is missed) and gives the rules: owners see
+//!   and change their own deliveries (another owner's is a 404), roles
+//!   widen that. Handlers take the `Caller` and ask it; the token itself
+//!   is checked by an [`auth::Authenticator`] the engine provides (OpenID
+//!   Connect), and the OpenAPI document gets each operation's requirement
+//!   from [`auth::document`].
 //! - **One error type.** Every failure is an [`ApiError`], rendered as an
 //!   RFC 9457 problem document (`application/problem+json`, with `errors`
 //!   listing each invalid field). Errors produced by layers rather than
@@ -67,6 +75,7 @@
 //! ```
 
 pub mod admin;
+pub mod auth;
 pub mod console;
 pub mod deliveries;
 pub mod deliveryrequests;
@@ -106,7 +115,7 @@ fn base() -> OpenApiRouter<AppState> {
 /// their own before [`finish`]ing (registered with `routes!` to have them
 /// documented and normalised too).
 pub fn routes() -> OpenApiRouter<AppState> {
-    base()
+    let mut routes = base()
         .merge(deliveryrequests::router())
         .merge(deliveries::router())
         .merge(tracking::router())
@@ -117,13 +126,18 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(probes::router())
         .merge(admin::router())
         .merge(openapi::router())
-        .merge(console::router())
+        .merge(console::router());
+    auth::document(routes.get_openapi_mut());
+    ratelimit::document(routes.get_openapi_mut());
+    routes
 }
 
 /// The routes a `worker`-role process serves: probes, metrics and the
 /// admin API. The public API is a gateway's job; a worker answers it 404.
 pub fn worker_routes() -> OpenApiRouter<AppState> {
-    base().merge(probes::router()).merge(admin::router())
+    let mut routes = base().merge(probes::router()).merge(admin::router());
+    auth::document(routes.get_openapi_mut());
+    routes
 }
 
 /// The OpenAPI document of the full application, as `GET /openapi.json`
@@ -132,7 +146,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
     routes().into_openapi()
 }
 
-/// Provides the state to `router` and adds the ingestion rate limit, the
+/// Provides the state to `router` and adds authentication ([`auth`]), the
+/// ingestion rate limit, the
 /// document served at `/openapi.json`, fallbacks, layers and path
 /// normalisation over the documented templates (see
 /// [`middleware::wrap_with`]).
@@ -140,10 +155,17 @@ pub fn finish(router: OpenApiRouter<AppState>, state: AppState) -> Router {
     let (router, doc) = router.split_for_parts();
     let templates = middleware::Templates::new(doc.paths.paths.keys().map(String::as_str));
     let cors = state.cors_origins.clone();
-    let limited = router.route_layer(axum::middleware::from_fn_with_state(
-        state.rate_limiter.clone(),
-        ratelimit::enforce,
-    ));
+    // Route layers run outermost last-added first: the caller is known
+    // before the rate limit is applied.
+    let limited = router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.rate_limiter.clone(),
+            ratelimit::enforce,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::authenticate,
+        ));
     let served = limited
         .with_state(state)
         .layer(Extension(openapi::DocumentJson::new(&doc)));

@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::{Caller, Role};
 use crate::error::{
     ApiError, InternalError, PayloadTooLarge, Problem, ServiceUnavailable, UnsupportedMediaType,
 };
@@ -184,9 +185,11 @@ body become null. The body may be empty (no `Content-Type` needed then).",
 )]
 async fn upsert(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody,
 ) -> Result<Response, ApiError> {
+    caller.must_have(Role::PackageWriter)?;
     store(&state, id, body.as_ref()).await
 }
 
@@ -213,8 +216,10 @@ ObjectId). The body may be empty.",
 )]
 async fn upsert_new(
     State(state): State<AppState>,
+    caller: Caller,
     OptionalJsonBody(body): OptionalJsonBody,
 ) -> Result<Response, ApiError> {
+    caller.must_have(Role::PackageWriter)?;
     store(&state, new_package_id(), body.as_ref()).await
 }
 
@@ -264,9 +269,11 @@ async fn store(state: &AppState, id: String, body: Option<&Value>) -> Result<Res
 )]
 async fn patch(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody,
 ) -> Result<StatusCode, ApiError> {
+    caller.must_have(Role::PackageWriter)?;
     let fields = parse_package_fields(body.as_ref())?;
     match state.engine.patch_package(&id, &fields).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT),

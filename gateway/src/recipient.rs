@@ -25,6 +25,7 @@ use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Caller;
 use crate::error::{
     ApiError, InternalError, PayloadTooLarge, Problem, ServiceUnavailable, UnsupportedMediaType,
 };
@@ -224,10 +225,12 @@ fn parse_notify_me(body: &Value) -> Result<NotifyMe, ValidationError> {
 )]
 async fn notify_me(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<StatusCode, ApiError> {
     let request = parse_notify_me(&body)?;
+    crate::deliveries::check_readable(&state, &caller, &id).await?;
     match state
         .engine
         .add_notify_me(&id, request.email_address, request.sms)
@@ -368,10 +371,12 @@ notify-me subscribers. A repeated confirmation is accepted; the first one is kep
 )]
 async fn confirm(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<StatusCode, ApiError> {
     let confirmation = parse_confirmation(&body)?;
+    crate::deliveries::check_readable(&state, &caller, &id).await?;
     match state.engine.confirm(&id, confirmation).await {
         Ok(()) => {
             tracing::info!(delivery_id = %id, "delivery confirmed by the recipient");

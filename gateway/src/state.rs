@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderValue};
 use dronedelivery_actors::Engine;
 
+use crate::auth::Auth;
 use crate::ratelimit::{RateLimitSettings, RateLimiter};
 
 /// The shared state of all routes. Cheap to clone (a few `Arc`s), as axum
@@ -31,6 +32,8 @@ pub struct AppState {
     /// default, sends no CORS headers at all: browsers then allow only
     /// same-origin calls, which is right for an API used by servers.
     pub cors_origins: Arc<[HeaderValue]>,
+    /// Who may do what (see [`crate::auth`]); off by default.
+    pub auth: Auth,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
             admin_token: None,
             rate_limiter: None,
             cors_origins: Arc::from(Vec::new()),
+            auth: Auth::Off,
         }
     }
 
@@ -60,6 +64,13 @@ impl AppState {
     #[must_use]
     pub fn with_cors_origins(mut self, origins: Vec<HeaderValue>) -> Self {
         self.cors_origins = Arc::from(origins);
+        self
+    }
+
+    /// Authenticates API requests with `auth` (see [`crate::auth`]).
+    #[must_use]
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -79,6 +90,7 @@ impl fmt::Debug for AppState {
             .field("admin_api", &self.admin_token.is_some())
             .field("rate_limited", &self.rate_limiter.is_some())
             .field("cors_origins", &self.cors_origins)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }

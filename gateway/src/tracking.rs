@@ -56,6 +56,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, InternalError, Problem, ServiceUnavailable};
 use crate::state::AppState;
 
@@ -357,9 +358,11 @@ Reconnecting after the end with a `Last-Event-ID` that saw every event gets 204.
 )]
 async fn events(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    crate::deliveries::check_readable(&state, &caller, &id).await?;
     let engine = state.engine;
     let status = engine
         .status(&id)

@@ -24,6 +24,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, InternalError, Problem, ServiceUnavailable};
 use crate::state::AppState;
 
@@ -142,9 +143,11 @@ deliveries that ended in that calendar month (UTC). Parameter names are case-ins
 )]
 async fn utilization(
     State(state): State<AppState>,
+    caller: Caller,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Utilization>, ApiError> {
     let q = parse(&query)?;
+    caller.must_read_owner(&q.owner_id)?;
     let used = state
         .engine
         .utilization(&q.owner_id, q.year, q.month)
@@ -211,12 +214,14 @@ case-insensitive.",
 )]
 async fn package_summary(
     State(state): State<AppState>,
+    caller: Caller,
     axum::extract::Path(owner_id): axum::extract::Path<String>,
     Query(mut query): Query<HashMap<String, String>>,
 ) -> Result<Json<PackageSummary>, ApiError> {
     query.retain(|k, _| !k.eq_ignore_ascii_case("ownerId"));
     query.insert("ownerId".into(), owner_id);
     let q = parse(&query)?;
+    caller.must_read_owner(&q.owner_id)?;
     let summary = state
         .engine
         .month_summary(&q.owner_id, q.year, q.month)
@@ -253,9 +258,11 @@ case-insensitive.",
 )]
 async fn delivery_summary(
     State(state): State<AppState>,
+    caller: Caller,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<DeliverySummary>, ApiError> {
     let q = parse(&query)?;
+    caller.must_read_owner(&q.owner_id)?;
     let summary = state
         .engine
         .month_summary(&q.owner_id, q.year, q.month)

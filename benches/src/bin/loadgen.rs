@@ -102,6 +102,9 @@ struct Cli {
     /// Runtime worker threads (default: 1 for loads, one per core for `hello`).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Bearer token sent with every request (an engine with `--auth-mode jwt`).
+    #[arg(long, global = true)]
+    bearer: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -311,6 +314,17 @@ struct CleanupArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(token) = &cli.bearer {
+        match hyper::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+            Ok(v) => {
+                let _ = client::BEARER.set(v);
+            }
+            Err(_) => {
+                eprintln!("loadgen: --bearer is not a valid header value");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
     let hello = matches!(cli.command, Cmd::Hello { .. });
     let runtime = match cli.threads {
         Some(1) => tokio::runtime::Builder::new_current_thread()

@@ -173,6 +173,9 @@ Whether a backend is in use (for NetworkPolicy egress). Returns "true" or "".
 {{- define "dronedelivery.usesServicebus" -}}
 {{- if or .Values.networkPolicy.egress.servicebus.enabled (eq .Values.config.queue "servicebus") }}true{{ end }}
 {{- end }}
+{{- define "dronedelivery.usesIssuer" -}}
+{{- if or .Values.networkPolicy.egress.issuer.enabled (eq .Values.config.auth.mode "jwt") }}true{{ end }}
+{{- end }}
 
 {{/*
 Configuration checks that a JSON schema cannot express. Included once, by

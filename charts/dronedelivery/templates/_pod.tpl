@@ -71,6 +71,29 @@ spec:
         - name: DD_MAX_CONNECTIONS
           value: {{ .maxConnections | default 10000 | quote }}
         {{- end }}
+        {{- with $v.config.auth }}
+        {{- if eq .mode "jwt" }}
+        {{- if not (and .issuer .audience) }}
+        {{- fail "config.auth.mode=jwt needs config.auth.issuer and config.auth.audience" }}
+        {{- end }}
+        - name: DD_AUTH_MODE
+          value: "jwt"
+        - name: DD_AUTH_ISSUER
+          value: {{ .issuer | quote }}
+        - name: DD_AUTH_AUDIENCE
+          value: {{ .audience | quote }}
+        {{- with .jwksUrl }}
+        - name: DD_AUTH_JWKS_URL
+          value: {{ . | quote }}
+        {{- end }}
+        - name: DD_AUTH_OWNER_CLAIM
+          value: {{ .ownerClaim | default "sub" | quote }}
+        - name: DD_AUTH_ROLES_CLAIM
+          value: {{ .rolesClaim | default "roles" | quote }}
+        - name: DD_AUTH_LEEWAY_SECS
+          value: {{ .leewaySecs | default 60 | quote }}
+        {{- end }}
+        {{- end }}
         {{- if ne $r.role "worker" }}
         {{- with $v.config.rateLimit }}
         - name: DD_RATE_LIMIT_PER_SECOND

@@ -329,16 +329,31 @@ async fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
             .is_some_and(|d| d.contains("retry in")),
         "{body}"
     );
-    // Reads and other routes are not limited.
+    // Reads are not limited; every write route shares the client's quota.
     assert_eq!(app.get("/healthz").await.status(), 200);
-    let res = app
-        .send_json(
-            Method::PUT,
-            "/api/packages/p-limit",
-            &json!({"size": "Small", "weight": 1, "tag": "t"}),
-        )
-        .await;
-    assert!(res.status().is_success(), "package PUT: {}", res.status());
+    assert_eq!(app.get("/api/deliveries/nope").await.status(), 404);
+    let package = json!({"size": "Small", "weight": 1, "tag": "t"});
+    let confirmation = json!({"dateTime": {"dateTimeValue": "2026-01-01T00:00:00Z"},
+        "geoCoordinates": {"altitude": 1.5, "latitude": 47.6, "longitude": -122.3},
+        "confirmationType": 1, "confirmationBlob": "cGljdHVyZQ=="});
+    for (method, path, body) in [
+        (Method::PUT, "/api/packages/p-limit", &package),
+        (Method::PATCH, "/api/packages/p-limit", &package),
+        (Method::PUT, "/api/packages", &package),
+        (
+            Method::POST,
+            "/api/deliveries/x/confirmations",
+            &confirmation,
+        ),
+        (
+            Method::POST,
+            "/api/deliveries/x/notifymerequests",
+            &json!({"sms": "555"}),
+        ),
+    ] {
+        let res = app.send_json(method.clone(), path, body).await;
+        assert_eq!(res.status(), 429, "{method} {path}");
+    }
     // After the advertised wait the client is accepted again.
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     app.post_delivery(&ri_example()).await;

@@ -12,10 +12,14 @@ use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+/// `Authorization: Bearer …` sent with every request (`loadgen --bearer`),
+/// for an engine with bearer-token authentication on.
+pub static BEARER: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
 
 /// Where requests go: a resolved address, the `Host` header and the path
 /// prefix of the base URL (`http://host:port/prefix`).
@@ -142,6 +146,9 @@ impl Conn {
         if req.body.is_some() {
             builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
+        if let Some(authorization) = BEARER.get() {
+            builder = builder.header(AUTHORIZATION, authorization.clone());
+        }
         let request = builder
             .body(Full::new(req.body.unwrap_or_default()))
             .map_err(|_| "request")?;
@@ -177,11 +184,14 @@ pub async fn get(
 ) -> anyhow::Result<(u16, Bytes)> {
     let fut = async {
         let mut sender = open(target.addr).await?;
-        let request = Request::builder()
+        let mut builder = Request::builder()
             .method(Method::GET)
             .uri(target.uri(path)?)
-            .header(HOST, target.host.clone())
-            .body(Full::new(Bytes::new()))?;
+            .header(HOST, target.host.clone());
+        if let Some(authorization) = BEARER.get() {
+            builder = builder.header(AUTHORIZATION, authorization.clone());
+        }
+        let request = builder.body(Full::new(Bytes::new()))?;
         let response = sender.send_request(request).await?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await?.to_bytes();
