@@ -32,6 +32,7 @@ declare -A scenario=(
   [timers-not-indexed]='binary(api) & test(scheduled_pickups_start)'
   [deadline-not-watched]='binary(api) & test(deadline_that_cannot_be_met)'
   [normal-lane-first]='binary(api) & test(skip_a_backlog_in_the_queue)'
+  [owner-scope-off]='binary(api) & test(owners_see_only_their_own)'
 )
 # cargo features a scenario needs
 declare -A features=(
