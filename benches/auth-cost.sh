@@ -5,7 +5,8 @@
 # `--auth-mode jwt` (B), alternately (benches/ab-ingest.sh). For B a local
 # OpenID Connect issuer is made here: an RSA key (openssl), its discovery
 # document and key set served by `python3 -m http.server`, and one RS256
-# token for the owner of loadgen's requests, sent with every request. Every
+# token for the owner of loadgen's requests (`--owner`, both sides), sent
+# with every request. Every
 # request of B is validated (signature, issuer, audience, expiry).
 #
 #   benches/auth-cost.sh ENGINE [--rounds N] [--secs S]
@@ -38,8 +39,8 @@ json.dump({"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "bench",
           open(f"{work}/www/keys.json", "w"))
 header = b64(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "bench"}).encode())
 now = int(time.time())
-# The owner of loadgen's delivery requests (benches/src/lib.rs).
-claims = b64(json.dumps({"iss": issuer, "aud": "api://bench", "sub": "myowner",
+# The owner of every loadgen request (`loadgen --owner bench-owner`).
+claims = b64(json.dumps({"iss": issuer, "aud": "api://bench", "sub": "bench-owner",
                          "iat": now, "exp": now + 6 * 3600}).encode())
 signed = f"{header}.{claims}".encode()
 sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", f"{work}/key.pem"],
@@ -54,5 +55,6 @@ for _ in $(seq 1 50); do
   sleep 0.1
 done
 DD_AB_B_ARGS="--auth-mode jwt --auth-issuer $ISSUER --auth-audience api://bench" \
-DD_AB_B_LOADGEN="--bearer $TOKEN" \
+DD_AB_A_LOADGEN="--owner bench-owner" \
+DD_AB_B_LOADGEN="--owner bench-owner --bearer $TOKEN" \
   "$ROOT/benches/ab-ingest.sh" "$ENGINE" "$ENGINE" "$@"

@@ -105,6 +105,10 @@ struct Cli {
     /// Bearer token sent with every request (an engine with `--auth-mode jwt`).
     #[arg(long, global = true)]
     bearer: Option<String>,
+    /// The `ownerId` of every delivery request (the owner of `--bearer`'s
+    /// token); default: 100 owners in turn.
+    #[arg(long, global = true)]
+    owner: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -314,6 +318,9 @@ struct CleanupArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(owner) = &cli.owner {
+        let _ = requests::OWNER.set(owner.clone());
+    }
     if let Some(token) = &cli.bearer {
         match hyper::header::HeaderValue::from_str(&format!("Bearer {token}")) {
             Ok(v) => {

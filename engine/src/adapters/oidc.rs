@@ -29,6 +29,19 @@
 //! at a time, so tokens with made-up key ids cannot turn the engine into a
 //! load generator against the issuer. When the keys cannot be fetched at
 //! all the answer is `503` (the caller did nothing wrong), not `401`.
+//!
+//! # Verified tokens are remembered
+//!
+//! A client sends the same token with every request until it expires (an
+//! hour, typically), and checking an RS256 signature costs more than the
+//! rest of an ingestion request. So a token that passed every check is
+//! remembered, by the SHA-256 of its exact text, with its identity and its
+//! `exp`: the same token again is answered from memory until `exp` (plus
+//! the leeway) passes. Any other text (a changed claim, another signature)
+//! is another key and is checked in full. At most [`REMEMBERED`] tokens are
+//! kept; expired ones are dropped when it is full, and everything when the
+//! key set is fetched again, so a key the issuer withdrew stops working
+//! then, as it would without the memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -40,12 +53,15 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 /// The fewest seconds between two key-set fetches caused by unknown key ids.
 pub const REFETCH_EVERY: Duration = Duration::from_secs(10);
 /// How long one fetch (discovery or key set) may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most verified tokens remembered.
+pub const REMEMBERED: usize = 10_000;
 /// The algorithms accepted: asymmetric only.
 const ACCEPTED: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
 
@@ -86,6 +102,8 @@ pub struct OidcAuthenticator {
     http: reqwest::Client,
     keys: RwLock<Arc<HashMap<String, Arc<Key>>>>,
     fetching: tokio::sync::Mutex<Fetching>,
+    /// Verified tokens by the SHA-256 of their text: identity and `exp`.
+    verified: std::sync::Mutex<HashMap<[u8; 32], (Identity, i64)>>,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +133,7 @@ impl OidcAuthenticator {
             http,
             keys: RwLock::new(Arc::new(HashMap::new())),
             fetching: tokio::sync::Mutex::new(Fetching::default()),
+            verified: std::sync::Mutex::new(HashMap::new()),
         });
         match this.fetch(&mut *this.fetching.lock().await).await {
             Ok(n) => {
@@ -193,6 +212,8 @@ impl OidcAuthenticator {
             .keys
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+        // A withdrawn key's tokens must not outlive it in memory.
+        self.remembered().clear();
         Ok(n)
     }
 
@@ -227,6 +248,33 @@ impl OidcAuthenticator {
             .map_err(|e| unavailable(format!("GET {url}: {e}")))
     }
 
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Identity, i64)>> {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The identity of a token verified before and not expired since.
+    fn recall(&self, digest: &[u8; 32], now: i64) -> Option<Identity> {
+        let leeway = i64::try_from(self.settings.leeway.as_secs()).unwrap_or(i64::MAX);
+        self.remembered()
+            .get(digest)
+            .filter(|(_, exp)| now <= exp.saturating_add(leeway))
+            .map(|(identity, _)| identity.clone())
+    }
+
+    fn remember(&self, digest: [u8; 32], identity: Identity, exp: i64, now: i64) {
+        let leeway = i64::try_from(self.settings.leeway.as_secs()).unwrap_or(i64::MAX);
+        let mut remembered = self.remembered();
+        if remembered.len() >= REMEMBERED {
+            remembered.retain(|_, (_, e)| now <= e.saturating_add(leeway));
+            if remembered.len() >= REMEMBERED {
+                remembered.clear();
+            }
+        }
+        remembered.insert(digest, (identity, exp));
+    }
+
     fn identity(&self, claims: &Map<String, Value>) -> Identity {
         let owner = claims
             .get(&self.settings.owner_claim)
@@ -249,6 +297,11 @@ impl OidcAuthenticator {
 #[async_trait]
 impl Authenticator for OidcAuthenticator {
     async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp();
+        if let Some(identity) = self.recall(&digest, now) {
+            return Ok(identity);
+        }
         let header = decode_header(token).map_err(|_| {
             invalid("the token is not a JWT signed with an accepted algorithm (RS256 or ES256)")
         })?;
@@ -273,7 +326,11 @@ impl Authenticator for OidcAuthenticator {
         validation.leeway = self.settings.leeway.as_secs();
         let data = decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(|e| invalid(reason(e.kind())))?;
-        Ok(self.identity(&data.claims))
+        let identity = self.identity(&data.claims);
+        if let Some(exp) = data.claims.get("exp").and_then(Value::as_i64) {
+            self.remember(digest, identity.clone(), exp, now);
+        }
+        Ok(identity)
     }
 }
 

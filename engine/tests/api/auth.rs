@@ -339,16 +339,15 @@ async fn tokens_are_refused_for_every_reason_and_accepted_when_valid() {
         .await;
         assert!(detail.contains(says), "{what}: {detail}");
     }
-    // Within the leeway (5 s) an expired token still passes.
-    let res = call(
-        &app,
-        Method::GET,
-        path,
-        Some(&sign(&ec, &with("exp", json!(now - 2)))),
-        None,
-    )
-    .await;
+    // Within the leeway (5 s) an expired token still passes, and is
+    // remembered as verified; once the leeway has passed too it is refused,
+    // remembered or not.
+    let late = sign(&ec, &with("exp", json!(now - 2)));
+    let res = call(&app, Method::GET, path, Some(&late), None).await;
     assert_eq!(res.status(), 404, "within the leeway");
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let detail = assert_refused(call(&app, Method::GET, path, Some(&late), None).await, true).await;
+    assert!(detail.contains("expired"), "{detail}");
     for key in [&ec, &rsa] {
         let res = call(&app, Method::GET, path, Some(&sign(key, &good)), None).await;
         assert_eq!(

@@ -64,6 +64,11 @@ fn address(n: usize) -> String {
     format!("{number} {street}, {city}")
 }
 
+/// The owner of every delivery request (`loadgen --owner`), for an engine
+/// with bearer-token authentication, where a token creates deliveries for
+/// its own owner only; unset, requests spread over 100 owners.
+pub static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// Delivery request `i` of a run tagged `tag`: the original's example
 /// request with a unique package id, varied pickup and drop-off text, owner,
 /// size, weight and urgency.
@@ -73,7 +78,7 @@ pub fn delivery_body(tag: &str, i: usize) -> Bytes {
         "deadline": "",
         "dropOffLocation": address(i.wrapping_mul(31).wrapping_add(17)),
         "expedited": i % 2 == 0,
-        "ownerId": format!("owner{}", i % 100),
+        "ownerId": OWNER.get().cloned().unwrap_or_else(|| format!("owner{}", i % 100)),
         "packageInfo": {
             "packageId": format!("{tag}-{i}"),
             "size": SIZES[i % SIZES.len()],
