@@ -39,7 +39,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, OriginalUri, Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, USER_AGENT};
+use axum::http::header::USER_AGENT;
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, MethodRouter};
@@ -136,22 +136,11 @@ pub fn authorize(
     let Some(expected) = configured.filter(|t| !t.is_empty()) else {
         return Err(ApiError::NotFound(format!("no resource at {path}")));
     };
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
+    let Some(presented) = crate::auth::bearer_token(headers)? else {
         return Err(ApiError::Unauthorized(
             "this resource needs one Authorization: Bearer <token> header".into(),
         ));
     };
-    let presented = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim_start())
-        .filter(|token| !token.is_empty() && !token.contains(char::is_whitespace))
-        .ok_or_else(|| {
-            ApiError::Unauthorized("the Authorization header is not a bearer token".into())
-        })?;
     let equal = Sha256::digest(presented.as_bytes()).ct_eq(&Sha256::digest(expected.as_bytes()));
     if bool::from(equal) {
         Ok(())
@@ -633,6 +622,7 @@ pub struct ReplayedDeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header::AUTHORIZATION;
     use axum::http::HeaderValue;
 
     fn headers(auth: &[&'static str]) -> HeaderMap {

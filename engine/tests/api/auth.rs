@@ -19,7 +19,7 @@ use reqwest::{Method, StatusCode};
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 
-use crate::helpers::{ri_example, spawn_app_with, stage, TestApp};
+use crate::helpers::{confirmation, ri_example, spawn_app_with, stage, TestApp};
 
 const AUDIENCE: &str = "api://dronedelivery";
 
@@ -448,9 +448,7 @@ async fn owners_see_only_their_own_and_roles_widen_that() {
     let id = delivered(&app, &b, "owner-b").await;
 
     let reschedule = json!({"pickupLocation": "47.61,-122.20", "deadline": "tomorrow"});
-    let confirmation = json!({"dateTime": {"dateTimeValue": "2026-01-01T00:00:00Z"},
-        "geoCoordinates": {"altitude": 1.5, "latitude": 47.6, "longitude": -122.3},
-        "confirmationType": 1, "confirmationBlob": "cGljdHVyZQ=="});
+    let confirmation = confirmation();
     let notify = json!({"emailAddress": "a@example.com"});
     let routes: Vec<(Method, String, Option<&Value>)> = vec![
         (Method::GET, format!("/api/deliveries/{id}"), None),
@@ -656,9 +654,7 @@ async fn writes_are_throttled_per_token_owner() {
         .await;
         assert!(res.status().is_success(), "{}", res.status());
     }
-    let confirmation = json!({"dateTime": {"dateTimeValue": "2026-01-01T00:00:00Z"},
-        "geoCoordinates": {"altitude": 1.5, "latitude": 47.6, "longitude": -122.3},
-        "confirmationType": 1, "confirmationBlob": "cGljdHVyZQ=="});
+    let confirmation = confirmation();
     let writes: [(Method, &str, Value); 8] = [
         (
             Method::POST,

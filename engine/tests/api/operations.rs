@@ -333,9 +333,7 @@ async fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
     assert_eq!(app.get("/healthz").await.status(), 200);
     assert_eq!(app.get("/api/deliveries/nope").await.status(), 404);
     let package = json!({"size": "Small", "weight": 1, "tag": "t"});
-    let confirmation = json!({"dateTime": {"dateTimeValue": "2026-01-01T00:00:00Z"},
-        "geoCoordinates": {"altitude": 1.5, "latitude": 47.6, "longitude": -122.3},
-        "confirmationType": 1, "confirmationBlob": "cGljdHVyZQ=="});
+    let confirmation = confirmation();
     for (method, path, body) in [
         (Method::PUT, "/api/packages/p-limit", &package),
         (Method::PATCH, "/api/packages/p-limit", &package),
