@@ -125,10 +125,10 @@ pub struct QueueMessage {
     pub tracestate: Option<String>,
     /// Whether the message travels in the queue's **expedited lane**: the
     /// create of an expedited delivery, so that it is not stuck behind a
-    /// backlog of normal messages. A queue with lanes sends it there and
-    /// marks what it receives from there; a queue without lanes ignores it.
-    /// Only creates take the lane: everything sent later about the same
-    /// delivery (reschedule, cancel, confirm) stays behind its create.
+    /// backlog of normal messages, and what follows it (reschedule, cancel),
+    /// so that it stays behind its create in one lane. A queue with lanes
+    /// sends it there and marks what it receives from there; a queue
+    /// without lanes ignores it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub expedited: bool,
 }
@@ -587,6 +587,8 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         value: &str,
         ttl: Duration,
     ) -> StoreResult<Option<String>>;
+    /// The value stored under `key`, if it has not expired.
+    async fn get(&self, key: &str) -> StoreResult<Option<String>>;
 }
 
 /// Partition leases and cluster membership: where the engines agree on who

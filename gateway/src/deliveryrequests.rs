@@ -195,11 +195,56 @@ async fn queue_delivery(
         correlation_id(headers),
     );
     // An expedited create takes the queue's expedited lane, ahead of any
-    // backlog of normal messages.
-    message.expedited = request.expedited;
+    // backlog of normal messages. Its lane is remembered first, so that
+    // what follows it before the workflow has created the delivery takes
+    // the same lane, behind it (see `follow_up_lane`).
+    if request.expedited {
+        match state
+            .engine
+            .idempotency()
+            .put_if_absent(&lane_key(&request.delivery_id), EXPEDITED, KEY_TTL)
+            .await
+        {
+            Ok(_) => message.expedited = true,
+            Err(e) => {
+                tracing::warn!(delivery_id = %request.delivery_id, error = %e, "could not remember the expedited lane; the create goes in the normal lane");
+            }
+        }
+    }
     state.engine.submit(message).await?;
     tracing::info!(delivery_id = %request.delivery_id, "delivery request queued");
     Ok(())
+}
+
+/// Marker of a create sent in the expedited lane.
+const EXPEDITED: &str = "expedited";
+
+/// Where the lane of a delivery's create is remembered (with the
+/// idempotency keys, for [`KEY_TTL`]).
+fn lane_key(delivery_id: &str) -> String {
+    format!("lane:{delivery_id}")
+}
+
+/// Whether a reschedule or cancel of delivery `id` takes the expedited
+/// lane: the lane its create took. Messages of one delivery then stay in
+/// one lane, in order (a follow-up never overtakes its create, nor waits
+/// behind a normal backlog its expedited create skipped). The stored
+/// delivery says it once created; before that, the marker its create left.
+async fn follow_up_lane(
+    state: &AppState,
+    record: Option<&DeliveryRecord>,
+    id: &str,
+) -> Result<bool, ApiError> {
+    if let Some(record) = record {
+        return Ok(record.delivery.expedited);
+    }
+    Ok(state
+        .engine
+        .idempotency()
+        .get(&lane_key(id))
+        .await?
+        .as_deref()
+        == Some(EXPEDITED))
 }
 
 /// `PATCH /api/deliveryrequests/{id}`: validates the new pickup, dropoff,
@@ -246,7 +291,8 @@ async fn reschedule(
     integral_float_as_integer(&mut body, "pickupTime");
     let request = RescheduleRequest::from_external(&body, id.clone())?;
     check_pickup_time(request.pickup_time)?;
-    if let Some(record) = writable(&state, &caller, &id).await? {
+    let record = writable(&state, &caller, &id).await?;
+    if let Some(record) = &record {
         // The same rule the delivery's actor applies when the message arrives.
         if let Err(stage) = record.check_reschedule() {
             return Err(ApiError::Conflict(format!(
@@ -255,11 +301,12 @@ async fn reschedule(
             )));
         }
     }
-    let message = QueueMessage::new(
+    let mut message = QueueMessage::new(
         Operation::Reschedule,
         &request.to_message_json(),
         correlation_id(&headers),
     );
+    message.expedited = follow_up_lane(&state, record.as_ref(), &id).await?;
     state.engine.submit(message).await?;
     tracing::info!(delivery_id = %id, "reschedule queued");
     Ok(id)
@@ -300,10 +347,8 @@ async fn cancel(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     // The same rule the delivery's actor applies when the message arrives.
-    match writable(&state, &caller, &id)
-        .await?
-        .map(|r| r.check_cancel())
-    {
+    let record = writable(&state, &caller, &id).await?;
+    match record.as_ref().map(DeliveryRecord::check_cancel) {
         Some(Err(stage)) => {
             return Err(ApiError::Conflict(format!(
                 "cannot cancel: delivery is {}",
@@ -313,11 +358,12 @@ async fn cancel(
         Some(Ok(false)) => return Ok(StatusCode::NO_CONTENT),
         Some(Ok(true)) | None => {}
     }
-    let message = QueueMessage::new(
+    let mut message = QueueMessage::new(
         Operation::Cancel,
         &serde_json::Value::String(id.clone()),
         correlation_id(&headers),
     );
+    message.expedited = follow_up_lane(&state, record.as_ref(), &id).await?;
     state.engine.submit(message).await?;
     tracing::info!(delivery_id = %id, "cancellation queued");
     Ok(StatusCode::NO_CONTENT)

@@ -14,12 +14,15 @@
 //!
 //! - [`send`](MessageQueue::send) puts a message marked
 //!   [`QueueMessage::expedited`] in the expedited lane and every other
-//!   message in the normal one. Only a create is marked: the reschedule,
-//!   cancel or confirm of a delivery is sent after its create, in the
-//!   normal lane, and the expedited lane is read first, so moving the create
-//!   forward never moves it behind what follows it. If the expedited lane
-//!   refuses the message, it goes to the normal lane (logged): late beats
-//!   lost.
+//!   message in the normal one. The gateway marks the create of an
+//!   expedited delivery, and the reschedules and cancels of a delivery
+//!   whose create took the lane (it remembers the create's lane until the
+//!   delivery exists, then reads it from the delivery): all messages of one
+//!   delivery travel in one lane, so none overtakes its create and none of
+//!   an expedited delivery waits behind a normal backlog. If the expedited
+//!   lane refuses a message, it goes to the normal lane (logged): late
+//!   beats lost, and a follow-up that arrives before its create waits for
+//!   it (the workflow's `AwaitCreate`).
 //! - [`receive`](MessageQueue::receive) reads the expedited lane first,
 //!   without waiting, and fills the rest of the batch from the normal lane,
 //!   which is where it waits when both are empty. Every

@@ -151,6 +151,19 @@ async fn expedited_requests_skip_a_backlog_in_the_queue() {
         body["expedited"] = json!(true);
         expedited.push(gateway.post_delivery(&body).await);
     }
+    // Two of them are cancelled at once, before the workflow has created
+    // them: the cancels take their creates' lane, so they are not stuck
+    // behind the backlog either.
+    for id in &expedited[..2] {
+        let res = gateway
+            .send_json(
+                reqwest::Method::DELETE,
+                &format!("/api/deliveryrequests/{id}"),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(res.status(), 204);
+    }
     let worker = spawn_app_on(
         |a| {
             a.role = dronedelivery_engine::config::RoleArg::Worker;
@@ -187,6 +200,34 @@ async fn expedited_requests_skip_a_backlog_in_the_queue() {
         ranks.iter().all(|&r| r < 100),
         "expedited requests must not wait behind the queue's backlog: created {ranks:?} of 205"
     );
+    let normal_created: Vec<DateTime<Utc>> = created
+        .iter()
+        .filter(|(_, urgent)| !urgent)
+        .map(|(at, _)| *at)
+        .collect();
+    for id in &expedited[..2] {
+        let status = gateway
+            .wait_for_stage(id, stage::CANCELLED, Duration::from_secs(60))
+            .await;
+        let cancelled_at = worker
+            .engine
+            .events(id)
+            .await
+            .expect("events")
+            .into_iter()
+            .find(|e| e.stage == DeliveryStage::Cancelled)
+            .map(|e| e.at)
+            .unwrap_or_default();
+        let behind = normal_created
+            .iter()
+            .filter(|at| **at < cancelled_at)
+            .count();
+        eprintln!("scheduling: {id} cancelled after {behind} of the 200 normal creates");
+        assert!(
+            behind < 100,
+            "the cancel of an expedited delivery waited behind the backlog ({behind} normal creates before it): {status}"
+        );
+    }
     worker.stop().await;
     gateway.stop().await;
 }

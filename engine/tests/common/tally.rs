@@ -28,6 +28,8 @@ pub struct Tally {
     pub lost: usize,
     /// Package documents under the run's package id prefix.
     pub packages: u64,
+    /// Each dead letter's operation and reason, for the report.
+    pub dead_letter_reasons: Vec<String>,
 }
 
 impl Tally {
@@ -83,11 +85,29 @@ impl Tally {
             tally.completed += usize::from(n(4) > 0);
             tally.cancelled += usize::from(n(4) == 0 && n(5) > 0);
         }
-        tally.dead_lettered = db
-            .collection::<Document>(dronedelivery_engine::adapters::mongo::DEAD_LETTERS)
+        let letters =
+            db.collection::<Document>(dronedelivery_engine::adapters::mongo::DEAD_LETTERS);
+        tally.dead_lettered = letters
             .count_documents(doc! {})
             .await
             .expect("count dead letters");
+        if tally.dead_lettered > 0 {
+            let mut cursor = letters.find(doc! {}).await.expect("list dead letters");
+            while let Ok(true) = cursor.advance().await {
+                if let Ok(letter) = cursor.deserialize_current() {
+                    let operation = letter
+                        .get_document("message")
+                        .ok()
+                        .and_then(|m| m.get_str("operation").ok())
+                        .unwrap_or("?")
+                        .to_owned();
+                    let reason = letter.get_str("reason").unwrap_or("?");
+                    tally
+                        .dead_letter_reasons
+                        .push(format!("{operation}: {reason}"));
+                }
+            }
+        }
         tally.packages = db
             .collection::<Document>(dronedelivery_engine::adapters::mongo::PACKAGES)
             .count_documents(doc! { "_id": { "$regex": format!("^{package_prefix}") } })
@@ -109,7 +129,11 @@ impl Tally {
             self.lost,
             self.packages,
             self.refused
-        )
+        ) + &if self.dead_letter_reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" dead letters: {:?}", self.dead_letter_reasons)
+        }
     }
 
     /// Prints the summary (`.config/nextest.toml` shows the scenarios'

@@ -482,6 +482,16 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         keys.insert(key.to_owned(), (value.to_owned(), now + ttl));
         Ok(None)
     }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<String>> {
+        let now = std::time::Instant::now();
+        Ok(self
+            .keys
+            .read_map()
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(value, _)| value.clone()))
+    }
 }
 
 #[cfg(all(test, feature = "test-support"))]

@@ -364,4 +364,13 @@ impl IdempotencyStore for RedisIdempotencyStore {
             "idempotency key {key} keeps expiring while being read"
         )))
     }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<String>> {
+        let mut c = self.conn.clone();
+        ::redis::cmd("GET")
+            .arg(self.keys.idempotency(key))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)
+    }
 }
