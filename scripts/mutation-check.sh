@@ -33,6 +33,7 @@ declare -A scenario=(
   [deadline-not-watched]='binary(api) & test(deadline_that_cannot_be_met)'
   [normal-lane-first]='binary(api) & test(skip_a_backlog_in_the_queue)'
   [owner-scope-off]='binary(api) & test(owners_see_only_their_own)'
+  [follow-ups-normal-lane]='binary(api) & test(skip_a_backlog_in_the_queue)'
 )
 # cargo features a scenario needs
 declare -A features=(
