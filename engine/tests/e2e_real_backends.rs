@@ -1154,7 +1154,22 @@ async fn join_die_and_leave(shared: &Shared, on: &str) -> Engine {
         switched.len()
     );
     tally.assert_nothing_lost_or_duplicated();
-    assert_eq!(tally.dead_lettered, 0, "{tally:?}");
+    // The one dead letter a kill -9 may cause on Service Bus: a cancel the
+    // killed engine had received stays locked until its lock expires, and
+    // by then the (fast-simulated) delivery may have completed; the cancel
+    // is then refused with that reason. Nothing else may be dead-lettered.
+    let late_cancels = tally
+        .dead_letter_reasons
+        .iter()
+        .filter(|r| *r == "cancel: not possible: the delivery is already completed")
+        .count();
+    let allowed = if on.is_empty() { 0 } else { late_cancels };
+    assert_eq!(tally.dead_lettered, allowed as u64, "{tally:?}");
+    assert_eq!(
+        tally.completed + tally.cancelled,
+        ids.len(),
+        "every delivery ended: {tally:?}"
+    );
     assert!(samples.samples > 20, "too few samples: {}", samples.samples);
     assert!(samples.double_held.is_empty(), "{:?}", samples.double_held);
     assert!(

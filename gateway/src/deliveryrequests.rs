@@ -216,8 +216,9 @@ async fn queue_delivery(
     Ok(())
 }
 
-/// Marker of a create sent in the expedited lane.
-const EXPEDITED: &str = "expedited";
+/// Marker of a create sent in the expedited lane (a JSON document, like
+/// everything else the stores hold).
+const EXPEDITED: &str = r#"{"lane":"expedited"}"#;
 
 /// Where the lane of a delivery's create is remembered (with the
 /// idempotency keys, for [`KEY_TTL`]).
