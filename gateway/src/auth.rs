@@ -182,9 +182,7 @@ impl Caller {
         if self.is_owner(owner) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
-                "this token does not speak for owner '{owner}'"
-            )))
+            Err(not_owner(owner))
         }
     }
 
@@ -194,7 +192,7 @@ impl Caller {
         if self.may_read(owner) {
             Ok(())
         } else {
-            self.must_be_owner(owner)
+            Err(not_owner(owner))
         }
     }
 
@@ -206,6 +204,10 @@ impl Caller {
             Err(ApiError::Forbidden(format!("this needs the {role:?} role")))
         }
     }
+}
+
+fn not_owner(owner: &str) -> ApiError {
+    ApiError::Forbidden(format!("this token does not speak for owner '{owner}'"))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

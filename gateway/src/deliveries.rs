@@ -169,11 +169,16 @@ async fn status(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryStatus>, ApiError> {
-    check_readable(&state, &caller, &id).await?;
-    state
-        .engine
-        .status(&id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| not_found(&id))
+    Ok(Json(readable_status(&state, &caller, &id).await?))
+}
+
+/// The status of delivery `id` when `caller` may read it (`404`
+/// otherwise), from one read of its record.
+pub(crate) async fn readable_status(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<DeliveryStatus, ApiError> {
+    let record = readable(state, caller, id).await?;
+    Ok(state.engine.status_of(&record).await?)
 }

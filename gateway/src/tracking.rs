@@ -362,12 +362,8 @@ async fn events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    crate::deliveries::check_readable(&state, &caller, &id).await?;
+    let status = crate::deliveries::readable_status(&state, &caller, &id).await?;
     let engine = state.engine;
-    let status = engine
-        .status(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("delivery {id} not found")))?;
     let stored = engine.events(&id).await?;
     let seen = last_event_id(&headers).min(stored.len());
     if status.stage.is_terminal() && seen > 0 && seen == stored.len() {

@@ -78,6 +78,13 @@ impl Engine {
         let Some(record) = self.ctx.backends.deliveries.get(id).await? else {
             return Ok(None);
         };
+        self.status_of(&record).await.map(Some)
+    }
+
+    /// The status of a delivery whose record the caller has read already
+    /// (to check who may see it): [`Self::status`] without a second read.
+    pub async fn status_of(&self, record: &DeliveryRecord) -> StoreResult<DeliveryStatus> {
+        let id = record.delivery.id.as_str();
         let drones_up = self.need(Dependency::Drones).is_ok();
         let drone = match (&record.delivery.drone_id, record.stage.is_terminal()) {
             (Some(drone_id), false) if drones_up => self.ctx.backends.drones.get(drone_id).await?,
@@ -90,7 +97,7 @@ impl Engine {
                 .as_ref()
                 .map_or((record.pickup_eta, record.delivery_eta), |d| {
                     crate::domain::lifecycle::live_etas(
-                        &record,
+                        record,
                         d,
                         self.ctx.config.sim.real_speed_mps(),
                         chrono::Utc::now(),
@@ -108,7 +115,7 @@ impl Engine {
         } else {
             None
         };
-        Ok(Some(DeliveryStatus {
+        Ok(DeliveryStatus {
             stage: record.stage,
             stage_name: record.stage.name().to_owned(),
             last_known_location: drone_position.or(last_event_location),
@@ -121,7 +128,7 @@ impl Engine {
                 .filter(|_| record.stage == DeliveryStage::Scheduled),
             at_risk: record.at_risk.is_some(),
             at_risk_reason: record.at_risk.clone(),
-        }))
+        })
     }
 
     /// A package.

@@ -45,6 +45,7 @@
 //! expedited message can wait up to one receive wait (a quarter of a second)
 //! more than a normal one: a cost only where nothing is queued.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,9 +93,16 @@ impl Lanes {
         }
     }
 
-    fn settle_target(&self, lock: &LockToken) -> (&dyn MessageQueue, LockToken) {
-        let (lane, inner) = self.lane_of(&lock.0);
-        (lane, LockToken(inner.to_owned()))
+    /// The lane a lock belongs to and the lock as that lane knows it; a
+    /// normal lane's lock is passed through without a copy.
+    fn settle_target<'a>(&self, lock: &'a LockToken) -> (&dyn MessageQueue, Cow<'a, LockToken>) {
+        match lock.0.strip_prefix(EXPEDITED_TAG) {
+            Some(inner) => (
+                self.expedited.as_ref(),
+                Cow::Owned(LockToken(inner.to_owned())),
+            ),
+            None => (self.normal.as_ref(), Cow::Borrowed(lock)),
+        }
     }
 
     /// Receives from the expedited lane, marking what comes out of it. A

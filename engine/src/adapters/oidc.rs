@@ -254,20 +254,25 @@ impl OidcAuthenticator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Whether a token expiring at `exp` is still valid at `now`, with the
+    /// leeway (epoch seconds).
+    fn unexpired(&self, exp: i64, now: i64) -> bool {
+        let leeway = i64::try_from(self.settings.leeway.as_secs()).unwrap_or(i64::MAX);
+        now <= exp.saturating_add(leeway)
+    }
+
     /// The identity of a token verified before and not expired since.
     fn recall(&self, digest: &[u8; 32], now: i64) -> Option<Identity> {
-        let leeway = i64::try_from(self.settings.leeway.as_secs()).unwrap_or(i64::MAX);
         self.remembered()
             .get(digest)
-            .filter(|(_, exp)| now <= exp.saturating_add(leeway))
+            .filter(|(_, exp)| self.unexpired(*exp, now))
             .map(|(identity, _)| identity.clone())
     }
 
     fn remember(&self, digest: [u8; 32], identity: Identity, exp: i64, now: i64) {
-        let leeway = i64::try_from(self.settings.leeway.as_secs()).unwrap_or(i64::MAX);
         let mut remembered = self.remembered();
         if remembered.len() >= REMEMBERED {
-            remembered.retain(|_, (_, e)| now <= e.saturating_add(leeway));
+            remembered.retain(|_, (_, e)| self.unexpired(*e, now));
             if remembered.len() >= REMEMBERED {
                 remembered.clear();
             }

@@ -12,15 +12,21 @@ use crate::helpers::{
     assert_problem, real_backends, real_backends_with, ri_example, spawn_app_on, stage, TestApp,
 };
 
-/// When `id` got its drone (its `HeadedToPickup` event), if it has one.
-async fn assigned_at(app: &TestApp, id: &str) -> Option<DateTime<Utc>> {
+/// When `id` first entered `stage` (its first event of that stage), if it
+/// has.
+async fn event_at(app: &TestApp, id: &str, stage: DeliveryStage) -> Option<DateTime<Utc>> {
     app.engine
         .events(id)
         .await
         .ok()?
         .into_iter()
-        .find(|e| e.stage == DeliveryStage::HeadedToPickup)
+        .find(|e| e.stage == stage)
         .map(|e| e.at)
+}
+
+/// When `id` got its drone (its `HeadedToPickup` event), if it has one.
+async fn assigned_at(app: &TestApp, id: &str) -> Option<DateTime<Utc>> {
+    event_at(app, id, DeliveryStage::HeadedToPickup).await
 }
 
 /// Expedited deliveries posted after 50 waiting normal ones get the next
@@ -110,17 +116,6 @@ async fn expedited_deliveries_take_the_next_drones_before_a_backlog() {
     app.stop().await;
 }
 
-/// When `id` was created by the workflow (its `Created` event), once it is.
-async fn created_at(app: &TestApp, id: &str) -> Option<DateTime<Utc>> {
-    app.engine
-        .events(id)
-        .await
-        .ok()?
-        .into_iter()
-        .find(|e| e.stage == DeliveryStage::Created)
-        .map(|e| e.at)
-}
-
 /// Expedited requests skip a backlog in the queue itself: a gateway-only
 /// engine queues 200 normal requests and then 5 expedited ones while no
 /// worker runs; then a worker starts on the same stores. The expedited
@@ -181,7 +176,7 @@ async fn expedited_requests_skip_a_backlog_in_the_queue() {
         .chain(expedited.iter().map(|id| (id, true)))
     {
         loop {
-            if let Some(at) = created_at(&worker, id).await {
+            if let Some(at) = event_at(&worker, id, DeliveryStage::Created).await {
                 created.push((at, is_expedited));
                 break;
             }
@@ -209,14 +204,8 @@ async fn expedited_requests_skip_a_backlog_in_the_queue() {
         let status = gateway
             .wait_for_stage(id, stage::CANCELLED, Duration::from_secs(60))
             .await;
-        let cancelled_at = worker
-            .engine
-            .events(id)
+        let cancelled_at = event_at(&worker, id, DeliveryStage::Cancelled)
             .await
-            .expect("events")
-            .into_iter()
-            .find(|e| e.stage == DeliveryStage::Cancelled)
-            .map(|e| e.at)
             .unwrap_or_default();
         let behind = normal_created
             .iter()
