@@ -17,7 +17,9 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { generateKeyPairSync, sign as signBytes } from "node:crypto";
 import { copyFile, mkdir, readFile } from "node:fs/promises";
+import { createServer } from "node:http";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -153,6 +155,61 @@ async function sendLoad(count) {
   return ids;
 }
 
+/** Records what goes wrong in `target`'s page: script errors and console errors. */
+function watch(target) {
+  target.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  target.on("console", (m) => {
+    // Chromium logs every 4xx answer to a fetch; the pages ask for unknown
+    // deliveries and wrong tokens on purpose and show those answers.
+    const expected = /^Failed to load resource: the server responded with a status of (401|403|404)/;
+    if (m.type() === "error" && !expected.test(m.text())) problems.push(`console error on ${target.url()}: ${m.text()}`);
+  });
+}
+
+// ------------------------------------------------- a local token issuer
+
+const AUDIENCE = "api://dronedelivery";
+const b64url = (value) => Buffer.from(typeof value === "string" ? value : JSON.stringify(value)).toString("base64url");
+
+/**
+ * An OpenID Connect issuer on a free port: its discovery document and key
+ * set (one P-256 key made here), and ES256 tokens signed with that key.
+ */
+async function startIssuer() {
+  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const jwk = { ...publicKey.export({ format: "jwk" }), kid: "console-key", alg: "ES256", use: "sig" };
+  const server = createServer((req, res) => {
+    const documents = {
+      "/.well-known/openid-configuration": { issuer: issuer.url, jwks_uri: `${issuer.url}/keys` },
+      "/keys": { keys: [jwk] },
+    };
+    const doc = documents[req.url];
+    res.writeHead(doc ? 200 : 404, { "content-type": "application/json" });
+    res.end(JSON.stringify(doc ?? {}));
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const issuer = {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () => new Promise((r) => server.close(r)),
+    /** A token for `owner` with `roles`, valid for `ttl` seconds. */
+    token(owner, roles = [], ttl = 600) {
+      const now = Math.floor(Date.now() / 1000);
+      const input = `${b64url({ alg: "ES256", typ: "JWT", kid: jwk.kid })}.${b64url({
+        iss: issuer.url,
+        aud: AUDIENCE,
+        sub: owner,
+        roles,
+        iat: now,
+        nbf: now - 5,
+        exp: now + ttl,
+      })}`;
+      const signature = signBytes("sha256", Buffer.from(input), { key: privateKey, dsaEncoding: "ieee-p1363" });
+      return `${input}.${signature.toString("base64url")}`;
+    },
+  };
+  return issuer;
+}
+
 /** Every form control has a label (axe checks more; this needs nothing installed). */
 async function assertLabelled() {
   const unlabelled = await page.evaluate(() =>
@@ -214,13 +271,7 @@ describe("web console", { timeout: 300_000 }, () => {
     });
     context = await browser.newContext({ viewport: VIEWPORT, locale: "en-GB", timezoneId: "UTC" });
     page = await context.newPage();
-    page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-    page.on("console", (m) => {
-      // Chromium logs every 4xx answer to a fetch; the pages ask for unknown
-      // deliveries and wrong tokens on purpose and show those answers.
-      const expected = /^Failed to load resource: the server responded with a status of (401|403|404)/;
-      if (m.type() === "error" && !expected.test(m.text())) problems.push(`console error on ${page.url()}: ${m.text()}`);
-    });
+    watch(page);
   });
 
   after(async () => {
@@ -535,6 +586,119 @@ describe("web console", { timeout: 300_000 }, () => {
     assert.equal(await page.isVisible("#tracking"), false);
     await assertAccessible("not found");
     await shot("08-track-unknown", { fullPage: false });
+  });
+
+  test("with authentication on: sign in, see only what the token may see, tracked live with the token", async () => {
+    const issuer = await startIssuer();
+    const secured = { process: null, url: null, log: [] };
+    const signedIn = await browser.newContext({ viewport: VIEWPORT, locale: "en-GB", timezoneId: "UTC" });
+    const saved = page;
+    page = await signedIn.newPage();
+    watch(page);
+    const alice = issuer.token("alice");
+    const bob = issuer.token("bob");
+    const dispatcher = issuer.token("desk", ["Dispatcher"]);
+    const operator = issuer.token("ops", ["Operator"]);
+    const storedToken = () => page.evaluate(() => sessionStorage.getItem("dronedelivery.token"));
+    /** Signs in through the header's dialog (opened already, or opened with its button). */
+    const signIn = async (token) => {
+      if (!(await page.isVisible("#session-dialog[open]"))) await page.click("#sign-in");
+      await page.fill("#session-token", token);
+      await Promise.all([page.waitForEvent("load"), page.click("#session-submit")]);
+      await page.waitForSelector("#session-who");
+    };
+    const signOut = () => Promise.all([page.waitForEvent("load"), page.click("#sign-out")]);
+    try {
+      await startProcess(secured, [
+        "--auth-mode", "jwt",
+        "--auth-issuer", issuer.url,
+        "--auth-audience", AUDIENCE,
+        "--auth-leeway-secs", "0",
+        "--fleet-size", "6",
+        "--sim-speed", "60",
+        "--tick-ms", "100",
+      ]);
+      const base = secured.url;
+
+      // No token: the home page asks for one; a bad one is refused and not kept.
+      await page.goto(`${base}/console`);
+      await page.waitForSelector("#session-dialog[open]");
+      await assertAccessible("sign-in dialog");
+      await shot("10-sign-in", { fullPage: false });
+      await page.fill("#session-token", "not-a-token");
+      await page.click("#session-submit");
+      await page.waitForFunction(() => /refused this token/.test(document.getElementById("session-error").textContent));
+      assert.equal(await storedToken(), null);
+
+      // Alice signs in: the tab keeps her token (and nothing else does), the
+      // header says who she is to the engine, the request is hers.
+      await signIn(alice);
+      assert.equal(await page.textContent("#session-who"), "alice · no roles");
+      assert.equal(await storedToken(), alice);
+      assert.equal(await page.evaluate(() => localStorage.length), 0);
+      assert.equal((await signedIn.cookies()).length, 0);
+      await page.click("#request-details summary");
+      assert.equal(JSON.parse(await page.textContent("#request-preview")).ownerId, "alice");
+      await Promise.all([page.waitForURL(/\/console\/track\/[^/?]+/), page.click("#send")]);
+      const aliceDelivery = decodeURIComponent(new URL(page.url()).pathname.split("/").pop());
+
+      // Her delivery is tracked live: the stream carries her token.
+      await page.waitForSelector("#tracking:not([hidden])", { timeout: 30_000 });
+      await page.waitForSelector('#live[data-state="live"], #live[data-state="finished"]', { timeout: 15_000 });
+      await page.waitForSelector('#stage[data-stage="HeadedToPickup"], #stage[data-stage="HeadedToDropoff"]', { timeout: 60_000 });
+      await page.waitForSelector("#plan .drone", { timeout: 30_000 });
+      await assertAccessible("track, signed in");
+      await shot("11-track-signed-in", { fullPage: false });
+
+      // Bob's token does not find Alice's delivery; he sees the drones but not what they carry.
+      await signOut();
+      await signIn(bob);
+      await page.goto(`${base}/console/track/${aliceDelivery}`);
+      await page.waitForSelector("#not-found:not([hidden])", { timeout: 15_000 });
+      await page.goto(`${base}/console/fleet`);
+      await page.waitForSelector("#drones tbody tr");
+      await page.waitForSelector("#fleet-scope:not([hidden])");
+      await page.waitForSelector('#drones td [data-hidden="delivery"]', { timeout: 30_000 });
+      assert.equal(await page.locator('#drones a[href^="/console/track/"]').count(), 0);
+      await assertAccessible("fleet, owner token");
+      // Nor may he use the operator page with his token.
+      await page.goto(`${base}/console/ops`);
+      await page.waitForFunction(() => /no Operator role/.test(document.getElementById("auth-state").textContent));
+      assert.equal(await page.isVisible("#admin"), false);
+
+      // A dispatcher sees which delivery each drone carries, and tracks any delivery.
+      await signOut();
+      await signIn(dispatcher);
+      await page.goto(`${base}/console/fleet`);
+      await page.waitForSelector(`#drones a[href="/console/track/${aliceDelivery}"]`, { timeout: 30_000 });
+      assert.equal(await page.isVisible("#fleet-scope"), false);
+      await page.goto(`${base}/console/track/${aliceDelivery}`);
+      await page.waitForSelector("#tracking:not([hidden])", { timeout: 15_000 });
+
+      // An operator uses the operations page without the admin token (this engine has none).
+      await signOut();
+      await signIn(operator);
+      await page.goto(`${base}/console/ops`);
+      await page.waitForSelector("#admin:not([hidden])", { timeout: 15_000 });
+      assert.match(await page.textContent("#auth-state"), /Operator role/);
+      await page.waitForSelector('li[data-supervisor="fleet"]');
+
+      // A token that expires while a page is open is forgotten, and the page asks again.
+      await signOut();
+      await signIn(issuer.token("carol", [], 6));
+      await page.goto(`${base}/console/fleet`);
+      await page.waitForSelector("#drones tbody tr");
+      await page.waitForSelector("#session-dialog[open]", { timeout: 30_000 });
+      assert.match(await page.textContent("#session-error"), /refused the token/);
+      assert.equal(await storedToken(), null);
+      await page.waitForSelector("#sign-in");
+    } finally {
+      await page.goto("about:blank").catch(() => {});
+      page = saved;
+      await signedIn.close();
+      await stopEngine(secured);
+      await issuer.close();
+    }
   });
 
   test("the browser reported no errors", () => {

@@ -25,15 +25,32 @@ export const isTerminal = (stage) => stage === "Completed" || stage === "Cancell
 
 export const label = (name) => LABELS[name] ?? name;
 
+/** Where the signed-in access token is kept: this tab's `sessionStorage`. */
+export const TOKEN_KEY = "dronedelivery.token";
+
+/** The access token this tab signed in with, if any (see `session.js`). */
+export const apiToken = () => sessionStorage.getItem(TOKEN_KEY);
+
+/** The event `api` dispatches on `document` when the API refuses the signed-in token. */
+export const REFUSED_EVENT = "dronedelivery:token-refused";
+
 /**
  * Calls the API. Resolves to `{ok, status, body, headers}` whatever the
  * status (`body` is parsed JSON when the response is JSON, else text);
  * rejects only when the network fails.
+ *
+ * Calls to `/api/…` carry the signed-in access token unless `token` is
+ * given; other paths (`/admin`, probes, metrics) only an explicit one, so
+ * the token goes nowhere it is not needed. A `401` to the signed-in token
+ * (expired, or the engine's keys rotated it out) is announced with
+ * `REFUSED_EVENT`, so the page can ask for a new one.
  */
 export async function api(path, { method = "GET", body, token, signal } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (token) headers.Authorization = `Bearer ${token}`;
+  const signedIn = token === undefined && path.startsWith("/api/") ? apiToken() : null;
+  const bearer = token ?? signedIn;
+  if (bearer) headers.Authorization = `Bearer ${bearer}`;
   const res = await fetch(path, {
     method,
     headers,
@@ -46,7 +63,11 @@ export async function api(path, { method = "GET", body, token, signal } = {}) {
   if (res.status !== 204 && res.status !== 304) {
     parsed = type.includes("json") ? await res.json().catch(() => null) : await res.text();
   }
-  return { ok: res.ok, status: res.status, body: parsed, headers: res.headers };
+  const answer = { ok: res.ok, status: res.status, body: parsed, headers: res.headers };
+  if (res.status === 401 && signedIn) {
+    document.dispatchEvent(new CustomEvent(REFUSED_EVENT, { detail: problemText(answer) }));
+  }
+  return answer;
 }
 
 /** One line for a failed call: the problem's detail, or the status. */

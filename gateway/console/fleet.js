@@ -1,10 +1,13 @@
 // Fleet page: every drone on a plan and in a table (`GET /api/drones`,
 // polled every second), deliveries per stage and throughput of the whole
 // cluster (`GET /api/fleet`, polled every two seconds), whichever engine
-// serves the page.
+// serves the page. With authentication on, a token without the Dispatcher
+// or Operator role gets the drones without the deliveries they carry: the
+// page shows that they are busy, not with what.
 
 import { api, count, coords, el, label, poll, problemText, setText, trackUrl } from "./common.js";
 import { Plan } from "./plan.js";
+import { session } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
 const plan = new Plan($("plan"), { minSpanM: 3000, maxAspect: 1.0, minAspect: 0.5, pad: 1.1 });
@@ -33,13 +36,16 @@ async function refreshDrones() {
   const by = (s) => drones.filter((d) => d.status === s).length;
   setText($("count-pickup"), count(by("HeadedToPickup")));
   setText($("count-dropoff"), count(by("HeadedToDropoff")));
-  const busy = drones.filter((d) => d.deliveryId).length;
+  const busy = drones.filter(isBusy).length;
   setText($("drone-count"), `(${count(drones.length)}, ${count(busy)} on a delivery)`);
   setText(
     $("plan-text"),
     `${drones.length} drones: ${STATUSES.map((s) => `${by(s)} ${label(s).toLowerCase()}`).join(", ")}.`,
   );
 }
+
+/** On a delivery: its id when the token may see it, else its status says so. */
+const isBusy = (d) => Boolean(d.deliveryId) || d.status === "HeadedToPickup" || d.status === "HeadedToDropoff";
 
 const depotKey = (loc) => `${loc.latitude.toFixed(5)},${loc.longitude.toFixed(5)}`;
 
@@ -132,22 +138,25 @@ function renderTable() {
     if (last.battery !== d.batteryPercent) {
       cells.battery.replaceChildren(el("div", { class: "battery" }, ...batteryCell(d.batteryPercent)));
     }
-    if (last.delivery !== d.deliveryId) {
-      cells.delivery.replaceChildren(
-        d.deliveryId
-          ? el("a", {
-              href: trackUrl(d.deliveryId),
-              "aria-label": `Track delivery ${d.deliveryId}`,
-              title: d.deliveryId,
-              text: `${d.deliveryId.slice(0, 8)}…`,
-            })
-          : "—",
-      );
+    const shown = d.deliveryId ?? (isBusy(d) ? "hidden" : null);
+    if (last.delivery !== shown) {
+      let cell = "—";
+      if (d.deliveryId) {
+        cell = el("a", {
+          href: trackUrl(d.deliveryId),
+          "aria-label": `Track delivery ${d.deliveryId}`,
+          title: d.deliveryId,
+          text: `${d.deliveryId.slice(0, 8)}…`,
+        });
+      } else if (shown) {
+        cell = el("span", { class: "note", dataset: { hidden: "delivery" }, text: "not shown" });
+      }
+      cells.delivery.replaceChildren(cell);
     }
     setText(cells.position, coords(d.position));
     setText(cells.flown, `${count(d.flownM / 1000, 1)} km`);
-    r.last = { status: d.status, battery: d.batteryPercent, delivery: d.deliveryId };
-    r.tr.hidden = busyOnly && !d.deliveryId;
+    r.last = { status: d.status, battery: d.batteryPercent, delivery: shown };
+    r.tr.hidden = busyOnly && !isBusy(d);
   }
   const ids = new Set(drones.map((d) => d.id));
   for (const [id, r] of rows) {
@@ -193,5 +202,7 @@ async function refreshFigures() {
   setText($("rate-completed"), fmt(rate("completed")));
 }
 
+const me = await session();
+$("fleet-scope").hidden = !me || me.readsEveryDelivery;
 poll(refreshDrones, 1000);
 poll(refreshFigures, 2000);

@@ -1,7 +1,10 @@
 // The console's home page: send the original system's example delivery
-// request (editable), or go to the tracking page of a delivery id.
+// request (editable), or go to the tracking page of a delivery id. Signed
+// in (authentication on), the request is sent for the token's owner: the
+// only owner it may create deliveries for.
 
 import { api, el, problemText, setText, trackUrl } from "./common.js";
+import { session } from "./session.js";
 
 const form = document.getElementById("send-form");
 const sendButton = document.getElementById("send");
@@ -98,7 +101,7 @@ async function engine() {
     const drones = await api("/api/drones");
     if (drones.ok) {
       const list = drones.body.drones;
-      const busy = list.filter((d) => d.deliveryId).length;
+      const busy = list.filter((d) => d.deliveryId || d.status === "HeadedToPickup" || d.status === "HeadedToDropoff").length;
       setText(document.getElementById("engine-drones"), `${list.length} (${busy} on a delivery)`);
     }
   } catch (e) {
@@ -107,4 +110,9 @@ async function engine() {
 }
 
 showPreview();
+const me = await session();
+if (me?.authentication === "jwt" && me.owner) {
+  document.getElementById("owner-id").value = me.owner;
+  showPreview();
+}
 engine();

@@ -3,9 +3,13 @@
 // holds), the supervision tree of the engine chosen there (any engine,
 // reached through the one serving this page) with a restart button per
 // supervisor (confirmed in a dialog first), and dead letters with replay. The token is typed in and
-// kept in `sessionStorage`: this tab only, gone when it closes.
+// kept in `sessionStorage`: this tab only, gone when it closes. With
+// authentication on, an access token with the Operator role, signed in
+// from the header, does as well: the static admin token stays for
+// break-glass.
 
-import { api, count, el, poll, problemText, setText, trackUrl } from "./common.js";
+import { api, apiToken, count, el, poll, problemText, setText, trackUrl } from "./common.js";
+import { session } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "dronedelivery.adminToken";
@@ -21,6 +25,8 @@ const SUPERVISES = {
 };
 
 let token = sessionStorage.getItem(TOKEN_KEY);
+/** Whether the signed-in access token (Operator role) is used for `/admin`, for want of an admin token. */
+let useAccessToken = false;
 let stopPolling = null;
 let offset = 0;
 let total = 0;
@@ -39,8 +45,11 @@ function say(text, kind = "") {
   setText(status, text);
 }
 
+/** The bearer `/admin` calls carry: the admin token, else an operator's access token. */
+const credential = () => token ?? (useAccessToken ? apiToken() : null);
+
 function admin(path, method = "GET") {
-  return api(path, { method, token });
+  return api(path, { method, token: credential() });
 }
 
 /** `path` for the chosen engine (`?engine=` unless it is this one). */
@@ -53,6 +62,7 @@ function onChosen(path) {
 
 function signedOut(message) {
   token = null;
+  useAccessToken = false;
   sessionStorage.removeItem(TOKEN_KEY);
   stopPolling?.();
   stopPolling = null;
@@ -66,7 +76,8 @@ function signedOut(message) {
 /** Handles an answer that is not a success; true when it was about the token. */
 function authProblem(res) {
   if (res.status === 401 || res.status === 403) {
-    signedOut(`The engine refused this token (HTTP ${res.status}). Type the admin token it was started with.`);
+    const which = token ? "this token" : "the access token you are signed in with";
+    signedOut(`The engine refused ${which} (HTTP ${res.status}). Type the admin token it was started with.`);
     $("token").focus();
     return true;
   }
@@ -113,8 +124,8 @@ async function start() {
     return;
   }
   state.className = "message ok";
-  setText(state, "Signed in for this tab.");
-  $("forget").hidden = false;
+  setText(state, token ? "Signed in for this tab." : "Using your access token (Operator role) for this tab.");
+  $("forget").hidden = !token;
   $("admin").hidden = false;
   here = res.body.engine ?? null;
   const cluster = await admin("/admin/cluster");
@@ -133,7 +144,7 @@ async function refreshTree() {
 }
 
 async function refresh() {
-  if (!token) return;
+  if (!credential()) return;
   const [tree, letters, cluster] = await Promise.all([
     admin(onChosen("/admin/supervisors")),
     admin(`/admin/deadletters?offset=${offset}&limit=${PAGE}`),
@@ -435,4 +446,11 @@ $("dl-next").addEventListener("click", () => {
   refresh();
 });
 
+const me = await session({ ask: false });
 if (token) start();
+else if (me?.authentication === "jwt" && me.operates && apiToken()) {
+  useAccessToken = true;
+  start();
+} else if (me?.authentication === "jwt") {
+  setText($("auth-state"), "The token you are signed in with has no Operator role: type the admin token to use this page.");
+}

@@ -1,10 +1,15 @@
 // Tracking page: one delivery, live. Reads the delivery (pickup and
 // drop-off coordinates) and its status, then follows the server-sent event
 // stream `/api/deliveries/{id}/events`: `stage` events build the timeline,
-// `position` events move the drone and update the ETAs.
+// `position` events move the drone and update the ETAs. The stream is read
+// with `fetch` (`events.js`), not `EventSource`, so that it carries the
+// signed-in token like every other call. Signed in as an owner, another
+// owner's delivery is "not found", as the API answers.
 
 import { api, clock, coords, countdown, dateTime, el, isTerminal, label, problemText, setText, STAGE_NAMES, STAGE_PATH } from "./common.js";
+import { follow } from "./events.js";
 import { Plan } from "./plan.js";
+import { session } from "./session.js";
 
 const id = decodeURIComponent(location.pathname.replace(/^\/console\/track\//, ""));
 const path = `/api/deliveries/${encodeURIComponent(id)}`;
@@ -77,6 +82,11 @@ async function find() {
       }
       await sleep(notFoundShown ? 5000 : 400);
       continue;
+    }
+    if (res.status === 401) {
+      // Signing in reloads the page; until then there is nothing to read.
+      setText($("looking-text"), "This engine needs an access token: sign in to track this delivery.");
+      await new Promise(() => {});
     }
     setText($("looking-text"), `The engine answered ${problemText(res)}; retrying…`);
     await sleep(2000);
@@ -257,22 +267,16 @@ function onPosition(event) {
 
 function connect() {
   if (state.finished) return;
-  const stream = new EventSource(`${path}/events`);
-  state.stream = stream;
-  stream.addEventListener("open", () => live("live", "live"));
-  stream.addEventListener("stage", onStage);
-  stream.addEventListener("position", onPosition);
-  stream.addEventListener("error", () => {
-    if (state.finished) {
-      stream.close();
-      return;
-    }
-    if (stream.readyState === EventSource.CLOSED) {
-      live("reconnecting", "connection lost; reconnecting…");
-      setTimeout(connect, 3000);
-    } else {
-      live("reconnecting", "reconnecting…");
-    }
+  state.stream = follow(`${path}/events`, {
+    onOpen: () => live("live", "live"),
+    onEvent: (event) => {
+      if (state.finished) return;
+      if (event.type === "stage") onStage(event);
+      else if (event.type === "position") onPosition(event);
+    },
+    onRetry: (why) => live("reconnecting", `connection lost (${why}); reconnecting…`),
+    onStop: (res) => live("stopped", `not live: ${problemText(res)}`),
+    onDone: () => finish(),
   });
 }
 
@@ -292,6 +296,7 @@ async function finish() {
 }
 
 async function main() {
+  await session();
   const delivery = await find();
   if (justSent) history.replaceState(null, "", location.pathname);
   state.delivery = delivery;

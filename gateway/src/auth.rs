@@ -59,6 +59,15 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role's name, as the roles claim spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dispatcher => "Dispatcher",
+            Self::Operator => "Operator",
+            Self::PackageWriter => "PackageWriter",
+        }
+    }
+
     /// The role named `name` as the roles claim spells it (exact match).
     pub fn parse(name: &str) -> Option<Self> {
         match name {

@@ -22,6 +22,19 @@
 //!   ([`crate::admin`]). The admin token is typed in and kept in the tab's
 //!   `sessionStorage` only; it is sent as `Authorization: Bearer`.
 //!
+//! ## With authentication on
+//! Every page asks `GET /api/me` ([`crate::identity`]) who it is. With
+//! `--auth-mode jwt` the header then offers a sign-in dialog for an access
+//! token, checked with the engine before it is kept (in the tab's
+//! `sessionStorage` only), and shows the owner and roles the engine reads
+//! in it. Every API call carries it, the tracking stream included: the
+//! page reads the stream with `fetch` rather than `EventSource`, which
+//! cannot send headers. The pages show what the engine lets the token see:
+//! another owner's delivery is not found, drones carry no delivery ids
+//! without the `Dispatcher` or `Operator` role, the home page sends for the
+//! token's owner, and the operations page uses an `Operator` token when no
+//! admin token is typed.
+//!
 //! ## Why figures come from `/metrics`
 //! The fleet page's per-stage counts, throughput and dead letters are read
 //! by the browser from the Prometheus text of `GET /metrics` (a few lines
@@ -111,9 +124,11 @@ pub const PAGES: [Asset; 4] = [
 ];
 
 /// What `/console/assets/{file}` serves.
-pub const ASSETS: [Asset; 8] = [
+pub const ASSETS: [Asset; 10] = [
     embed!("console.css", CSS),
     embed!("common.js", JS),
+    embed!("session.js", JS),
+    embed!("events.js", JS),
     embed!("plan.js", JS),
     embed!("landing.js", JS),
     embed!("track.js", JS),

@@ -11,7 +11,8 @@
 //!   [`tracking`] (live SSE stream of a delivery), [`recipient`] (notify-me
 //!   requests and confirmations), [`utilization`] (drone utilisation per
 //!   owner and month), [`packages`] (upsert, patch, read), [`drones`] (the
-//!   fleet's drones), [`probes`] (`/healthz`, `/readyz`, `/healthz/dependencies`, `/metrics`),
+//!   fleet's drones), [`identity`] (`/api/me`: who the caller's token is),
+//!   [`probes`] (`/healthz`, `/readyz`, `/healthz/dependencies`, `/metrics`),
 //!   [`admin`] (operator API under `/admin`, bearer token), [`openapi`]
 //!   (`/openapi.json`) and [`console`] (the web console under `/console`,
 //!   static pages over this API) each expose
@@ -83,6 +84,7 @@ pub mod drones;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod identity;
 pub mod lenient;
 pub mod limits;
 pub mod middleware;
@@ -123,6 +125,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(utilization::router())
         .merge(packages::router())
         .merge(drones::router())
+        .merge(identity::router())
         .merge(probes::router())
         .merge(admin::router())
         .merge(openapi::router())

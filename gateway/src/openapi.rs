@@ -93,6 +93,7 @@ carries `x-request-id` (the client's own, if it sent one)."
         (name = "utilization", description = "Drone utilisation of an owner in a month (billing)."),
         (name = "packages", description = "Packages: upsert, partial update, read."),
         (name = "drones", description = "The simulated fleet: every drone's state, for dashboards."),
+        (name = "identity", description = "Who the caller is: whether the engine authenticates requests, and the owner and roles of the caller's token as the engine reads them."),
         (name = "probes", description = "Liveness, readiness and Prometheus metrics."),
         (name = "admin", description = "Operator API: supervision tree, restarts, dead letters. Needs the configured bearer token; without one configured every /admin path answers 404."),
         (name = "openapi", description = "This document."),

@@ -599,6 +599,49 @@ async fn owners_see_only_their_own_and_roles_widen_that() {
     app.stop().await;
 }
 
+/// `GET /api/me` tells a client (the console) what the engine makes of its
+/// token, with the engine's claims: `401` without one when authentication
+/// is on, the owner and roles with one, and "none" when it is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_learns_what_the_engine_makes_of_its_token() {
+    let key = es256("k");
+    let issuer = Issuer::start(&[&key]).await;
+    let app = spawn_secured(&issuer).await;
+    assert_refused(call(&app, Method::GET, "/api/me", None, None).await, false).await;
+    let owner = sign(
+        &key,
+        &issuer.claims("owner-a", &["Unknown", "PackageWriter"]),
+    );
+    let res = call(&app, Method::GET, "/api/me", Some(&owner), None).await;
+    assert_eq!(res.status(), 200);
+    let me: Value = res.json().await.unwrap();
+    assert_eq!(
+        me,
+        json!({"authentication": "jwt", "owner": "owner-a", "roles": ["PackageWriter"],
+            "readsEveryDelivery": false, "writesPackages": true, "operates": false})
+    );
+    let operator = sign(&key, &issuer.claims("ops", &["Operator"]));
+    let me: Value = call(&app, Method::GET, "/api/me", Some(&operator), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["roles"], json!(["Operator"]));
+    assert_eq!(me["readsEveryDelivery"], true);
+    assert_eq!(me["operates"], true);
+    app.stop().await;
+
+    let open = spawn_app_with(|_| {}).await;
+    let me: Value = call(&open, Method::GET, "/api/me", None, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["authentication"], "none");
+    assert_eq!(me["owner"], Value::Null);
+    open.stop().await;
+}
+
 /// `/admin` with authentication on and no static token: an `Operator`
 /// token restarts a supervisor; a valid token without the role is `403`;
 /// none is `401`.
