@@ -21,6 +21,11 @@ pub const STAGE_DURATION_SECONDS: &str = "dronedelivery_stage_duration_seconds";
 /// (consumer lag), by `lane` (`expedited` or `normal`, see the queue's
 /// expedited lane).
 pub const QUEUE_LAG_SECONDS: &str = "dronedelivery_queue_lag_seconds";
+/// Calls carried by one round trip of a batched store write, by `op`
+/// (`packages.upsert`, `deliveryhistory.record`): how much group commit
+/// saves under the current load (1 when idle). Reported only by the stores
+/// that batch (MongoDB), so not in [`ALL`].
+pub const STORE_BATCH_SIZE: &str = "dronedelivery_store_batch_size";
 /// 1 when the last readiness check passed, 0 when it failed.
 pub const READY: &str = "dronedelivery_ready";
 /// 1 while a dependency's last probe succeeded, 0 while it is down, by
@@ -82,6 +87,9 @@ pub const DELIVERY_BUCKETS: &[f64] = &[
 pub const LAG_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0,
 ];
+
+/// Buckets of the store batch size histogram, in calls.
+pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 /// Every metric the engine exports, for documentation and for the test
 /// that checks each one is reported after a flow.

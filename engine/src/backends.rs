@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _};
 use dronedelivery_actors::ports::MessageQueue;
 use dronedelivery_actors::Backends;
 
+use crate::adapters::batch::BatchConfig;
 use crate::adapters::lanes::Lanes;
 use crate::adapters::memory;
 use crate::adapters::mongo::{self, MongoConfig};
@@ -68,7 +69,7 @@ pub async fn connect(args: &ServeArgs) -> anyhow::Result<Connected> {
                 uri: uri.expose().to_owned(),
                 database: None,
             };
-            let stores = mongo::connect(&cfg)
+            let stores = mongo::connect_with(&cfg, store_batch(args))
                 .await
                 .context("could not connect to MongoDB")?;
             b.packages = stores.packages;
@@ -178,4 +179,17 @@ fn servicebus_config(args: &ServeArgs) -> anyhow::Result<ServiceBusConfig> {
         cfg.endpoint.clone_from(&args.servicebus_endpoint);
     }
     Ok(cfg)
+}
+
+/// How store writes are batched ([`ServeArgs::store_batch_max`]).
+fn store_batch(args: &ServeArgs) -> BatchConfig {
+    let max = usize::try_from(args.store_batch_max).unwrap_or(usize::MAX);
+    if max <= 1 {
+        BatchConfig::unbatched()
+    } else {
+        BatchConfig {
+            max,
+            ..BatchConfig::default()
+        }
+    }
 }

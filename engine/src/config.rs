@@ -315,6 +315,13 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_QUEUE_CAPACITY", default_value_t = 1_000_000)]
     pub queue_capacity: usize,
 
+    /// Most store writes of one kind sent in one round trip (group commit:
+    /// MongoDB package upserts and history records that arrive together
+    /// share one command, each caller still getting its own answer). 1
+    /// sends every write alone.
+    #[arg(long, env = "DD_STORE_BATCH_MAX", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub store_batch_max: u64,
+
     /// Log format.
     #[arg(long, env = "DD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

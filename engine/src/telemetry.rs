@@ -158,7 +158,8 @@ pub fn prometheus() -> Option<PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Full(m::HTTP_REQUEST_DURATION_SECONDS.into()), m::HTTP_BUCKETS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::DELIVERY_DURATION_SECONDS.into()), m::DELIVERY_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::STAGE_DURATION_SECONDS.into()), m::LAG_BUCKETS))
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::QUEUE_LAG_SECONDS.into()), m::LAG_BUCKETS));
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::QUEUE_LAG_SECONDS.into()), m::LAG_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::STORE_BATCH_SIZE.into()), m::BATCH_BUCKETS));
             match builder.map(|b| b.install_recorder()) {
                 Ok(Ok(handle)) => {
                     describe();
@@ -246,6 +247,11 @@ fn describe() {
         m::QUEUE_LAG_SECONDS,
         Unit::Seconds,
         "Time from enqueueing to first delivery to a consumer"
+    );
+    describe_histogram!(
+        m::STORE_BATCH_SIZE,
+        Unit::Count,
+        "Calls carried by one round trip of a batched store write, by op"
     );
     describe_gauge!(m::READY, "1 when the last readiness check passed");
     describe_counter!(m::NOTIFICATIONS_TOTAL, "Notifications sent to subscribers");

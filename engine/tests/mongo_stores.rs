@@ -206,6 +206,48 @@ async fn concurrent_upserts_of_a_new_id_create_it_once() {
     t.drop_db().await;
 }
 
+/// Upserts that arrive together share commands (batched): each caller is
+/// still answered for its own package, and every package is stored with
+/// its own fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_upserts_are_each_answered_and_stored() {
+    let t = TestDb::new().await;
+    let store = Arc::clone(&t.stores.packages);
+    // Half of the ids exist already.
+    for i in (0..300).step_by(2) {
+        let p = package(&format!("many-{i}"), None, Some(0.0), Some("old"));
+        assert_eq!(store.upsert(&p).await.expect("seed"), Upserted::Created);
+    }
+    let tasks = (0..300).map(|i| {
+        let store = Arc::clone(&store);
+        let p = package(
+            &format!("many-{i}"),
+            Some(PackageSize::Medium),
+            Some(f64::from(i)),
+            Some("new"),
+        );
+        tokio::spawn(async move { (i, store.upsert(&p).await) })
+    });
+    for (i, outcome) in join_all(tasks).await.into_iter().map(|r| r.expect("task")) {
+        let expected = if i % 2 == 0 {
+            Upserted::Updated
+        } else {
+            Upserted::Created
+        };
+        assert_eq!(outcome.expect("upsert"), expected, "package {i}");
+    }
+    for i in [0, 1, 150, 299] {
+        let stored = store
+            .get(&format!("many-{i}"))
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(stored.weight, Some(f64::from(i)));
+        assert_eq!(stored.tag.as_deref(), Some("new"));
+    }
+    t.drop_db().await;
+}
+
 fn letter(
     id: &str,
     attempts: u32,

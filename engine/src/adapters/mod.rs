@@ -1,5 +1,6 @@
 //! Adapters: implementations of the ports of `dronedelivery-actors`.
 //!
+//! - [`batch`]: group commit, so that concurrent calls share a round trip.
 //! - [`lanes`]: the expedited lane in front of any queue adapter.
 //! - [`memory`]: in-process queue and in-memory stores (the embedded default).
 //! - [`redis`]: delivery, drone and idempotency stores, and the Redis Streams queue.
@@ -10,6 +11,7 @@
 //!   suites every queue adapter, every drone store and every control plane
 //!   pass (test support, behind the `test-support` feature).
 
+pub mod batch;
 #[cfg(feature = "test-support")]
 pub mod contract;
 #[cfg(feature = "test-support")]

@@ -3,8 +3,6 @@
 //! packageWeight, createdAt, finishedAt}`, summed per owner and month for
 //! utilisation and the invoicing summaries.
 
-use std::future::IntoFuture;
-
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use dronedelivery_actors::domain::DeliveryStage;
@@ -17,7 +15,10 @@ use mongodb::bson::{self, doc, Document};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
-use super::{collection, number, ping, retry_upsert, store_error, HISTORY};
+use super::{
+    collection, encode_error, number, ping, store_error, upsert_batch, upsert_statement, HISTORY,
+};
+use crate::adapters::batch::{BatchConfig, Batcher};
 use crate::adapters::memory::METRES_PER_MILE;
 
 /// A finished delivery as stored (BSON dates, so months are date ranges on
@@ -56,21 +57,55 @@ impl From<&HistoryEntry> for HistoryDoc {
     }
 }
 
-/// Finished deliveries in the `deliveryhistory` collection.
+/// Finished deliveries in the `deliveryhistory` collection, recorded in
+/// batches (see the [module docs](super)).
 #[derive(Debug, Clone)]
 pub struct MongoHistoryStore {
     db: Database,
     entries: Collection<HistoryDoc>,
+    records: Batcher<HistoryEntry, ()>,
 }
 
 impl MongoHistoryStore {
-    /// The store on `db` (indexes are made by [`super::connect`]).
+    /// The store on `db` (indexes are made by [`super::connect`]), its
+    /// records batched with the default [`BatchConfig`]. Needs a Tokio
+    /// runtime.
     pub fn new(db: &Database) -> Self {
+        Self::with_batching(db, BatchConfig::default())
+    }
+
+    /// The store with its records batched by `batch`.
+    pub fn with_batching(db: &Database, batch: BatchConfig) -> Self {
+        let on = db.clone();
+        let records = Batcher::spawn(
+            "deliveryhistory.record",
+            batch,
+            move |entries: Vec<HistoryEntry>| {
+                let db = on.clone();
+                async move {
+                    let made = entries.iter().map(record_of).collect();
+                    upsert_batch(&db, HISTORY, "deliveryhistory.record", made)
+                        .await
+                        .into_iter()
+                        .map(|r| r.map(|_| ()))
+                        .collect()
+                }
+            },
+        );
         Self {
             db: db.clone(),
             entries: collection(db, HISTORY),
+            records,
         }
     }
+}
+
+/// The statement recording `entry`: the whole document replaced by delivery
+/// id, so recording the same delivery again keeps one document.
+fn record_of(entry: &HistoryEntry) -> StoreResult<Document> {
+    let document = bson::to_document(&HistoryDoc::from(entry))
+        .map_err(|e| encode_error("deliveryhistory.record", e))?;
+    Ok(upsert_statement(&entry.delivery_id, document))
 }
 
 /// `[first day of the month, first day of the next month)` at midnight UTC,
@@ -106,18 +141,7 @@ impl HistoryStore for MongoHistoryStore {
     }
 
     async fn record(&self, entry: &HistoryEntry) -> StoreResult<()> {
-        // Replace-or-insert by delivery id: recording the same delivery again
-        // keeps one document.
-        let document = HistoryDoc::from(entry);
-        let filter = doc! { "_id": &entry.delivery_id };
-        retry_upsert("deliveryhistory.record", || {
-            self.entries
-                .replace_one(filter.clone(), &document)
-                .upsert(true)
-                .into_future()
-        })
-        .await
-        .map(|_| ())
+        self.records.submit(entry.clone()).await
     }
 
     async fn utilization(&self, owner_id: &str, year: i32, month: u32) -> StoreResult<Utilization> {

@@ -43,6 +43,22 @@
 //! one caller sees `Created`. The same retry covers the other upserts
 //! (dead letters, history).
 //!
+//! # Batched upserts
+//!
+//! Package upserts and history records come from many tasks at once (the
+//! workflow's workers, concurrent `PUT`s). Each store puts them through a
+//! [`Batcher`](crate::adapters::batch::Batcher): what arrives together goes
+//! to the server as **one `update` command carrying one statement per
+//! upsert**, unordered ([`upsert_many`]). The server answers per statement:
+//! `upserted` lists the indexes it inserted (`Created`; the others matched:
+//! `Updated`), `writeErrors` the ones it refused. A refused statement fails
+//! its own caller only; one refused as a duplicate key (two upserts of a
+//! new id racing) is sent again, like the single upsert's retry. A command
+//! that fails as a whole fails each of its callers with that error. The
+//! command is the classic `update` with several statements, which every
+//! MongoDB-compatible server takes (the newer `bulkWrite` command needs
+//! MongoDB 8).
+//!
 //! # Errors
 //!
 //! Driver and server errors become
@@ -63,6 +79,8 @@ use mongodb::bson::{doc, Document};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
+
+use crate::adapters::batch::{fail_all, BatchConfig};
 
 pub use deadletters::MongoDeadLetterStore;
 pub use history::MongoHistoryStore;
@@ -134,16 +152,23 @@ pub struct MongoStores {
 
 impl MongoStores {
     /// Builds the stores on an already configured database: pings it and
-    /// creates the indexes (idempotent).
+    /// creates the indexes (idempotent). Upserts are batched with the
+    /// default [`BatchConfig`].
     pub async fn open(db: Database) -> Result<Self, StoreError> {
+        Self::open_with(db, BatchConfig::default()).await
+    }
+
+    /// [`Self::open`] with upserts batched by `batch` (see the [module
+    /// docs](self)).
+    pub async fn open_with(db: Database, batch: BatchConfig) -> Result<Self, StoreError> {
         db.run_command(doc! { "ping": 1 })
             .await
             .map_err(|e| store_error("ping", e))?;
         ensure_indexes(&db).await?;
         Ok(Self {
-            packages: Arc::new(MongoPackageStore::new(&db)),
+            packages: Arc::new(MongoPackageStore::with_batching(&db, batch)),
             dead_letters: Arc::new(MongoDeadLetterStore::new(&db)),
-            history: Arc::new(MongoHistoryStore::new(&db)),
+            history: Arc::new(MongoHistoryStore::with_batching(&db, batch)),
             notify: Arc::new(MongoNotifyMeStore::new(&db)),
             db,
         })
@@ -166,6 +191,14 @@ impl MongoStores {
 /// [`DEFAULT_DATABASE`]. An invalid URI or an unreachable server gives
 /// [`StoreError::Unavailable`].
 pub async fn connect(cfg: &MongoConfig) -> Result<MongoStores, StoreError> {
+    connect_with(cfg, BatchConfig::default()).await
+}
+
+/// [`connect`] with upserts batched by `batch`.
+pub async fn connect_with(
+    cfg: &MongoConfig,
+    batch: BatchConfig,
+) -> Result<MongoStores, StoreError> {
     let mut options = ClientOptions::parse(&cfg.uri)
         .await
         .map_err(|e| store_error("parse MongoDB URI", e))?;
@@ -183,7 +216,7 @@ pub async fn connect(cfg: &MongoConfig) -> Result<MongoStores, StoreError> {
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
     let client = Client::with_options(options).map_err(|e| store_error("create client", e))?;
-    let stores = MongoStores::open(client.database(&name)).await?;
+    let stores = MongoStores::open_with(client.database(&name), batch).await?;
     tracing::info!(database = %name, "connected to MongoDB");
     Ok(stores)
 }
@@ -248,6 +281,16 @@ pub(crate) fn encode_error(op: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{op}: {e}"))
 }
 
+/// True for an error of the connection rather than of the command: the
+/// command may not have reached the server, and sending it again is safe
+/// when it is idempotent.
+fn is_transient(e: &MongoError) -> bool {
+    matches!(
+        e.kind.as_ref(),
+        ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. }
+    ) || e.contains_label("RetryableWriteError")
+}
+
 /// True for a duplicate-key error, which an upsert gets when a concurrent
 /// upsert inserted the same `_id` between its match and its insert.
 pub(crate) fn is_duplicate_key(e: &MongoError) -> bool {
@@ -276,6 +319,173 @@ where
             Err(e) => return Err(store_error(op, e)),
         }
     }
+}
+
+/// One upsert statement of an `update` command: the document `_id` = `id`,
+/// changed by `update` (an update with operators, or a replacement).
+pub(crate) fn upsert_statement(id: &str, update: Document) -> Document {
+    doc! { "q": { "_id": id }, "u": update, "upsert": true }
+}
+
+/// Runs `statements` (see [`upsert_statement`]) on `collection` as one
+/// unordered `update` command and answers one result per statement, in
+/// order: `Ok(true)` when it inserted, `Ok(false)` when it matched. A
+/// statement refused as a duplicate key is sent again (up to
+/// [`UPSERT_ATTEMPTS`] in all); another refusal fails that statement; a
+/// failed command fails them all. See the [module docs](self).
+pub(crate) async fn upsert_many(
+    db: &Database,
+    collection: &str,
+    op: &str,
+    statements: Vec<Document>,
+) -> Vec<Result<bool, StoreError>> {
+    let n = statements.len();
+    let mut results: Vec<Option<Result<bool, StoreError>>> = vec![None; n];
+    // Indexes (into `statements`) still to send.
+    let mut todo: Vec<usize> = (0..n).collect();
+    for attempt in 1..=UPSERT_ATTEMPTS {
+        if todo.is_empty() {
+            break;
+        }
+        let updates: Vec<mongodb::bson::Bson> = todo
+            .iter()
+            .filter_map(|&i| {
+                statements
+                    .get(i)
+                    .cloned()
+                    .map(mongodb::bson::Bson::Document)
+            })
+            .collect();
+        let command = doc! { "update": collection, "updates": updates, "ordered": false };
+        let reply = match db.run_command(command).await {
+            Ok(reply) => reply,
+            // Every statement is an idempotent upsert: a command lost on a
+            // broken connection is sent again whole (what the driver's
+            // retryable writes did for the single upsert).
+            Err(e) if attempt < UPSERT_ATTEMPTS && is_transient(&e) => {
+                tracing::debug!(operation = op, error = %e, "batched upsert interrupted; sending it again");
+                continue;
+            }
+            Err(e) => {
+                let e = store_error(op, e);
+                for i in todo {
+                    results[i] = Some(Err(e.clone()));
+                }
+                break;
+            }
+        };
+        if let Ok(concern) = reply.get_document("writeConcernError") {
+            let e = StoreError::Unavailable(format!("mongodb {op}: write concern: {concern}"));
+            tracing::warn!(operation = op, error = %e, "MongoDB batch not acknowledged");
+            for i in todo {
+                results[i] = Some(Err(e.clone()));
+            }
+            break;
+        }
+        // Positions in this command → statement indexes.
+        let sent = std::mem::take(&mut todo);
+        let at = |position: &Document| {
+            position
+                .get_i32("index")
+                .ok()
+                .and_then(|p| usize::try_from(p).ok())
+                .or_else(|| {
+                    position
+                        .get_i64("index")
+                        .ok()
+                        .and_then(|p| usize::try_from(p).ok())
+                })
+                .and_then(|p| sent.get(p).copied())
+        };
+        let mut inserted = vec![false; n];
+        for u in reply.get_array("upserted").into_iter().flatten() {
+            if let Some(i) = u.as_document().and_then(at) {
+                inserted[i] = true;
+            }
+        }
+        let mut refused: Vec<Option<Document>> = vec![None; n];
+        for w in reply.get_array("writeErrors").into_iter().flatten() {
+            if let Some(w) = w.as_document() {
+                if let Some(i) = at(w) {
+                    refused[i] = Some(w.clone());
+                }
+            }
+        }
+        for &i in &sent {
+            match refused[i].take() {
+                None => results[i] = Some(Ok(inserted[i])),
+                Some(w) => {
+                    let code = w.get_i32("code").unwrap_or_default();
+                    if code == DUPLICATE_KEY && attempt < UPSERT_ATTEMPTS {
+                        tracing::debug!(operation = op, "upsert lost an insert race; retrying");
+                        todo.push(i);
+                    } else {
+                        let why = w.get_str("errmsg").unwrap_or("refused");
+                        tracing::warn!(
+                            operation = op,
+                            code,
+                            error = why,
+                            "MongoDB refused an upsert"
+                        );
+                        results[i] = Some(Err(StoreError::Unavailable(format!(
+                            "mongodb {op}: {why} (code {code})"
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(StoreError::Unavailable(format!(
+                    "mongodb {op}: no answer for this statement"
+                )))
+            })
+        })
+        .collect()
+}
+
+/// Runs a batch of upserts of `collection` through [`upsert_many`]:
+/// statements that could not be made fail alone (`made` holds each one's
+/// statement or its error), the rest share one command.
+pub(crate) async fn upsert_batch(
+    db: &Database,
+    collection: &str,
+    op: &str,
+    made: Vec<Result<Document, StoreError>>,
+) -> Vec<Result<bool, StoreError>> {
+    let n = made.len();
+    let mut results: Vec<Option<Result<bool, StoreError>>> = Vec::with_capacity(n);
+    let mut statements = Vec::with_capacity(n);
+    let mut slots = Vec::with_capacity(n);
+    for (i, m) in made.into_iter().enumerate() {
+        match m {
+            Ok(statement) => {
+                statements.push(statement);
+                slots.push(i);
+                results.push(None);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    if !statements.is_empty() {
+        let answers = upsert_many(db, collection, op, statements).await;
+        if answers.len() != slots.len() {
+            return fail_all(
+                n,
+                &StoreError::Unavailable(format!("mongodb {op}: bad batch answer")),
+            );
+        }
+        for (slot, answer) in slots.into_iter().zip(answers) {
+            results[slot] = Some(answer);
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable(format!("mongodb {op}: lost")))))
+        .collect()
 }
 
 /// A typed collection of `db`.
@@ -333,6 +543,42 @@ mod tests {
             other => panic!("expected an unavailable store, got {other:?}"),
         }
         silent.abort();
+        Ok(())
+    }
+
+    /// Against the real server (`DD_TEST_MONGODB_URI`, as the stores'
+    /// tests): in one command, a statement the server refuses fails alone,
+    /// the others are applied and answered inserted or matched by their own
+    /// index, and two statements of one new id insert it once.
+    #[tokio::test]
+    async fn a_batch_answers_each_statement_and_a_refused_one_fails_alone() -> Result<(), String> {
+        let uri = std::env::var("DD_TEST_MONGODB_URI")
+            .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned());
+        let client = Client::with_uri_str(&uri)
+            .await
+            .map_err(|e| e.to_string())?;
+        let db = client.database(&format!("dd_test_batch_{}", std::process::id()));
+        let set = |tag: &str| doc! { "$set": { "tag": tag } };
+        let first = upsert_many(&db, "c", "test", vec![upsert_statement("a", set("1"))]).await;
+        assert!(matches!(first[..], [Ok(true)]), "{first:?}");
+        let statements = vec![
+            upsert_statement("a", set("2")),
+            upsert_statement("b", set("1")),
+            upsert_statement("c", doc! { "$noSuchOperator": { "tag": "x" } }),
+            upsert_statement("d", set("1")),
+            upsert_statement("d", set("2")),
+        ];
+        let answers = upsert_many(&db, "c", "test", statements).await;
+        let _ = db.drop().await;
+        assert_eq!(answers.len(), 5);
+        assert!(matches!(answers[0], Ok(false)), "a matched: {answers:?}");
+        assert!(matches!(answers[1], Ok(true)), "b inserted: {answers:?}");
+        assert!(answers[2].is_err(), "c refused: {answers:?}");
+        assert!(
+            matches!(answers[3], Ok(true)),
+            "d inserted once: {answers:?}"
+        );
+        assert!(matches!(answers[4], Ok(false)), "then matched: {answers:?}");
         Ok(())
     }
 }

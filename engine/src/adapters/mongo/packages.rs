@@ -1,7 +1,5 @@
 //! The `packages` collection: `{_id: <package id>, size, weight, tag}`.
 
-use std::future::IntoFuture;
-
 use async_trait::async_trait;
 use dronedelivery_actors::domain::{Package, PackagePatch, PackageSize, Upserted};
 use dronedelivery_actors::ports::{PackageStore, StoreResult};
@@ -10,7 +8,10 @@ use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
-use super::{collection, encode_error, ping, retry_upsert, store_error, PACKAGES};
+use super::{
+    collection, encode_error, ping, store_error, upsert_batch, upsert_statement, PACKAGES,
+};
+use crate::adapters::batch::{BatchConfig, Batcher};
 
 /// A package as stored: the original Package service's document.
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,22 +37,62 @@ impl From<PackageDoc> for Package {
     }
 }
 
-/// Packages in the `packages` collection, with an atomic upsert (see the
-/// [module docs](super)).
+/// Packages in the `packages` collection, with an atomic upsert, batched
+/// (see the [module docs](super)).
 #[derive(Debug, Clone)]
 pub struct MongoPackageStore {
     db: Database,
     packages: Collection<PackageDoc>,
+    upserts: Batcher<Package, Upserted>,
 }
 
 impl MongoPackageStore {
-    /// The store on `db` (indexes are made by [`super::connect`]).
+    /// The store on `db` (indexes are made by [`super::connect`]), its
+    /// upserts batched with the default [`BatchConfig`]. Needs a Tokio
+    /// runtime.
     pub fn new(db: &Database) -> Self {
+        Self::with_batching(db, BatchConfig::default())
+    }
+
+    /// The store with its upserts batched by `batch`.
+    pub fn with_batching(db: &Database, batch: BatchConfig) -> Self {
+        let on = db.clone();
+        let upserts = Batcher::spawn("packages.upsert", batch, move |packages: Vec<Package>| {
+            let db = on.clone();
+            async move {
+                let made = packages.iter().map(upsert_of).collect();
+                upsert_batch(&db, PACKAGES, "packages.upsert", made)
+                    .await
+                    .into_iter()
+                    .map(|r| {
+                        r.map(|inserted| {
+                            if inserted {
+                                Upserted::Created
+                            } else {
+                                Upserted::Updated
+                            }
+                        })
+                    })
+                    .collect()
+            }
+        });
         Self {
             db: db.clone(),
             packages: collection(db, PACKAGES),
+            upserts,
         }
     }
+}
+
+/// The upsert statement of `package`: every field is set, absent ones to
+/// null, so a PUT replaces the package, and one with no fields still
+/// inserts the document.
+fn upsert_of(package: &Package) -> StoreResult<Document> {
+    let size = to_bson(&package.size).map_err(|e| encode_error("packages.upsert", e))?;
+    Ok(upsert_statement(
+        &package.id,
+        doc! { "$set": { "size": size, "weight": package.weight, "tag": package.tag.clone() } },
+    ))
 }
 
 /// `$set` of the fields present in `patch`.
@@ -87,25 +128,7 @@ impl PackageStore for MongoPackageStore {
     }
 
     async fn upsert(&self, package: &Package) -> StoreResult<Upserted> {
-        // Every field is set, absent ones to null: a PUT replaces the package,
-        // and one with no fields still inserts the document.
-        let size = to_bson(&package.size).map_err(|e| encode_error("packages.upsert", e))?;
-        let filter = doc! { "_id": &package.id };
-        let update = doc! {
-            "$set": { "size": size, "weight": package.weight, "tag": package.tag.clone() }
-        };
-        let result = retry_upsert("packages.upsert", || {
-            self.packages
-                .update_one(filter.clone(), update.clone())
-                .upsert(true)
-                .into_future()
-        })
-        .await?;
-        Ok(if result.upserted_id.is_some() {
-            Upserted::Created
-        } else {
-            Upserted::Updated
-        })
+        self.upserts.submit(package.clone()).await
     }
 
     async fn patch(&self, id: &str, patch: &PackagePatch) -> StoreResult<Option<Package>> {
