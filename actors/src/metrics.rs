@@ -22,7 +22,7 @@ pub const STAGE_DURATION_SECONDS: &str = "dronedelivery_stage_duration_seconds";
 /// expedited lane).
 pub const QUEUE_LAG_SECONDS: &str = "dronedelivery_queue_lag_seconds";
 /// Calls carried by one round trip of a batched store write, by `op`
-/// (`packages.upsert`, `deliveryhistory.record`): how much group commit
+/// (`packages.upsert`, `packages.get`, `deliveryhistory.record`): how much group commit
 /// saves under the current load (1 when idle). Reported only by the stores
 /// that batch (MongoDB), so not in [`ALL`].
 pub const STORE_BATCH_SIZE: &str = "dronedelivery_store_batch_size";

@@ -59,6 +59,10 @@
 //! MongoDB-compatible server takes (the newer `bulkWrite` command needs
 //! MongoDB 8).
 //!
+//! Package reads are batched the same way: the ids asked together are read
+//! with one `find` of `{_id: {$in: [...]}}` and each caller gets its own
+//! package (or none).
+//!
 //! # Errors
 //!
 //! Driver and server errors become

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     collection, encode_error, ping, store_error, upsert_batch, upsert_statement, PACKAGES,
 };
-use crate::adapters::batch::{BatchConfig, Batcher};
+use crate::adapters::batch::{fail_all, BatchConfig, Batcher};
 
 /// A package as stored: the original Package service's document.
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,6 +44,7 @@ pub struct MongoPackageStore {
     db: Database,
     packages: Collection<PackageDoc>,
     upserts: Batcher<Package, Upserted>,
+    reads: Batcher<String, Option<Package>>,
 }
 
 impl MongoPackageStore {
@@ -76,11 +77,51 @@ impl MongoPackageStore {
                     .collect()
             }
         });
+        let packages: Collection<PackageDoc> = collection(db, PACKAGES);
+        let from = packages.clone();
+        let reads = Batcher::spawn("packages.get", batch, move |ids: Vec<String>| {
+            let packages = from.clone();
+            async move { read_many(&packages, ids).await }
+        });
         Self {
             db: db.clone(),
-            packages: collection(db, PACKAGES),
+            packages,
             upserts,
+            reads,
         }
+    }
+}
+
+/// Reads of packages that arrive together: one `find` of `{_id: {$in:
+/// ids}}`, each caller answered with its own package (or none). A read
+/// changes nothing, so batching them needs no care beyond the mapping.
+async fn read_many(
+    packages: &Collection<PackageDoc>,
+    ids: Vec<String>,
+) -> Vec<StoreResult<Option<Package>>> {
+    use futures::TryStreamExt;
+    let n = ids.len();
+    let found: Result<Vec<PackageDoc>, _> = if n == 1 {
+        packages
+            .find_one(doc! { "_id": &ids[0] })
+            .await
+            .map(|d| d.into_iter().collect())
+    } else {
+        match packages.find(doc! { "_id": { "$in": &ids } }).await {
+            Ok(cursor) => cursor.try_collect().await,
+            Err(e) => Err(e),
+        }
+    };
+    match found {
+        Ok(docs) => {
+            let by_id: std::collections::HashMap<String, Package> = docs
+                .into_iter()
+                .map(|d| (d.id.clone(), Package::from(d)))
+                .collect();
+            // An id asked twice in one batch gets the same package twice.
+            ids.iter().map(|id| Ok(by_id.get(id).cloned())).collect()
+        }
+        Err(e) => fail_all(n, &store_error("packages.get", e)),
     }
 }
 
@@ -120,11 +161,7 @@ impl PackageStore for MongoPackageStore {
     }
 
     async fn get(&self, id: &str) -> StoreResult<Option<Package>> {
-        self.packages
-            .find_one(doc! { "_id": id })
-            .await
-            .map(|d| d.map(Package::from))
-            .map_err(|e| store_error("packages.get", e))
+        self.reads.submit(id.to_owned()).await
     }
 
     async fn upsert(&self, package: &Package) -> StoreResult<Upserted> {
