@@ -12,6 +12,11 @@
 #   LOADGEN             a `loadgen` binary (benches/src/bin/loadgen.rs)
 #   ROUNDS              A/B pairs (default 3); COUNT requests per run (15000)
 #
+# With DD_AB_CEILING set to a `store_limit` binary, each round also runs
+# `store_limit pipeline` with COUNT deliveries: the stores' work alone, no
+# HTTP and no actors (benches/src/bin/store_limit/pipeline.rs), and the
+# summary gives A and B as fractions of that ceiling.
+#
 # Environment: DD_AB_A_ARGS, DD_AB_B_ARGS (extra `serve` arguments of A, B),
 # DD_AB_KEEP=1 (keep the engines' logs), DD_BENCH_REDIS_URL (redis://127.0.0.1:6379),
 # DD_BENCH_MONGODB (mongodb://127.0.0.1:27017). Each run has its own key
@@ -66,18 +71,29 @@ print(f"{sys.argv[2]} run {sys.argv[3]}: {rate} deliveries/s, ingest p99 {p99} m
 ' "$WORK/$label-$n.json" "$label" "$n" | tee -a "$WORK/lines"
 }
 
+ceiling() { # run-number
+  "$DD_AB_CEILING" --mongodb-uri "$MONGO" pipeline --redis-url "$REDIS_URL" --count "$COUNT" \
+    >"$WORK/ceiling-$1.json" 2>/dev/null
+  python3 -c 'import json, sys; v = json.load(open(sys.argv[1])); print("ceiling run", sys.argv[2] + ":", round(v["deliveries_per_sec"], 1), "deliveries/s, CPU per delivery", v["cpu_per_delivery"])' \
+    "$WORK/ceiling-$1.json" "$1" | tee -a "$WORK/lines"
+}
+
 # shellcheck disable=SC2086 # word splitting of the extra arguments is meant
 for n in $(seq 1 "$ROUNDS"); do
   run A "$A" "$n" ${DD_AB_A_ARGS:-}
   run B "$B" "$n" ${DD_AB_B_ARGS:-}
+  if [ -n "${DD_AB_CEILING:-}" ]; then ceiling "$n"; fi
 done
 python3 - "$WORK/lines" <<'EOF'
 import re, sys
-rates = {"A": [], "B": []}
+rates = {"A": [], "B": [], "ceiling": []}
 for line in open(sys.argv[1]):
-    m = re.match(r"(A|B) run \d+: ([\d.]+) deliveries/s", line)
+    m = re.match(r"(A|B|ceiling) run \d+: ([\d.]+) deliveries/s", line)
     if m:
         rates[m.group(1)].append(float(m.group(2)))
 mean = {k: sum(v) / len(v) for k, v in rates.items() if v}
 print(f"mean A {mean['A']:.0f}/s, B {mean['B']:.0f}/s, B/A = {mean['B'] / mean['A']:.2f}")
+if "ceiling" in mean:
+    c = mean["ceiling"]
+    print(f"ceiling {c:.0f}/s: A {mean['A'] / c:.2f}, B {mean['B'] / c:.2f} of it")
 EOF

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `packages` | the bare `mongodb` driver loop of what `PUT` then `GET /api/packages/{id}` do: an `update_one` upsert of `{size, weight, tag}` then a `find_one` by `_id`, over a pool of ids, `--concurrency` loops at once |
 //! | `upserts` | package upserts only, `--batch` per command: 1 is one `update` command per upsert (the driver's `update_one`), more is one `update` command carrying that many statements, unordered (what the engine's batched upsert sends) |
+//! | `pipeline` | the stores' work of `--count` end-to-end deliveries through the engine's own adapters, no HTTP and no actors: the ceiling of this design on this machine (see `pipeline.rs`) |
 //!
 //! Each prints one JSON object on stdout (operations, seconds, operations
 //! per second) and a line on stderr.
@@ -19,6 +20,9 @@ use clap::{Parser, Subcommand};
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
 use serde_json::json;
+
+#[path = "store_limit/pipeline.rs"]
+mod pipeline;
 
 #[derive(Parser, Debug)]
 struct Cli {
@@ -48,6 +52,38 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         batch: usize,
     },
+    /// The stores' work of end-to-end deliveries (the ceiling).
+    Pipeline {
+        /// Redis server.
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        /// Deliveries.
+        #[arg(long, default_value_t = 15_000)]
+        count: usize,
+        /// Tasks sending the requests (the gateway's concurrent requests).
+        #[arg(long, default_value_t = 64)]
+        senders: usize,
+        /// Deliveries worked on at once. The default is wide enough that
+        /// the stores, not the concurrency, are the limit (throughput
+        /// stops growing from about 256 on this machine).
+        #[arg(long, default_value_t = 256)]
+        consumers: usize,
+        /// Messages held unsettled at most (the engine's `--prefetch`).
+        #[arg(long, default_value_t = 2048)]
+        prefetch: usize,
+        /// Messages per receive.
+        #[arg(long, default_value_t = 256)]
+        receive_max: usize,
+        /// Partitions (the engine's default).
+        #[arg(long, default_value_t = 16)]
+        partitions: u32,
+        /// Drones seeded (scenario d flies 1,000).
+        #[arg(long, default_value_t = 1000)]
+        fleet_size: usize,
+        /// The engine's `--store-batch-max` (1: no batching).
+        #[arg(long, default_value_t = 128)]
+        batch_max: usize,
+    },
 }
 
 const SIZES: [&str; 3] = ["Small", "Medium", "Large"];
@@ -67,6 +103,42 @@ fn statement(id: &str, n: u64) -> Document {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Cmd::Pipeline {
+        redis_url,
+        count,
+        senders,
+        consumers,
+        prefetch,
+        receive_max,
+        partitions,
+        fleet_size,
+        batch_max,
+    } = &cli.cmd
+    {
+        let batch = if *batch_max <= 1 {
+            dronedelivery_engine::adapters::batch::BatchConfig::unbatched()
+        } else {
+            dronedelivery_engine::adapters::batch::BatchConfig {
+                max: *batch_max,
+                ..Default::default()
+            }
+        };
+        let figures = pipeline::run(pipeline::Args {
+            redis_url: redis_url.clone(),
+            mongodb_uri: cli.mongodb_uri.clone(),
+            count: *count,
+            senders: *senders,
+            consumers: *consumers,
+            prefetch: *prefetch,
+            receive_max: *receive_max,
+            partitions: *partitions,
+            fleet_size: *fleet_size,
+            batch,
+        })
+        .await?;
+        println!("{figures}");
+        return Ok(());
+    }
     let client = mongodb::Client::with_uri_str(&cli.mongodb_uri)
         .await
         .context("connect to MongoDB")?;
@@ -77,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
     let (kind, batch) = match cli.cmd {
         Cmd::Packages => ("packages", 1),
         Cmd::Upserts { batch } => ("upserts", batch.max(1)),
+        Cmd::Pipeline { .. } => unreachable!("handled above"),
     };
     let ops = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));

@@ -102,11 +102,13 @@ async fn a_claim_takes_the_nearest_free_drone_once(store: &dyn DroneStore) {
         claim(store, &job("d-a", 2, 47.45)).await,
         Claimed::Busy("p-1".into())
     );
-    // Another delivery at the same place gets the next nearest.
+    // Another delivery at the same place gets the next nearest (50 km
+    // away, before the one at 61 km), then the last.
     let second = claimed(claim(store, &job("d-b", 1, 47.45)).await);
-    assert_ne!(second.id, "p-1");
+    assert_eq!(second.id, "p-0", "the next nearest free drone");
     assert_ne!(second.claim, first.claim);
     let third = claimed(claim(store, &job("d-c", 1, 47.45)).await);
+    assert_eq!(third.id, "p-2");
     assert_eq!(claim(store, &job("d-d", 1, 47.45)).await, Claimed::NoneFree);
     // Released where they are, they are free again.
     for d in [first, second, third] {

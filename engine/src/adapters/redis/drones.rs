@@ -65,7 +65,10 @@ end
 ///
 /// The class pools (`{p}:drones:free:{class}`) are read from the smallest
 /// class that carries the package's size up, each nearest first (16 at a
-/// time, then four times as many), and the first drone that can take the
+/// time, then four times as many, within 2 km of the pickup, then 16, 128
+/// and any distance: a search reads only the geohash cells its radius
+/// covers, so a dense pool costs a few cells, not every drone), and the
+/// first drone that can take the
 /// job is claimed: its weight limit holds the package and its battery,
 /// charge included, the flight to the pickup, the dropoff and home (the
 /// rules of `limits::choose` and `DroneState::can_take`, with the same
@@ -127,59 +130,67 @@ local function can_take(doc)
   return true
 end
 local scanned, any = 0, false
+-- Rings of growing radius: a search looks only at the geohash cells that
+-- cover its radius, so the nearest drones of a dense pool cost a few cells
+-- rather than the whole pool. The order stays the nearest first overall:
+-- a wider ring is read only once every drone of the narrower one was
+-- checked (`checked` skips them the second time).
+local radii = {2, 16, 128, 20040}
 for c = size + 1, 3 do
   local pool = prefix .. ':drones:free:' .. names[c]
   local checked = {}
-  local count = 16
-  while true do
-    local found = redis.call('GEOSEARCH', pool, 'FROMLONLAT', ARGV[2], ARGV[3],
-      'BYRADIUS', 20040, 'km', 'ASC', 'COUNT', count)
-    for _, candidate in ipairs(found) do
-      if not checked[candidate] then
-        checked[candidate] = true
-        local raw = redis.call('GET', prefix .. ':drone:' .. candidate)
-        if not raw then
-          -- A pool member without a document (deleted by hand): dropped.
-          redis.call('ZREM', pool, candidate)
-          redis.call('ZREM', KEYS[2], candidate)
-        else
-          any = true
-          if scanned >= max then
-            return {3}
-          end
-          scanned = scanned + 1
-          local doc = cjson.decode(raw)
-          if can_take(doc) then
+  for _, radius in ipairs(radii) do
+    local count = 16
+    while true do
+      local found = redis.call('GEOSEARCH', pool, 'FROMLONLAT', ARGV[2], ARGV[3],
+        'BYRADIUS', radius, 'km', 'ASC', 'COUNT', count)
+      for _, candidate in ipairs(found) do
+        if not checked[candidate] then
+          checked[candidate] = true
+          local raw = redis.call('GET', prefix .. ':drone:' .. candidate)
+          if not raw then
+            -- A pool member without a document (deleted by hand): dropped.
             redis.call('ZREM', pool, candidate)
             redis.call('ZREM', KEYS[2], candidate)
-            local claim = redis.call('INCR', KEYS[4])
-            doc['status'] = 'HeadedToPickup'
-            doc['deliveryId'] = ARGV[4]
-            doc['pickup'] = cjson.decode(ARGV[6])
-            doc['dropoff'] = cjson.decode(ARGV[7])
-            doc['ticket'] = tonumber(ARGV[5])
-            doc['jobStartM'] = doc['flownM'] or 0
-            doc['claim'] = claim
-            doc['updatedAt'] = ARGV[8]
-            local l = level(doc['battery'])
-            if l then
-              -- Takes off: the charge so far is kept, charging stops.
-              doc['battery']['levelM'] = l
-              doc['battery']['chargingSinceMs'] = nil
+          else
+            any = true
+            if scanned >= max then
+              return {3}
             end
-            local out = cjson.encode(doc)
-            redis.call('SET', prefix .. ':drone:' .. candidate, out)
-            redis.call('SET', prefix .. ':drone-claim:' .. candidate, claim)
-            redis.call('SET', KEYS[3], candidate)
-            return {1, out}
+            scanned = scanned + 1
+            local doc = cjson.decode(raw)
+            if can_take(doc) then
+              redis.call('ZREM', pool, candidate)
+              redis.call('ZREM', KEYS[2], candidate)
+              local claim = redis.call('INCR', KEYS[4])
+              doc['status'] = 'HeadedToPickup'
+              doc['deliveryId'] = ARGV[4]
+              doc['pickup'] = cjson.decode(ARGV[6])
+              doc['dropoff'] = cjson.decode(ARGV[7])
+              doc['ticket'] = tonumber(ARGV[5])
+              doc['jobStartM'] = doc['flownM'] or 0
+              doc['claim'] = claim
+              doc['updatedAt'] = ARGV[8]
+              local l = level(doc['battery'])
+              if l then
+                -- Takes off: the charge so far is kept, charging stops.
+                doc['battery']['levelM'] = l
+                doc['battery']['chargingSinceMs'] = nil
+              end
+              local out = cjson.encode(doc)
+              redis.call('SET', prefix .. ':drone:' .. candidate, out)
+              redis.call('SET', prefix .. ':drone-claim:' .. candidate, claim)
+              redis.call('SET', KEYS[3], candidate)
+              return {1, out}
+            end
           end
         end
       end
+      if #found < count then
+        break
+      end
+      count = count * 4
     end
-    if #found < count then
-      break
-    end
-    count = count * 4
   end
 end
 if any then
