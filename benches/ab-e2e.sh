@@ -22,6 +22,8 @@
 # DD_BENCH_MONGODB (mongodb://127.0.0.1:27017). Each run has its own key
 # prefix and database, deleted afterwards.
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
 [ $# -ge 3 ] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 A=$1 B=$2 LOADGEN=$3 ROUNDS=${4:-3} COUNT=${5:-15000}
 REDIS_URL=${DD_BENCH_REDIS_URL:-redis://127.0.0.1:6379}
@@ -35,9 +37,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 
 run() { # label engine run-number [engine arguments...]
   local label=$1 engine=$2 n=$3 port prefix db
@@ -50,10 +49,7 @@ run() { # label engine run-number [engine arguments...]
     --mongodb-uri "$MONGO/$db" --fleet-size 1000 --sim-speed 1000 "$@" \
     </dev/null >"$WORK/$label-$n.log" 2>&1 &
   PID=$!
-  until curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz"; do
-    kill -0 "$PID" 2>/dev/null || { cat "$WORK/$label-$n.log" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_ready "$PID" "$port" "$WORK/$label-$n.log"
   "$LOADGEN" e2e --url "http://127.0.0.1:$port" --count "$COUNT" --concurrency 64 \
     --timeout 120 >"$WORK/$label-$n.json" 2>/dev/null
   kill -TERM "$PID"

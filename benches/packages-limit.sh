@@ -17,6 +17,8 @@
 # (mongodb://127.0.0.1:27017). Each run has its own database, dropped
 # afterwards.
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
 [ $# -ge 3 ] || { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 ENGINE=$1 LOADGEN=$2 STORE_LIMIT=$3 ROUNDS=${4:-3} SECS=${5:-5}
 REDIS_URL=${DD_BENCH_REDIS_URL:-redis://127.0.0.1:6379}
@@ -30,9 +32,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 
 engine() { # label run-number [engine arguments...]
   local label=$1 n=$2 port db
@@ -43,10 +42,7 @@ engine() { # label run-number [engine arguments...]
     --queue redis-streams --redis-url "$REDIS_URL" --redis-prefix "pk-$$-$label-$n" \
     --mongodb-uri "$MONGO/$db" "$@" </dev/null >"$WORK/$label-$n.log" 2>&1 &
   PID=$!
-  until curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz"; do
-    kill -0 "$PID" 2>/dev/null || { cat "$WORK/$label-$n.log" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_ready "$PID" "$port" "$WORK/$label-$n.log"
   "$LOADGEN" packages --url "http://127.0.0.1:$port" --duration "$SECS" --concurrency 64 \
     >"$WORK/$label-$n.json" 2>/dev/null
   kill -TERM "$PID"

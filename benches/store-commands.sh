@@ -18,6 +18,8 @@
 # Environment: DD_BENCH_REDIS_URL (redis://127.0.0.1:6379), DD_BENCH_MONGODB
 # (mongodb://127.0.0.1:27017).
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
 [ $# -ge 2 ] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 ENGINE=$1 LOADGEN=$2
 shift 2
@@ -39,7 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+port=$(free_port)
 prefix=cmds-$$
 db=dd_cmds_$$
 RUST_LOG=warn "$ENGINE" serve --listen "127.0.0.1:$port" \
@@ -47,10 +49,7 @@ RUST_LOG=warn "$ENGINE" serve --listen "127.0.0.1:$port" \
   --mongodb-uri "$MONGO/$db" --fleet-size 1000 --sim-speed 1000 "$@" \
   </dev/null >"$WORK/engine.log" 2>&1 &
 PID=$!
-until curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz"; do
-  kill -0 "$PID" 2>/dev/null || { cat "$WORK/engine.log" >&2; exit 1; }
-  sleep 0.1
-done
+wait_ready "$PID" "$port" "$WORK/engine.log"
 sleep 1
 mongo_pid=$(pgrep -o -f 'secantusd|mongod' || true)
 cpu() { # utime+stime of a pid, in clock ticks
