@@ -115,7 +115,11 @@ async fn create(
     let stored = state
         .engine
         .idempotency()
-        .put_if_absent(&idempotency::store_key(&key), &answer.to_json(), KEY_TTL)
+        .put_if_absent(
+            &idempotency::store_key(&request.owner_id, &key),
+            &answer.to_json(),
+            KEY_TTL,
+        )
         .await?;
     let Some(stored) = stored else {
         // First request with this key: its answer is stored already, but is

@@ -10,9 +10,14 @@
 //!   `"14"` for `14` do not matter) gets the stored answer: same status (202),
 //!   body and `Location`, plus `Idempotent-Replayed: true`.
 //! - The same key with a different request is a **422** problem.
-//! - Keys are kept [`KEY_TTL`] (24 h) under `deliveryrequests:{key}` in the
-//!   engine's [`IdempotencyStore`], shared by every gateway replica. An
-//!   invalid body is a 400 and stores nothing, so the key stays usable.
+//! - Keys belong to the request's owner: two owners may use the same key for
+//!   requests of their own, and neither learns that the other did (with
+//!   authentication on, an owner is whoever the token speaks for). A key is
+//!   kept [`KEY_TTL`] (24 h) under `deliveryrequests:{id}`, where `id` is
+//!   the delivery id the owner and the key make ([`delivery_id`]: bounded
+//!   length, whatever the owner id), in the engine's [`IdempotencyStore`],
+//!   shared by every gateway replica. An invalid body is a 400 and stores
+//!   nothing, so the key stays usable.
 //!
 //! [`IdempotencyStore`]: dronedelivery_actors::ports::IdempotencyStore
 //!
@@ -95,9 +100,10 @@ pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .map_err(|_| invalid())
 }
 
-/// The store key of an idempotency key of a delivery request.
-pub fn store_key(key: &str) -> String {
-    format!("deliveryrequests:{key}")
+/// The store key of `owner_id`'s idempotency key `key`: named after the
+/// delivery id they make, so that keys are per owner and of bounded length.
+pub fn store_key(owner_id: &str, key: &str) -> String {
+    format!("deliveryrequests:{}", delivery_id(owner_id, key))
 }
 
 /// The delivery id of a keyed request: UUIDv5 (in a namespace of our own)
@@ -249,6 +255,14 @@ mod tests {
         assert_ne!(a, delivery_id("o1", "k2"));
         // The length prefix keeps ("a\nb", "c") and ("a", "b\nc") apart.
         assert_ne!(delivery_id("a\nb", "c"), delivery_id("a", "b\nc"));
+    }
+
+    #[test]
+    fn store_keys_are_per_owner_and_bounded() {
+        assert_eq!(store_key("o1", "k1"), store_key("o1", "k1"));
+        assert_ne!(store_key("o1", "k1"), store_key("o2", "k1"));
+        let long = "o".repeat(10_000);
+        assert!(store_key(&long, "k1").len() < 64);
     }
 
     #[test]

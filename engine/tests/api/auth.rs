@@ -642,6 +642,46 @@ async fn the_caller_learns_what_the_engine_makes_of_its_token() {
     open.stop().await;
 }
 
+/// An `Idempotency-Key` belongs to its owner: owner B using the key owner A
+/// used gets its own delivery (not A's answer, not a 422 that would tell B
+/// the key was taken), and each owner's repeat replays its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_per_owner() {
+    let key = es256("k");
+    let issuer = Issuer::start(&[&key]).await;
+    let app = spawn_secured(&issuer).await;
+    let post = |token: String, owner: &'static str| {
+        let app = &app;
+        async move {
+            let res = app
+                .client
+                .post(app.url("/api/deliveryrequests"))
+                .bearer_auth(token)
+                .header("idempotency-key", "order-1")
+                .json(&request_for(owner))
+                .send()
+                .await
+                .unwrap();
+            let replayed = res.headers().contains_key("idempotent-replayed");
+            (res.status(), replayed, res.json::<Value>().await.unwrap())
+        }
+    };
+    let a = sign(&key, &issuer.claims("owner-a", &[]));
+    let b = sign(&key, &issuer.claims("owner-b", &[]));
+    let (status, replayed, first_a) = post(a.clone(), "owner-a").await;
+    assert_eq!((status.as_u16(), replayed), (202, false), "{first_a}");
+    let (status, replayed, first_b) = post(b.clone(), "owner-b").await;
+    assert_eq!((status.as_u16(), replayed), (202, false), "{first_b}");
+    assert_ne!(first_a["deliveryId"], first_b["deliveryId"]);
+    let (status, replayed, again_a) = post(a, "owner-a").await;
+    assert_eq!((status.as_u16(), replayed), (202, true));
+    assert_eq!(again_a, first_a);
+    let (status, replayed, again_b) = post(b, "owner-b").await;
+    assert_eq!((status.as_u16(), replayed), (202, true));
+    assert_eq!(again_b, first_b);
+    app.stop().await;
+}
+
 /// `/admin` with authentication on and no static token: an `Operator`
 /// token restarts a supervisor; a valid token without the role is `403`;
 /// none is `401`.
