@@ -252,6 +252,7 @@ RENDERINGS=(
   "split-redis-private-ca|--set config.redis.tlsCa.secretName=redis-ca,config.redis.tlsCa.key=ca.pem"
   "all-keda-redis-streams|--set mode=all,${KEDA_REDIS}"
   "split-keda-servicebus|--set ${SERVICEBUS},worker.autoscaling.enabled=false,worker.keda.enabled=true"
+  "split-keda-servicebus-expedited|--set ${SERVICEBUS},config.servicebus.expeditedQueue=deliveries-expedited,worker.autoscaling.enabled=false,worker.keda.enabled=true"
   "split-keda-servicebus-manage-key|--set ${SERVICEBUS},worker.autoscaling.enabled=false,worker.keda.enabled=true,worker.keda.servicebus.connectionStringKey=servicebus-manage-connection-string"
   "split-keda-servicebus-podidentity|--set config.queue=servicebus,config.servicebus.namespace=dd-sb,config.servicebus.queue=deliveries,config.servicebus.policyName=dd,secrets.keys.servicebusPolicyKey=servicebus-policy-key,worker.autoscaling.enabled=false,worker.keda.enabled=true,worker.keda.servicebus.auth=podIdentity,${WORKLOAD_ID}"
   "split-keyvault+workload-identity|--set ${KEYVAULT},${WORKLOAD_ID}"
@@ -477,14 +478,17 @@ for d in of("ScaledObject"):
     md = t.get("metadata", {})
     parts = int(env.get("DD_PARTITIONS") or 0)
 
-    def one_trigger_per_partition(field, base, sep):
-        """Partition 0 keeps `base`, partition n is `base{sep}n`: the engine's layout."""
+    def one_trigger_per_partition(field, bases, sep):
+        """For each lane's `base`, partition 0 keeps `base` and partition n
+        is `base{sep}n`: the engine's layout."""
         got = [tr.get("metadata", {}).get(field) for tr in triggers]
-        want = [base] + [f"{base}{sep}{p}" for p in range(1, parts)]
-        check(got == want, f"trigger {field}s {got} vs {parts} partitions")
+        want = [b for base in bases for b in [base] + [f"{base}{sep}{p}" for p in range(1, parts)]]
+        check(got == want, f"trigger {field}s {got} vs {parts} partitions of lanes {bases}")
 
     if queue == "redis-streams":
-        one_trigger_per_partition("stream", f"{env.get('DD_REDIS_PREFIX')}:stream:{env.get('DD_STREAM')}", ":")
+        # The expedited lane ({stream}-expedited) is always on with Redis Streams.
+        stream = f"{env.get('DD_REDIS_PREFIX')}:stream:{env.get('DD_STREAM')}"
+        one_trigger_per_partition("stream", [stream, f"{stream}-expedited"], ":")
         for tr in triggers:
             m = tr.get("metadata", {})
             check(tr.get("type") == "redis-streams", f"trigger {tr.get('type')} for queue {queue}")
@@ -492,7 +496,8 @@ for d in of("ScaledObject"):
             check(m.get("consumerGroup") == env.get("DD_CONSUMER_GROUP"), "consumerGroup")
             check(("lagCount" in m) != ("pendingEntriesCount" in m), "exactly one of lagCount / pendingEntriesCount")
     elif queue == "servicebus":
-        one_trigger_per_partition("queueName", md.get("queueName"), "-")
+        lanes = [md.get("queueName")] + ([env["DD_SERVICEBUS_EXPEDITED_QUEUE"]] if env.get("DD_SERVICEBUS_EXPEDITED_QUEUE") else [])
+        one_trigger_per_partition("queueName", lanes, "-")
         for tr in triggers:
             m = tr.get("metadata", {})
             check(tr.get("type") == "azure-servicebus", f"trigger {tr.get('type')} for queue {queue}")
