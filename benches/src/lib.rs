@@ -4,6 +4,11 @@
 //! (request validation and serialisation, location mapping, a queue round
 //! trip). Run them with `cargo bench -p dronedelivery-benches`; results and
 //! the machine they were measured on are recorded in `BENCHMARKS.md`.
+//!
+//! [`cleanup`] removes what a run left in the stores; `loadgen cleanup` and
+//! `store_limit pipeline` both use it.
+
+pub mod cleanup;
 
 /// The original system's example delivery request, the payload every
 /// benchmark starts from.

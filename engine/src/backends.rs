@@ -183,13 +183,5 @@ fn servicebus_config(args: &ServeArgs) -> anyhow::Result<ServiceBusConfig> {
 
 /// How store writes are batched ([`ServeArgs::store_batch_max`]).
 fn store_batch(args: &ServeArgs) -> BatchConfig {
-    let max = usize::try_from(args.store_batch_max).unwrap_or(usize::MAX);
-    if max <= 1 {
-        BatchConfig::unbatched()
-    } else {
-        BatchConfig {
-            max,
-            ..BatchConfig::default()
-        }
-    }
+    BatchConfig::with_max(usize::try_from(args.store_batch_max).unwrap_or(usize::MAX))
 }

@@ -23,6 +23,13 @@ export const STAGE_NAMES = ["Created", "Rescheduled", "HeadedToPickup", "HeadedT
 
 export const isTerminal = (stage) => stage === "Completed" || stage === "Cancelled";
 
+/**
+ * Whether a drone of `GET /api/drones` is on a delivery: by its delivery id
+ * when the token may see it, else by its status (the id is left out for
+ * tokens without the Dispatcher or Operator role).
+ */
+export const isBusy = (d) => Boolean(d.deliveryId) || d.status === "HeadedToPickup" || d.status === "HeadedToDropoff";
+
 export const label = (name) => LABELS[name] ?? name;
 
 /** Where the signed-in access token is kept: this tab's `sessionStorage`. */

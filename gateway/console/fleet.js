@@ -5,7 +5,7 @@
 // or Operator role gets the drones without the deliveries they carry: the
 // page shows that they are busy, not with what.
 
-import { api, count, coords, el, label, poll, problemText, setText, trackUrl } from "./common.js";
+import { api, count, coords, el, isBusy, label, poll, problemText, setText, trackUrl } from "./common.js";
 import { Plan } from "./plan.js";
 import { session } from "./session.js";
 
@@ -43,9 +43,6 @@ async function refreshDrones() {
     `${drones.length} drones: ${STATUSES.map((s) => `${by(s)} ${label(s).toLowerCase()}`).join(", ")}.`,
   );
 }
-
-/** On a delivery: its id when the token may see it, else its status says so. */
-const isBusy = (d) => Boolean(d.deliveryId) || d.status === "HeadedToPickup" || d.status === "HeadedToDropoff";
 
 const depotKey = (loc) => `${loc.latitude.toFixed(5)},${loc.longitude.toFixed(5)}`;
 

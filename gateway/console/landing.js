@@ -3,7 +3,7 @@
 // in (authentication on), the request is sent for the token's owner: the
 // only owner it may create deliveries for.
 
-import { api, el, problemText, setText, trackUrl } from "./common.js";
+import { api, el, isBusy, problemText, setText, trackUrl } from "./common.js";
 import { session } from "./session.js";
 
 const form = document.getElementById("send-form");
@@ -101,7 +101,7 @@ async function engine() {
     const drones = await api("/api/drones");
     if (drones.ok) {
       const list = drones.body.drones;
-      const busy = list.filter((d) => d.deliveryId || d.status === "HeadedToPickup" || d.status === "HeadedToDropoff").length;
+      const busy = list.filter(isBusy).length;
       setText(document.getElementById("engine-drones"), `${list.length} (${busy} on a delivery)`);
     }
   } catch (e) {

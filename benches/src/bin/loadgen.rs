@@ -65,8 +65,6 @@
 //! the clock starts, per-worker histograms merged at the end, and by default
 //! a single-threaded runtime (`--threads N` for more).
 
-#[path = "loadgen/cleanup.rs"]
-mod cleanup;
 #[path = "loadgen/client.rs"]
 mod client;
 #[path = "loadgen/drive.rs"]
@@ -84,6 +82,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use dronedelivery_benches::cleanup;
 use hyper::Method;
 use serde_json::{json, Value};
 use tokio::sync::watch;

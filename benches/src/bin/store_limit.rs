@@ -88,16 +88,18 @@ enum Cmd {
 
 const SIZES: [&str; 3] = ["Small", "Medium", "Large"];
 
+/// The `$set` of a package upsert, as the engine sends it.
+fn set(n: u64) -> Document {
+    doc! { "$set": {
+        "size": SIZES[(n % 3) as usize],
+        "weight": (n % 16 + 1) as f64,
+        "tag": "store-limit",
+    } }
+}
+
+/// One upsert statement of an `update` command.
 fn statement(id: &str, n: u64) -> Document {
-    doc! {
-        "q": { "_id": id },
-        "u": { "$set": {
-            "size": SIZES[(n % 3) as usize],
-            "weight": (n % 16 + 1) as f64,
-            "tag": "store-limit",
-        } },
-        "upsert": true,
-    }
+    doc! { "q": { "_id": id }, "u": set(n), "upsert": true }
 }
 
 #[tokio::main]
@@ -115,14 +117,7 @@ async fn main() -> anyhow::Result<()> {
         batch_max,
     } = &cli.cmd
     {
-        let batch = if *batch_max <= 1 {
-            dronedelivery_engine::adapters::batch::BatchConfig::unbatched()
-        } else {
-            dronedelivery_engine::adapters::batch::BatchConfig {
-                max: *batch_max,
-                ..Default::default()
-            }
-        };
+        let batch = dronedelivery_engine::adapters::batch::BatchConfig::with_max(*batch_max);
         let figures = pipeline::run(pipeline::Args {
             redis_url: redis_url.clone(),
             mongodb_uri: cli.mongodb_uri.clone(),
@@ -176,12 +171,8 @@ async fn main() -> anyhow::Result<()> {
                 let done = match kind {
                     "packages" => {
                         let id = pick(0);
-                        let s = statement(id, n);
                         let put = packages
-                            .update_one(
-                                s.get_document("q").cloned().unwrap_or_default(),
-                                s.get_document("u").cloned().unwrap_or_default(),
-                            )
+                            .update_one(doc! { "_id": id }, set(n))
                             .upsert(true)
                             .await;
                         let get = packages.find_one(doc! { "_id": id }).await;
@@ -190,17 +181,11 @@ async fn main() -> anyhow::Result<()> {
                             (Err(e), _) | (_, Err(e)) => Err(e),
                         }
                     }
-                    _ if batch == 1 => {
-                        let s = statement(pick(0), n);
-                        packages
-                            .update_one(
-                                s.get_document("q").cloned().unwrap_or_default(),
-                                s.get_document("u").cloned().unwrap_or_default(),
-                            )
-                            .upsert(true)
-                            .await
-                            .map(|_| 1)
-                    }
+                    _ if batch == 1 => packages
+                        .update_one(doc! { "_id": pick(0) }, set(n))
+                        .upsert(true)
+                        .await
+                        .map(|_| 1),
                     _ => {
                         let updates: Vec<Bson> = (0..batch as u64)
                             .map(|k| Bson::Document(statement(pick(k), n + k)))

@@ -78,6 +78,19 @@ impl BatchConfig {
             in_flight: 64,
         }
     }
+
+    /// At most `max` calls per flush, the defaults otherwise; 1 (or 0) is
+    /// [`Self::unbatched`]. What `--store-batch-max` sets.
+    pub fn with_max(max: usize) -> Self {
+        if max <= 1 {
+            Self::unbatched()
+        } else {
+            Self {
+                max,
+                ..Self::default()
+            }
+        }
+    }
 }
 
 struct Pending<T, R> {

@@ -211,17 +211,8 @@ pub async fn run(a: Args) -> anyhow::Result<serde_json::Value> {
     let failed = failed.load(Ordering::Relaxed);
     // Clean up: the run's keys and database.
     let _ = mongo.database().drop().await;
-    if let Ok(client) = ::redis::Client::open(a.redis_url.as_str()) {
-        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-            let keys: Vec<String> = ::redis::cmd("KEYS")
-                .arg(format!("{tag}:*"))
-                .query_async(&mut c)
-                .await
-                .unwrap_or_default();
-            for chunk in keys.chunks(500) {
-                let _: Result<(), _> = ::redis::cmd("DEL").arg(chunk).query_async(&mut c).await;
-            }
-        }
+    if let Err(e) = dronedelivery_benches::cleanup::redis(&a.redis_url, &tag).await {
+        eprintln!("store_limit pipeline: cleanup of {tag}: {e:#}");
     }
     let per_sec = done as f64 / secs;
     let per_delivery = |name: &str| {

@@ -16,7 +16,7 @@ use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    collection, encode_error, number, ping, store_error, upsert_batch, upsert_statement, HISTORY,
+    collection, encode_error, number, ping, store_error, upsert_batcher, upsert_statement, HISTORY,
 };
 use crate::adapters::batch::{BatchConfig, Batcher};
 use crate::adapters::memory::METRES_PER_MILE;
@@ -76,21 +76,13 @@ impl MongoHistoryStore {
 
     /// The store with its records batched by `batch`.
     pub fn with_batching(db: &Database, batch: BatchConfig) -> Self {
-        let on = db.clone();
-        let records = Batcher::spawn(
+        let records = upsert_batcher(
+            db,
+            HISTORY,
             "deliveryhistory.record",
             batch,
-            move |entries: Vec<HistoryEntry>| {
-                let db = on.clone();
-                async move {
-                    let made = entries.iter().map(record_of).collect();
-                    upsert_batch(&db, HISTORY, "deliveryhistory.record", made)
-                        .await
-                        .into_iter()
-                        .map(|r| r.map(|_| ()))
-                        .collect()
-                }
-            },
+            record_of,
+            |_| (),
         );
         Self {
             db: db.clone(),

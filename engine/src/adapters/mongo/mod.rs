@@ -31,9 +31,10 @@
 //!
 //! The original service ran `insertOne` and, on a duplicate-key error, an
 //! `updateOne` filtered by `{_id, tag}`: two steps, racy, and a different
-//! `tag` for the same id turned into a 500. Here `PUT` is a single
-//! `updateOne({_id}, {$set: {size, weight, tag}}, {upsert: true})`; the server
-//! reports `upsertedId` only when it inserted, which gives
+//! `tag` for the same id turned into a 500. Here `PUT` is a single upsert
+//! statement `{q: {_id}, u: {$set: {size, weight, tag}}, upsert: true}`
+//! (sent with others, see below); the server lists it among `upserted` only
+//! when it inserted, which gives
 //! [`Upserted::Created`](dronedelivery_actors::domain::Upserted::Created)
 //! versus `Updated` without a read. Every field is `$set`, `null` included,
 //! so a `PUT` with no body still creates the document. Two concurrent
@@ -84,7 +85,7 @@ use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
-use crate::adapters::batch::{fail_all, BatchConfig};
+use crate::adapters::batch::{BatchConfig, Batcher};
 
 pub use deadletters::MongoDeadLetterStore;
 pub use history::MongoHistoryStore;
@@ -451,45 +452,55 @@ pub(crate) async fn upsert_many(
         .collect()
 }
 
-/// Runs a batch of upserts of `collection` through [`upsert_many`]:
-/// statements that could not be made fail alone (`made` holds each one's
-/// statement or its error), the rest share one command.
-pub(crate) async fn upsert_batch(
+/// A [`Batcher`] of upserts into `collection`: each call's statement is
+/// made by `statement` (one that cannot be made fails alone), the others
+/// share one command ([`upsert_many`]), and each caller is answered
+/// `answer(inserted)`. What the package and history stores batch with.
+pub(crate) fn upsert_batcher<T, R>(
     db: &Database,
-    collection: &str,
-    op: &str,
-    made: Vec<Result<Document, StoreError>>,
-) -> Vec<Result<bool, StoreError>> {
-    let n = made.len();
-    let mut results: Vec<Option<Result<bool, StoreError>>> = Vec::with_capacity(n);
-    let mut statements = Vec::with_capacity(n);
-    let mut slots = Vec::with_capacity(n);
-    for (i, m) in made.into_iter().enumerate() {
-        match m {
-            Ok(statement) => {
-                statements.push(statement);
-                slots.push(i);
-                results.push(None);
+    collection: &'static str,
+    op: &'static str,
+    batch: BatchConfig,
+    statement: fn(&T) -> Result<Document, StoreError>,
+    answer: fn(bool) -> R,
+) -> Batcher<T, R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    let db = db.clone();
+    Batcher::spawn(op, batch, move |items: Vec<T>| {
+        let db = db.clone();
+        async move {
+            let mut statements = Vec::with_capacity(items.len());
+            // Each statement sent holds its place with an error, replaced
+            // by its own answer below, in order.
+            let unanswered = || {
+                Err(StoreError::Unavailable(format!(
+                    "mongodb {op}: no answer for this statement"
+                )))
+            };
+            let mut results: Vec<Result<R, StoreError>> = Vec::with_capacity(items.len());
+            let mut sent = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match statement(item) {
+                    Ok(s) => {
+                        statements.push(s);
+                        sent.push(i);
+                        results.push(unanswered());
+                    }
+                    Err(e) => results.push(Err(e)),
+                }
             }
-            Err(e) => results.push(Some(Err(e))),
+            if !statements.is_empty() {
+                let answers = upsert_many(&db, collection, op, statements).await;
+                for (i, a) in sent.into_iter().zip(answers) {
+                    results[i] = a.map(answer);
+                }
+            }
+            results
         }
-    }
-    if !statements.is_empty() {
-        let answers = upsert_many(db, collection, op, statements).await;
-        if answers.len() != slots.len() {
-            return fail_all(
-                n,
-                &StoreError::Unavailable(format!("mongodb {op}: bad batch answer")),
-            );
-        }
-        for (slot, answer) in slots.into_iter().zip(answers) {
-            results[slot] = Some(answer);
-        }
-    }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable(format!("mongodb {op}: lost")))))
-        .collect()
+    })
 }
 
 /// A typed collection of `db`.

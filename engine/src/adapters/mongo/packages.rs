@@ -9,7 +9,7 @@ use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    collection, encode_error, ping, store_error, upsert_batch, upsert_statement, PACKAGES,
+    collection, encode_error, ping, store_error, upsert_batcher, upsert_statement, PACKAGES,
 };
 use crate::adapters::batch::{fail_all, BatchConfig, Batcher};
 
@@ -57,26 +57,20 @@ impl MongoPackageStore {
 
     /// The store with its upserts batched by `batch`.
     pub fn with_batching(db: &Database, batch: BatchConfig) -> Self {
-        let on = db.clone();
-        let upserts = Batcher::spawn("packages.upsert", batch, move |packages: Vec<Package>| {
-            let db = on.clone();
-            async move {
-                let made = packages.iter().map(upsert_of).collect();
-                upsert_batch(&db, PACKAGES, "packages.upsert", made)
-                    .await
-                    .into_iter()
-                    .map(|r| {
-                        r.map(|inserted| {
-                            if inserted {
-                                Upserted::Created
-                            } else {
-                                Upserted::Updated
-                            }
-                        })
-                    })
-                    .collect()
-            }
-        });
+        let upserts = upsert_batcher(
+            db,
+            PACKAGES,
+            "packages.upsert",
+            batch,
+            upsert_of,
+            |inserted| {
+                if inserted {
+                    Upserted::Created
+                } else {
+                    Upserted::Updated
+                }
+            },
+        );
         let packages: Collection<PackageDoc> = collection(db, PACKAGES);
         let from = packages.clone();
         let reads = Batcher::spawn("packages.get", batch, move |ids: Vec<String>| {
@@ -100,18 +94,11 @@ async fn read_many(
     ids: Vec<String>,
 ) -> Vec<StoreResult<Option<Package>>> {
     use futures::TryStreamExt;
-    let n = ids.len();
-    let found: Result<Vec<PackageDoc>, _> = if n == 1 {
-        packages
-            .find_one(doc! { "_id": &ids[0] })
-            .await
-            .map(|d| d.into_iter().collect())
-    } else {
+    let found: Result<Vec<PackageDoc>, _> =
         match packages.find(doc! { "_id": { "$in": &ids } }).await {
             Ok(cursor) => cursor.try_collect().await,
             Err(e) => Err(e),
-        }
-    };
+        };
     match found {
         Ok(docs) => {
             let by_id: std::collections::HashMap<String, Package> = docs
@@ -121,7 +108,7 @@ async fn read_many(
             // An id asked twice in one batch gets the same package twice.
             ids.iter().map(|id| Ok(by_id.get(id).cloned())).collect()
         }
-        Err(e) => fail_all(n, &store_error("packages.get", e)),
+        Err(e) => fail_all(ids.len(), &store_error("packages.get", e)),
     }
 }
 
