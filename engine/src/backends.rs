@@ -125,14 +125,16 @@ pub async fn connect(args: &ServeArgs) -> anyhow::Result<Connected> {
                 lane.queue.clone_from(name);
                 lane
             });
-            let normal: Arc<dyn MessageQueue> =
-                ServiceBusQueue::new(cfg).context("invalid Service Bus settings")?;
+            let batch = send_batch(args);
+            let normal: Arc<dyn MessageQueue> = ServiceBusQueue::with_send_batch(cfg, batch)
+                .context("invalid Service Bus settings")?;
             match lane {
                 // Service Bus queues are the operator's to create: the
                 // expedited lane is one more, named by its setting.
                 Some(lane) => Lanes::new(
                     normal,
-                    ServiceBusQueue::new(lane).context("invalid expedited Service Bus queue")?,
+                    ServiceBusQueue::with_send_batch(lane, batch)
+                        .context("invalid expedited Service Bus queue")?,
                 ),
                 None => normal,
             }
@@ -179,6 +181,17 @@ fn servicebus_config(args: &ServeArgs) -> anyhow::Result<ServiceBusConfig> {
         cfg.endpoint.clone_from(&args.servicebus_endpoint);
     }
     Ok(cfg)
+}
+
+/// How Service Bus sends are batched ([`ServeArgs::send_batch_max`]).
+fn send_batch(args: &ServeArgs) -> BatchConfig {
+    match usize::try_from(args.send_batch_max).unwrap_or(usize::MAX) {
+        0 | 1 => BatchConfig::unbatched(),
+        max => BatchConfig {
+            max,
+            ..ServiceBusQueue::default_send_batch()
+        },
+    }
 }
 
 /// How store writes are batched ([`ServeArgs::store_batch_max`]).

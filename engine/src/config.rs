@@ -322,6 +322,14 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_STORE_BATCH_MAX", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub store_batch_max: u64,
 
+    /// Most messages sent to one Service Bus queue in one batch send (group
+    /// commit of the gateway's concurrent sends; each request still gets
+    /// its 202 only once its own message is in the queue). 1 sends every
+    /// message alone. Redis Streams needs no such setting: its connection
+    /// already writes concurrent commands together.
+    #[arg(long, env = "DD_SEND_BATCH_MAX", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4_096))]
+    pub send_batch_max: u64,
+
     /// Log format.
     #[arg(long, env = "DD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -833,3 +833,182 @@ async fn the_services_own_dead_letters_are_listed_and_replayed() {
         .unwrap()
         .is_none());
 }
+
+/// Concurrent sends to one queue share batch sends (group commit): far
+/// fewer requests than messages, and every message arrives once, with its
+/// id, body and custom properties, exactly as a single send delivers them.
+/// With batching off every message is its own request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_share_batch_sends_and_arrive_as_single_sends_do() {
+    const N: u32 = 300;
+    let (_addr, double) = spawn_double(Duration::from_secs(30), 10).await;
+    let queue = ServiceBusQueue::new(double.config_with("grouped", LISTEN_SEND_POLICY)).unwrap();
+    let before = double.send_requests();
+    let sent: Vec<QueueMessage> = (0..N)
+        .map(|n| {
+            let mut m = message(n);
+            if n % 2 == 0 {
+                m.traceparent = Some(format!("00-{n:032x}-{n:016x}-01"));
+            }
+            m
+        })
+        .collect();
+    let sends: Vec<_> = sent
+        .iter()
+        .cloned()
+        .map(|m| {
+            let queue = Arc::clone(&queue);
+            tokio::spawn(async move { queue.send(m).await })
+        })
+        .collect();
+    for send in sends {
+        send.await.expect("send task").expect("send");
+    }
+    let requests = double.send_requests() - before;
+    assert!(
+        requests <= u64::from(N) / 3,
+        "{N} concurrent sends took {requests} requests"
+    );
+    let got = drain(&queue, ALL, N as usize, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), N as usize, "every message arrives");
+    let mut by_id: std::collections::HashMap<_, _> = sent
+        .into_iter()
+        .map(|m| (m.message_id.clone(), m))
+        .collect();
+    for r in &got {
+        let want = by_id
+            .remove(&r.message.message_id)
+            .expect("sent once, received once");
+        assert_eq!(r.message.body, want.body);
+        assert_eq!(r.message.operation, "delivery");
+        assert_eq!(r.message.correlation_id, want.correlation_id);
+        assert_eq!(r.message.traceparent, want.traceparent);
+        queue.complete(&r.lock).await.expect("complete");
+    }
+    assert!(by_id.is_empty());
+
+    let alone = ServiceBusQueue::with_send_batch(
+        double.config_with("alone", LISTEN_SEND_POLICY),
+        dronedelivery_engine::adapters::batch::BatchConfig::unbatched(),
+    )
+    .unwrap();
+    let before = double.send_requests();
+    let sends: Vec<_> = (0..20)
+        .map(|n| {
+            let alone = Arc::clone(&alone);
+            tokio::spawn(async move { alone.send(message(n)).await })
+        })
+        .collect();
+    for send in sends {
+        send.await.expect("send task").expect("send");
+    }
+    assert_eq!(double.send_requests() - before, 20, "batching off");
+}
+
+/// Messages larger together than one batch request may carry are split
+/// over several requests, and all arrive; a batch refused by the service
+/// (no Send right) fails every send it carried and enqueues nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_are_split_and_a_refused_batch_fails_its_sends() {
+    let (_addr, double) = spawn_double(Duration::from_secs(30), 10).await;
+    let queue = ServiceBusQueue::new(double.config_with("large", LISTEN_SEND_POLICY)).unwrap();
+    let before = double.send_requests();
+    let sends: Vec<_> = (0..12)
+        .map(|n| {
+            let queue = Arc::clone(&queue);
+            let big = QueueMessage::new(
+                Operation::Delivery,
+                &serde_json::json!({"deliveryId": format!("big-{n}"), "pad": "x".repeat(60_000)}),
+                None,
+            );
+            tokio::spawn(async move { queue.send(big).await })
+        })
+        .collect();
+    for send in sends {
+        send.await.expect("send task").expect("send");
+    }
+    let requests = double.send_requests() - before;
+    assert!(
+        requests >= 4,
+        "720 kB in at most 192 KiB per request: {requests}"
+    );
+    let got = drain(&queue, ALL, 12, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 12);
+
+    let listener = ServiceBusQueue::new(double.config_with("refused", LISTEN_POLICY)).unwrap();
+    let sends: Vec<_> = (0..40)
+        .map(|n| {
+            let listener = Arc::clone(&listener);
+            tokio::spawn(async move { listener.send(message(n)).await })
+        })
+        .collect();
+    for send in sends {
+        let err = send.await.expect("send task").err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("401")),
+            "every send of a refused batch fails: {err:?}"
+        );
+    }
+    assert_eq!(double.counts("refused").active, 0, "nothing enqueued");
+}
+
+/// The double's batch send as the protocol has it: a JSON array whose
+/// `UserProperties` come back as a single send's custom-property headers;
+/// a batch with one bad message enqueues none of it; one over the size
+/// limit is `403`.
+#[tokio::test]
+async fn the_double_speaks_the_batch_send_protocol() {
+    let (addr, double) = spawn_double(Duration::from_secs(30), 10).await;
+    let post = |body: String| {
+        http()
+            .post(format!("http://{addr}/raw/messages"))
+            .header("Authorization", double.authorization("/raw"))
+            .header("Content-Type", "application/vnd.microsoft.servicebus.json")
+            .body(body)
+            .send()
+    };
+    let batch = serde_json::json!([
+        {"Body": "{\"deliveryId\":\"b-1\"}", "BrokerProperties": {"MessageId": "m-1", "ContentType": "application/json"},
+         "UserProperties": {"operation": "delivery", "Diagnostic-Id": "c-1"}},
+        {"Body": "second", "UserProperties": {"operation": "cancel"}},
+    ]);
+    assert_eq!(post(batch.to_string()).await.unwrap().status(), 201);
+    assert_eq!(double.counts("raw").active, 2);
+    let response = http()
+        .post(format!("http://{addr}/raw/messages/head?timeout=0"))
+        .header("Authorization", double.authorization("/raw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("operation"), "\"delivery\"");
+    assert_eq!(header("diagnostic-id"), "\"c-1\"");
+    assert!(header("content-type").starts_with("application/json"));
+    assert!(header("brokerproperties").contains("\"MessageId\":\"m-1\""));
+    assert_eq!(response.text().await.unwrap(), "{\"deliveryId\":\"b-1\"}");
+
+    for bad in [
+        serde_json::json!([{"Body": "ok"}, {"Body": 7}]).to_string(),
+        serde_json::json!([{"Body": "ok"}, {"Body": "x", "UserProperties": []}]).to_string(),
+        serde_json::json!([]).to_string(),
+        "not json".to_owned(),
+    ] {
+        assert_eq!(post(bad.clone()).await.unwrap().status(), 400, "{bad}");
+    }
+    let huge = serde_json::json!([{"Body": "x".repeat(300 * 1024)}]).to_string();
+    assert_eq!(post(huge).await.unwrap().status(), 403);
+    let counts = double.counts("raw");
+    assert_eq!(
+        counts.active + counts.locked,
+        2,
+        "nothing of a refused batch"
+    );
+}

@@ -13,6 +13,13 @@
 //!   and optionally `ScheduledEnqueueTimeUtc` (RFC 1123 or RFC 2822: the
 //!   message stays invisible until then), and every non-standard header is a
 //!   custom property, echoed back verbatim on receive. `201 Created`.
+//!   With `Content-Type: application/vnd.microsoft.servicebus.json` it is a
+//!   **batch send**: a JSON array of `{"Body": "...", "BrokerProperties":
+//!   {...}, "UserProperties": {...}}`, enqueued all together or, when any
+//!   message is refused, not at all (`400`); a batch over
+//!   [`MAX_BATCH_BYTES`] is refused `403`, as the service refuses one over
+//!   the namespace's message size. `UserProperties` are delivered as a
+//!   single send's custom properties are (string values JSON-quoted).
 //! - `POST /{queue}/messages/head?timeout=N`: peek-lock the oldest
 //!   available message (FIFO by sequence number, an unlocked message keeps
 //!   its place). `201` with the body, `BrokerProperties` (`DeliveryCount`,
@@ -56,7 +63,8 @@
 //! default policies ([`DoubleConfig::new`]) are the namespace's
 //! `RootManageSharedAccessKey` (Manage) and least-privilege rules:
 //! [`LISTEN_SEND_POLICY`], [`SEND_POLICY`], [`LISTEN_POLICY`].
-//! Sessions, duplicate detection and size quotas are not modelled.
+//! Sessions, duplicate detection and size quotas (except a batch's size)
+//! are not modelled.
 //!
 //! The double also runs as its own process (`cargo run -p
 //! dronedelivery-engine --example servicebus-double -- --listen ADDR`),
@@ -64,6 +72,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -487,6 +496,8 @@ struct Shared {
     /// The policies with their signing secrets.
     keys: Vec<(Policy, azure_core::auth::Secret)>,
     queues: Mutex<HashMap<String, QueueState>>,
+    /// Send requests answered `201` (a batch counts once).
+    send_requests: AtomicU64,
     wake: Notify,
     stop: watch::Sender<bool>,
 }
@@ -704,6 +715,22 @@ impl DoubleHandle {
         })
     }
 
+    /// Send requests accepted so far, over every queue: a batch send
+    /// counts once, however many messages it carried.
+    pub fn send_requests(&self) -> u64 {
+        self.shared.send_requests.load(Ordering::Relaxed)
+    }
+
+    /// Drops every message of `queue` (not its subqueue), answering how
+    /// many there were: for benchmarks that send without reading.
+    pub fn purge(&self, queue: &str) -> usize {
+        self.shared.with_queue(queue, |q, _| {
+            let n = q.messages.len();
+            q.messages.clear();
+            n
+        })
+    }
+
     /// Message counts of `queue` (with its subqueue's as `dead_lettered`).
     pub fn counts(&self, queue: &str) -> QueueCounts {
         counts_of(&self.shared, queue)
@@ -788,6 +815,7 @@ pub fn serve_double(
             .collect(),
         cfg,
         queues: Mutex::new(HashMap::new()),
+        send_requests: AtomicU64::new(0),
         wake: Notify::new(),
         stop,
     });
@@ -910,6 +938,166 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|d| d.with_timezone(&Utc))
 }
 
+/// `Content-Type` of a batch send.
+const BATCH_CONTENT_TYPE: &str = "application/vnd.microsoft.servicebus.json";
+/// Largest batch request: a Standard namespace's message size limit, which
+/// bounds a batch as a whole.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Why a send is refused: the status and the detail of the answer.
+type Refusal = (StatusCode, String);
+
+fn bad_request(detail: &str) -> Refusal {
+    (StatusCode::BAD_REQUEST, detail.to_owned())
+}
+
+/// A message to enqueue, checked.
+struct Incoming {
+    message_id: String,
+    body: Bytes,
+    content_type: Option<String>,
+    broker: Map<String, Value>,
+    properties: Vec<(String, String)>,
+    scheduled: Option<DateTime<Utc>>,
+    time_to_live: Option<Duration>,
+}
+
+/// Checks what a sender set: `BrokerProperties` (scheduling, time to live,
+/// message id; the settable rest is kept), custom properties, body.
+fn incoming(
+    shared: &Shared,
+    broker: Map<String, Value>,
+    properties: Vec<(String, String)>,
+    body: Bytes,
+    content_type: Option<String>,
+) -> Result<Incoming, Refusal> {
+    let scheduled = match broker.get("ScheduledEnqueueTimeUtc") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_str().and_then(parse_time) {
+            Some(at) => Some(at),
+            None => {
+                return Err(bad_request(
+                    "ScheduledEnqueueTimeUtc is not an RFC 1123 date",
+                ))
+            }
+        },
+    };
+    let time_to_live = match broker.get("TimeToLive") {
+        None | Some(Value::Null) => shared.cfg.default_time_to_live,
+        Some(v) => match v.as_f64().filter(|t| t.is_finite() && *t > 0.0) {
+            Some(secs) if secs >= DEFAULT_TIME_TO_LIVE => None,
+            Some(secs) => Some(Duration::from_secs_f64(secs)),
+            None => {
+                return Err(bad_request(
+                    "TimeToLive must be a positive number of seconds",
+                ))
+            }
+        },
+    };
+    let message_id = broker
+        .get("MessageId")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+    let content_type = content_type.or_else(|| {
+        broker
+            .get("ContentType")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    let broker = broker
+        .into_iter()
+        .filter(|(k, _)| SETTABLE.contains(&k.as_str()) && k != "TimeToLive")
+        .collect();
+    Ok(Incoming {
+        message_id,
+        body,
+        content_type,
+        broker,
+        properties,
+        scheduled,
+        time_to_live,
+    })
+}
+
+/// Puts `m` at the end of `q`.
+fn enqueue(q: &mut QueueState, now: Instant, m: Incoming) {
+    let state = match m.scheduled {
+        Some(at) => {
+            let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            if wait.is_zero() {
+                MessageState::Available
+            } else {
+                MessageState::Scheduled(now + wait)
+            }
+        }
+        None => MessageState::Available,
+    };
+    let seq = q.next_seq;
+    q.next_seq += 1;
+    q.messages.insert(
+        seq,
+        Stored {
+            seq,
+            message_id: m.message_id,
+            body: m.body,
+            content_type: m.content_type,
+            broker: m.broker,
+            properties: m.properties,
+            enqueued_at: Utc::now(),
+            delivery_count: 0,
+            lock_token: None,
+            state,
+            expires_at: m.time_to_live.map(|ttl| now + ttl),
+            time_to_live: m
+                .time_to_live
+                .map_or(DEFAULT_TIME_TO_LIVE, |t| t.as_secs_f64()),
+        },
+    );
+}
+
+/// The messages of a batch send: a JSON array of objects, each with a
+/// string `Body` and optional `BrokerProperties` and `UserProperties`
+/// objects. Custom properties are kept as a single send's headers carry
+/// them (JSON text: strings quoted), so a receiver sees no difference.
+fn batch_of(shared: &Shared, body: &[u8]) -> Result<Vec<Incoming>, Refusal> {
+    let bad = bad_request;
+    if body.len() > MAX_BATCH_BYTES {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "the batch is larger than the namespace's message size limit".into(),
+        ));
+    }
+    let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(body) else {
+        return Err(bad("a batch send's body must be a JSON array of messages"));
+    };
+    if items.is_empty() {
+        return Err(bad("a batch send must carry at least one message"));
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let Value::Object(mut item) = item else {
+                return Err(bad("each message of a batch must be a JSON object"));
+            };
+            let Some(Value::String(text)) = item.remove("Body") else {
+                return Err(bad("each message of a batch needs a string Body"));
+            };
+            let object = |v: Option<Value>, what: &str| match v {
+                None | Some(Value::Null) => Ok(Map::new()),
+                Some(Value::Object(m)) => Ok(m),
+                Some(_) => Err(bad(&format!("{what} must be a JSON object"))),
+            };
+            let broker = object(item.remove("BrokerProperties"), "BrokerProperties")?;
+            let properties = object(item.remove("UserProperties"), "UserProperties")?
+                .into_iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), value.to_string()))
+                .collect();
+            incoming(shared, broker, properties, Bytes::from(text), None)
+        })
+        .collect()
+}
+
 async fn send(
     State(shared): SharedState,
     Path(queue): Path<String>,
@@ -920,52 +1108,46 @@ async fn send(
     if let Some(denied) = unauthorized(&shared, &headers, &uri, Right::Send) {
         return denied;
     }
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let messages = if content_type.as_deref() == Some(BATCH_CONTENT_TYPE) {
+        batch_of(&shared, &body)
+    } else {
+        single_of(&shared, &headers, body, content_type).map(|m| vec![m])
+    };
+    let messages = match messages {
+        Ok(messages) => messages,
+        Err((status, detail)) => return error(status, &detail),
+    };
+    // A batch is enqueued as one operation: all of it, or (refused above)
+    // none of it.
+    shared.with_queue(&queue, |q, now| {
+        for m in messages {
+            enqueue(q, now, m);
+        }
+    });
+    shared.send_requests.fetch_add(1, Ordering::Relaxed);
+    shared.wake.notify_waiters();
+    StatusCode::CREATED.into_response()
+}
+
+/// The message of a single send: the body as is, `BrokerProperties` from
+/// its header, every non-standard header a custom property.
+fn single_of(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Bytes,
+    content_type: Option<String>,
+) -> Result<Incoming, Refusal> {
     let broker: Map<String, Value> = match headers.get("brokerproperties") {
         None => Map::new(),
         Some(v) => match v.to_str().ok().map(serde_json::from_str::<Value>) {
             Some(Ok(Value::Object(m))) => m,
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "BrokerProperties is not a JSON object",
-                )
-            }
+            _ => return Err(bad_request("BrokerProperties is not a JSON object")),
         },
     };
-    let scheduled = match broker.get("ScheduledEnqueueTimeUtc") {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_str().and_then(parse_time) {
-            Some(at) => Some(at),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "ScheduledEnqueueTimeUtc is not an RFC 1123 date",
-                )
-            }
-        },
-    };
-    let time_to_live = match broker.get("TimeToLive") {
-        None | Some(Value::Null) => shared.cfg.default_time_to_live,
-        Some(v) => match v.as_f64().filter(|t| t.is_finite() && *t > 0.0) {
-            Some(secs) if secs >= DEFAULT_TIME_TO_LIVE => None,
-            Some(secs) => Some(Duration::from_secs_f64(secs)),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "TimeToLive must be a positive number of seconds",
-                )
-            }
-        },
-    };
-    let message_id = broker
-        .get("MessageId")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
-    let settable: Map<String, Value> = broker
-        .into_iter()
-        .filter(|(k, _)| SETTABLE.contains(&k.as_str()) && k != "TimeToLive")
-        .collect();
     let properties: Vec<(String, String)> = headers
         .iter()
         .filter(|(name, _)| {
@@ -976,44 +1158,7 @@ async fn send(
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
         })
         .collect();
-    let content_type = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    shared.with_queue(&queue, |q, now| {
-        let state = match scheduled {
-            Some(at) => {
-                let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                if wait.is_zero() {
-                    MessageState::Available
-                } else {
-                    MessageState::Scheduled(now + wait)
-                }
-            }
-            None => MessageState::Available,
-        };
-        let seq = q.next_seq;
-        q.next_seq += 1;
-        q.messages.insert(
-            seq,
-            Stored {
-                seq,
-                message_id,
-                body,
-                content_type,
-                broker: settable,
-                properties,
-                enqueued_at: Utc::now(),
-                delivery_count: 0,
-                lock_token: None,
-                state,
-                expires_at: time_to_live.map(|ttl| now + ttl),
-                time_to_live: time_to_live.map_or(DEFAULT_TIME_TO_LIVE, |t| t.as_secs_f64()),
-            },
-        );
-    });
-    shared.wake.notify_waiters();
-    StatusCode::CREATED.into_response()
+    incoming(shared, broker, properties, body, content_type)
 }
 
 #[derive(Debug, Deserialize)]

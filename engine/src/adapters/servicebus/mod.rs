@@ -37,6 +37,7 @@
 //! | Operation | Request | Answer |
 //! |---|---|---|
 //! | [`send`](MessageQueue::send) | `POST /{partition queue}/messages`, body = the JSON text unchanged, `BrokerProperties: {"MessageId":..}`, custom properties as headers: `operation: "delivery"`, `Diagnostic-Id: "<correlation id>"`, and when traced `traceparent`, `tracestate` (W3C) | `201` |
+//! | [`send`](MessageQueue::send), concurrent (`sender`) | the same `POST` with `Content-Type: application/vnd.microsoft.servicebus.json`, body = `[{"Body":..,"BrokerProperties":{"MessageId":..,"ContentType":"application/json"},"UserProperties":{"operation":..,..}},..]` (batch send, at most 192 KiB) | `201` for all |
 //! | [`receive`](MessageQueue::receive) | `POST /{partition queue}/messages/head?timeout=3` (peek-lock, by each held partition's receiver) | `201` + body + `BrokerProperties` (`LockToken`, `SequenceNumber`, `DeliveryCount`, `MessageId`, `EnqueuedTimeUtc`, `LockedUntilUtc`) + `Location: {lock url}` + custom properties; `204` when nothing came within `N` s |
 //! | [`complete`](MessageQueue::complete), [`dead_letter`](MessageQueue::dead_letter) | `DELETE {lock url}` | `200`; `404`/`410` when the lock is lost |
 //! | [`abandon`](MessageQueue::abandon) | `PUT {lock url}` (unlock) | `200` |
@@ -147,13 +148,14 @@ mod deadletters;
 pub mod double;
 mod receivers;
 mod sas;
+mod sender;
 mod transport;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -161,9 +163,7 @@ use azure_core::auth::Secret;
 use azure_core::error::{Error as AzureError, ErrorKind};
 use azure_core::headers::{self, Headers};
 use azure_core::{HttpClient, Method, Request, Url};
-use azure_messaging_servicebus::service_bus::{
-    PeekLockResponse, QueueClient, SendMessageOptions, SettableBrokerProperties,
-};
+use azure_messaging_servicebus::service_bus::{PeekLockResponse, QueueClient};
 use chrono::Utc;
 use dronedelivery_actors::domain::ownership::{partition_of, Fence, PartitionId};
 use dronedelivery_actors::ports::{
@@ -171,13 +171,16 @@ use dronedelivery_actors::ports::{
 };
 use tokio::time::Instant;
 
+use crate::adapters::batch::BatchConfig;
+
 use self::config::invalid;
 pub use self::config::{ServiceBusConfig, MAX_PARTITIONS};
 use self::receivers::Receivers;
+use self::sender::Sender;
 use self::transport::Transport;
 use self::wire::{
-    describe, failed, header, lock_duration, parse_active_message_count, property_value, quoted,
-    status_of, ReceivedProperties,
+    describe, failed, header, lock_duration, parse_active_message_count, property_value, status_of,
+    ReceivedProperties,
 };
 
 /// Application property carrying the queue operation.
@@ -289,15 +292,30 @@ struct Inner {
     /// The outcome of the latest request to the service, for `ping` when
     /// the depth cannot be read.
     last_outcome: Mutex<Option<Result<(), String>>>,
+    /// How concurrent sends are grouped into batch sends (`max` 1: never).
+    send_batch: BatchConfig,
 }
 
 /// The queue of one partition.
 struct Entity {
     name: String,
     client: QueueClient,
+    /// Its batch sender, started on the first send (a runtime is needed).
+    sender: OnceLock<Sender>,
 }
 
 impl ServiceBusQueue {
+    /// The batch sender of `partition`'s queue, started on first use.
+    fn sender(&self, partition: PartitionId) -> &Sender {
+        self.inner.entity(partition).sender.get_or_init(|| {
+            sender::spawn(
+                Arc::downgrade(&self.inner),
+                partition,
+                self.inner.send_batch,
+            )
+        })
+    }
+
     fn partitions(&self) -> u32 {
         // At most MAX_PARTITIONS entities.
         u32::try_from(self.inner.entities.len()).unwrap_or(1)
@@ -308,24 +326,50 @@ impl ServiceBusQueue {
     /// # Errors
     /// Invalid settings (namespace, queue name, endpoint, missing key).
     pub fn new(cfg: ServiceBusConfig) -> Result<Arc<Self>, StoreError> {
+        Self::with_send_batch(cfg, Self::default_send_batch())
+    }
+
+    /// How sends are grouped unless told otherwise: up to 64 messages per
+    /// batch send, up to 4 requests in flight per queue, no waiting on
+    /// purpose (see `sender`).
+    pub fn default_send_batch() -> BatchConfig {
+        BatchConfig {
+            max: 64,
+            in_flight: 4,
+            ..BatchConfig::default()
+        }
+    }
+
+    /// A queue adapter for `cfg` whose concurrent sends to one queue are
+    /// grouped as `batch` says ([`BatchConfig::unbatched`]: one request per
+    /// message, as the engine's `--send-batch-max 1`).
+    ///
+    /// # Errors
+    /// As [`ServiceBusQueue::new`].
+    pub fn with_send_batch(
+        cfg: ServiceBusConfig,
+        batch: BatchConfig,
+    ) -> Result<Arc<Self>, StoreError> {
         let endpoint = cfg.validate()?;
-        Self::with_transport(cfg, Transport::new(endpoint))
+        Self::with_transport(cfg, Transport::new(endpoint), batch)
     }
 
     /// The same adapter opening a connection per request, as azure_core's
-    /// own client does: only to measure what connection reuse saves.
+    /// own client does, and sending each message alone: only to measure
+    /// what connection reuse saves.
     ///
     /// # Errors
     /// As [`ServiceBusQueue::new`].
     #[cfg(feature = "test-support")]
     pub fn unpooled(cfg: ServiceBusConfig) -> Result<Arc<Self>, StoreError> {
         let endpoint = cfg.validate()?;
-        Self::with_transport(cfg, Transport::unpooled(endpoint))
+        Self::with_transport(cfg, Transport::unpooled(endpoint), BatchConfig::unbatched())
     }
 
     fn with_transport(
         cfg: ServiceBusConfig,
         transport: Transport,
+        send_batch: BatchConfig,
     ) -> Result<Arc<Self>, StoreError> {
         let http: Arc<dyn HttpClient> = Arc::new(transport);
         let mut entities = Vec::new();
@@ -341,7 +385,11 @@ impl ServiceBusQueue {
             )
             .map_err(invalid)?;
             by_name.insert(name.to_ascii_lowercase(), partition);
-            entities.push(Entity { name, client });
+            entities.push(Entity {
+                name,
+                client,
+                sender: OnceLock::new(),
+            });
         }
         Ok(Arc::new(Self {
             inner: Arc::new(Inner {
@@ -356,6 +404,7 @@ impl ServiceBusQueue {
                 depth_denied: Mutex::new(None),
                 depth_denied_logged: AtomicBool::new(false),
                 last_outcome: Mutex::new(None),
+                send_batch,
             }),
         }))
     }
@@ -748,36 +797,15 @@ impl MessageQueue for ServiceBusQueue {
         true
     }
 
+    /// Concurrent sends to one queue share batch sends (see `sender`);
+    /// each is answered once the request carrying it was.
     async fn send(&self, message: QueueMessage) -> StoreResult<()> {
-        let mut custom = HashMap::new();
-        custom.insert(OPERATION.to_owned(), quoted(&message.operation));
-        if let Some(id) = &message.correlation_id {
-            custom.insert(DIAGNOSTIC_ID.to_owned(), quoted(id));
-        }
-        if let Some(traceparent) = &message.traceparent {
-            custom.insert(TRACEPARENT.to_owned(), quoted(traceparent));
-        }
-        if let Some(tracestate) = &message.tracestate {
-            custom.insert(TRACESTATE.to_owned(), quoted(tracestate));
-        }
-        let options = SendMessageOptions {
-            content_type: Some("application/json".to_owned()),
-            broker_properties: Some(SettableBrokerProperties {
-                message_id: Some(message.message_id.clone()),
-                ..SettableBrokerProperties::default()
-            }),
-            custom_properties: Some(custom),
-        };
         let partition = partition_of(&message.routing_key(), self.partitions());
-        let entity = self.inner.entity(partition);
-        let sent = entity
-            .client
-            .send_message(&message.body, Some(options))
-            .await
-            .map_err(|e| match status_of(&e) {
-                Some(404) => missing_queue(&entity.name, self.inner.entities.len()),
-                _ => failed("send", &e),
-            });
+        let sent = if self.inner.send_batch.max <= 1 {
+            self.inner.send_one(partition, &message).await
+        } else {
+            self.sender(partition).submit(message).await
+        };
         self.inner.outcome(sent)
     }
 
@@ -929,7 +957,7 @@ impl MessageQueue for ServiceBusQueue {
 
 #[cfg(test)]
 mod tests {
-    use super::wire::{parse_http_date, ReceivedProperties};
+    use super::wire::{parse_http_date, quoted, ReceivedProperties};
     use super::*;
 
     #[test]
