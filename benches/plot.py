@@ -102,6 +102,13 @@ def summarize(s):
         target={"value": refs["target_ingest_vs_hello"], "ratio": ratio(vs_hello, refs["target_ingest_vs_hello"])},
         met=None if vs_hello is None else vs_hello >= refs["target_ingest_vs_hello"],
     ))
+    ceiling = s.get("ingest_ceiling") or {}
+    ceiling_rps = ceiling.get("ok_rps")
+    rows.append(row(
+        "b", "ingestion ceiling: hello world + one XADD per request", ceiling_rps, "req/s",
+        note=f"its ratio to hello-world: {ratio(ceiling_rps, hello_rps)}; " + client_note(ceiling),
+    ))
+    rows.append(row("b", "ingestion / ceiling", ratio(ing_rps, ceiling_rps), "ratio"))
 
     p99 = get(opn, "latency_ms", "p99")
     rate = opn.get("rate")
@@ -205,6 +212,7 @@ def assemble(work, out, bench_seconds=None):
     scenarios = {
         "hello": load(os.path.join(work, "a_hello.json")),
         "ingest_closed": load(os.path.join(work, "b_ingest_closed.json")),
+        "ingest_ceiling": load(os.path.join(work, "b_ingest_ceiling.json")),
         "ingest_open": load(os.path.join(work, "c_ingest_open.json")),
         "e2e": load(os.path.join(work, "d_e2e.json")),
         "pool_sweep": sweep,
@@ -219,6 +227,9 @@ def assemble(work, out, bench_seconds=None):
     hello = scenarios["hello"]
     if ing and hello:
         ing["ratio_to_hello"] = ratio(ing.get("ok_rps"), hello.get("ok_rps"))
+    ceiling = scenarios["ingest_ceiling"]
+    if ing and ceiling:
+        ing["ratio_to_ceiling"] = ratio(ing.get("ok_rps"), ceiling.get("ok_rps"))
     two = scenarios["two_engines"]
     if two and scenarios["e2e"]:
         two["ratio_to_one_engine"] = ratio(two.get("deliveries_per_sec"), scenarios["e2e"].get("deliveries_per_sec"))

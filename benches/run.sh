@@ -16,7 +16,10 @@
 # prefix and MongoDB database, deleted afterwards):
 #   a  hello-world baseline: axum hello world, closed loop, max throughput
 #   b  ingestion, closed loop, same concurrency (engine --role gateway), and
-#      its ratio to a
+#      its ratio to a; and the ceiling of ingestion on this machine: the
+#      hello world answering each delivery request with one XADD of its body
+#      to a Redis stream (the stores' share and HTTP with nothing else),
+#      driven by the same client, with the engine's ratio to it
 #   c  ingestion, open loop at 5,000 req/s: latency percentiles (p99)
 #   d  end to end: delivery requests until the workflow has completed them
 #      all (--role all); prints `end-to-end deliveries/s: N`
@@ -309,6 +312,19 @@ wait_http "http://127.0.0.1:$port/" "$HELLO_PID" 20
 lg "$WORK/a_hello.json" --threads "$HELLO_CLIENT_THREADS" http --url "http://127.0.0.1:$port" --concurrency "$CONCURRENCY" \
   --duration "$HTTP_SECS"
 stop_engine "$HELLO_PID"
+
+log "b: ingestion ceiling: hello world + one XADD per delivery request, closed loop, $CONCURRENCY in flight, ${HTTP_SECS}s"
+new_run xadd
+port=$(free_port)
+"$LOADGEN" hello --listen "127.0.0.1:$port" --redis-url "$REDIS_URL" --stream "$PREFIX:hello-ingest" \
+  >/dev/null 2>"$WORK/hello-xadd.log" &
+HELLO_PID=$!
+STARTED_PIDS+=("$HELLO_PID")
+wait_http "http://127.0.0.1:$port/" "$HELLO_PID" 20
+lg "$WORK/b_ingest_ceiling.json" ingest --url "http://127.0.0.1:$port" --concurrency "$CONCURRENCY" \
+  --duration "$HTTP_SECS" --bodies "$BODIES"
+stop_engine "$HELLO_PID"
+drop_run
 
 # ------------------------------------------------------ b, c: ingestion only
 

@@ -10,10 +10,16 @@ use dronedelivery_actors::Engine;
 use crate::auth::Auth;
 use crate::ratelimit::{RateLimitSettings, RateLimiter};
 
-/// The shared state of all routes. Cheap to clone (a few `Arc`s), as axum
-/// clones it per request.
+/// The shared state of all routes: one `Arc`, because axum clones the
+/// state for every extractor and route layer of every request (a clone of
+/// the fields themselves was a dozen reference counts to raise and drop per
+/// request). Its fields are read through `Deref` ([`Settings`]).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Settings>);
+
+/// What [`AppState`] holds.
+#[derive(Clone)]
+pub struct Settings {
     /// The engine handle: queue submission and store reads. The gateway never
     /// talks to actors directly, so an HTTP request cannot block on a busy actor.
     pub engine: Engine,
@@ -36,6 +42,14 @@ pub struct AppState {
     pub auth: Auth,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Settings;
+
+    fn deref(&self) -> &Settings {
+        &self.0
+    }
+}
+
 impl AppState {
     /// Builds the state from an engine and a metrics renderer, with the admin
     /// API disabled (see [`AppState::with_admin_token`]).
@@ -43,34 +57,40 @@ impl AppState {
         engine: Engine,
         render_metrics: impl Fn() -> String + Send + Sync + 'static,
     ) -> Self {
-        Self {
+        Self(Arc::new(Settings {
             engine,
             render_metrics: Arc::new(render_metrics),
             admin_token: None,
             rate_limiter: None,
             cors_origins: Arc::from(Vec::new()),
             auth: Auth::Off,
-        }
+        }))
+    }
+
+    /// The settings to change, while the state is being built (copied
+    /// first if it is already shared).
+    fn settings(&mut self) -> &mut Settings {
+        Arc::make_mut(&mut self.0)
     }
 
     /// Limits ingestion per client (`None` leaves it unlimited).
     #[must_use]
     pub fn with_rate_limit(mut self, settings: Option<RateLimitSettings>) -> Self {
-        self.rate_limiter = settings.map(|s| Arc::new(RateLimiter::new(s)));
+        self.settings().rate_limiter = settings.map(|s| Arc::new(RateLimiter::new(s)));
         self
     }
 
     /// Allows these browser origins (CORS); empty disables CORS.
     #[must_use]
     pub fn with_cors_origins(mut self, origins: Vec<HeaderValue>) -> Self {
-        self.cors_origins = Arc::from(origins);
+        self.settings().cors_origins = Arc::from(origins);
         self
     }
 
     /// Authenticates API requests with `auth` (see [`crate::auth`]).
     #[must_use]
     pub fn with_auth(mut self, auth: Auth) -> Self {
-        self.auth = auth;
+        self.settings().auth = auth;
         self
     }
 
@@ -78,7 +98,7 @@ impl AppState {
     /// keeps it disabled).
     #[must_use]
     pub fn with_admin_token(mut self, token: Option<&str>) -> Self {
-        self.admin_token = token.filter(|t| !t.is_empty()).map(Arc::from);
+        self.settings().admin_token = token.filter(|t| !t.is_empty()).map(Arc::from);
         self
     }
 }

@@ -363,7 +363,7 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let status = crate::deliveries::readable_status(&state, &caller, &id).await?;
-    let engine = state.engine;
+    let engine = state.engine.clone();
     let stored = engine.events(&id).await?;
     let seen = last_event_id(&headers).min(stored.len());
     if status.stage.is_terminal() && seen > 0 && seen == stored.len() {

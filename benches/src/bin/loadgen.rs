@@ -8,6 +8,7 @@
 //! | subcommand | load |
 //! |---|---|
 //! | `hello --listen ADDR` | serves an axum hello world (`GET /`), the baseline of what an HTTP server on this machine can do; runs until killed |
+//! | `hello --listen ADDR --redis-url U --stream S` | the same, plus `POST /api/deliveryrequests`: one `XADD` of the body to `S`, then `202` with the body echoed: the least any ingestion on Redis Streams does, the ceiling of ingestion on this machine |
 //! | `http --url U --method M [--body-file F]` | one fixed request, closed or open loop |
 //! | `ingest --url U` | `POST /api/deliveryrequests`, each with a unique package id |
 //! | `e2e --url U --count N` | N delivery requests, then waits until the engines' workflow has completed N more delivery messages |
@@ -119,6 +120,14 @@ enum Cmd {
         /// Address to listen on (port 0: any free port; the JSON line says which).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// Also serve `POST /api/deliveryrequests` by one `XADD` of the body
+        /// to `--stream` on this Redis, answering `202` with the body: the
+        /// stores' share of ingestion with nothing else around it.
+        #[arg(long, requires = "stream")]
+        redis_url: Option<String>,
+        /// The stream of `--redis-url` (deleted when the server starts).
+        #[arg(long)]
+        stream: Option<String>,
     },
     /// A fixed request, closed or open loop.
     Http(HttpArgs),
@@ -370,7 +379,11 @@ fn with_threads(mut v: Value, threads: usize) -> Value {
 
 async fn run(cmd: Cmd, threads: usize) -> anyhow::Result<Value> {
     match cmd {
-        Cmd::Hello { listen } => hello(&listen).await,
+        Cmd::Hello {
+            listen,
+            redis_url,
+            stream,
+        } => hello(&listen, redis_url.zip(stream)).await,
         Cmd::Http(a) => http(a).await.map(|v| with_threads(v, threads)),
         Cmd::Ingest(a) => ingest(a).await.map(|v| with_threads(v, threads)),
         Cmd::E2e(a) => e2e(a).await.map(|v| with_threads(v, threads)),
@@ -379,17 +392,76 @@ async fn run(cmd: Cmd, threads: usize) -> anyhow::Result<Value> {
     }
 }
 
-async fn hello(listen: &str) -> anyhow::Result<Value> {
+async fn hello(listen: &str, xadd: Option<(String, String)>) -> anyhow::Result<Value> {
+    let mut app = axum::Router::new().route("/", axum::routing::get(|| async { "Hello, World!" }));
+    if let Some((url, stream)) = &xadd {
+        let mut conn = redis::Client::open(url.as_str())
+            .context("--redis-url")?
+            .get_multiplexed_async_connection()
+            .await
+            .context("connect to Redis")?;
+        let _: i64 = redis::cmd("DEL").arg(stream).query_async(&mut conn).await?;
+        let state = Arc::new(HelloXadd {
+            conn,
+            stream: stream.clone(),
+            next: std::sync::atomic::AtomicU64::new(0),
+        });
+        app = app.route(
+            "/api/deliveryrequests",
+            axum::routing::post(hello_xadd).with_state(state),
+        );
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;
     let addr = listener.local_addr()?;
     // The address goes out before serving, as the one JSON line.
-    println!("{}", json!({"kind": "hello", "listen": addr.to_string()}));
+    println!(
+        "{}",
+        json!({"kind": "hello", "listen": addr.to_string(), "xadd": xadd.is_some()})
+    );
     eprintln!("hello world on http://{addr}/");
-    let app = axum::Router::new().route("/", axum::routing::get(|| async { "Hello, World!" }));
     axum::serve(listener, app).await?;
     bail!("server stopped")
+}
+
+/// What `hello --redis-url` needs to answer a delivery request.
+struct HelloXadd {
+    conn: redis::aio::MultiplexedConnection,
+    stream: String,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// One `XADD` of the request's body (with an id and the operation, as the
+/// engine's stream entries have), then `202` with the body: what any
+/// ingestion on Redis Streams must do at the least.
+async fn hello_xadd(
+    axum::extract::State(s): axum::extract::State<Arc<HelloXadd>>,
+    body: Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let id = s.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut conn = s.conn.clone();
+    let added: redis::RedisResult<String> = redis::cmd("XADD")
+        .arg(&s.stream)
+        .arg("*")
+        .arg("id")
+        .arg(id)
+        .arg("operation")
+        .arg("delivery")
+        .arg("body")
+        .arg(body.as_ref())
+        .query_async(&mut conn)
+        .await;
+    match added {
+        Ok(_) => (
+            hyper::StatusCode::ACCEPTED,
+            [(hyper::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => (hyper::StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
 }
 
 /// A tag making package ids unique to this run.
