@@ -11,6 +11,7 @@ pub mod adapters;
 pub mod admin_cli;
 pub mod backends;
 pub mod config;
+pub mod pages;
 pub mod server;
 pub mod startup;
 pub mod telemetry;

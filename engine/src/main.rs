@@ -10,10 +10,25 @@ use dronedelivery_engine::config::{parse_cli, ConfigError};
 /// (see BENCHMARKS.md for the measured difference).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use dronedelivery_engine::pages::{prefer_small_pages, PageSetting};
 use dronedelivery_engine::{admin_cli, telemetry, Application, Command};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before any thread starts (see the `pages` module).
+    let pages = prefer_small_pages();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(pages)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(pages: PageSetting) -> ExitCode {
     let cli = match parse_cli(std::env::args_os()) {
         Ok(cli) => cli,
         // --help, --version and usage errors print and exit as clap does.
@@ -34,6 +49,17 @@ async fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 };
+            match &pages {
+                PageSetting::SmallPages => {
+                    tracing::debug!("transparent huge pages off for this process");
+                }
+                PageSetting::LeftToMimalloc => {
+                    tracing::info!("transparent huge pages as MIMALLOC_ALLOW_THP says");
+                }
+                PageSetting::Unchanged(why) => {
+                    tracing::info!(reason = %why, "transparent huge pages left as the kernel has them");
+                }
+            }
             let result = async {
                 let app = Application::build(&args).await?;
                 app.run_until_stopped().await

@@ -1,0 +1,71 @@
+//! How the engine's process asks the kernel for memory.
+//!
+//! mimalloc, the global allocator, marks the regions it reserves as fit for
+//! transparent huge pages (`madvise(MADV_HUGEPAGE)`), which Linux then
+//! backs with 2 MiB pages even where the system setting is `madvise` (the
+//! default of most distributions). The engine's memory churns: a
+//! delivery's actor, its messages and documents come and go thousands of
+//! times a second, and mimalloc hands freed pages back to the kernel after
+//! a second. Each region touched again then faults in a fresh huge page,
+//! which the kernel zeroes whole: 2 MiB cleared for a few small objects.
+//! In a profile of the end-to-end benchmark that zeroing was 16 % of the
+//! engine's CPU; with huge pages off the engine's peak memory is smaller
+//! and, in two of three alternating sessions, it was 1.12 to 1.14 times
+//! as fast (`BENCHMARKS.md`, "Transparent huge pages").
+//!
+//! [`prefer_small_pages`] turns them off for this process only (the
+//! `PR_SET_THP_DISABLE` flag, which mimalloc itself sets when its
+//! `MIMALLOC_ALLOW_THP` option is 0), before the runtime starts. An
+//! operator who sets `MIMALLOC_ALLOW_THP` explicitly keeps the choice.
+
+/// What [`prefer_small_pages`] did, for the log once logging is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageSetting {
+    /// Huge pages were turned off for this process.
+    SmallPages,
+    /// `MIMALLOC_ALLOW_THP` was set: mimalloc applies it.
+    LeftToMimalloc,
+    /// The kernel refused (or this is not Linux): its default applies.
+    Unchanged(String),
+}
+
+/// Turns transparent huge pages off for this process unless
+/// `MIMALLOC_ALLOW_THP` is set (see the module docs). Call it first thing
+/// in `main`, before threads start: the flag covers what is faulted in
+/// afterwards.
+pub fn prefer_small_pages() -> PageSetting {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return PageSetting::LeftToMimalloc;
+    }
+    disable_thp()
+}
+
+#[cfg(target_os = "linux")]
+fn disable_thp() -> PageSetting {
+    match nix::sys::prctl::set_thp_disable(true) {
+        Ok(()) => PageSetting::SmallPages,
+        Err(e) => PageSetting::Unchanged(e.to_string()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn disable_thp() -> PageSetting {
+    PageSetting::Unchanged("transparent huge pages are a Linux setting".into())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The flag is what the kernel reports afterwards (a test process of
+    /// its own would be needed to see it off before; setting it twice is
+    /// harmless).
+    #[test]
+    fn the_kernel_reports_huge_pages_off() {
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+            return;
+        }
+        assert_eq!(prefer_small_pages(), PageSetting::SmallPages);
+        assert_eq!(nix::sys::prctl::get_thp_disable().ok(), Some(true));
+    }
+}
