@@ -1157,14 +1157,15 @@ async fn join_die_and_leave(shared: &Shared, on: &str) -> Engine {
     // The one dead letter a kill -9 may cause on Service Bus: a cancel or a
     // reschedule the killed engine had received stays locked until its lock
     // expires, and by then the (fast-simulated) delivery may have
-    // completed; the follow-up is then refused with that reason. Nothing
-    // else may be dead-lettered.
+    // completed, or picked up its package; the follow-up is then refused
+    // with that reason. Nothing else may be dead-lettered.
     let late = |op: &str| {
-        let reason = format!("{op}: not possible: the delivery is already completed");
+        let reasons = ["completed", "picked up"]
+            .map(|what| format!("{op}: not possible: the delivery is already {what}"));
         tally
             .dead_letter_reasons
             .iter()
-            .filter(|r| **r == reason)
+            .filter(|r| reasons.contains(r))
             .count()
     };
     let (late_cancels, late_reschedules) = (late("cancel"), late("reschedule"));

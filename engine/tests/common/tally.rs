@@ -81,6 +81,16 @@ impl Tally {
             }
             if unfinished(id) || created == 0 || terminal == 0 {
                 tally.lost += 1;
+                // What the stores hold of it, so that a failure explains
+                // itself: its record and its events.
+                let record: Option<String> = r
+                    .get(format!("{prefix}:delivery:{id}"))
+                    .await
+                    .unwrap_or_default();
+                eprintln!(
+                    "unfinished delivery {id}: record {}; events {events:#?}",
+                    record.as_deref().unwrap_or("(none)")
+                );
             }
             tally.completed += usize::from(n(4) > 0);
             tally.cancelled += usize::from(n(4) == 0 && n(5) > 0);

@@ -34,61 +34,18 @@ impl Source for Fixed {
     }
 }
 
-const STREETS: &[&str] = &[
-    "Pine St",
-    "Pike St",
-    "Union St",
-    "Madison St",
-    "Main St",
-    "Broadway",
-    "Aurora Ave N",
-    "Rainier Ave S",
-    "NE 45th St",
-    "Market St",
-    "Bellevue Way NE",
-    "Mercer St",
-    "Denny Way",
-    "Fremont Ave N",
-    "California Ave SW",
-    "Lake City Way NE",
-];
-const CITIES: &[&str] = &["Seattle", "Bellevue", "Redmond", "Kirkland", "Renton"];
-const SIZES: &[&str] = &["Small", "Medium", "Large"];
-
-fn address(n: usize) -> String {
-    // Free text: the engine maps it deterministically to a point in the
-    // service area, so different texts are different places.
-    let number = 100 + (n * 7919) % 9900;
-    let street = STREETS[(n / 7) % STREETS.len()];
-    let city = CITIES[(n / 3) % CITIES.len()];
-    format!("{number} {street}, {city}")
-}
-
 /// The owner of every delivery request (`loadgen --owner`), for an engine
 /// with bearer-token authentication, where a token creates deliveries for
 /// its own owner only; unset, requests spread over 100 owners.
 pub static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// Delivery request `i` of a run tagged `tag`: the original's example
-/// request with a unique package id, varied pickup and drop-off text, owner,
-/// size, weight and urgency.
+/// Delivery request `i` of a run tagged `tag` (see
+/// [`dronedelivery_benches::delivery_request`]), as the body sent.
 pub fn delivery_body(tag: &str, i: usize) -> Bytes {
-    let body = json!({
-        "confirmationRequired": "None",
-        "deadline": "",
-        "dropOffLocation": address(i.wrapping_mul(31).wrapping_add(17)),
-        "expedited": i % 2 == 0,
-        "ownerId": OWNER.get().cloned().unwrap_or_else(|| format!("owner{}", i % 100)),
-        "packageInfo": {
-            "packageId": format!("{tag}-{i}"),
-            "size": SIZES[i % SIZES.len()],
-            "tag": format!("tag{}", i % 10),
-            "weight": 1 + i % 20,
-        },
-        "pickupLocation": address(i),
-        "pickupTime": "2019-05-08T20:00:00.000Z",
-    });
-    Bytes::from(body.to_string())
+    Bytes::from(
+        dronedelivery_benches::delivery_request(tag, i, OWNER.get().map(String::as_str))
+            .to_string(),
+    )
 }
 
 /// `POST /api/deliveryrequests` with pre-generated bodies, each used once

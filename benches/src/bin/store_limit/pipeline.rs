@@ -7,7 +7,9 @@
 //! `benches/run.sh` measures (from the request to the workflow's
 //! completion of its message, the drone taken):
 //!
-//! 1. the gateway's send to the Redis stream (`XADD`);
+//! 1. the gateway's send to the Redis stream (`XADD`), in the expedited
+//!    lane's stream for an expedited request, whose lane is remembered
+//!    first (the gateway's `SET NX` of the lane marker);
 //! 2. a consumer's batched receive (the receive script, `XREADGROUP`);
 //! 3. the package upsert (MongoDB, batched);
 //! 4. the delivery actor's load and its save of the created record with
@@ -18,8 +20,11 @@
 //! 7. the drone's release, standing in for the end of its flight, so the
 //!    pool of free drones stays as large as the fleet.
 //!
-//! The records and events are made by the same pure rules the actors use
-//! (`lifecycle::apply`). What it leaves out, the engine pays on top: the
+//! The requests are `loadgen`'s (`dronedelivery_benches::delivery_request`:
+//! every other one expedited, a third each of the three sizes), turned into
+//! queue messages by the gateway's own rules, and the queue has the
+//! engine's two lanes, read together. The records and events are made by
+//! the same pure rules the actors use (`lifecycle::apply`). What it leaves out, the engine pays on top: the
 //! HTTP, the actors and their messages, the flights' position writes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,10 +39,11 @@ use dronedelivery_actors::domain::{
     DeliveryRequest, DroneReport, DroneState, FleetSpec, Package, ServiceArea,
 };
 use dronedelivery_actors::ports::{
-    Claimed, DeliveryStore, DroneStore, MessageQueue, Operation, OwnershipStore, PackageStore,
-    QueueMessage, ReceivedMessage,
+    Claimed, DeliveryStore, DroneStore, IdempotencyStore, MessageQueue, Operation, OwnershipStore,
+    PackageStore, QueueMessage, ReceivedMessage,
 };
 use dronedelivery_engine::adapters::batch::BatchConfig;
+use dronedelivery_engine::adapters::lanes::Lanes;
 use dronedelivery_engine::adapters::mongo::{self, MongoConfig};
 use dronedelivery_engine::adapters::redis::{
     self as redis_adapter, RedisConfig, RedisStreamsQueue, StreamsConfig,
@@ -60,7 +66,9 @@ pub struct Args {
 }
 
 struct Stores {
-    queue: Arc<RedisStreamsQueue>,
+    queue: Arc<dyn MessageQueue>,
+    /// Where the gateway remembers an expedited create's lane.
+    markers: Arc<dyn IdempotencyStore>,
     deliveries: Arc<dyn DeliveryStore>,
     drones: Arc<dyn DroneStore>,
     packages: Arc<dyn PackageStore>,
@@ -76,9 +84,16 @@ pub async fn run(a: Args) -> anyhow::Result<serde_json::Value> {
         .context("connect to Redis")?;
     let mut streams = StreamsConfig::new(a.redis_url.clone(), tag.clone());
     streams.partitions = a.partitions;
-    let queue = RedisStreamsQueue::connect(streams)
+    // The engine's two lanes (see `backends`): `{stream}-expedited` too.
+    let mut lane = streams.clone();
+    lane.stream = format!("{}-expedited", streams.stream);
+    let normal: Arc<dyn MessageQueue> = RedisStreamsQueue::connect(streams)
         .await
         .context("Redis stream")?;
+    let expedited: Arc<dyn MessageQueue> = RedisStreamsQueue::connect(lane)
+        .await
+        .context("expedited Redis stream")?;
+    let queue = Lanes::new(normal, expedited);
     let db = format!("store_limit_pipeline_{}", std::process::id());
     let mongo = mongo::connect_with(
         &MongoConfig {
@@ -121,13 +136,18 @@ pub async fn run(a: Args) -> anyhow::Result<serde_json::Value> {
 
     let stores = Arc::new(Stores {
         queue: queue.clone(),
+        markers: redis.idempotency.clone(),
         deliveries: redis.deliveries.clone(),
         drones: redis.drones.clone(),
         packages: mongo.packages.clone(),
         fences,
         area,
     });
-    let bodies: Arc<Vec<String>> = Arc::new((0..a.count).map(|i| body(&tag, i)).collect());
+    let requests: Arc<Vec<(String, String, bool)>> = Arc::new(
+        (0..a.count)
+            .map(|i| request(&tag, i))
+            .collect::<anyhow::Result<_>>()?,
+    );
     let sent = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -135,11 +155,21 @@ pub async fn run(a: Args) -> anyhow::Result<serde_json::Value> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..a.senders.max(1) {
-        let (stores, bodies, sent) = (stores.clone(), bodies.clone(), sent.clone());
+        let (stores, requests, sent) = (stores.clone(), requests.clone(), sent.clone());
         let senders = a.senders.max(1);
         tasks.push(tokio::spawn(async move {
-            for i in (s..bodies.len()).step_by(senders) {
-                let message = QueueMessage::with_body(Operation::Delivery, bodies[i].clone(), None);
+            for i in (s..requests.len()).step_by(senders) {
+                let (id, body, expedited) = &requests[i];
+                let mut message = QueueMessage::with_body(Operation::Delivery, body.clone(), None);
+                if *expedited {
+                    // As the gateway does (`deliveryrequests::queue_delivery`):
+                    // the lane is remembered before the create is sent.
+                    let marked = stores
+                        .markers
+                        .put_if_absent(&format!("lane:{id}"), LANE_MARKER, LANE_TTL)
+                        .await;
+                    message.expedited = marked.is_ok();
+                }
                 if stores.queue.send(message).await.is_ok() {
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
@@ -271,23 +301,20 @@ fn cpu_now() -> std::collections::HashMap<String, f64> {
     out
 }
 
-/// A delivery request message as the gateway queues it: a pickup and a
-/// drop-off inside the service area.
-fn body(tag: &str, i: usize) -> String {
-    let f = |k: usize, m: usize| (k.wrapping_mul(2_654_435_761) % m) as f64 / m as f64;
-    let lat = |k| 47.47 + 0.26 * f(k, 10_007);
-    let lon = |k| -122.43 + 0.36 * f(k, 10_009);
-    json!({
-        "deliveryId": format!("{tag}-{i}"),
-        "ownerId": "store-limit",
-        "pickupLocation": format!("{:.4},{:.4}", lat(i), lon(i + 1)),
-        "dropOffLocation": format!("{:.4},{:.4}", lat(i + 7), lon(i + 11)),
-        "confirmationRequired": "None",
-        "deadline": "",
-        "expedited": false,
-        "packageInfo": {"packageId": format!("{tag}-p{i}"), "size": "Small", "weight": 2.0, "tag": "store-limit"},
-    })
-    .to_string()
+/// The gateway's lane marker of an expedited create, and how long it is kept
+/// (its idempotency keys' time).
+const LANE_MARKER: &str = r#"{"lane":"expedited"}"#;
+const LANE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Request `i` as the gateway queues it: `loadgen`'s request read by the
+/// gateway's rules, with its delivery id; returns the id, the message body
+/// and whether it is expedited.
+fn request(tag: &str, i: usize) -> anyhow::Result<(String, String, bool)> {
+    let value = dronedelivery_benches::delivery_request(tag, i, None);
+    let id = format!("{tag}-{i}");
+    let request = DeliveryRequest::from_external(&value, id.clone())
+        .map_err(|e| anyhow::anyhow!("request {i}: {e:?}"))?;
+    Ok((id, request.message_body(), request.expedited))
 }
 
 /// The stores' work of one delivery (see the module docs).
