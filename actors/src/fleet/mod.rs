@@ -462,13 +462,11 @@ impl FleetState {
         let mut none_free_from: Option<PackageSize> = None;
         while budget > 0 && tried_unfit < MAX_UNFIT_PER_ROUND {
             budget -= 1;
-            let Some(waiting) = self.dispatch.next_request(Utc::now()) else {
+            // Only packages smaller than the sizes no free drone carries:
+            // the others keep their place, untouched.
+            let Some(waiting) = self.dispatch.next_request_below(Utc::now(), none_free_from) else {
                 break;
             };
-            if none_free_from.is_some_and(|size| waiting.request.package_size >= size) {
-                unfit.push(waiting);
-                continue;
-            }
             let request = waiting.request.clone();
             let fence = self.ctx.owned.fence(self.partition(&request.delivery_id));
             if fence.is_none() && self.ctx.backends.queue.partitioned() {

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{DroneRequest, DroneState};
+use super::{DroneRequest, DroneState, PackageSize};
 use pending::PendingQueue;
 
 /// A drone to tell to drop its job for a delivery.
@@ -171,7 +171,19 @@ impl Dispatcher {
     /// Takes the most urgent waiting request at `now`, to claim a drone
     /// for.
     pub fn next_request(&mut self, now: DateTime<Utc>) -> Option<Waiting> {
-        let (request, _) = self.pending.pop_front(now)?;
+        self.next_request_below(now, None)
+    }
+
+    /// The same among the requests whose package is smaller than `below`
+    /// (`None`: any): once no free drone carries a size, a dispatch round
+    /// asks only for smaller packages, and the larger ones keep their place
+    /// untouched.
+    pub fn next_request_below(
+        &mut self,
+        now: DateTime<Utc>,
+        below: Option<PackageSize>,
+    ) -> Option<Waiting> {
+        let (request, _) = self.pending.pop_front_below(now, below)?;
         let since = self.waiting_since.remove(&request.delivery_id);
         Some(Waiting { request, since })
     }

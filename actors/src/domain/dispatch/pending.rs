@@ -13,12 +13,21 @@
 //! the first, adding and removing are `O(log n)` under a backlog of tens of
 //! thousands. A second sorted set by arrival holds the normal requests, so
 //! the ones past the starvation bound are found without a scan.
+//!
+//! The order is kept **per package size**, one sorted set each, and the
+//! most urgent request is the first of the three firsts. The fleet asks
+//! for the most urgent request *smaller than* a size once no free drone
+//! carries that size ([`PendingQueue::pop_front_below`]): under a backlog
+//! of large packages waiting for the few large drones, a dispatch round
+//! then goes straight to the small ones instead of taking out and putting
+//! back every large request on its way (which made each round cost the
+//! whole backlog).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::domain::DroneRequest;
+use crate::domain::{DroneRequest, PackageSize};
 
 /// Position in the queue: class (0 expedited or waited too long, 1
 /// normal), deadline in ms since the epoch (`i64::MAX`: none), sequence.
@@ -34,7 +43,8 @@ struct Entry {
 /// Waiting requests in priority order, indexed by delivery id.
 #[derive(Debug, Default)]
 pub(super) struct PendingQueue {
-    order: BTreeMap<Key, String>,
+    /// By package size (see [`slot`]).
+    order: [BTreeMap<Key, String>; 3],
     /// Normal requests by `(arrival in ms, sequence)`, for the starvation
     /// bound.
     arrivals: BTreeSet<(i64, i64, String)>,
@@ -97,12 +107,28 @@ impl PendingQueue {
 
     /// Takes the most urgent waiting request at `now`, with when it started
     /// waiting.
+    #[cfg(test)]
     pub(super) fn pop_front(
         &mut self,
         now: DateTime<Utc>,
     ) -> Option<(DroneRequest, DateTime<Utc>)> {
+        self.pop_front_below(now, None)
+    }
+
+    /// The same among the requests whose package is smaller than `below`
+    /// (`None`: any), leaving the others in place.
+    pub(super) fn pop_front_below(
+        &mut self,
+        now: DateTime<Utc>,
+        below: Option<PackageSize>,
+    ) -> Option<(DroneRequest, DateTime<Utc>)> {
         self.promote_overdue(now);
-        let (_, id) = self.order.pop_first()?;
+        let sizes = below.map_or(self.order.len(), slot);
+        let (_, order) = self.order[..sizes]
+            .iter_mut()
+            .filter_map(|o| o.first_key_value().map(|(k, _)| *k).map(|k| (k, o)))
+            .min_by_key(|(k, _)| *k)?;
+        let (_, id) = order.pop_first()?;
         let entry = self.waiting.remove(&id)?;
         self.arrivals
             .remove(&(entry.since.timestamp_millis(), entry.key.2, id));
@@ -129,7 +155,7 @@ impl PendingQueue {
         let deadline = request.deadline.map_or(i64::MAX, |d| d.timestamp_millis());
         let key = (u8::from(!urgent), deadline, seq);
         let id = request.delivery_id.clone();
-        self.order.insert(key, id.clone());
+        self.order[slot(request.package_size)].insert(key, id.clone());
         if !urgent {
             self.arrivals
                 .insert((since.timestamp_millis(), seq, id.clone()));
@@ -146,7 +172,7 @@ impl PendingQueue {
 
     fn unlink(&mut self, delivery_id: &str) -> Option<Entry> {
         let entry = self.waiting.remove(delivery_id)?;
-        self.order.remove(&entry.key);
+        self.order[slot(entry.request.package_size)].remove(&entry.key);
         self.arrivals.remove(&(
             entry.since.timestamp_millis(),
             entry.key.2,
@@ -173,6 +199,15 @@ impl PendingQueue {
                 self.link(entry.request, entry.key.2, entry.since, true);
             }
         }
+    }
+}
+
+/// The index of `size` in [`PendingQueue::order`]: the smaller, the lower.
+fn slot(size: PackageSize) -> usize {
+    match size {
+        PackageSize::Small => 0,
+        PackageSize::Medium => 1,
+        PackageSize::Large => 2,
     }
 }
 
@@ -358,10 +393,10 @@ mod tests {
             q.remove(&format!("d{n}"));
         }
         assert_eq!(q.len(), 10);
-        assert_eq!(q.order.len(), 10);
+        assert_eq!(q.order.iter().map(BTreeMap::len).sum::<usize>(), 10);
         assert_eq!(q.arrivals.len(), 10);
         assert_eq!(drain_at(&mut q, t0() + Duration::minutes(2)).len(), 10);
         assert_eq!(q.iter().count(), 0);
-        assert!(q.arrivals.is_empty() && q.order.is_empty());
+        assert!(q.arrivals.is_empty() && q.order.iter().all(BTreeMap::is_empty));
     }
 }

@@ -171,3 +171,44 @@ fn deliveries_of_a_partition_that_moved_are_forgotten_and_their_drones_stopped()
         vec![]
     );
 }
+
+/// Once no free drone carries a size, the most urgent smaller package is
+/// taken, whatever waits before it; the larger ones keep their order and
+/// their place, and are served first again once asked for.
+#[test]
+fn only_smaller_packages_are_taken_below_a_size_and_the_others_keep_their_place() {
+    let sized = |id: &str, size: PackageSize, expedited: bool| DroneRequest {
+        package_size: size,
+        expedited,
+        ..req(id, 1)
+    };
+    let mut d = Dispatcher::new();
+    d.request(sized("large-1", PackageSize::Large, true), now());
+    d.request(sized("medium-1", PackageSize::Medium, false), now());
+    d.request(sized("large-2", PackageSize::Large, false), now());
+    d.request(sized("small-1", PackageSize::Small, false), now());
+    d.request(sized("small-2", PackageSize::Small, true), now());
+    d.request(sized("medium-2", PackageSize::Medium, true), now());
+    let below = |d: &mut Dispatcher, size| {
+        d.next_request_below(now(), Some(size))
+            .map(|w| w.request.delivery_id)
+    };
+    // Nothing large is free: the most urgent of small and medium.
+    assert_eq!(
+        below(&mut d, PackageSize::Large).as_deref(),
+        Some("small-2")
+    );
+    assert_eq!(
+        below(&mut d, PackageSize::Large).as_deref(),
+        Some("medium-2")
+    );
+    // Nothing medium either: small only.
+    assert_eq!(
+        below(&mut d, PackageSize::Medium).as_deref(),
+        Some("small-1")
+    );
+    assert_eq!(below(&mut d, PackageSize::Medium), None);
+    assert_eq!(d.waiting(), 3);
+    // The rest in the order they had: expedited, then arrival.
+    assert_eq!(drain(&mut d), ["large-1", "medium-1", "large-2"]);
+}
