@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use dronedelivery_engine::config::{parse_cli, ConfigError};
+use dronedelivery_engine::config::{parse_cli, Cli, ConfigError, RoleArg};
 
 /// The engine allocates many small, short-lived objects per delivery
 /// (messages, JSON documents, actor state); mimalloc serves them with less
@@ -14,21 +14,6 @@ use dronedelivery_engine::pages::{prefer_small_pages, PageSetting};
 use dronedelivery_engine::{admin_cli, telemetry, Application, Command};
 
 fn main() -> ExitCode {
-    // Before any thread starts (see the `pages` module).
-    let pages = prefer_small_pages();
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(run(pages)),
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(pages: PageSetting) -> ExitCode {
     let cli = match parse_cli(std::env::args_os()) {
         Ok(cli) => cli,
         // --help, --version and usage errors print and exit as clap does.
@@ -38,6 +23,24 @@ async fn run(pages: PageSetting) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any thread starts (see the `pages` module).
+    let pages = match &cli.command {
+        Command::Serve(args) => prefer_small_pages(args.role == RoleArg::Gateway),
+        Command::Admin(_) => PageSetting::LeftToMimalloc,
+    };
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(cli, pages)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, pages: PageSetting) -> ExitCode {
     match cli.command {
         Command::Admin(args) => admin_cli::run(args).await,
         Command::Serve(args) => {
@@ -55,6 +58,9 @@ async fn run(pages: PageSetting) -> ExitCode {
                 }
                 PageSetting::LeftToMimalloc => {
                     tracing::info!("transparent huge pages as MIMALLOC_ALLOW_THP says");
+                }
+                PageSetting::KeptForGateway => {
+                    tracing::debug!("transparent huge pages kept: gateway-only process");
                 }
                 PageSetting::Unchanged(why) => {
                     tracing::info!(reason = %why, "transparent huge pages left as the kernel has them");
