@@ -185,13 +185,8 @@ fn servicebus_config(args: &ServeArgs) -> anyhow::Result<ServiceBusConfig> {
 
 /// How Service Bus sends are batched ([`ServeArgs::send_batch_max`]).
 fn send_batch(args: &ServeArgs) -> BatchConfig {
-    match usize::try_from(args.send_batch_max).unwrap_or(usize::MAX) {
-        0 | 1 => BatchConfig::unbatched(),
-        max => BatchConfig {
-            max,
-            ..ServiceBusQueue::default_send_batch()
-        },
-    }
+    ServiceBusQueue::default_send_batch()
+        .capped(usize::try_from(args.send_batch_max).unwrap_or(usize::MAX))
 }
 
 /// How store writes are batched ([`ServeArgs::store_batch_max`]).

@@ -25,8 +25,8 @@ fn main() -> ExitCode {
     };
     // Before any thread starts (see the `pages` module).
     let pages = match &cli.command {
-        Command::Serve(args) => prefer_small_pages(args.role == RoleArg::Gateway),
-        Command::Admin(_) => PageSetting::LeftToMimalloc,
+        Command::Serve(args) => Some(prefer_small_pages(args.role == RoleArg::Gateway)),
+        Command::Admin(_) => None,
     };
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, pages: PageSetting) -> ExitCode {
+async fn run(cli: Cli, pages: Option<PageSetting>) -> ExitCode {
     match cli.command {
         Command::Admin(args) => admin_cli::run(args).await,
         Command::Serve(args) => {
@@ -52,19 +52,8 @@ async fn run(cli: Cli, pages: PageSetting) -> ExitCode {
                         return ExitCode::from(2);
                     }
                 };
-            match &pages {
-                PageSetting::SmallPages => {
-                    tracing::debug!("transparent huge pages off for this process");
-                }
-                PageSetting::LeftToMimalloc => {
-                    tracing::info!("transparent huge pages as MIMALLOC_ALLOW_THP says");
-                }
-                PageSetting::KeptForGateway => {
-                    tracing::debug!("transparent huge pages kept: gateway-only process");
-                }
-                PageSetting::Unchanged(why) => {
-                    tracing::info!(reason = %why, "transparent huge pages left as the kernel has them");
-                }
+            if let Some(pages) = &pages {
+                pages.log();
             }
             let result = async {
                 let app = Application::build(&args).await?;

@@ -37,6 +37,24 @@ pub enum PageSetting {
     Unchanged(String),
 }
 
+impl PageSetting {
+    /// Says what was done, once logging is set up.
+    pub fn log(&self) {
+        match self {
+            Self::SmallPages => tracing::debug!("transparent huge pages off for this process"),
+            Self::LeftToMimalloc => {
+                tracing::info!("transparent huge pages as MIMALLOC_ALLOW_THP says");
+            }
+            Self::KeptForGateway => {
+                tracing::debug!("transparent huge pages kept: gateway-only process");
+            }
+            Self::Unchanged(why) => {
+                tracing::info!(reason = %why, "transparent huge pages left as the kernel has them");
+            }
+        }
+    }
+}
+
 /// Turns transparent huge pages off for this process unless
 /// `MIMALLOC_ALLOW_THP` is set or the process only serves the gateway
 /// (`gateway_only`; see the module docs). Call it first thing in `main`,

@@ -221,12 +221,13 @@ async fn queue_delivery(
 }
 
 /// Marker of a create sent in the expedited lane (a JSON document, like
-/// everything else the stores hold).
-const EXPEDITED: &str = r#"{"lane":"expedited"}"#;
+/// everything else the stores hold). Public for the stores' ceiling bench,
+/// which writes it as the gateway does.
+pub const EXPEDITED: &str = r#"{"lane":"expedited"}"#;
 
 /// Where the lane of a delivery's create is remembered (with the
 /// idempotency keys, for [`KEY_TTL`]).
-fn lane_key(delivery_id: &str) -> String {
+pub fn lane_key(delivery_id: &str) -> String {
     format!("lane:{delivery_id}")
 }
 

@@ -82,13 +82,17 @@ impl BatchConfig {
     /// At most `max` calls per flush, the defaults otherwise; 1 (or 0) is
     /// [`Self::unbatched`]. What `--store-batch-max` sets.
     pub fn with_max(max: usize) -> Self {
+        Self::default().capped(max)
+    }
+
+    /// This configuration with at most `max` calls per flush; 1 (or 0) is
+    /// [`Self::unbatched`] whatever the rest says.
+    #[must_use]
+    pub fn capped(self, max: usize) -> Self {
         if max <= 1 {
             Self::unbatched()
         } else {
-            Self {
-                max,
-                ..Self::default()
-            }
+            Self { max, ..self }
         }
     }
 }

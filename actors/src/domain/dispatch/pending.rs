@@ -43,7 +43,8 @@ struct Entry {
 /// Waiting requests in priority order, indexed by delivery id.
 #[derive(Debug, Default)]
 pub(super) struct PendingQueue {
-    /// By package size (see [`slot`]).
+    /// By package size, smallest first (indexed by `PackageSize as usize`,
+    /// as `limits` indexes its class pools).
     order: [BTreeMap<Key, String>; 3],
     /// Normal requests by `(arrival in ms, sequence)`, for the starvation
     /// bound.
@@ -123,7 +124,7 @@ impl PendingQueue {
         below: Option<PackageSize>,
     ) -> Option<(DroneRequest, DateTime<Utc>)> {
         self.promote_overdue(now);
-        let sizes = below.map_or(self.order.len(), slot);
+        let sizes = below.map_or(self.order.len(), |size| size as usize);
         let (_, order) = self.order[..sizes]
             .iter_mut()
             .filter_map(|o| o.first_key_value().map(|(k, _)| *k).map(|k| (k, o)))
@@ -155,7 +156,7 @@ impl PendingQueue {
         let deadline = request.deadline.map_or(i64::MAX, |d| d.timestamp_millis());
         let key = (u8::from(!urgent), deadline, seq);
         let id = request.delivery_id.clone();
-        self.order[slot(request.package_size)].insert(key, id.clone());
+        self.order[request.package_size as usize].insert(key, id.clone());
         if !urgent {
             self.arrivals
                 .insert((since.timestamp_millis(), seq, id.clone()));
@@ -172,7 +173,7 @@ impl PendingQueue {
 
     fn unlink(&mut self, delivery_id: &str) -> Option<Entry> {
         let entry = self.waiting.remove(delivery_id)?;
-        self.order[slot(entry.request.package_size)].remove(&entry.key);
+        self.order[entry.request.package_size as usize].remove(&entry.key);
         self.arrivals.remove(&(
             entry.since.timestamp_millis(),
             entry.key.2,
@@ -199,15 +200,6 @@ impl PendingQueue {
                 self.link(entry.request, entry.key.2, entry.since, true);
             }
         }
-    }
-}
-
-/// The index of `size` in [`PendingQueue::order`]: the smaller, the lower.
-fn slot(size: PackageSize) -> usize {
-    match size {
-        PackageSize::Small => 0,
-        PackageSize::Medium => 1,
-        PackageSize::Large => 2,
     }
 }
 

@@ -24,8 +24,9 @@
 //! every other one expedited, a third each of the three sizes), turned into
 //! queue messages by the gateway's own rules, and the queue has the
 //! engine's two lanes, read together. The records and events are made by
-//! the same pure rules the actors use (`lifecycle::apply`). What it leaves out, the engine pays on top: the
-//! HTTP, the actors and their messages, the flights' position writes.
+//! the same pure rules the actors use (`lifecycle::apply`). What it leaves
+//! out, the engine pays on top: the HTTP, the actors and their messages,
+//! the flights' position writes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -48,6 +49,8 @@ use dronedelivery_engine::adapters::mongo::{self, MongoConfig};
 use dronedelivery_engine::adapters::redis::{
     self as redis_adapter, RedisConfig, RedisStreamsQueue, StreamsConfig,
 };
+use dronedelivery_gateway::deliveryrequests;
+use dronedelivery_gateway::idempotency::KEY_TTL;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -166,7 +169,11 @@ pub async fn run(a: Args) -> anyhow::Result<serde_json::Value> {
                     // the lane is remembered before the create is sent.
                     let marked = stores
                         .markers
-                        .put_if_absent(&format!("lane:{id}"), LANE_MARKER, LANE_TTL)
+                        .put_if_absent(
+                            &deliveryrequests::lane_key(id),
+                            deliveryrequests::EXPEDITED,
+                            KEY_TTL,
+                        )
                         .await;
                     message.expedited = marked.is_ok();
                 }
@@ -300,11 +307,6 @@ fn cpu_now() -> std::collections::HashMap<String, f64> {
     }
     out
 }
-
-/// The gateway's lane marker of an expedited create, and how long it is kept
-/// (its idempotency keys' time).
-const LANE_MARKER: &str = r#"{"lane":"expedited"}"#;
-const LANE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Request `i` as the gateway queues it: `loadgen`'s request read by the
 /// gateway's rules, with its delivery id; returns the id, the message body

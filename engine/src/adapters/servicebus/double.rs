@@ -89,6 +89,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::sender::BATCH_CONTENT_TYPE;
 use super::{sas, ServiceBusConfig};
 
 /// Namespace name to put in a [`ServiceBusConfig`] aimed at the double (it
@@ -938,8 +939,6 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|d| d.with_timezone(&Utc))
 }
 
-/// `Content-Type` of a batch send.
-const BATCH_CONTENT_TYPE: &str = "application/vnd.microsoft.servicebus.json";
 /// Largest batch request: a Standard namespace's message size limit, which
 /// bounds a batch as a whole.
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -1061,7 +1060,6 @@ fn enqueue(q: &mut QueueState, now: Instant, m: Incoming) {
 /// objects. Custom properties are kept as a single send's headers carry
 /// them (JSON text: strings quoted), so a receiver sees no difference.
 fn batch_of(shared: &Shared, body: &[u8]) -> Result<Vec<Incoming>, Refusal> {
-    let bad = bad_request;
     if body.len() > MAX_BATCH_BYTES {
         return Err((
             StatusCode::FORBIDDEN,
@@ -1069,24 +1067,26 @@ fn batch_of(shared: &Shared, body: &[u8]) -> Result<Vec<Incoming>, Refusal> {
         ));
     }
     let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(body) else {
-        return Err(bad("a batch send's body must be a JSON array of messages"));
+        return Err(bad_request(
+            "a batch send's body must be a JSON array of messages",
+        ));
     };
     if items.is_empty() {
-        return Err(bad("a batch send must carry at least one message"));
+        return Err(bad_request("a batch send must carry at least one message"));
     }
     items
         .into_iter()
         .map(|item| {
             let Value::Object(mut item) = item else {
-                return Err(bad("each message of a batch must be a JSON object"));
+                return Err(bad_request("each message of a batch must be a JSON object"));
             };
             let Some(Value::String(text)) = item.remove("Body") else {
-                return Err(bad("each message of a batch needs a string Body"));
+                return Err(bad_request("each message of a batch needs a string Body"));
             };
             let object = |v: Option<Value>, what: &str| match v {
                 None | Some(Value::Null) => Ok(Map::new()),
                 Some(Value::Object(m)) => Ok(m),
-                Some(_) => Err(bad(&format!("{what} must be a JSON object"))),
+                Some(_) => Err(bad_request(&format!("{what} must be a JSON object"))),
             };
             let broker = object(item.remove("BrokerProperties"), "BrokerProperties")?;
             let properties = object(item.remove("UserProperties"), "UserProperties")?

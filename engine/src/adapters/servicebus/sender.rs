@@ -39,6 +39,7 @@
 use std::collections::BTreeMap;
 use std::sync::Weak;
 
+use azure_core::error::Error as AzureError;
 use azure_core::headers;
 use azure_core::{Method, Request, Url};
 use azure_messaging_servicebus::service_bus::{SendMessageOptions, SettableBrokerProperties};
@@ -46,7 +47,7 @@ use dronedelivery_actors::domain::ownership::PartitionId;
 use dronedelivery_actors::ports::{QueueMessage, StoreError, StoreResult};
 use serde::Serialize;
 
-use super::wire::{failed, quoted, status_of};
+use super::wire::{describe, failed, quoted, status_of};
 use super::{missing_queue, Inner, DIAGNOSTIC_ID, OPERATION, TRACEPARENT, TRACESTATE};
 use crate::adapters::batch::{fail_all, BatchConfig, Batcher};
 
@@ -175,15 +176,20 @@ impl Inner {
             }),
             custom_properties: Some(custom),
         };
-        let entity = self.entity(partition);
-        entity
+        self.entity(partition)
             .client
             .send_message(&message.body, Some(options))
             .await
-            .map_err(|e| match status_of(&e) {
-                Some(404 | 410) => missing_queue(&entity.name, self.entities.len()),
-                _ => failed("send", &e),
-            })
+            .map_err(|e| self.send_error(partition, "send", &e))
+    }
+
+    /// What a refused send of `partition`'s queue means: the queue is
+    /// missing (`404`/`410`, named in the error), or `what` failed.
+    fn send_error(&self, partition: PartitionId, what: &str, e: &AzureError) -> StoreError {
+        match status_of(e) {
+            Some(404 | 410) => missing_queue(&self.entity(partition).name, self.entities.len()),
+            _ => failed(what, e),
+        }
     }
 
     /// What a [`Sender`] flushes: `messages`, as few requests as the size
@@ -193,6 +199,11 @@ impl Inner {
         partition: PartitionId,
         messages: Vec<QueueMessage>,
     ) -> Vec<StoreResult<()>> {
+        // A lone message (no load) goes as a single send, without being
+        // written as a batch element first.
+        if let [message] = messages.as_slice() {
+            return vec![self.send_one(partition, message).await];
+        }
         let requests = chunks(messages, MAX_BATCH_BYTES)
             .into_iter()
             .map(|chunk| self.send_chunk(partition, chunk));
@@ -215,19 +226,12 @@ impl Inner {
         match self.post_batch(partition, &chunk).await {
             Ok(()) => (0..n).map(|_| Ok(())).collect(),
             Err(e) if matches!(status_of(&e), Some(403 | 413)) => {
-                tracing::warn!(messages = n, error = %super::wire::describe(&e),
+                tracing::warn!(messages = n, error = %describe(&e),
                     "Service Bus refused a batch send; sending its messages one by one");
                 let alone = chunk.iter().map(|(m, _)| self.send_one(partition, m));
                 futures::future::join_all(alone).await
             }
-            Err(e) => {
-                let entity = self.entity(partition);
-                let error = match status_of(&e) {
-                    Some(404 | 410) => missing_queue(&entity.name, self.entities.len()),
-                    _ => failed("batch send", &e),
-                };
-                fail_all(n, &error)
-            }
+            Err(e) => fail_all(n, &self.send_error(partition, "batch send", &e)),
         }
     }
 
