@@ -40,6 +40,24 @@ use crate::ports::ReceivedMessage;
 /// an idle engine's extra cost is a few blocking reads a second.
 const RECEIVE_WAIT: Duration = Duration::from_millis(250);
 
+/// Messages taken in one receive, at most.
+const RECEIVE_BATCH: usize = 64;
+
+/// How much room the pump waits for before it receives again: a quarter of
+/// the prefetch, at most one receive's `batch`.
+///
+/// Waiting for the first free place instead would make a busy engine
+/// receive one message at a time: with the pool full (its workers behind
+/// the queue), every settled message frees one place, and each place would
+/// cost a receive of its own, a round trip to the broker and, on Redis, a
+/// script over every partition's stream. Waiting for a quarter keeps three
+/// quarters of the prefetch queued for the workers, so they never run dry,
+/// and takes the backlog in full batches. An idle pool has all its room
+/// free, so a message after a quiet spell is taken at once.
+fn refill_mark(prefetch: usize, batch: usize) -> usize {
+    (prefetch / 4).clamp(1, batch.max(1))
+}
+
 /// Pause after a failed receive: 100 ms doubling up to 12.8 s.
 const RECEIVE_BACKOFF: Backoff =
     Backoff::new(Duration::from_millis(100), Duration::from_millis(12_800));
@@ -261,34 +279,39 @@ impl PumpState {
         else {
             return Err("the workflow pool is not running".into());
         };
-        // Wait (bounded, so a stop request is seen) for room in the pool.
-        let first = match tokio::time::timeout(
+        // Wait (bounded, so a stop request is seen) for room in the pool:
+        // for a whole refill's worth, not for the first free place (see
+        // `refill_mark`).
+        let batch = if self.ctx.breakers.trial_only() {
+            1
+        } else {
+            RECEIVE_BATCH
+        };
+        let refill = refill_mark(self.ctx.config.prefetch, batch);
+        let mut room = match tokio::time::timeout(
             Duration::from_secs(1),
-            Arc::clone(&self.permits).acquire_owned(),
+            Arc::clone(&self.permits).acquire_many_owned(refill as u32),
         )
         .await
         {
             Ok(Ok(p)) => p,
             Ok(Err(_)) | Err(_) => return Ok(()),
         };
-        let mut permits = vec![first];
-        let batch = if self.ctx.breakers.trial_only() {
-            1
-        } else {
-            64
-        };
-        while permits.len() < batch {
+        while room.num_permits() < batch {
             match Arc::clone(&self.permits).try_acquire_owned() {
-                Ok(p) => permits.push(p),
+                Ok(p) => room.merge(p),
                 Err(_) => break,
             }
         }
         let queue = &self.ctx.backends.queue;
         let from = self.ctx.owned.fences();
         let received = queue
-            .receive(&from, permits.len(), RECEIVE_WAIT)
+            .receive(&from, room.num_permits(), RECEIVE_WAIT)
             .await
             .map_err(|e| e.to_string())?;
+        // One permit per message, each released when its message is
+        // settled; the room not filled is released here.
+        let permits = std::iter::from_fn(|| room.split(1));
         for (received, permit) in received.into_iter().zip(permits) {
             let key = received.message.routing_key();
             if queue.partitioned() && !self.belongs_here(&key, &received).await {
@@ -320,5 +343,25 @@ impl PumpState {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{refill_mark, RECEIVE_BATCH};
+
+    #[test]
+    fn a_busy_pump_waits_for_a_quarter_of_its_prefetch_up_to_a_batch() {
+        // The default prefetch: a full receive's worth.
+        assert_eq!(refill_mark(256, RECEIVE_BATCH), 64);
+        assert_eq!(refill_mark(100_000, RECEIVE_BATCH), RECEIVE_BATCH);
+        // Small prefetches keep three quarters queued for the workers.
+        assert_eq!(refill_mark(40, RECEIVE_BATCH), 10);
+        assert_eq!(refill_mark(8, RECEIVE_BATCH), 2);
+        // Never waits for nothing, nor for more than one receive takes.
+        assert_eq!(refill_mark(3, RECEIVE_BATCH), 1);
+        assert_eq!(refill_mark(1, RECEIVE_BATCH), 1);
+        assert_eq!(refill_mark(256, 1), 1);
+        assert_eq!(refill_mark(256, 0), 1);
     }
 }
