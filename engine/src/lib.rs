@@ -12,6 +12,7 @@ pub mod admin_cli;
 pub mod backends;
 pub mod config;
 pub mod pages;
+pub mod runtime;
 pub mod server;
 pub mod startup;
 pub mod telemetry;

@@ -11,6 +11,7 @@ use dronedelivery_engine::config::{parse_cli, Cli, ConfigError, RoleArg};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use dronedelivery_engine::pages::{prefer_small_pages, PageSetting};
+use dronedelivery_engine::runtime::{self, Scheduling};
 use dronedelivery_engine::{admin_cli, telemetry, Application, Command};
 
 fn main() -> ExitCode {
@@ -28,11 +29,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => Some(prefer_small_pages(args.role == RoleArg::Gateway)),
         Command::Admin(_) => None,
     };
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(run(cli, pages)),
+    match runtime::build() {
+        Ok((runtime, scheduling)) => runtime.block_on(run(cli, pages, scheduling)),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             ExitCode::FAILURE
@@ -40,7 +38,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, pages: Option<PageSetting>) -> ExitCode {
+async fn run(cli: Cli, pages: Option<PageSetting>, scheduling: Scheduling) -> ExitCode {
     match cli.command {
         Command::Admin(args) => admin_cli::run(args).await,
         Command::Serve(args) => {
@@ -55,6 +53,7 @@ async fn run(cli: Cli, pages: Option<PageSetting>) -> ExitCode {
             if let Some(pages) = &pages {
                 pages.log();
             }
+            scheduling.log();
             let result = async {
                 let app = Application::build(&args).await?;
                 app.run_until_stopped().await
