@@ -77,6 +77,13 @@ impl Role {
     }
 }
 
+/// How long an idle delivery actor lives while more than
+/// [`TreeConfig::max_live_deliveries`] are alive: long enough for a drone
+/// assigned at once (the fleet answers within milliseconds when one is
+/// free) to find the actor still there, short enough to bound the live
+/// count near the limit plus one second of creations.
+pub const PRESSURE_IDLE: Duration = Duration::from_secs(1);
+
 /// Everything the actor tree needs to know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TreeConfig {
@@ -124,6 +131,15 @@ pub struct TreeConfig {
     /// An idle delivery actor stops after this long; the next message or
     /// read re-activates it from the store.
     pub passivate_after: Duration,
+    /// Delivery actors alive at once before idle ones are let go sooner:
+    /// past it, an idle delivery stops after [`PRESSURE_IDLE`] instead of
+    /// `passivate_after`. Each live delivery holds its actor, mailboxes and
+    /// record (about 20 KiB); a delivery waiting for a drone is idle until
+    /// one is assigned, and with a backlog larger than the fleet, tens of
+    /// thousands wait. The limit bounds that memory by count, as Akka's
+    /// active-entity limit does, instead of leaving it to the creation
+    /// rate times the idle timeout.
+    pub max_live_deliveries: usize,
     /// A delivery waiting longer than this for a free drone is compensated:
     /// cancelled with the reason and dead-lettered. `None`: wait forever.
     pub max_drone_wait: Option<Duration>,
@@ -193,6 +209,7 @@ impl Default for TreeConfig {
             call_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
             passivate_after: Duration::from_secs(15),
+            max_live_deliveries: 20_000,
             max_drone_wait: None,
             max_normal_wait: Some(Duration::from_secs(120)),
             pickup_lead: Duration::from_secs(300),

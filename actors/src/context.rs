@@ -43,6 +43,9 @@ pub struct Context {
     pub health: crate::health::Health,
     /// Set when shutdown begins: the engine is no longer ready.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Delivery actors alive in this process (see
+    /// `TreeConfig::max_live_deliveries`).
+    pub live_deliveries: std::sync::atomic::AtomicUsize,
 }
 
 /// The set of unsettled locks (see [`Context::in_flight`]).
@@ -152,6 +155,7 @@ impl Context {
             counts: crate::control::Counts::default(),
             health: crate::health::Health::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            live_deliveries: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 

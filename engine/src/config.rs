@@ -454,6 +454,13 @@ pub struct ServeArgs {
     #[arg(long, env = "DD_PASSIVATE_AFTER_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub passivate_after_secs: u64,
 
+    /// Delivery actors alive at once before idle ones stop after one second
+    /// instead of --passivate-after-secs: bounds the memory of deliveries
+    /// waiting for a drone when the backlog outgrows the fleet (each live
+    /// delivery costs about 20 KiB).
+    #[arg(long, env = "DD_MAX_LIVE_DELIVERIES", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_live_deliveries: u64,
+
     /// Seconds a delivery may wait for a free drone before it is
     /// compensated (cancelled with the reason, its request dead-lettered so an
     /// operator can replay it). 0: wait as long as it takes.
@@ -590,6 +597,7 @@ impl ServeArgs {
             call_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             passivate_after: Duration::from_secs(self.passivate_after_secs),
+            max_live_deliveries: usize::try_from(self.max_live_deliveries).unwrap_or(usize::MAX),
             max_drone_wait: (self.max_drone_wait_secs > 0)
                 .then(|| Duration::from_secs(self.max_drone_wait_secs)),
             max_normal_wait: (self.expedite_after_secs > 0)

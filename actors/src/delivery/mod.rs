@@ -21,6 +21,7 @@
 
 mod activation;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 pub use activation::{activate, tell, ActivationError};
 
 use crate::backoff::Backoff;
+use crate::config::PRESSURE_IDLE;
 use crate::context::Context;
 use crate::domain::lifecycle::{self, Change, Command, Decision, Effect, Rules, Verdict};
 use crate::domain::ownership::{partition_of, Fence, PartitionId};
@@ -95,6 +97,7 @@ impl Drop for DeliveryState {
         if let Some(timer) = self.idle_timer.take() {
             timer.abort();
         }
+        self.ctx.live_deliveries.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -114,6 +117,8 @@ impl Actor for DeliveryActor {
         let fence = ctx.owned.fence(partition);
         let record = ctx.backends.deliveries.get(&id).await?;
         metrics::counter!(m::ACTIVATIONS_TOTAL).increment(1);
+        // Counted down when the state drops.
+        ctx.live_deliveries.fetch_add(1, Ordering::Relaxed);
         Ok(DeliveryState {
             ctx,
             id,
@@ -213,11 +218,9 @@ impl Actor for DeliveryActor {
         if let Some(t) = state.idle_timer.take() {
             t.abort();
         }
-        state.idle_timer = Some(
-            myself.send_after(state.ctx.config.passivate_after, move || {
-                DeliveryMsg::Passivate(generation)
-            }),
-        );
+        state.idle_timer = Some(myself.send_after(state.idle_timeout(), move || {
+            DeliveryMsg::Passivate(generation)
+        }));
         if state.dirty {
             if let Err(e) = state.flush().await {
                 let delay = FLUSH_BACKOFF.delay(state.flush_attempt);
@@ -247,6 +250,18 @@ fn reply_or_log<T: Send + 'static>(reply: RpcReplyPort<T>, value: T) {
 }
 
 impl DeliveryState {
+    /// How long this actor may stay idle before it stops: the configured
+    /// `passivate_after`, or [`PRESSURE_IDLE`] while more deliveries are
+    /// alive than `max_live_deliveries` allows.
+    fn idle_timeout(&self) -> Duration {
+        let config = &self.ctx.config;
+        if self.ctx.live_deliveries.load(Ordering::Relaxed) > config.max_live_deliveries {
+            PRESSURE_IDLE.min(config.passivate_after)
+        } else {
+            config.passivate_after
+        }
+    }
+
     fn rules(&self) -> Rules<'_> {
         Rules {
             area: &self.ctx.config.area,

@@ -324,6 +324,88 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
 }
 
 #[tokio::test]
+async fn idle_deliveries_past_the_live_limit_stop_within_a_second() {
+    const N: usize = 300;
+    const LIMIT: usize = 50;
+    // One slow drone: every delivery but one waits, idle. Their idle
+    // timeout is ten minutes, so only the limit can stop them in time.
+    let app = spawn_app_on(
+        |a| {
+            a.fleet_size = 1;
+            a.sim_speed = 1.0;
+            a.passivate_after_secs = 600;
+            a.max_live_deliveries = LIMIT as u64;
+            a.consumers = 8;
+        },
+        None,
+    )
+    .await;
+    for i in 0..N {
+        let mut body = ri_example();
+        body["deliveryId"] = json!(format!("limited-{i}"));
+        let request = DeliveryRequest::from_message(&body).unwrap();
+        app.engine
+            .submit(QueueMessage::new(
+                Operation::Delivery,
+                &request.to_message_json(),
+                None,
+            ))
+            .await
+            .unwrap();
+    }
+    let ctx = app.engine.context();
+    let instance = ctx.config.instance.clone();
+    let live = || {
+        let prefix = format!("{instance}/delivery/");
+        ractor::registry::registered()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while app.engine.queue_depth().await.ok().flatten().unwrap_or(1) > 0
+        || !ctx.in_flight.is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "creation did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Those activated past the limit stop after about a second; those
+    // activated under it keep their long timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while live() > LIMIT + 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} delivery actors still live, limit {LIMIT}",
+            live()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // (Workers activate concurrently, so a few of the first ones may
+    // already see the count past the limit.)
+    assert!(
+        live() >= LIMIT / 2,
+        "the limit stopped more than it should: {} live",
+        live()
+    );
+    let counted = ctx.live_deliveries.load(Ordering::Relaxed);
+    assert!(
+        counted.abs_diff(live()) <= 1,
+        "counted {counted} live deliveries, {} registered",
+        live()
+    );
+    // Every delivery is still there, waiting, read back from the store.
+    for i in 0..N {
+        let id = format!("limited-{i}");
+        let record = app.engine.delivery(&id).await.ok().flatten();
+        assert!(record.is_some(), "{id} lost");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
     const N: usize = 10_000;
     // One slow drone: almost every delivery waits, its actor idles and
