@@ -34,6 +34,7 @@ declare -A scenario=(
   [normal-lane-first]='binary(api) & test(skip_a_backlog_in_the_queue)'
   [owner-scope-off]='binary(api) & test(owners_see_only_their_own)'
   [follow-ups-normal-lane]='binary(api) & test(skip_a_backlog_in_the_queue)'
+  [no-live-limit]='binary(api) & test(past_the_live_limit)'
 )
 # cargo features a scenario needs
 declare -A features=(
