@@ -278,17 +278,7 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
     assert_eq!(letter.attempts, 2);
 
     // Fix the cause: the delivery now exists (slow drones keep it reschedulable).
-    let mut body = ri_example();
-    body["deliveryId"] = json!("late-1");
-    let request = DeliveryRequest::from_message(&body).unwrap();
-    app.engine
-        .submit(QueueMessage::new(
-            Operation::Delivery,
-            &request.to_message_json(),
-            None,
-        ))
-        .await
-        .unwrap();
+    submit_create(&app, "late-1").await;
     app.wait_for("late-1", LONG, |s| s["stage"].is_u64()).await;
 
     let replayed = app.engine.replay_dead_letter(&reschedule.message_id).await;
@@ -323,6 +313,45 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
     app.stop().await;
 }
 
+/// Queues the create of a delivery `id` (the reference example's body), as
+/// the gateway does, without HTTP.
+async fn submit_create(app: &TestApp, id: &str) {
+    let mut body = ri_example();
+    body["deliveryId"] = json!(id);
+    let request = DeliveryRequest::from_message(&body).unwrap();
+    app.engine
+        .submit(QueueMessage::new(
+            Operation::Delivery,
+            &request.to_message_json(),
+            None,
+        ))
+        .await
+        .unwrap();
+}
+
+/// Delivery actors registered in this engine.
+fn live_deliveries(app: &TestApp) -> usize {
+    let prefix = format!("{}/delivery/", app.engine.context().config.instance);
+    ractor::registry::registered()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .count()
+}
+
+/// Waits until the queue is empty and no message is in flight.
+async fn wait_until_queue_drained(app: &TestApp, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while app.engine.queue_depth().await.ok().flatten().unwrap_or(1) > 0
+        || !app.engine.context().in_flight.is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "creation did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn idle_deliveries_past_the_live_limit_stop_within_a_second() {
     const N: usize = 300;
@@ -341,37 +370,11 @@ async fn idle_deliveries_past_the_live_limit_stop_within_a_second() {
     )
     .await;
     for i in 0..N {
-        let mut body = ri_example();
-        body["deliveryId"] = json!(format!("limited-{i}"));
-        let request = DeliveryRequest::from_message(&body).unwrap();
-        app.engine
-            .submit(QueueMessage::new(
-                Operation::Delivery,
-                &request.to_message_json(),
-                None,
-            ))
-            .await
-            .unwrap();
+        submit_create(&app, &format!("limited-{i}")).await;
     }
     let ctx = app.engine.context();
-    let instance = ctx.config.instance.clone();
-    let live = || {
-        let prefix = format!("{instance}/delivery/");
-        ractor::registry::registered()
-            .into_iter()
-            .filter(|n| n.starts_with(&prefix))
-            .count()
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while app.engine.queue_depth().await.ok().flatten().unwrap_or(1) > 0
-        || !ctx.in_flight.is_empty()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "creation did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let live = || live_deliveries(&app);
+    wait_until_queue_drained(&app, Duration::from_secs(60)).await;
     // Those activated past the limit stop after about a second; those
     // activated under it keep their long timeout.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -422,37 +425,11 @@ async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
     .await;
     let ids: Vec<String> = (0..N).map(|i| format!("passive-{i}")).collect();
     for id in &ids {
-        let mut body = ri_example();
-        body["deliveryId"] = json!(id);
-        let request = DeliveryRequest::from_message(&body).unwrap();
-        app.engine
-            .submit(QueueMessage::new(
-                Operation::Delivery,
-                &request.to_message_json(),
-                None,
-            ))
-            .await
-            .unwrap();
+        submit_create(&app, id).await;
     }
-    let instance = app.engine.context().config.instance.clone();
-    let live = || {
-        let prefix = format!("{instance}/delivery/");
-        ractor::registry::registered()
-            .into_iter()
-            .filter(|n| n.starts_with(&prefix))
-            .count()
-    };
+    let live = || live_deliveries(&app);
     // All created...
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while app.engine.queue_depth().await.ok().flatten().unwrap_or(1) > 0
-        || !app.engine.context().in_flight.is_empty()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "creation did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_queue_drained(&app, Duration::from_secs(120)).await;
     // ...then passivated.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while live() > 1 {
