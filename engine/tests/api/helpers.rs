@@ -123,6 +123,22 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Queues the create of delivery `id` (the reference example's body)
+    /// straight to the engine, as the gateway would, without HTTP.
+    pub async fn submit_create(&self, id: &str) {
+        let mut body = ri_example();
+        body["deliveryId"] = json!(id);
+        let request = dronedelivery_actors::domain::DeliveryRequest::from_message(&body).unwrap();
+        self.engine
+            .submit(dronedelivery_actors::ports::QueueMessage::new(
+                dronedelivery_actors::ports::Operation::Delivery,
+                &request.to_message_json(),
+                None,
+            ))
+            .await
+            .unwrap();
+    }
+
     /// The status document, or `None` while the delivery is unknown or
     /// its store is reported down (a `503` naming the dependency, which a
     /// client retries after `Retry-After`).

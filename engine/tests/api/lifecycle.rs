@@ -208,12 +208,8 @@ async fn completed_deliveries_cannot_be_changed() {
 #[tokio::test]
 async fn a_redelivered_message_has_no_second_effect() {
     let app = spawn_app().await;
-    let mut body = ri_example();
-    body["deliveryId"] = json!("dup-1");
-    let request = dronedelivery_actors::domain::DeliveryRequest::from_message(&body).unwrap();
     for _ in 0..3 {
-        let msg = QueueMessage::new(Operation::Delivery, &request.to_message_json(), None);
-        app.engine.submit(msg).await.unwrap();
+        app.submit_create("dup-1").await;
     }
     app.wait_for_stage("dup-1", stage::COMPLETED, LONG).await;
     // Let any duplicate finish too.

@@ -14,8 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dronedelivery_actors::domain::ownership::Fence;
 use dronedelivery_actors::domain::{
-    DeliveryRecord, DeliveryRequest, DeliveryStage, DroneRequest, DroneState, DroneStatus,
-    TrackingEvent,
+    DeliveryRecord, DeliveryStage, DroneRequest, DroneState, DroneStatus, TrackingEvent,
 };
 use dronedelivery_actors::ports::{
     Claimed, DeliveryStore, DroneStore, Operation, QueueMessage, Saved, StoreResult,
@@ -278,7 +277,7 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
     assert_eq!(letter.attempts, 2);
 
     // Fix the cause: the delivery now exists (slow drones keep it reschedulable).
-    submit_create(&app, "late-1").await;
+    app.submit_create("late-1").await;
     app.wait_for("late-1", LONG, |s| s["stage"].is_u64()).await;
 
     let replayed = app.engine.replay_dead_letter(&reschedule.message_id).await;
@@ -311,22 +310,6 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed() {
         Err(dronedelivery_actors::CommandError::NotFound)
     ));
     app.stop().await;
-}
-
-/// Queues the create of a delivery `id` (the reference example's body), as
-/// the gateway does, without HTTP.
-async fn submit_create(app: &TestApp, id: &str) {
-    let mut body = ri_example();
-    body["deliveryId"] = json!(id);
-    let request = DeliveryRequest::from_message(&body).unwrap();
-    app.engine
-        .submit(QueueMessage::new(
-            Operation::Delivery,
-            &request.to_message_json(),
-            None,
-        ))
-        .await
-        .unwrap();
 }
 
 /// Delivery actors registered in this engine.
@@ -370,7 +353,7 @@ async fn idle_deliveries_past_the_live_limit_stop_within_a_second() {
     )
     .await;
     for i in 0..N {
-        submit_create(&app, &format!("limited-{i}")).await;
+        app.submit_create(&format!("limited-{i}")).await;
     }
     let ctx = app.engine.context();
     let live = || live_deliveries(&app);
@@ -425,7 +408,7 @@ async fn ten_thousand_passivated_deliveries_come_back_from_the_store() {
     .await;
     let ids: Vec<String> = (0..N).map(|i| format!("passive-{i}")).collect();
     for id in &ids {
-        submit_create(&app, id).await;
+        app.submit_create(id).await;
     }
     let live = || live_deliveries(&app);
     // All created...
